@@ -1,0 +1,33 @@
+# direktiv-cmd: build, test, benchmark and package.
+#
+#   make run      start the runner locally on :8080 (development mode: logs to stdout)
+#   make test     format check, clippy, every test (the command CI runs)
+#   make static   statically linked release binary in target/static/direktiv-cmd
+#   make image    container images built from that binary (no registry needed)
+#   make bench    benchmark table (also written as JSON to bench-results/)
+#   make soak     long mixed-load test: cancels, timeouts, disconnects, leak checks
+
+CARGO ?= cargo
+HOST_TARGET := x86_64-unknown-linux-gnu
+STATIC_BIN := target/static/direktiv-cmd
+
+.PHONY: run test lint unit static image bench soak clean
+
+run:
+	DIREKTIV_DEV_MODE=1 $(CARGO) run --release --
+
+test: lint
+	$(CARGO) test --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# glibc with crt-static: the binary needs no libc, no /etc/hosts, nothing but itself.
+static:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(HOST_TARGET)
+	mkdir -p target/static
+	cp target/$(HOST_TARGET)/release/direktiv-cmd $(STATIC_BIN)
+
+clean:
+	$(CARGO) clean

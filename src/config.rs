@@ -1,0 +1,253 @@
+//! Every setting of the runner, read once at start-up from flags and environment variables.
+//!
+//! Each setting is a flag and an environment variable (clap's `env` support), so a Dockerfile
+//! `ENV`, a Direktiv function's `envs:` and a local `--flag` all configure the same thing.
+//! An invalid value stops start-up with clap's message, which names the flag and variable.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Direktiv's own limit for one log message (the sidecar answers 413 above it).
+pub const LOG_MESSAGE_CAP: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "direktiv-cmd",
+    version,
+    about = "Generic command runner for Direktiv function containers",
+    long_about = "Generic command runner for Direktiv function containers.\n\n\
+        Serves Direktiv's function contract on $PORT: POST / runs the request's commands, \
+        streams every output line to the sidecar's log endpoint and answers with JSON results \
+        or a catchable cmd.* error. Every option is also an environment variable."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+
+    #[command(subcommand)]
+    pub command: Option<Mode>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Run one request from a file (or `-` for stdin) without HTTP: logs go to stderr, the
+    /// response JSON to stdout; the exit status is 0 on success and 1 on failure.
+    Run {
+        /// Path of the request JSON, or `-` to read it from stdin.
+        request: String,
+    },
+}
+
+/// The runner's configuration. Cheap to share: wrapped in an `Arc` by the server.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Port to listen on (all addresses).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Base URL of the Direktiv sidecar; logs go to <backend>/log?aid=<action id>.
+    #[arg(long, env = "DIREKTIV_HTTP_BACKEND", default_value = "http://127.0.0.1:8889",
+          value_parser = parse_backend)]
+    pub backend: String,
+
+    /// Development mode: command output goes to stdout instead of the sidecar.
+    /// Any non-empty value other than 0/false/no/off turns it on.
+    #[arg(long = "dev-mode", env = "DIREKTIV_DEV_MODE", default_value = "",
+          hide_default_value = true, value_parser = parse_flag_value,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub dev_mode: bool,
+
+    /// Default timeout of one command (seconds, or 90s/5m/1h); 0 means none.
+    #[arg(long, env = "CMD_TIMEOUT", default_value = "0", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Time between SIGTERM and SIGKILL when a command's process group is stopped.
+    #[arg(long, env = "CMD_KILL_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+
+    /// On SIGTERM, time in-flight requests get to finish before they are cancelled.
+    #[arg(long, env = "CMD_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Requests run at the same time; more are answered 503 cmd.busy.
+    #[arg(long, env = "CMD_MAX_INFLIGHT", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_inflight: u32,
+
+    /// Bytes of stdout and of stderr kept per command in the response (logs get everything).
+    #[arg(long, env = "CMD_MAX_OUTPUT", default_value = "1MiB", value_parser = parse_size)]
+    pub max_output: usize,
+
+    /// Largest request body accepted.
+    #[arg(long, env = "CMD_MAX_BODY", default_value = "32MiB", value_parser = parse_size)]
+    pub max_body: usize,
+
+    /// Comma-separated executables allowed to run, by bare name (looked up in PATH) or
+    /// absolute path. Empty allows everything.
+    #[arg(long, env = "CMD_ALLOW", default_value = "", value_parser = parse_allow_list,
+          hide_default_value = true)]
+    pub allow: AllowList,
+
+    /// Shell used for `shell: true` commands; empty disables shell mode.
+    #[arg(long, env = "CMD_SHELL", default_value = "/bin/sh")]
+    pub shell: String,
+
+    /// Top-level key of the native response (e.g. `bash` or `aws-cli` to replace those
+    /// direktiv-apps functions without touching workflows).
+    #[arg(long, env = "CMD_RESULT_KEY", default_value = "commands")]
+    pub result_key: String,
+
+    /// Format of the runner's own log lines on stderr; the level comes from RUST_LOG.
+    #[arg(long, env = "CMD_LOG_FORMAT", default_value = "text", value_enum)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The executables `CMD_ALLOW` permits. Empty means "everything".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowList {
+    /// Entries as configured: bare names or absolute paths.
+    pub entries: Vec<String>,
+}
+
+impl AllowList {
+    pub fn is_restricted(&self) -> bool {
+        !self.entries.is_empty()
+    }
+}
+
+impl Config {
+    /// The shell for `shell: true`, or `None` when shell mode is disabled.
+    pub fn shell_path(&self) -> Option<PathBuf> {
+        let shell = self.shell.trim();
+        (!shell.is_empty()).then(|| PathBuf::from(shell))
+    }
+
+    /// The default command timeout, `None` when commands run without one.
+    pub fn default_timeout(&self) -> Option<Duration> {
+        (!self.timeout.is_zero()).then_some(self.timeout)
+    }
+}
+
+/// Durations: plain seconds (`300`, `1.5`) or humantime (`90s`, `5m`, `1h 30m`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("'{value}' is not a duration: seconds must be 0 or more"));
+    }
+    humantime::parse_duration(value).map_err(|e| {
+        format!("'{value}' is not a duration ({e}); use seconds or a value like 90s, 5m, 1h")
+    })
+}
+
+/// Sizes: plain bytes or a number with a unit (`512KiB`, `1MiB`, `1MB`, `2G`).
+pub fn parse_size(value: &str) -> Result<usize, String> {
+    let trimmed = value.trim();
+    let split = trimmed
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("'{value}' is not a size; use bytes or a value like 512KiB, 1MiB"))?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("'{value}': unknown size unit '{other}' (use KiB, MiB or GiB)")),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("'{value}' is too large"))
+}
+
+fn parse_backend(value: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(value.trim())
+        .map_err(|e| format!("'{value}' is not a URL ({e}); expected e.g. http://127.0.0.1:8889"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("'{value}': the sidecar URL must start with http://"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+fn parse_flag_value(value: &str) -> Result<bool, String> {
+    let value = value.trim().to_ascii_lowercase();
+    Ok(!matches!(value.as_str(), "" | "0" | "false" | "no" | "off"))
+}
+
+fn parse_allow_list(value: &str) -> Result<AllowList, String> {
+    let entries: Vec<String> = value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for entry in &entries {
+        if entry.contains('/') && !entry.starts_with('/') {
+            return Err(format!(
+                "'{entry}' must be a bare executable name or an absolute path"
+            ));
+        }
+    }
+    Ok(AllowList { entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_accept_units() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("32 MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("4k"), Ok(4096));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn allow_list_rejects_relative_paths() {
+        assert!(parse_allow_list("./run.sh").is_err());
+        let list = parse_allow_list(" aws, /usr/bin/kubectl ,,").unwrap();
+        assert_eq!(list.entries, vec!["aws", "/usr/bin/kubectl"]);
+        assert!(!parse_allow_list("").unwrap().is_restricted());
+    }
+
+    #[test]
+    fn dev_mode_values() {
+        assert_eq!(parse_flag_value(""), Ok(false));
+        assert_eq!(parse_flag_value("false"), Ok(false));
+        assert_eq!(parse_flag_value("1"), Ok(true));
+        assert_eq!(parse_flag_value("yes"), Ok(true));
+    }
+
+    #[test]
+    fn backend_is_normalised() {
+        assert_eq!(
+            parse_backend("http://localhost:8889/"),
+            Ok("http://localhost:8889".to_owned())
+        );
+        assert!(parse_backend("127.0.0.1:8889").is_err());
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    direktiv_cmd::init::become_init_if_pid1();
+}

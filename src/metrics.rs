@@ -1,0 +1,161 @@
+//! Prometheus metrics. The registry is the runner's only global: every part of the data path
+//! counts into it without having a handle passed down.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of `direktiv_cmd_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `success` or `error`.
+    pub outcome: &'static str,
+    /// The `cmd.*` error code, empty on success.
+    pub code: String,
+}
+
+/// Every metric the runner exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub command_duration: Histogram,
+    pub inflight_requests: Gauge,
+    pub running_processes: Gauge,
+    pub log_lines: Counter,
+    pub log_bytes: Counter,
+    pub log_posts: Counter,
+    pub log_post_failures: Counter,
+    pub log_posts_coalesced: Counter,
+    pub log_lines_to_stdout: Counter<u64, AtomicU64>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        // Knative tells a revision its service and revision names; carry them as labels so
+        // dashboards can tell functions apart.
+        let const_labels: Vec<(std::borrow::Cow<'static, str>, std::borrow::Cow<'static, str>)> =
+            [("K_SERVICE", "service"), ("K_REVISION", "revision")]
+                .into_iter()
+                .filter_map(|(var, label)| {
+                    std::env::var(var)
+                        .ok()
+                        .filter(|v| !v.is_empty())
+                        .map(|v| (label.into(), v.into()))
+                })
+                .collect();
+        let mut registry = Registry::with_prefix_and_labels("direktiv_cmd", const_labels.into_iter());
+
+        let metrics = Metrics {
+            requests: Family::default(),
+            command_duration: Histogram::new(
+                [0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0].into_iter(),
+            ),
+            inflight_requests: Gauge::default(),
+            running_processes: Gauge::default(),
+            log_lines: Counter::default(),
+            log_bytes: Counter::default(),
+            log_posts: Counter::default(),
+            log_post_failures: Counter::default(),
+            log_posts_coalesced: Counter::default(),
+            log_lines_to_stdout: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests answered, by outcome and cmd.* error code",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "command_duration_seconds",
+            "Wall time of each command run",
+            metrics.command_duration.clone(),
+        );
+        registry.register(
+            "inflight_requests",
+            "Requests running now",
+            metrics.inflight_requests.clone(),
+        );
+        registry.register(
+            "running_processes",
+            "Command processes running now",
+            metrics.running_processes.clone(),
+        );
+        registry.register(
+            "log_lines",
+            "Output lines shipped to the sidecar log endpoint",
+            metrics.log_lines.clone(),
+        );
+        registry.register(
+            "log_bytes",
+            "Output bytes shipped to the sidecar log endpoint",
+            metrics.log_bytes.clone(),
+        );
+        registry.register(
+            "log_posts",
+            "POSTs made to the sidecar log endpoint",
+            metrics.log_posts.clone(),
+        );
+        registry.register(
+            "log_post_failures",
+            "Failed POSTs to the sidecar log endpoint (each try counts)",
+            metrics.log_post_failures.clone(),
+        );
+        registry.register(
+            "log_posts_coalesced",
+            "POSTs that carried more than one line because the endpoint was behind",
+            metrics.log_posts_coalesced.clone(),
+        );
+        registry.register(
+            "log_lines_to_stdout",
+            "Lines written to the container's stdout because the sidecar could not take them",
+            metrics.log_lines_to_stdout.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts one answered request.
+    pub fn count_request(&self, code: Option<&str>) {
+        let labels = RequestLabels {
+            outcome: if code.is_some() { "error" } else { "success" },
+            code: code.unwrap_or_default().to_owned(),
+        };
+        self.requests.get_or_create(&labels).inc();
+    }
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        METRICS.count_request(Some("cmd.exit.2"));
+        METRICS.log_lines.inc();
+        let text = METRICS.render();
+        assert!(text.contains("direktiv_cmd_requests_total{outcome=\"error\",code=\"cmd.exit.2\"}"));
+        assert!(text.contains("# TYPE direktiv_cmd_command_duration_seconds histogram"));
+        assert!(text.contains("direktiv_cmd_log_lines_total"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

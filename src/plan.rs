@@ -1,0 +1,74 @@
+//! The validated form of one request. `request` turns wire JSON into a `Plan`; everything after
+//! it (files, execution, responses) handles a `Plan` and never sees `serde_json::Value`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Which wire format the request came in; the response is answered in the same dialect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"commands": [...]}` (direktiv-apps / aws-cli style), answered with `{"<key>": [...]}`.
+    Native,
+    /// `{"data": {"commands": [...]}}` (Direktiv's special `direktiv-cmd` command), answered
+    /// with `[{"Error": "", "Output": ...}]`.
+    DirektivCmd,
+}
+
+/// One request: files to place, then commands to run one after another.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub dialect: Dialect,
+    pub files: Vec<InputFile>,
+    /// Request-level environment, applied to every command (before the command's own env).
+    pub env: Vec<(String, String)>,
+    pub commands: Vec<CommandSpec>,
+    /// Strings that must never reach logs or error messages: every request- and command-level
+    /// env value plus the request's `mask` list. Values shorter than 4 bytes are filtered by
+    /// the masker, not here.
+    pub secrets: Vec<String>,
+}
+
+/// A file to write into the request's temp dir before any command runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputFile {
+    /// Relative path, already checked lexically: not empty, not absolute, no `..` or `.`
+    /// components, no NUL. Symlink escapes are checked against the disk by `files`.
+    pub path: PathBuf,
+    pub data: Vec<u8>,
+    /// Permission bits (e.g. 0o644).
+    pub mode: u32,
+}
+
+/// How the executable of a command is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// argv, from `command` split with shell-words rules or from `args`. Never empty.
+    Argv(Vec<String>),
+    /// `shell: true`: the script is passed to the configured shell as `-c <script>`.
+    Shell(String),
+}
+
+/// One command of a request, with every alias and default already resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// The command as the user wrote it (`command`, or `args` joined with shell quoting).
+    /// Masked before it is shown anywhere.
+    pub display: String,
+    pub program: Program,
+    /// The command's own environment, applied after the request-level env.
+    pub env: Vec<(String, String)>,
+    /// Bytes fed to stdin; `None` gives the command an empty stdin (EOF at once).
+    pub stdin: Option<Vec<u8>>,
+    /// Working directory relative to the temp dir, lexically checked like file paths.
+    pub workdir: Option<PathBuf>,
+    /// The command's own timeout; `None` falls back to the configured default.
+    pub timeout: Option<Duration>,
+    /// Do not stream this command's output to the log endpoint.
+    pub silent: bool,
+    /// Log `running command '<masked command>'` before running it.
+    pub print: bool,
+    /// When this command fails, go on with the next one instead of failing the request.
+    pub continue_on_error: bool,
+    /// A file (relative to the temp dir) whose content becomes the command's `result`.
+    pub output: Option<PathBuf>,
+}
