@@ -1,0 +1,54 @@
+//! The test harness: a fake Direktiv sidecar and a handle on the real `direktiv-cmd` binary.
+//!
+//! Integration tests speak the real protocol to the real binary. A test file starts with
+//! `mod support;` and typically does:
+//!
+//! ```ignore
+//! use support::{FakeSidecar, Runner};
+//! use serde_json::json;
+//!
+//! #[tokio::test(flavor = "multi_thread")]
+//! async fn echo() {
+//!     let sidecar = FakeSidecar::start();
+//!     let runner = Runner::start(&sidecar);
+//!     let reply = sidecar.call(&runner, "a1", json!({"command": "echo hi"})).await;
+//!     reply.assert_success();
+//!     assert_eq!(reply.command(0)["result"], "hi");
+//!     assert_eq!(sidecar.lines("a1"), ["running command 'echo hi'", "hi"]);
+//! }
+//! ```
+//!
+//! - [`FakeSidecar`] (sidecar.rs) serves `/log` and `/var` like Direktiv's sidecar and runs an
+//!   action the way it does: per-action dir with `out/` folders, `files:` from variables, the
+//!   action id registered only while the call is in flight (late `/log` posts are rejected with
+//!   500 and recorded), `out/<scope>/<name>` files collected into variables afterwards. Slow,
+//!   failing and down sidecars are switches on it.
+//! - [`Runner`] (runner.rs) starts the binary with `PORT=0`, finds its address in the
+//!   `listening on` log line, waits for `/readyz`, collects stdout/stderr lines and ends the
+//!   process on drop. [`RunnerBuilder::run_to_exit`] runs it to completion instead.
+//! - [`Reply`] (reply.rs) is any HTTP answer, with helpers for the error headers and the
+//!   native result body.
+
+// Each test file compiles this module on its own and uses only part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod procs;
+pub mod reply;
+pub mod runner;
+pub mod sidecar;
+
+use std::time::Duration;
+
+pub use reply::{Body, Reply};
+pub use runner::{binary, parse_listening, strip_ansi, Finished, Runner, RunnerBuilder};
+pub use sidecar::{ActionFile, CallOptions, FakeSidecar, Rejected, TempDirHeader, MISSING_AID};
+
+/// Starts a fake sidecar and a runner pointed at it, with extra environment variables.
+pub fn start_pair(env: &[(&str, &str)]) -> (FakeSidecar, Runner) {
+    let sidecar = FakeSidecar::start();
+    let runner = Runner::start_with(&sidecar, env);
+    (sidecar, runner)
+}
+
+/// A generous bound for anything that should be quick, sized for a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);

@@ -1,0 +1,503 @@
+//! A handle on the real `direktiv-cmd` binary: started with `PORT=0`, its address read from the
+//! `listening on <ip>:<port>` log line, its stdout and stderr collected line by line in the
+//! background, and the process ended when the handle is dropped.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::reply::{Body, Reply};
+use super::sidecar::{http_client, FakeSidecar};
+
+/// How long start-up may take on a loaded machine before the test fails.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings the runner reads that the test environment must not leak into it.
+const SCRUBBED_ENV: &[&str] = &[
+    "PORT",
+    "DIREKTIV_HTTP_BACKEND",
+    "DIREKTIV_DEV_MODE",
+    "CMD_TIMEOUT",
+    "CMD_KILL_GRACE",
+    "CMD_GRACE",
+    "CMD_MAX_INFLIGHT",
+    "CMD_MAX_OUTPUT",
+    "CMD_MAX_BODY",
+    "CMD_ALLOW",
+    "CMD_SHELL",
+    "CMD_RESULT_KEY",
+    "CMD_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// Lines read from one of the runner's output streams, shared with a reader thread.
+type Lines = Arc<Mutex<Vec<String>>>;
+
+/// The path of the binary under test.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_direktiv-cmd"))
+}
+
+/// Builds a [`Runner`]: program, arguments, environment.
+#[derive(Debug, Clone)]
+pub struct RunnerBuilder {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(String, String)>,
+    backend: Option<String>,
+    wait_ready: bool,
+}
+
+impl Default for RunnerBuilder {
+    fn default() -> Self {
+        RunnerBuilder {
+            program: binary().into_os_string(),
+            args: Vec::new(),
+            env: Vec::new(),
+            backend: None,
+            wait_ready: true,
+        }
+    }
+}
+
+impl RunnerBuilder {
+    /// Points `DIREKTIV_HTTP_BACKEND` at `sidecar`.
+    pub fn sidecar(mut self, sidecar: &FakeSidecar) -> Self {
+        self.backend = Some(sidecar.url());
+        self
+    }
+
+    /// Sets `DIREKTIV_HTTP_BACKEND` to any URL (e.g. a closed port).
+    pub fn backend(mut self, url: &str) -> Self {
+        self.backend = Some(url.to_string());
+        self
+    }
+
+    /// Adds an environment variable (later calls win).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Adds several environment variables.
+    pub fn envs(mut self, vars: &[(&str, &str)]) -> Self {
+        for (key, value) in vars {
+            self.env.push((key.to_string(), value.to_string()));
+        }
+        self
+    }
+
+    /// Adds a command-line argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Runs another program instead of the binary (e.g. `chroot <dir> /direktiv-cmd`); the
+    /// arguments given with [`arg`](Self::arg) follow it.
+    pub fn program(mut self, program: impl Into<OsString>) -> Self {
+        self.program = program.into();
+        self
+    }
+
+    /// Do not wait for `/readyz` 200 (only for the `listening on` line).
+    pub fn no_wait_ready(mut self) -> Self {
+        self.wait_ready = false;
+        self
+    }
+
+    /// The configured command, environment scrubbed of runner settings.
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for key in SCRUBBED_ENV {
+            command.env_remove(key);
+        }
+        command.env("PORT", "0").env("RUST_LOG", "info");
+        if let Some(backend) = &self.backend {
+            command.env("DIREKTIV_HTTP_BACKEND", backend);
+        }
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command
+    }
+
+    /// Starts the runner and waits until it listens (and, by default, is ready).
+    pub fn start(self) -> Runner {
+        let mut command = self.command();
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start direktiv-cmd");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let mut runner = Runner {
+            child,
+            addr: None,
+            stdout: collect_stdout(stdout),
+            stderr: collect_stderr(stderr, addr_tx),
+        };
+        runner.addr = Some(runner.await_address(&addr_rx));
+        if self.wait_ready {
+            runner.await_ready();
+        }
+        runner
+    }
+
+    /// Runs the program to completion (killing it after `timeout`) without waiting for it to
+    /// listen: for start-up failures, `--help`, `--version` and the `run` subcommand.
+    pub fn run_to_exit(self, stdin: &[u8], timeout: Duration) -> Finished {
+        let mut command = self.command();
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start direktiv-cmd");
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin);
+        }
+        let stdout = read_all_in_background(child.stdout.take().expect("piped stdout"));
+        let stderr = read_all_in_background(child.stderr.take().expect("piped stderr"));
+        let status = wait_or_kill(&mut child, timeout);
+        Finished {
+            status,
+            stdout: String::from_utf8_lossy(&stdout.join().unwrap_or_default()).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned(),
+        }
+    }
+}
+
+/// The outcome of [`RunnerBuilder::run_to_exit`].
+#[derive(Debug)]
+pub struct Finished {
+    /// `None` when the program had to be killed after the timeout.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A running `direktiv-cmd`. Dropping it sends SIGTERM, then SIGKILL after a few seconds.
+pub struct Runner {
+    child: Child,
+    addr: Option<SocketAddr>,
+    stdout: Lines,
+    stderr: Lines,
+}
+
+impl Runner {
+    /// A builder with the defaults (`PORT=0`, `RUST_LOG=info`, the real binary).
+    pub fn builder() -> RunnerBuilder {
+        RunnerBuilder::default()
+    }
+
+    /// Starts the runner against `sidecar`.
+    pub fn start(sidecar: &FakeSidecar) -> Runner {
+        Runner::builder().sidecar(sidecar).start()
+    }
+
+    /// Starts the runner against `sidecar` with extra environment variables.
+    pub fn start_with(sidecar: &FakeSidecar, env: &[(&str, &str)]) -> Runner {
+        Runner::builder().sidecar(sidecar).envs(env).start()
+    }
+
+    /// The address the runner listens on, reached through 127.0.0.1.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr.expect("runner address")
+    }
+
+    /// `http://127.0.0.1:<port>/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr())
+    }
+
+    /// The runner's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Lines the runner wrote to stdout so far (command output in development mode, and the
+    /// fallback when the sidecar is down).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        snapshot(&self.stdout)
+    }
+
+    /// Lines the runner wrote to stderr so far (its own log).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        snapshot(&self.stderr)
+    }
+
+    /// Waits until a stdout line satisfies `pred`; returns whether one did within `timeout`.
+    pub fn wait_stdout(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        wait_for_line(&self.stdout, timeout, pred)
+    }
+
+    /// Waits until a stderr line satisfies `pred`; returns whether one did within `timeout`.
+    pub fn wait_stderr(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        wait_for_line(&self.stderr, timeout, pred)
+    }
+
+    /// Sends `signal` to the runner process.
+    pub fn signal(&self, signal: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pid fits i32"));
+        kill(pid, signal).expect("signal the runner");
+    }
+
+    /// Waits for the runner to exit; `None` if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a raw request: any method, path, headers and body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Body>,
+    ) -> Reply {
+        let url = format!("http://{}{}", self.addr(), path);
+        let mut request = http_client().request(method, url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        match request.body(body.into().0).send().await {
+            Ok(response) => Reply::read(response).await,
+            Err(error) => Reply::transport_error(error),
+        }
+    }
+
+    /// `POST /` with exactly these headers and this body (no headers added).
+    pub async fn post(&self, body: impl Into<Body>, headers: &[(&str, &str)]) -> Reply {
+        self.request(reqwest::Method::POST, "/", headers, body)
+            .await
+    }
+
+    /// `GET <path>`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.request(reqwest::Method::GET, path, &[], Vec::new())
+            .await
+    }
+
+    /// A blocking `GET <path>` returning the status (0 when unreachable); usable anywhere.
+    pub fn get_status_blocking(&self, path: &str) -> u16 {
+        blocking_get_status(self.addr(), path)
+    }
+
+    fn await_address(&mut self, addr_rx: &Receiver<SocketAddr>) -> SocketAddr {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(addr) = addr_rx.recv_timeout(Duration::from_millis(50)) {
+                return addr;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "direktiv-cmd exited with {status} before listening; stderr:\n{}",
+                    self.stderr_lines().join("\n")
+                );
+            }
+        }
+        panic!(
+            "direktiv-cmd logged no `listening on` line; stderr:\n{}",
+            self.stderr_lines().join("\n")
+        );
+    }
+
+    fn await_ready(&self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if self.get_status_blocking("/readyz") == 200 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "direktiv-cmd never answered /readyz with 200; stderr:\n{}",
+            self.stderr_lines().join("\n")
+        );
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+        if self.wait_exit(Duration::from_secs(3)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Parses `listening on <ip>:<port>` out of a log line (ANSI colours tolerated) and returns
+/// the address to connect to: 127.0.0.1 when the runner listens on all addresses.
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    let plain = strip_ansi(line);
+    let rest = &plain[plain.find("listening on ")? + "listening on ".len()..];
+    let token: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    let addr: SocketAddr = token.parse().ok()?;
+    if addr.ip().is_unspecified() || addr.ip().is_loopback() {
+        return Some(SocketAddr::from(([127, 0, 0, 1], addr.port())));
+    }
+    Some(addr)
+}
+
+/// Removes ANSI escape sequences (CSI and two-byte escapes) from `text`.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+fn snapshot(lines: &Lines) -> Vec<String> {
+    lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn wait_for_line(lines: &Lines, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if snapshot(lines).iter().any(|l| pred(l)) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads `stream` line by line (bytes, decoded lossily, so invalid UTF-8 is kept visible),
+/// handing each line to `on_line`.
+fn read_lines(stream: impl Read, mut on_line: impl FnMut(String)) {
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                on_line(String::from_utf8_lossy(&buf).into_owned());
+            }
+        }
+    }
+}
+
+fn collect_stdout(stdout: ChildStdout) -> Lines {
+    let lines = Lines::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        read_lines(stdout, |line| {
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line)
+        })
+    });
+    lines
+}
+
+fn collect_stderr(stderr: ChildStderr, addr_tx: Sender<SocketAddr>) -> Lines {
+    let lines = Lines::default();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        read_lines(stderr, |line| {
+            if !sent {
+                if let Some(addr) = parse_listening(&line) {
+                    sent = addr_tx.send(addr).is_ok();
+                }
+            }
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+        })
+    });
+    lines
+}
+
+fn read_all_in_background(
+    mut stream: impl Read + Send + 'static,
+) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stream.read_to_end(&mut all);
+        all
+    })
+}
+
+fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal HTTP/1.1 GET over a std socket, so readiness can be polled without a runtime.
+fn blocking_get_status(addr: SocketAddr, path: &str) -> u16 {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 64];
+    let Ok(n) = stream.read(&mut head) else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&head[..n]);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
