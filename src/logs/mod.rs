@@ -7,77 +7,198 @@
 //! - `LogStream::framer()` -> `LineFramer`: one per pipe (stdout, stderr); `write(bytes).await`
 //!   takes raw pipe reads, `close().await` flushes a last line without newline.
 //! - `LogStream::finish().await`: every queued line delivered (or given up) before it returns.
+//!
+//! Inside: `framer` cuts pipe bytes into masked lines, `queue` holds them (bounded, joined into
+//! as few POST bodies as possible), and one `sender` task per request drains the queue in order
+//! to the sidecar, or to stdout in development mode or once the sidecar stopped answering.
 
+mod console;
+mod framer;
+mod queue;
+mod sender;
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::mask::Masker;
+
+pub use console::{Console, Stdout};
+pub use framer::LineFramer;
+
+use queue::{Batch, Queue};
+use sender::{Destination, Sender};
+
+/// The action id Direktiv's SDKs and local tests use when no sidecar runs.
+const DEVELOPMENT_ACTION_ID: &str = "development";
+
+/// The sidecar is on the same host; it answers in milliseconds or not at all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest wait for one POST (a 4 MiB message relayed by the sidecar included).
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The process-wide log client.
 #[derive(Clone)]
 pub struct LogShipper {
-    backend: Arc<str>,
+    inner: Arc<ShipperInner>,
+}
+
+/// What every request's log stream shares.
+struct ShipperInner {
+    /// The sidecar's base URL, without a trailing `/`.
+    backend: String,
+    /// Development mode for every request (`DIREKTIV_DEV_MODE`).
     dev_mode: bool,
+    /// `None` only if the client could not be built; output then goes to stdout.
+    client: Option<reqwest::Client>,
+    /// Where development-mode and fallback lines go.
+    console: Arc<dyn Console>,
 }
 
 impl LogShipper {
     pub fn new(backend: &str, dev_mode: bool) -> Self {
+        let client = build_client()
+            .inspect_err(|error| {
+                tracing::error!(%error, "cannot build the log client; output goes to stdout")
+            })
+            .ok();
         LogShipper {
-            backend: backend.into(),
-            dev_mode,
+            inner: Arc::new(ShipperInner {
+                backend: backend.trim_end_matches('/').to_owned(),
+                dev_mode,
+                client,
+                console: Arc::new(Stdout),
+            }),
         }
     }
 
-    /// Opens the log stream of one request.
-    pub fn open(&self, action_id: &str, masker: Arc<Masker>) -> LogStream {
-        let _ = (&self.backend, self.dev_mode, action_id);
-        LogStream { masker }
+    /// The same shipper writing development-mode and fallback lines to `console` instead of
+    /// stdout.
+    pub fn with_console(self, console: Arc<dyn Console>) -> Self {
+        LogShipper {
+            inner: Arc::new(ShipperInner {
+                backend: self.inner.backend.clone(),
+                dev_mode: self.inner.dev_mode,
+                client: self.inner.client.clone(),
+                console,
+            }),
+        }
     }
+
+    /// Opens the log stream of one request and starts its sender task (so it must be called
+    /// inside the tokio runtime).
+    pub fn open(&self, action_id: &str, masker: Arc<Masker>) -> LogStream {
+        let queue = Arc::new(Queue::default());
+        let (handled, handled_rx) = watch::channel(0);
+        let sender = Sender {
+            queue: queue.clone(),
+            destination: self.destination(action_id),
+            console: self.inner.console.clone(),
+            prefix: format!("[{action_id}] ").into_bytes(),
+            handled,
+        };
+        tokio::spawn(sender.run());
+        LogStream {
+            handle: Arc::new(Handle {
+                queue,
+                masker,
+                handled: handled_rx,
+            }),
+        }
+    }
+
+    /// Where one request's lines go.
+    fn destination(&self, action_id: &str) -> Destination {
+        if self.inner.dev_mode || action_id.eq_ignore_ascii_case(DEVELOPMENT_ACTION_ID) {
+            return Destination::Console;
+        }
+        let url = reqwest::Url::parse(&format!("{}/log", self.inner.backend));
+        match (&self.inner.client, url) {
+            (Some(client), Ok(mut url)) => {
+                url.query_pairs_mut().append_pair("aid", action_id);
+                Destination::Http {
+                    client: client.clone(),
+                    url,
+                }
+            }
+            (_, Err(error)) => {
+                tracing::error!(backend = %self.inner.backend, %error, "invalid sidecar URL");
+                Destination::Unreachable
+            }
+            (None, Ok(_)) => Destination::Unreachable,
+        }
+    }
+}
+
+/// The one HTTP client of the log shipper.
+fn build_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // Direktiv sets HTTP_PROXY in user containers; the sidecar is local and must not be
+        // reached through it.
+        .no_proxy()
+        // `localhost` without /etc/hosts or NSS (scratch and distroless images). Port 0 here:
+        // reqwest keeps the port written in the URL.
+        .resolve("localhost", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(POST_TIMEOUT)
+        .tcp_nodelay(true)
+        .build()
 }
 
 /// The log stream of one request. Clones share the same ordered queue.
 #[derive(Clone)]
 pub struct LogStream {
+    handle: Arc<Handle>,
+}
+
+/// One request's queue and what its writers need; dropping the last one lets the sender finish.
+struct Handle {
+    queue: Arc<Queue>,
     masker: Arc<Masker>,
+    /// Lines the sender has handled.
+    handled: watch::Receiver<u64>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // The sender still delivers what is queued, then stops.
+        self.queue.close();
+    }
 }
 
 impl LogStream {
-    /// Queues one complete message.
+    /// Queues one complete message (masked). It does not wait for room in the queue: the
+    /// runner's own messages are few and short.
     pub fn line(&self, text: &str) {
-        println!("{}", self.masker.mask(text));
+        let masked = self.handle.masker.mask(text);
+        let mut batch = Batch::with_size_hint(masked.len());
+        framer::push_pieces(&masked, &mut batch);
+        self.handle.queue.push_now(batch);
     }
 
     /// A framer for one output pipe.
     pub fn framer(&self) -> LineFramer {
-        LineFramer {
-            stream: self.clone(),
-            partial: Vec::new(),
-        }
+        LineFramer::new(self.clone())
     }
 
-    /// Waits until every queued line is delivered or given up.
-    pub async fn finish(self) {}
-}
-
-/// Splits one pipe's bytes into lines.
-pub struct LineFramer {
-    stream: LogStream,
-    partial: Vec<u8>,
-}
-
-impl LineFramer {
-    pub async fn write(&mut self, bytes: &[u8]) {
-        self.partial.extend_from_slice(bytes);
-        while let Some(pos) = memchr::memchr(b'\n', &self.partial) {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            self.stream
-                .line(&String::from_utf8_lossy(&line[..line.len() - 1]));
-        }
+    /// Waits until every line queued so far is delivered or given up.
+    pub async fn finish(self) {
+        let target = self.handle.queue.appended();
+        let mut handled = self.handle.handled.clone();
+        // An error means the sender is gone, so nothing is left to wait for.
+        let _ = handled.wait_for(|count| *count >= target).await;
     }
 
-    pub async fn close(mut self) {
-        if !self.partial.is_empty() {
-            let rest = std::mem::take(&mut self.partial);
-            self.stream.line(&String::from_utf8_lossy(&rest));
-        }
+    fn masker(&self) -> &Masker {
+        &self.handle.masker
+    }
+
+    fn queue(&self) -> &Queue {
+        &self.handle.queue
     }
 }

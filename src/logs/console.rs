@@ -1,0 +1,25 @@
+//! Where lines go when they do not go to the sidecar: the container's stdout.
+//!
+//! A trait rather than a direct `stdout()` call so the decision to fall back (and what is
+//! written) can be checked without capturing the process's own stdout.
+
+use std::io::Write;
+
+/// A sink for whole lines.
+pub trait Console: Send + Sync + 'static {
+    /// Writes complete lines (each ending in `\n`) in one piece, so that the lines of requests
+    /// running at the same time never interleave within a line. Called from a blocking thread.
+    fn write_lines(&self, lines: &[u8]);
+}
+
+/// The container's stdout, which Kubernetes collects as the pod's log.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stdout;
+
+impl Console for Stdout {
+    fn write_lines(&self, lines: &[u8]) {
+        let mut out = std::io::stdout().lock();
+        // Nowhere left to report a broken stdout; the lines are lost either way.
+        let _ = out.write_all(lines).and_then(|()| out.flush());
+    }
+}

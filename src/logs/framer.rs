@@ -1,0 +1,212 @@
+//! Turning the raw bytes of one output pipe into log lines.
+//!
+//! A pipe read ends anywhere: in the middle of a line, of a `\r\n`, or of a UTF-8 character.
+//! The framer keeps the unfinished tail of one pipe and hands complete lines on, masked and
+//! converted to text, a whole read at a time.
+
+use crate::config::LOG_MESSAGE_CAP;
+use crate::mask::Masker;
+
+use super::queue::Batch;
+use super::LogStream;
+
+/// Splits one pipe's bytes into lines and queues them on the request's log stream.
+pub struct LineFramer {
+    stream: LogStream,
+    /// The bytes of a line whose newline has not arrived yet (never much above the cap).
+    partial: Vec<u8>,
+}
+
+impl LineFramer {
+    pub(crate) fn new(stream: LogStream) -> Self {
+        LineFramer {
+            stream,
+            partial: Vec::new(),
+        }
+    }
+
+    /// Takes one read of the pipe. Waits while the request already has too much output queued,
+    /// which in turn slows the command down through its pipe instead of growing memory.
+    pub async fn write(&mut self, bytes: &[u8]) {
+        let mut batch = Batch::with_size_hint(bytes.len());
+        frame(&mut self.partial, bytes, self.stream.masker(), &mut batch);
+        self.stream.queue().push(batch).await;
+    }
+
+    /// Ends the pipe: a last line without a newline is queued as it is.
+    pub async fn close(mut self) {
+        if self.partial.is_empty() {
+            return;
+        }
+        let mut batch = Batch::with_size_hint(self.partial.len());
+        push_text(&self.partial, self.stream.masker(), &mut batch);
+        self.partial = Vec::new();
+        self.stream.queue().push(batch).await;
+    }
+}
+
+/// Adds the complete lines of `partial` + `bytes` to `batch` and leaves the unfinished rest in
+/// `partial`. A line longer than the cap is cut once the cap is reached, so `partial` stays
+/// bounded whatever the command writes.
+fn frame(partial: &mut Vec<u8>, bytes: &[u8], masker: &Masker, batch: &mut Batch) {
+    let mut rest = bytes;
+    if !partial.is_empty() {
+        match memchr::memchr(b'\n', rest) {
+            Some(end) => {
+                partial.extend_from_slice(&rest[..end]);
+                push_text(strip_cr(partial), masker, batch);
+                partial.clear();
+                if partial.capacity() > LOG_MESSAGE_CAP {
+                    // Do not keep a huge buffer for the rest of the command's life.
+                    *partial = Vec::new();
+                }
+                rest = &rest[end + 1..];
+            }
+            None => {
+                partial.extend_from_slice(rest);
+                cut_overlong(partial, masker, batch);
+                return;
+            }
+        }
+    }
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', rest) {
+        push_text(strip_cr(&rest[start..end]), masker, batch);
+        start = end + 1;
+    }
+    partial.extend_from_slice(&rest[start..]);
+    cut_overlong(partial, masker, batch);
+}
+
+/// A `\r` right before the `\n` belongs to the newline (`\r\n` line ends).
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Queues cap-sized pieces of an unfinished line while it is longer than the cap.
+fn cut_overlong(partial: &mut Vec<u8>, masker: &Masker, batch: &mut Batch) {
+    if partial.len() <= LOG_MESSAGE_CAP {
+        return;
+    }
+    let mut start = 0;
+    while partial.len() - start > LOG_MESSAGE_CAP {
+        let end = start + utf8_floor(&partial[start..], LOG_MESSAGE_CAP);
+        push_text(&partial[start..end], masker, batch);
+        start = end;
+    }
+    partial.drain(..start);
+}
+
+/// The largest length `<= max` that does not end inside a UTF-8 character of `bytes`. Bytes
+/// that are not UTF-8 are cut anywhere (they are replaced anyway).
+fn utf8_floor(bytes: &[u8], max: usize) -> usize {
+    if bytes.len() <= max {
+        return bytes.len();
+    }
+    // A continuation byte (0b10xx_xxxx) never starts a character; a character has at most three.
+    (max.saturating_sub(3)..=max)
+        .rev()
+        .find(|&end| end > 0 && (bytes[end] & 0b1100_0000) != 0b1000_0000)
+        .unwrap_or(max)
+}
+
+/// Masks one line, converts it to text (invalid UTF-8 replaced) and adds it to the batch, cut
+/// into cap-sized pieces only if it is longer than the cap.
+pub(crate) fn push_text(line: &[u8], masker: &Masker, batch: &mut Batch) {
+    let masked = masker.mask_bytes(line);
+    let text = String::from_utf8_lossy(&masked);
+    push_pieces(&text, batch);
+}
+
+/// Adds already masked text, cut into cap-sized pieces at character boundaries.
+pub(crate) fn push_pieces(text: &str, batch: &mut Batch) {
+    let mut rest = text;
+    while rest.len() > LOG_MESSAGE_CAP {
+        let mut end = LOG_MESSAGE_CAP;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        batch.push_line(&rest.as_bytes()[..end]);
+        rest = &rest[end..];
+    }
+    batch.push_line(rest.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines_of(chunks: &[&[u8]], masker: &Masker) -> (Vec<Vec<u8>>, Vec<u8>) {
+        let mut partial = Vec::new();
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            let mut batch = Batch::with_size_hint(chunk.len());
+            frame(&mut partial, chunk, masker, &mut batch);
+            for message in batch.into_messages() {
+                lines.extend(message.body.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+            }
+        }
+        (lines, partial)
+    }
+
+    #[test]
+    fn lines_split_across_reads_are_joined() {
+        let (lines, partial) = lines_of(
+            &[b"he", b"llo\nwor", b"ld\r", b"\nrest"],
+            &Masker::default(),
+        );
+        assert_eq!(lines, [b"hello".to_vec(), b"world".to_vec()]);
+        assert_eq!(partial, b"rest");
+    }
+
+    #[test]
+    fn empty_lines_and_lone_cr_are_kept() {
+        let (lines, _) = lines_of(&[b"\n\na\rb\r\n"], &Masker::default());
+        assert_eq!(lines, [b"".to_vec(), b"".to_vec(), b"a\rb".to_vec()]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        let (lines, _) = lines_of(&[b"ok \xff\xfe end\n"], &Masker::default());
+        assert_eq!(lines, ["ok \u{fffd}\u{fffd} end".as_bytes().to_vec()]);
+    }
+
+    #[test]
+    fn a_secret_split_across_reads_is_masked() {
+        let masker = Masker::new(["topsecret"]);
+        let (lines, _) = lines_of(&[b"key=top", b"secret!\n"], &masker);
+        assert_eq!(lines, [b"key=***!".to_vec()]);
+    }
+
+    #[test]
+    fn an_overlong_unfinished_line_is_cut_at_the_cap() {
+        let mut partial = Vec::new();
+        let mut batch = Batch::with_size_hint(0);
+        let chunk = vec![b'z'; 1024 * 1024];
+        for _ in 0..5 {
+            frame(&mut partial, &chunk, &Masker::default(), &mut batch);
+        }
+        let messages = batch.into_messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].body.len(), LOG_MESSAGE_CAP);
+        assert_eq!(partial.len(), 1024 * 1024);
+    }
+
+    #[test]
+    fn cuts_never_split_a_character() {
+        // 'é' is two bytes; put one across the cap.
+        let mut text = "a".repeat(LOG_MESSAGE_CAP - 1);
+        text.push('é');
+        text.push_str("tail");
+        let mut batch = Batch::with_size_hint(0);
+        push_pieces(&text, &mut batch);
+        let messages = batch.into_messages();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].body.len(), LOG_MESSAGE_CAP - 1);
+        assert_eq!(messages[1].body, "étail".as_bytes());
+        assert_eq!(
+            utf8_floor(text.as_bytes(), LOG_MESSAGE_CAP),
+            LOG_MESSAGE_CAP - 1
+        );
+    }
+}

@@ -1,0 +1,306 @@
+//! The bounded, coalescing queue between a request's output pipes and its sender task.
+//!
+//! Lines are stored already joined: the queue is a list of [`Message`]s, each one POST body of
+//! newline-joined lines of at most [`LOG_MESSAGE_CAP`] bytes. New lines are appended to the last
+//! message while it has room, so whatever piles up while the sender waits on the endpoint leaves
+//! in as few POSTs as the cap allows, and appending a line costs a `memcpy`, not an allocation.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::config::LOG_MESSAGE_CAP;
+
+/// How many bytes of one request's lines may wait for the sender before writers are held back.
+pub(crate) const QUEUE_BOUND: usize = 2 * LOG_MESSAGE_CAP;
+
+/// One log message: lines joined by `\n`, never longer than [`LOG_MESSAGE_CAP`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Message {
+    /// The POST body.
+    pub(crate) body: Vec<u8>,
+    /// How many lines (or pieces of an over-long line) the body carries; at least one.
+    pub(crate) lines: u64,
+}
+
+impl Message {
+    /// Appends `other` after a `\n` when the result stays within the cap; gives it back if not.
+    fn absorb(&mut self, other: Message) -> Option<Message> {
+        if self.body.len() + 1 + other.body.len() > LOG_MESSAGE_CAP {
+            return Some(other);
+        }
+        self.body.push(b'\n');
+        self.body.extend_from_slice(&other.body);
+        self.lines += other.lines;
+        None
+    }
+
+    /// Appends one line after a `\n` when it fits within the cap.
+    fn append_line(&mut self, line: &[u8]) -> bool {
+        if self.body.len() + 1 + line.len() > LOG_MESSAGE_CAP {
+            return false;
+        }
+        self.body.push(b'\n');
+        self.body.extend_from_slice(line);
+        self.lines += 1;
+        true
+    }
+}
+
+/// Lines collected outside the queue's lock (one pipe read, or one runner message), so that they
+/// enter the queue under a single lock.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    messages: Vec<Message>,
+    /// Capacity for the first message, so a typical pipe read costs one allocation.
+    size_hint: usize,
+}
+
+impl Batch {
+    /// An empty batch expecting about `size_hint` bytes of lines.
+    pub(crate) fn with_size_hint(size_hint: usize) -> Self {
+        Batch {
+            messages: Vec::new(),
+            size_hint: size_hint.min(LOG_MESSAGE_CAP),
+        }
+    }
+
+    /// Adds one line, which must not exceed [`LOG_MESSAGE_CAP`].
+    pub(crate) fn push_line(&mut self, line: &[u8]) {
+        debug_assert!(line.len() <= LOG_MESSAGE_CAP);
+        if let Some(last) = self.messages.last_mut() {
+            if last.append_line(line) {
+                return;
+            }
+        }
+        let mut body = Vec::with_capacity(self.size_hint.max(line.len()));
+        body.extend_from_slice(line);
+        self.messages.push(Message { body, lines: 1 });
+    }
+
+    /// True when no line was added.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// The lines in this batch.
+    #[cfg(test)]
+    pub(crate) fn into_messages(self) -> Vec<Message> {
+        self.messages
+    }
+}
+
+/// Everything behind the queue's lock.
+#[derive(Debug, Default)]
+struct State {
+    messages: VecDeque<Message>,
+    /// Bytes of all queued bodies (the bound applies to this).
+    bytes: usize,
+    /// Lines ever queued; `finish` waits until the sender has handled this many.
+    appended: u64,
+    /// Set when the last handle of the request is gone: the sender drains and stops.
+    closed: bool,
+    /// The most bytes ever queued at once (lets tests check the bound).
+    peak: usize,
+}
+
+impl State {
+    /// Appends one message, merging it into the last queued one when there is room.
+    fn append(&mut self, message: Message) {
+        self.appended += message.lines;
+        let added = self.added_size(message.body.len());
+        let leftover = match self.messages.back_mut() {
+            Some(last) => last.absorb(message),
+            None => Some(message),
+        };
+        if let Some(message) = leftover {
+            self.messages.push_back(message);
+        }
+        self.bytes += added;
+        self.peak = self.peak.max(self.bytes);
+    }
+
+    /// How much a body of `len` bytes adds to the queue: one more for the `\n` when it joins the
+    /// last queued message.
+    fn added_size(&self, len: usize) -> usize {
+        match self.messages.back() {
+            Some(last) if last.body.len() + 1 + len <= LOG_MESSAGE_CAP => len + 1,
+            _ => len,
+        }
+    }
+
+    /// Whether a body of `len` bytes may enter without passing the bound. An empty queue always
+    /// takes a message (at most the cap), so no message can wait forever.
+    fn has_room_for(&self, len: usize) -> bool {
+        self.bytes == 0 || self.bytes + self.added_size(len) <= QUEUE_BOUND
+    }
+}
+
+/// The queue of one request, shared by its `LogStream` handles, its framers and its sender.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    state: Mutex<State>,
+    /// Wakes the sender: lines arrived or the queue closed. Single consumer, so `notify_one`'s
+    /// stored permit makes a wake-up between the check and the wait impossible to lose.
+    work: Notify,
+    /// Wakes writers held back by the bound after the sender took a message.
+    space: Notify,
+}
+
+impl Queue {
+    /// Locks the state. A panic while holding the lock leaves only plain data behind, so a
+    /// poisoned lock is still safe to use.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a batch at once, ignoring the bound: for the runner's own short messages, which
+    /// come from synchronous code that cannot wait.
+    pub(crate) fn push_now(&self, batch: Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            for message in batch.messages {
+                state.append(message);
+            }
+        }
+        self.work.notify_one();
+    }
+
+    /// Queues a batch, waiting for the sender whenever the next message would take the queue
+    /// past [`QUEUE_BOUND`] (backpressure on the command's output pipe).
+    pub(crate) async fn push(&self, batch: Batch) {
+        let mut pending = batch.messages.into_iter().peekable();
+        while pending.peek().is_some() {
+            let space = self.space.notified();
+            tokio::pin!(space);
+            // Registered before the check, so the sender's wake-up cannot slip in between.
+            space.as_mut().enable();
+            let queued_any = {
+                let mut state = self.lock();
+                let mut queued_any = false;
+                while let Some(message) = pending.next_if(|m| state.has_room_for(m.body.len())) {
+                    state.append(message);
+                    queued_any = true;
+                }
+                queued_any
+            };
+            if queued_any {
+                self.work.notify_one();
+            }
+            if pending.peek().is_some() {
+                space.await;
+            }
+        }
+    }
+
+    /// Takes the oldest message, waiting for one; `None` once the queue is closed and empty.
+    pub(crate) async fn next(&self) -> Option<Message> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some(message) = state.messages.pop_front() {
+                    state.bytes -= message.body.len();
+                    drop(state);
+                    self.space.notify_waiters();
+                    return Some(message);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            self.work.notified().await;
+        }
+    }
+
+    /// Lines queued so far.
+    pub(crate) fn appended(&self) -> u64 {
+        self.lock().appended
+    }
+
+    /// No more lines will come: the sender stops once the queue is empty.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.work.notify_one();
+    }
+
+    /// The most bytes ever queued at once.
+    #[cfg(test)]
+    pub(crate) fn peak(&self) -> usize {
+        self.lock().peak
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn batch_of(lines: &[&[u8]]) -> Batch {
+        let mut batch = Batch::with_size_hint(64);
+        lines.iter().for_each(|line| batch.push_line(line));
+        batch
+    }
+
+    #[test]
+    fn batch_joins_lines_until_the_cap() {
+        let big = vec![b'x'; LOG_MESSAGE_CAP - 2];
+        let messages = batch_of(&[b"a", &big, b"b", b""]).into_messages();
+        assert_eq!(messages.len(), 2);
+        assert_eq!(messages[0].lines, 2);
+        assert_eq!(messages[0].body.len(), LOG_MESSAGE_CAP);
+        assert_eq!(messages[1].body, b"b\n");
+        assert_eq!(messages[1].lines, 2);
+    }
+
+    #[tokio::test]
+    async fn queued_batches_coalesce_in_order() {
+        let queue = Queue::default();
+        queue.push(batch_of(&[b"one", b"two"])).await;
+        queue.push_now(batch_of(&[b"three"]));
+        queue.push(batch_of(&[b"four"])).await;
+        queue.close();
+        let message = queue.next().await.unwrap();
+        assert_eq!(message.body, b"one\ntwo\nthree\nfour");
+        assert_eq!(message.lines, 4);
+        assert_eq!(queue.appended(), 4);
+        assert!(queue.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn writers_wait_at_the_bound_and_resume() {
+        let queue = Arc::new(Queue::default());
+        let line = vec![b'y'; LOG_MESSAGE_CAP];
+        let writer = {
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                for _ in 0..6 {
+                    queue.push(batch_of(&[&line])).await;
+                }
+                queue.close();
+            })
+        };
+        // Without a consumer the writer stalls once the bound is reached.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!writer.is_finished());
+        assert!(queue.peak() <= QUEUE_BOUND);
+        let mut received = 0;
+        while let Some(message) = tokio::time::timeout(Duration::from_secs(30), queue.next())
+            .await
+            .unwrap()
+        {
+            assert_eq!(message.body.len(), LOG_MESSAGE_CAP);
+            received += message.lines;
+        }
+        assert_eq!(received, 6);
+        writer.await.unwrap();
+        assert!(queue.peak() <= QUEUE_BOUND);
+    }
+}

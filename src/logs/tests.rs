@@ -1,0 +1,411 @@
+//! The log shipper against a real HTTP endpoint that records what it is sent.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+
+use super::*;
+use crate::config::LOG_MESSAGE_CAP;
+use crate::metrics::METRICS;
+
+/// Generous: the test machine is shared and loaded.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// One POST the fake sidecar accepted.
+#[derive(Debug, Clone)]
+struct Post {
+    aid: String,
+    content_type: String,
+    peer: SocketAddr,
+    body: Vec<u8>,
+}
+
+/// How the fake sidecar behaves.
+#[derive(Default)]
+struct Sidecar {
+    posts: Mutex<Vec<Post>>,
+    /// Time taken before each answer.
+    delay: Duration,
+    /// This many first POSTs get a 500.
+    fail_first: usize,
+    tries: AtomicUsize,
+}
+
+impl Sidecar {
+    fn posts(&self) -> Vec<Post> {
+        self.posts.lock().unwrap().clone()
+    }
+
+    /// Every line received, in order (a coalesced POST carries several).
+    fn lines(&self) -> Vec<Vec<u8>> {
+        self.posts()
+            .iter()
+            .flat_map(|post| post.body.split(|&b| b == b'\n').map(<[u8]>::to_vec))
+            .collect()
+    }
+}
+
+async fn record(
+    State(sidecar): State<Arc<Sidecar>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let attempt = sidecar.tries.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(sidecar.delay).await;
+    if attempt < sidecar.fail_first {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    sidecar.posts.lock().unwrap().push(Post {
+        aid: query.get("aid").cloned().unwrap_or_default(),
+        content_type,
+        peer,
+        body: body.to_vec(),
+    });
+    StatusCode::OK
+}
+
+/// Starts the fake sidecar; returns it and its base URL (spelled with `localhost`).
+async fn start_sidecar(sidecar: Sidecar) -> (Arc<Sidecar>, String) {
+    let sidecar = Arc::new(sidecar);
+    let app = Router::new()
+        .route("/log", post(record))
+        .layer(DefaultBodyLimit::max(2 * LOG_MESSAGE_CAP))
+        .with_state(sidecar.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    (sidecar, format!("http://localhost:{port}/"))
+}
+
+/// Lines written to the console seam.
+#[derive(Default)]
+struct Captured(Mutex<Vec<u8>>);
+
+impl Console for Captured {
+    fn write_lines(&self, lines: &[u8]) {
+        self.0.lock().unwrap().extend_from_slice(lines);
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+fn shipper(backend: &str, dev_mode: bool) -> (LogShipper, Arc<Captured>) {
+    let captured = Arc::new(Captured::default());
+    let shipper = LogShipper::new(backend, dev_mode).with_console(captured.clone());
+    (shipper, captured)
+}
+
+async fn finish_in_time(stream: LogStream) {
+    tokio::time::timeout(PATIENCE, stream.finish())
+        .await
+        .expect("finish() did not return");
+}
+
+fn numbered(count: usize) -> Vec<u8> {
+    (0..count)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect()
+}
+
+fn expected_numbered(count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| format!("line {i}").into_bytes())
+        .collect()
+}
+
+#[tokio::test]
+async fn twenty_thousand_lines_arrive_complete_and_in_order() {
+    let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
+    let (shipper, console) = shipper(&backend, false);
+    let stream = shipper.open("4f1c-aid/1&x", Arc::new(Masker::default()));
+    let mut framer = stream.framer();
+    // Odd chunk sizes, so lines straddle reads.
+    for chunk in numbered(20_000).chunks(4093) {
+        framer.write(chunk).await;
+    }
+    framer.close().await;
+    finish_in_time(stream).await;
+
+    assert_eq!(sidecar.lines(), expected_numbered(20_000));
+    let posts = sidecar.posts();
+    assert!(posts.iter().all(|p| p.aid == "4f1c-aid/1&x"));
+    assert!(posts
+        .iter()
+        .all(|p| p.content_type == "text/plain; charset=utf-8"));
+    assert!(console.text().is_empty());
+}
+
+#[tokio::test]
+async fn posts_reuse_one_keep_alive_connection() {
+    let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
+    let (shipper, _) = shipper(&backend, false);
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    for i in 0..10 {
+        stream.line(&format!("message {i}"));
+        // Wait for each message so every one is its own POST.
+        finish_in_time(stream.clone()).await;
+    }
+    finish_in_time(stream).await;
+    let posts = sidecar.posts();
+    assert_eq!(posts.len(), 10);
+    let peers: HashSet<SocketAddr> = posts.iter().map(|p| p.peer).collect();
+    assert_eq!(peers.len(), 1, "connections: {peers:?}");
+}
+
+#[tokio::test]
+async fn line_ends_invalid_utf8_and_a_last_line_without_newline() {
+    let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
+    let (shipper, _) = shipper(&backend, false);
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let mut framer = stream.framer();
+    framer
+        .write(b"dos line\r\nbad \xff\xfe byte\n  indented  \n\nlast")
+        .await;
+    framer.close().await;
+    finish_in_time(stream).await;
+    let expected: Vec<Vec<u8>> = vec![
+        b"dos line".to_vec(),
+        "bad \u{fffd}\u{fffd} byte".as_bytes().to_vec(),
+        b"  indented  ".to_vec(),
+        b"".to_vec(),
+        b"last".to_vec(),
+    ];
+    assert_eq!(sidecar.lines(), expected);
+}
+
+#[tokio::test]
+async fn a_line_over_the_cap_is_the_only_one_split() {
+    let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
+    let (shipper, _) = shipper(&backend, false);
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let mut output = b"before\n".to_vec();
+    output.extend(std::iter::repeat_n(b'x', 5 * 1024 * 1024));
+    output.extend_from_slice(b"\nafter\n");
+    let mut framer = stream.framer();
+    for chunk in output.chunks(64 * 1024) {
+        framer.write(chunk).await;
+    }
+    framer.close().await;
+    finish_in_time(stream).await;
+
+    let lines = sidecar.lines();
+    let lengths: Vec<usize> = lines.iter().map(Vec::len).collect();
+    assert_eq!(lengths, [6, LOG_MESSAGE_CAP, 1024 * 1024, 5]);
+    assert_eq!(lines[0], b"before");
+    assert_eq!(lines[3], b"after");
+    assert!(sidecar
+        .posts()
+        .iter()
+        .all(|p| p.body.len() <= LOG_MESSAGE_CAP));
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_gets_few_coalesced_posts() {
+    let (sidecar, backend) = start_sidecar(Sidecar {
+        delay: Duration::from_millis(50),
+        ..Sidecar::default()
+    })
+    .await;
+    let (shipper, _) = shipper(&backend, false);
+    let coalesced_before = METRICS.log_posts_coalesced.get();
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let mut framer = stream.framer();
+    for line in numbered(2_000).split_inclusive(|&b| b == b'\n') {
+        framer.write(line).await;
+    }
+    framer.close().await;
+    finish_in_time(stream).await;
+
+    assert_eq!(sidecar.lines(), expected_numbered(2_000));
+    let posts = sidecar.posts().len();
+    assert!(posts <= 20, "{posts} posts for 2000 lines");
+    assert!(METRICS.log_posts_coalesced.get() > coalesced_before);
+}
+
+#[tokio::test]
+async fn a_down_endpoint_sends_the_lines_to_stdout_with_the_action_id() {
+    // A port that was just free: nothing listens there.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (shipper, console) = shipper(&format!("http://localhost:{port}"), false);
+    let failures_before = METRICS.log_post_failures.get();
+    let stream = shipper.open("aid-7", Arc::new(Masker::default()));
+    stream.line("running command 'seq 3'");
+    let mut framer = stream.framer();
+    framer.write(b"1\n2\n3\n").await;
+    framer.close().await;
+
+    let started = Instant::now();
+    finish_in_time(stream).await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        console.text(),
+        "[aid-7] running command 'seq 3'\n[aid-7] 1\n[aid-7] 2\n[aid-7] 3\n"
+    );
+    // The first message was tried with retries, the later ones not at all.
+    assert!(METRICS.log_post_failures.get() >= failures_before + 2);
+}
+
+#[tokio::test]
+async fn posts_failing_twice_are_retried_without_loss() {
+    let (sidecar, backend) = start_sidecar(Sidecar {
+        fail_first: 2,
+        ..Sidecar::default()
+    })
+    .await;
+    let (shipper, console) = shipper(&backend, false);
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let mut framer = stream.framer();
+    framer.write(&numbered(500)).await;
+    framer.close().await;
+    finish_in_time(stream).await;
+
+    assert_eq!(sidecar.lines(), expected_numbered(500));
+    assert!(console.text().is_empty());
+}
+
+#[tokio::test]
+async fn a_fast_writer_is_held_at_the_queue_bound() {
+    let (sidecar, backend) = start_sidecar(Sidecar {
+        delay: Duration::from_millis(100),
+        ..Sidecar::default()
+    })
+    .await;
+    let (shipper, _) = shipper(&backend, false);
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let line = [b'q'; 1023]
+        .iter()
+        .chain(b"\n")
+        .copied()
+        .collect::<Vec<u8>>();
+    let chunk: Vec<u8> = line.repeat(64);
+    let mut framer = stream.framer();
+    // 40 MiB, far more than the bound, written as fast as the framer lets us.
+    for _ in 0..640 {
+        framer.write(&chunk).await;
+    }
+    framer.close().await;
+    let peak = stream.queue().peak();
+    finish_in_time(stream).await;
+
+    assert!(peak <= queue::QUEUE_BOUND, "peak {peak}");
+    assert!(peak > LOG_MESSAGE_CAP, "the writer never got ahead: {peak}");
+    let lines = sidecar.lines();
+    assert_eq!(lines.len(), 640 * 64);
+    assert!(lines.iter().all(|l| l == &line[..1023]));
+}
+
+#[tokio::test]
+async fn secrets_are_masked_even_split_across_reads() {
+    let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
+    let (shipper, _) = shipper(&backend, false);
+    let masker = Arc::new(Masker::new(["s3cr3t-value"]));
+    let stream = shipper.open("aid", masker);
+    stream.line("running command 'login s3cr3t-value'");
+    let mut framer = stream.framer();
+    framer.write(b"token=s3cr").await;
+    framer.write(b"3t-value end\n").await;
+    framer.close().await;
+    finish_in_time(stream).await;
+    assert_eq!(
+        sidecar.lines(),
+        [
+            b"running command 'login ***'".to_vec(),
+            b"token=*** end".to_vec()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn development_mode_writes_raw_lines_to_stdout_only() {
+    let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
+    for (dev_mode, action_id) in [(false, "Development"), (true, "aid-1")] {
+        let (shipper, console) = shipper(&backend, dev_mode);
+        let stream = shipper.open(action_id, Arc::new(Masker::new(["hunter22"])));
+        stream.line("running command 'echo hunter22'");
+        let mut framer = stream.framer();
+        framer.write(b"out 1\r\nout 2\n\nend").await;
+        framer.close().await;
+        finish_in_time(stream).await;
+        assert_eq!(
+            console.text(),
+            "running command 'echo ***'\nout 1\nout 2\n\nend\n"
+        );
+    }
+    assert!(sidecar.posts().is_empty());
+}
+
+#[tokio::test]
+async fn a_stream_dropped_without_finish_still_drains() {
+    let (sidecar, backend) = start_sidecar(Sidecar {
+        delay: Duration::from_millis(20),
+        ..Sidecar::default()
+    })
+    .await;
+    let (shipper, _) = shipper(&backend, false);
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let mut framer = stream.framer();
+    framer.write(&numbered(300)).await;
+    drop(framer);
+    drop(stream);
+    let deadline = Instant::now() + PATIENCE;
+    while sidecar.lines().len() < 300 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sidecar.lines(), expected_numbered(300));
+}
+
+#[tokio::test]
+async fn runner_messages_and_output_keep_their_order() {
+    let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
+    let (shipper, _) = shipper(&backend, false);
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    stream.line("running 2 commands");
+    for command in ["a", "b"] {
+        stream.line(&format!("running command '{command}'"));
+        let mut framer = stream.framer();
+        framer
+            .write(format!("output of {command}\n").as_bytes())
+            .await;
+        framer.close().await;
+    }
+    finish_in_time(stream).await;
+    let expected: Vec<Vec<u8>> = [
+        "running 2 commands",
+        "running command 'a'",
+        "output of a",
+        "running command 'b'",
+        "output of b",
+    ]
+    .iter()
+    .map(|l| l.as_bytes().to_vec())
+    .collect();
+    assert_eq!(sidecar.lines(), expected);
+}
