@@ -2,47 +2,155 @@
 //!
 //! INTERFACE: `parse(body) -> Result<Plan, Failure>`; every problem is `Failure::Input` with a
 //! message that says what is wrong and where (e.g. `commands[1].timeout: ...`).
+//!
+//! Two shapes are told apart by their fields (SPEC §3): a `data` object holding `commands` is
+//! Direktiv's `direktiv-cmd` shape; anything else is the native shape (`commands`, or a single
+//! top-level `command`). Unknown fields are ignored: Direktiv often sends a whole state's data.
 
+mod command;
+mod env;
+mod input_files;
+mod json;
+mod paths;
+mod shell;
+#[cfg(test)]
+mod tests;
+
+use serde_json::Value;
+
+use self::json::Obj;
 use crate::error::Failure;
-use crate::plan::{CommandSpec, Dialect, Plan, Program};
+use crate::plan::{CommandSpec, Dialect, Plan};
+
+/// What a request looks like, for messages about a body of the wrong shape.
+const EXPECTED_SHAPE: &str =
+    "expected a JSON object like {\"commands\": [{\"command\": \"ls -l\"}]} \
+     (or {\"data\": {\"commands\": [...]}} in Direktiv's direktiv-cmd shape)";
 
 /// Parses a request body in either dialect.
 pub fn parse(body: &[u8]) -> Result<Plan, Failure> {
-    #[derive(serde::Deserialize)]
-    struct Minimal {
-        commands: Vec<MinimalCommand>,
-    }
-    #[derive(serde::Deserialize)]
-    struct MinimalCommand {
-        command: String,
-    }
-    let minimal: Minimal = serde_json::from_slice(body)
-        .map_err(|e| Failure::input(format!("the request body is not valid: {e}")))?;
-    let commands = minimal
-        .commands
-        .into_iter()
-        .map(|c| {
-            let argv = shell_words::split(&c.command)
-                .map_err(|e| Failure::input(format!("command: {e}")))?;
-            Ok(CommandSpec {
-                display: c.command,
-                program: Program::Argv(argv),
-                env: vec![],
-                stdin: None,
-                workdir: None,
-                timeout: None,
-                silent: false,
-                print: true,
-                continue_on_error: false,
-                output: None,
-            })
-        })
-        .collect::<Result<_, Failure>>()?;
+    let value = body_json(body)?;
+    let Value::Object(map) = &value else {
+        return Err(Failure::input(format!(
+            "the request body is {}; {EXPECTED_SHAPE}",
+            json::describe(&value)
+        )));
+    };
+    let root = Obj::new(map, "");
+    let (dialect, commands) = commands(root)?;
+    let files = input_files::parse(root)?;
+    let env = env::parse(root)?;
+    let mask = mask(root)?;
+    let secrets = secrets(&env, &commands, mask);
     Ok(Plan {
-        dialect: Dialect::Native,
-        files: vec![],
-        env: vec![],
+        dialect,
+        files,
+        env,
         commands,
-        secrets: vec![],
+        secrets,
     })
+}
+
+/// The body as JSON; empty is an error (there is nothing to run).
+fn body_json(body: &[u8]) -> Result<Value, Failure> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Failure::input(format!(
+            "the request body is empty; {EXPECTED_SHAPE}"
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Failure::input(format!(
+            "the request body is not valid JSON ({e}); {EXPECTED_SHAPE}"
+        ))
+    })
+}
+
+/// The dialect and its commands.
+fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
+    if let Some(data) = direktiv_cmd_data(root) {
+        let items = data
+            .array("commands", "an array of commands")?
+            .ok_or_else(|| {
+                data.error(
+                    "commands",
+                    "is missing; the direktiv-cmd shape is \
+                     {\"data\": {\"commands\": [{\"command\": \"ls -l\"}]}}",
+                )
+            })?;
+        let list = command_list(items, &data.path_of("commands"), Dialect::DirektivCmd)?;
+        return Ok((Dialect::DirektivCmd, list));
+    }
+    let list =
+        match (
+            root.array("commands", "an array of commands")?,
+            root.has("command"),
+        ) {
+            (Some(_), true) => return Err(Failure::input(
+                "the request has both \"commands\" and \"command\"; use \"commands\": [...] for \
+                 several commands or \"command\": \"...\" for one",
+            )),
+            (Some(items), false) => command_list(items, "commands", Dialect::Native)?,
+            (None, true) => vec![command::parse(root, Dialect::Native, false)?],
+            (None, false) => {
+                return Err(Failure::input(format!(
+                    "the request has no \"commands\"; {EXPECTED_SHAPE}"
+                )))
+            }
+        };
+    Ok((Dialect::Native, list))
+}
+
+/// The `data` object when the body is in the direktiv-cmd shape. A native body may carry an
+/// unrelated `data` object (state data passed through): it only counts when it holds
+/// `commands` or the top level has none.
+fn direktiv_cmd_data(root: Obj<'_>) -> Option<Obj<'_>> {
+    let Some(Value::Object(data)) = root.get("data") else {
+        return None;
+    };
+    let data = Obj::new(data, "data");
+    let native = root.has("commands") || root.has("command");
+    (data.has("commands") || !native).then_some(data)
+}
+
+/// Every element of a `commands` array.
+fn command_list(
+    items: &[Value],
+    path: &str,
+    dialect: Dialect,
+) -> Result<Vec<CommandSpec>, Failure> {
+    json::objects(items, path, "a command like {\"command\": \"ls -l\"}")?
+        .iter()
+        .map(|(item_path, map)| command::parse(Obj::new(map, item_path), dialect, true))
+        .collect()
+}
+
+/// The `mask` list: extra strings to redact.
+fn mask(root: Obj<'_>) -> Result<Vec<String>, Failure> {
+    let Some(items) = root.array("mask", "an array of strings")? else {
+        return Ok(Vec::new());
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(json::at(
+                &json::index("mask", i),
+                json::expected("a string", other),
+            )),
+        })
+        .collect()
+}
+
+/// Every env value (request and commands) and every `mask` entry, once each.
+fn secrets(env: &[(String, String)], commands: &[CommandSpec], mask: Vec<String>) -> Vec<String> {
+    let env_values = env
+        .iter()
+        .chain(commands.iter().flat_map(|c| c.env.iter()))
+        .map(|(_, value)| value.clone());
+    let mut seen = std::collections::HashSet::new();
+    env_values
+        .chain(mask)
+        .filter(|secret| !secret.is_empty() && seen.insert(secret.clone()))
+        .collect()
 }

@@ -1,0 +1,156 @@
+//! One command object → `CommandSpec`, with aliases and defaults resolved.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::json::{self, Obj};
+use super::{env, paths, shell};
+use crate::error::Failure;
+use crate::plan::{CommandSpec, Dialect, Program};
+
+/// Reads a command. `with_env` is false for the top-level `command` shorthand, whose `env`
+/// belongs to the request.
+pub(crate) fn parse(
+    cmd: Obj<'_>,
+    dialect: Dialect,
+    with_env: bool,
+) -> Result<CommandSpec, Failure> {
+    let (program, display) = program(cmd)?;
+    Ok(CommandSpec {
+        display,
+        program,
+        env: if with_env {
+            env::parse(cmd)?
+        } else {
+            Vec::new()
+        },
+        stdin: cmd.string("stdin")?.map(|s| s.as_bytes().to_vec()),
+        workdir: relative_path(cmd, "workdir")?,
+        timeout: timeout(cmd)?,
+        silent: flag(cmd, "silent", ("suppress_output", false))?.unwrap_or(false),
+        print: flag(cmd, "print", ("suppress_command", true))?.unwrap_or(true),
+        continue_on_error: flag(cmd, "continue", ("stop", true))?
+            .unwrap_or(dialect == Dialect::DirektivCmd),
+        output: relative_path(cmd, "output")?,
+    })
+}
+
+/// The program from `command` (split, or run by the shell with `shell: true`) or `args`, and
+/// the text that shows it in logs.
+fn program(cmd: Obj<'_>) -> Result<(Program, String), Failure> {
+    let shell_mode = cmd.boolean("shell")?.unwrap_or(false);
+    match (cmd.string("command")?, args(cmd)?) {
+        (Some(_), Some(_)) => Err(cmd.error(
+            "args",
+            "cannot be given together with \"command\"; use one of them",
+        )),
+        (None, None) => Err(json::at(
+            cmd.path(),
+            "a command needs \"command\": \"program arg ...\" or \"args\": [\"program\", \"arg\", ...]",
+        )),
+        (None, Some(_)) if shell_mode => Err(cmd.error(
+            "shell",
+            "works only with \"command\" (a script for the shell), not with \"args\"",
+        )),
+        (None, Some(argv)) => {
+            let display = shell_words::join(&argv);
+            Ok((Program::Argv(argv), display))
+        }
+        (Some(command), None) if shell_mode => {
+            if command.trim().is_empty() {
+                return Err(cmd.error("command", "the shell script is empty"));
+            }
+            if command.contains('\0') {
+                return Err(cmd.error("command", "contains a NUL character"));
+            }
+            Ok((Program::Shell(command.to_owned()), command.to_owned()))
+        }
+        (Some(command), None) => {
+            let argv = shell::split(command).map_err(|e| cmd.error("command", e))?;
+            check_no_nul(&argv).map_err(|e| cmd.error("command", e))?;
+            Ok((Program::Argv(argv), command.to_owned()))
+        }
+    }
+}
+
+/// `args`: a non-empty array of strings whose first element names the program.
+fn args(cmd: Obj<'_>) -> Result<Option<Vec<String>>, Failure> {
+    let Some(items) = cmd.array("args", "an array of strings like [\"ls\", \"-l\"]")? else {
+        return Ok(None);
+    };
+    let path = cmd.path_of("args");
+    let argv = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| match item {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(json::at(
+                &json::index(&path, i),
+                json::expected("a string", other),
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match argv.first() {
+        None => Err(cmd.error("args", "is empty; the first element names the program")),
+        Some(program) if program.is_empty() => Err(json::at(
+            &json::index(&path, 0),
+            "the program name is empty",
+        )),
+        Some(_) => {
+            check_no_nul(&argv).map_err(|e| cmd.error("args", e))?;
+            Ok(Some(argv))
+        }
+    }
+}
+
+/// An argument with NUL cannot be passed to `execve`.
+fn check_no_nul(argv: &[String]) -> Result<(), String> {
+    match argv.iter().any(|arg| arg.contains('\0')) {
+        true => Err("an argument contains a NUL character".into()),
+        false => Ok(()),
+    }
+}
+
+/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"1h"`).
+fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
+    const EXPECTED: &str = "expected seconds or a duration like \"90s\"";
+    let Some(value) = cmd.get("timeout") else {
+        return Ok(None);
+    };
+    let parsed = match value {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+            .ok_or_else(|| format!("{EXPECTED}, got {n}")),
+        Value::String(s) => {
+            crate::config::parse_duration(s).map_err(|e| format!("{EXPECTED}: {e}"))
+        }
+        other => Err(format!("{EXPECTED}, got {}", json::describe(other))),
+    };
+    parsed.map(Some).map_err(|e| cmd.error("timeout", e))
+}
+
+/// An optional relative path field (`workdir`, `output`).
+fn relative_path(cmd: Obj<'_>, key: &str) -> Result<Option<PathBuf>, Failure> {
+    cmd.string(key)?
+        .map(|raw| paths::relative(raw).map_err(|e| cmd.error(key, e)))
+        .transpose()
+}
+
+/// A boolean that may also be given through an alias: `(alias, negated)` where `negated`
+/// means the alias says the opposite (`stop` = not `continue`). Both given and disagreeing is
+/// refused rather than guessed.
+fn flag(cmd: Obj<'_>, key: &str, (alias, negated): (&str, bool)) -> Result<Option<bool>, Failure> {
+    let direct = cmd.boolean(key)?;
+    let aliased = cmd.boolean(alias)?;
+    match (direct, aliased) {
+        (Some(d), Some(a)) if d != (a != negated) => Err(cmd.error(
+            alias,
+            format!("{a} contradicts \"{key}\": {d}; give only one of them"),
+        )),
+        (Some(d), _) => Ok(Some(d)),
+        (None, a) => Ok(a.map(|a| a != negated)),
+    }
+}

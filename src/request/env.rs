@@ -1,0 +1,105 @@
+//! `env` (`{"NAME": "value"}`) and its alias `envs` (`[{"name": ..., "value": ...}]`), at
+//! request and at command level.
+
+use serde_json::{Map, Value};
+
+use super::json::{self, Obj};
+use crate::error::Failure;
+
+/// The variables of `env` and `envs` of one object, merged. The same name twice is fine with
+/// the same value and refused with different ones (which one should win is a guess).
+pub(crate) fn parse(obj: Obj<'_>) -> Result<Vec<(String, String)>, Failure> {
+    let mut vars: Vec<(String, String)> = Vec::new();
+    if let Some(map) = obj.object("env", "an object like {\"NAME\": \"value\"}")? {
+        from_object(map, &obj.path_of("env"), &mut vars)?;
+    }
+    if let Some(items) = obj.array(
+        "envs",
+        "an array like [{\"name\": \"NAME\", \"value\": \"value\"}]",
+    )? {
+        from_list(items, &obj.path_of("envs"), &mut vars)?;
+    }
+    Ok(vars)
+}
+
+/// `{"NAME": "value", ...}`.
+fn from_object(
+    map: &Map<String, Value>,
+    path: &str,
+    vars: &mut Vec<(String, String)>,
+) -> Result<(), Failure> {
+    for (name, value) in map {
+        let item_path = json::join(path, name);
+        check_name(name).map_err(|e| json::at(path, e))?;
+        let value = value_text(value).map_err(|e| json::at(&item_path, e))?;
+        add(vars, name, value, &item_path)?;
+    }
+    Ok(())
+}
+
+/// `[{"name": "NAME", "value": "value"}, ...]`.
+fn from_list(items: &[Value], path: &str, vars: &mut Vec<(String, String)>) -> Result<(), Failure> {
+    for (item_path, map) in
+        json::objects(items, path, "{\"name\": \"NAME\", \"value\": \"value\"}")?
+    {
+        let entry = Obj::new(map, &item_path);
+        let name = entry
+            .string("name")?
+            .ok_or_else(|| entry.error("name", "is missing"))?;
+        check_name(name).map_err(|e| entry.error("name", e))?;
+        let value = match entry.get("value") {
+            None => String::new(),
+            Some(value) => value_text(value).map_err(|e| entry.error("value", e))?,
+        };
+        add(vars, name, value, &entry.path_of("value"))?;
+    }
+    Ok(())
+}
+
+/// Adds one variable unless the name is already there with a different value.
+fn add(
+    vars: &mut Vec<(String, String)>,
+    name: &str,
+    value: String,
+    path: &str,
+) -> Result<(), Failure> {
+    match vars.iter().find(|(n, _)| n == name) {
+        Some((_, existing)) if *existing == value => Ok(()),
+        Some(_) => Err(json::at(
+            path,
+            format!("{name} is given twice with different values; give it once"),
+        )),
+        None => {
+            vars.push((name.to_owned(), value));
+            Ok(())
+        }
+    }
+}
+
+/// An environment variable name `execve` can carry: not empty, no `=`, no NUL.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        Err("an environment variable name is empty".into())
+    } else if name.contains('=') || name.contains('\0') {
+        Err(format!(
+            "{} is not an environment variable name (it contains '=' or NUL)",
+            Value::String(name.to_owned())
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A variable's value. Strings as they are; numbers and booleans as their JSON text, because
+/// YAML `PORT: 8080` or `DEBUG: true` arrive as such and a user means the obvious string.
+fn value_text(value: &Value) -> Result<String, String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        Value::Number(_) | Value::Bool(_) => value.to_string(),
+        other => return Err(json::expected("a string", other)),
+    };
+    if text.contains('\0') {
+        return Err("the value contains a NUL character, which an environment cannot hold".into());
+    }
+    Ok(text)
+}
