@@ -3,20 +3,401 @@
 //! INTERFACE: `write_files(tempdir, files) -> Result<(), Failure>`: all or nothing. Escapes
 //! (through a symlink already inside the temp dir) are `Failure::Input`; I/O errors are
 //! `Failure::Internal`; on any error nothing this call created is left behind.
+//!
+//! Paths arrive lexically clean from `request` (relative, no `.`/`..`), so the only way out of
+//! the temp dir is a symlink that is already there (left by an earlier command in a shared
+//! `/tmp`, or planted by the sidecar's `files:`). Every path is first checked against the disk,
+//! and then written by walking directory file descriptors with `O_NOFOLLOW`, so a symlink that
+//! appears between the check and the write makes the write fail instead of escaping.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 
 use crate::error::Failure;
 use crate::plan::InputFile;
 
+/// Mode of folders created for files in sub-folders (before the umask).
+const DIR_MODE: u32 = 0o755;
+
 /// Writes every file of a request, or none.
 pub fn write_files(tempdir: &Path, files: &[InputFile]) -> Result<(), Failure> {
-    for file in files {
-        let target = tempdir.join(&file.path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| Failure::internal(e.to_string()))?;
+    for (index, file) in files.iter().enumerate() {
+        check_on_disk(tempdir, file).map_err(|problem| problem.into_failure(index, file))?;
+    }
+    let mut created = Vec::new();
+    let result = write_all(tempdir, files, &mut created);
+    if result.is_err() {
+        remove_created(tempdir, &created);
+    }
+    result
+}
+
+/// What the disk check found wrong with a path.
+enum Problem {
+    /// The request's fault: the path goes through, or ends in, something it must not.
+    Refused(String),
+    /// The temp dir could not be inspected.
+    Io(io::Error),
+}
+
+impl Problem {
+    fn into_failure(self, index: usize, file: &InputFile) -> Failure {
+        let name = serde_json::Value::String(file.path.display().to_string());
+        match self {
+            Problem::Refused(why) => Failure::input(format!(
+                "files[{index}].name: {name} {why}; input files are written only inside the \
+                 temp dir"
+            )),
+            Problem::Io(e) => Failure::internal(format!(
+                "cannot check where input file {name} would be written: {e}"
+            )),
         }
-        std::fs::write(&target, &file.data).map_err(|e| Failure::internal(e.to_string()))?;
+    }
+}
+
+/// Walks the existing part of a file's path: every folder on the way must be a real folder
+/// (not a symlink), and the file itself, when it exists, a regular file.
+fn check_on_disk(tempdir: &Path, file: &InputFile) -> Result<(), Problem> {
+    let parts: Vec<&OsStr> = file.path.iter().collect();
+    let mut current = tempdir.to_path_buf();
+    for (i, part) in parts.iter().enumerate() {
+        current.push(part);
+        let shown = || {
+            let prefix: PathBuf = parts[..=i].iter().collect();
+            serde_json::Value::String(prefix.display().to_string())
+        };
+        let meta = match std::fs::symlink_metadata(&current) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Problem::Io(e)),
+        };
+        let last = i + 1 == parts.len();
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            return Err(Problem::Refused(format!(
+                "goes through {}, which is a symbolic link",
+                shown()
+            )));
+        }
+        if !last && !kind.is_dir() {
+            return Err(Problem::Refused(format!(
+                "needs {} to be a folder, but it is a file",
+                shown()
+            )));
+        }
+        if last && kind.is_dir() {
+            return Err(Problem::Refused("is an existing folder".into()));
+        }
+        if last && !kind.is_file() {
+            return Err(Problem::Refused("exists and is not a regular file".into()));
+        }
     }
     Ok(())
+}
+
+/// Something this call created, relative to the temp dir, in creation order.
+enum Created {
+    Dir(PathBuf),
+    File(PathBuf),
+}
+
+/// Writes the files one by one, recording what it creates.
+fn write_all(
+    tempdir: &Path,
+    files: &[InputFile],
+    created: &mut Vec<Created>,
+) -> Result<(), Failure> {
+    let root = open_dir_at(rustix::fs::CWD, tempdir).map_err(|e| {
+        Failure::internal(format!(
+            "cannot open the temp dir {}: {e}",
+            tempdir.display()
+        ))
+    })?;
+    for file in files {
+        write_one(&root, file, created).map_err(|e| {
+            Failure::internal(format!(
+                "cannot write input file {}: {e}",
+                serde_json::Value::String(file.path.display().to_string())
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+/// Creates the file's missing folders, then the file with its exact mode.
+fn write_one(root: &OwnedFd, file: &InputFile, created: &mut Vec<Created>) -> io::Result<()> {
+    let parts: Vec<&OsStr> = file.path.iter().collect();
+    let Some((name, folders)) = parts.split_last() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
+    };
+    let mut relative = PathBuf::new();
+    let mut dir: Option<OwnedFd> = None;
+    for folder in folders {
+        relative.push(folder);
+        let parent = dir.as_ref().unwrap_or(root);
+        dir = Some(enter_or_create_dir(parent, folder, &relative, created)?);
+    }
+    relative.push(name);
+    let parent = dir.as_ref().unwrap_or(root);
+    let mut out = create_file(parent, name, relative, created)?;
+    out.write_all(&file.data)?;
+    // fchmod, not the open mode: the open mode is reduced by the umask, and an existing file
+    // keeps its old mode.
+    rustix::fs::fchmod(&out, Mode::from_raw_mode(file.mode & 0o7777))?;
+    Ok(())
+}
+
+/// Opens a folder without following a symlink.
+fn open_dir_at(
+    parent: impl std::os::fd::AsFd,
+    name: impl rustix::path::Arg,
+) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(parent, name, flags, Mode::empty())?)
+}
+
+/// Opens the sub-folder `name` of `parent`, creating it when missing.
+fn enter_or_create_dir(
+    parent: &OwnedFd,
+    name: &OsStr,
+    relative: &Path,
+    created: &mut Vec<Created>,
+) -> io::Result<OwnedFd> {
+    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(DIR_MODE)) {
+        Ok(()) => created.push(Created::Dir(relative.to_path_buf())),
+        Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    open_dir_at(parent, name)
+}
+
+/// Opens `name` for writing: a new file (recorded as created) or an existing regular file,
+/// emptied. `O_NONBLOCK` keeps a FIFO swapped in after the check from blocking the open.
+fn create_file(
+    parent: &OwnedFd,
+    name: &OsStr,
+    relative: PathBuf,
+    created: &mut Vec<Created>,
+) -> io::Result<File> {
+    let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let mode = Mode::from_raw_mode(0o600);
+    match rustix::fs::openat(parent, name, flags | OFlags::CREATE | OFlags::EXCL, mode) {
+        Ok(fd) => {
+            created.push(Created::File(relative));
+            return Ok(File::from(fd));
+        }
+        Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = rustix::fs::openat(parent, name, flags, mode)?;
+    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path exists and is not a regular file",
+        ));
+    }
+    rustix::fs::ftruncate(&fd, 0)?;
+    Ok(File::from(fd))
+}
+
+/// Undoes what `write_all` created, newest first (files before their folders). Best effort:
+/// the request already fails, and a leftover is reported in the runner's log.
+fn remove_created(tempdir: &Path, created: &[Created]) {
+    for item in created.iter().rev() {
+        let (path, flags) = match item {
+            Created::File(path) => (path, AtFlags::empty()),
+            Created::Dir(path) => (path, AtFlags::REMOVEDIR),
+        };
+        if let Err(e) = rustix::fs::unlinkat(rustix::fs::CWD, tempdir.join(path), flags) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a partly written input file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    use super::*;
+
+    fn input(path: &str, data: &str, mode: u32) -> InputFile {
+        InputFile {
+            path: path.into(),
+            data: data.as_bytes().to_vec(),
+            mode,
+        }
+    }
+
+    /// Every path under `dir` (symlinks not followed), sorted.
+    fn tree(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.to_path_buf()];
+        while let Some(current) = pending.pop() {
+            for entry in std::fs::read_dir(&current).unwrap() {
+                let path = entry.unwrap().path();
+                if std::fs::symlink_metadata(&path).unwrap().is_dir() {
+                    pending.push(path.clone());
+                }
+                found.push(path.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+        found.sort();
+        found
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn refused(tempdir: &Path, files: &[InputFile]) -> String {
+        match write_files(tempdir, files) {
+            Err(Failure::Input(message)) => message,
+            other => panic!("expected an input failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_files_in_sub_folders_with_their_exact_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            input("run.sh", "#!/bin/sh\necho hi\n", 0o777),
+            input("conf/deep/a.ini", "a=1", 0o600),
+            input("conf/b", "", 0),
+        ];
+        write_files(dir.path(), &files).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("run.sh")).unwrap(),
+            files[0].data
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("conf/deep/a.ini")).unwrap(),
+            "a=1"
+        );
+        assert_eq!(
+            mode_of(&dir.path().join("run.sh")),
+            0o777,
+            "the umask must not apply"
+        );
+        assert_eq!(mode_of(&dir.path().join("conf/deep/a.ini")), 0o600);
+        assert_eq!(mode_of(&dir.path().join("conf/b")), 0);
+        assert!(dir.path().join("conf/deep").is_dir());
+    }
+
+    #[test]
+    fn overwrites_an_existing_regular_file_and_its_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("f");
+        std::fs::write(&target, "a much longer old content").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_files(dir.path(), &[input("f", "new", 0o640)]).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
+        assert_eq!(mode_of(&target), 0o640);
+    }
+
+    #[test]
+    fn refuses_a_symlinked_folder_on_the_way_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        symlink(outside.path(), dir.path().join("link")).unwrap();
+        let before = tree(dir.path());
+        let message = refused(
+            dir.path(),
+            &[
+                input("first", "x", 0o644),
+                input("sub/y", "y", 0o644),
+                input("link/x", "x", 0o644),
+            ],
+        );
+        assert!(
+            message.starts_with(
+                "files[2].name: \"link/x\" goes through \"link\", which is a symbolic link"
+            ),
+            "{message}"
+        );
+        assert_eq!(
+            tree(dir.path()),
+            before,
+            "nothing written for a refused request"
+        );
+        assert!(tree(outside.path()).is_empty());
+    }
+
+    #[test]
+    fn refuses_a_symlink_as_the_file_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        symlink(&victim, dir.path().join("d/f")).unwrap();
+        let message = refused(dir.path(), &[input("d/f", "overwritten", 0o644)]);
+        assert!(
+            message.contains("\"d/f\" goes through \"d/f\", which is a symbolic link"),
+            "{message}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        // A dangling link is refused too: following it would create a file outside.
+        symlink(outside.path().join("new"), dir.path().join("dangling")).unwrap();
+        refused(dir.path(), &[input("dangling", "x", 0o644)]);
+        assert!(!outside.path().join("new").exists());
+    }
+
+    #[test]
+    fn refuses_folders_files_and_fifos_in_the_wrong_place() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("folder")).unwrap();
+        std::fs::write(dir.path().join("plain"), "").unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.path().join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let message = refused(dir.path(), &[input("folder", "x", 0o644)]);
+        assert!(message.contains("is an existing folder"), "{message}");
+        let message = refused(dir.path(), &[input("plain/x", "x", 0o644)]);
+        assert!(
+            message.contains("needs \"plain\" to be a folder"),
+            "{message}"
+        );
+        let message = refused(dir.path(), &[input("fifo", "x", 0o644)]);
+        assert!(message.contains("is not a regular file"), "{message}");
+    }
+
+    #[test]
+    fn removes_what_it_created_when_a_write_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("kept"), "old").unwrap();
+        // `x/y/z` is written as a file, so `x/y/z/w` then fails on disk (the request parser
+        // refuses such a pair; here it stands for any I/O error after the first writes).
+        let files = [
+            input("kept", "new", 0o644),
+            input("x/y/z", "z", 0o644),
+            input("x/y/z/w", "w", 0o644),
+        ];
+        match write_files(dir.path(), &files) {
+            Err(Failure::Internal(message)) => {
+                assert!(
+                    message.starts_with("cannot write input file \"x/y/z/w\""),
+                    "{message}"
+                )
+            }
+            other => panic!("expected an internal failure, got {other:?}"),
+        }
+        assert_eq!(tree(dir.path()), [PathBuf::from("kept")]);
+    }
+
+    #[test]
+    fn no_files_is_nothing_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        write_files(dir.path(), &[]).unwrap();
+        assert!(tree(dir.path()).is_empty());
+    }
 }
