@@ -61,6 +61,8 @@ struct ShipperInner {
 }
 
 impl LogShipper {
+    /// A shipper posting to `backend` (the sidecar's base URL), or writing to stdout for every
+    /// request when `dev_mode` is set.
     pub fn new(backend: &str, dev_mode: bool) -> Self {
         let client = build_client()
             .inspect_err(|error| {

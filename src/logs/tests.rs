@@ -409,3 +409,17 @@ async fn runner_messages_and_output_keep_their_order() {
     .collect();
     assert_eq!(sidecar.lines(), expected);
 }
+
+#[tokio::test]
+async fn streams_and_their_futures_can_move_between_threads() {
+    fn assert_send<T: Send>(_: &T) {}
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    let (shipper, _) = shipper("http://localhost:1", true);
+    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    assert_send_sync(&shipper);
+    assert_send_sync(&stream);
+    let mut framer = stream.framer();
+    assert_send(&framer.write(b"x\n"));
+    assert_send(&framer.close());
+    assert_send(&stream.finish());
+}
