@@ -1,0 +1,266 @@
+//! The runner as PID 1 of its own pid namespace (`unshare --pid --fork --mount-proc`), the way
+//! it runs as a container's entrypoint: it reaps orphaned zombies, forwards SIGTERM/SIGINT to
+//! the server, exits with the server's status, and never steals its commands' exit statuses.
+//!
+//! These tests need permission to create pid and mount namespaces (root, as in CI). Without it
+//! they say so and pass vacuously rather than fail for the environment.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use support::procs;
+use support::{binary, FakeSidecar, Runner, PATIENCE};
+
+/// Whether this machine lets us create a pid namespace with its own /proc.
+fn namespaces_available() -> bool {
+    let ok = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !ok {
+        eprintln!("skipping: `unshare --pid --fork --mount-proc` is not permitted here");
+    }
+    ok
+}
+
+/// The runner as PID 1 of a new pid namespace, pointed at `sidecar`. `--kill-child` ends the
+/// namespace if the test's handle (unshare) goes away first.
+fn start_as_pid1(sidecar: &FakeSidecar, env: &[(&str, &str)]) -> Runner {
+    Runner::builder()
+        .program("unshare")
+        .arg("--pid")
+        .arg("--mount-proc")
+        .arg("--kill-child")
+        .arg(binary())
+        .sidecar(sidecar)
+        .envs(env)
+        .start()
+}
+
+/// Host pids of the init (the runner as PID 1) and of the server it forked.
+struct Tree {
+    init: u32,
+    server: u32,
+}
+
+/// Finds the init below `unshare` and the server below the init.
+#[track_caller]
+fn tree(runner: &Runner) -> Tree {
+    let child_of = |parent: u32| {
+        procs::wait_for(PATIENCE, || {
+            procs::all()
+                .into_iter()
+                .find(|p| p.ppid == parent && !p.is_zombie())
+                .map(|p| p.pid)
+        })
+    };
+    let init = child_of(runner.pid()).expect("unshare has the init as child");
+    let server = child_of(init).expect("the init has the server as child");
+    Tree { init, server }
+}
+
+/// The pid of `pid` inside its own namespace (last `NSpid` entry of /proc/<pid>/status).
+fn namespace_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+fn signal(pid: u32, signal: Signal) {
+    let pid = Pid::from_raw(i32::try_from(pid).expect("pid fits i32"));
+    kill(pid, signal).expect("send the signal");
+}
+
+/// A command that leaves an orphan: a child in a session of its own (out of reach of the
+/// runner's process-group kill) that outlives the command by `linger` seconds, then exits.
+fn orphan_maker(linger: &str, then: &str) -> serde_json::Value {
+    json!({
+        "command": format!("setsid sh -c 'sleep {linger}' </dev/null >/dev/null 2>&1 & {then}"),
+        "shell": true,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forks_the_server_and_stays_behind_as_pid_1() {
+    if !namespaces_available() {
+        return;
+    }
+    let sidecar = FakeSidecar::start();
+    let runner = start_as_pid1(&sidecar, &[]);
+    let Tree { init, server } = tree(&runner);
+    assert_eq!(
+        namespace_pid(init),
+        Some(1),
+        "the runner is PID 1 of the namespace"
+    );
+    assert_ne!(namespace_pid(server), Some(1));
+    let init_children: Vec<_> = procs::all()
+        .into_iter()
+        .filter(|p| p.ppid == init)
+        .collect();
+    assert_eq!(
+        init_children.len(),
+        1,
+        "the server is the init's only child: {init_children:?}"
+    );
+    sidecar
+        .call(&runner, "pid1-echo", json!({"command": "echo hi"}))
+        .await
+        .assert_success();
+    signal(init, Signal::SIGTERM);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn orphaned_zombies_are_reaped() {
+    if !namespaces_available() {
+        return;
+    }
+    let sidecar = FakeSidecar::start();
+    let runner = start_as_pid1(&sidecar, &[]);
+    let Tree { init, .. } = tree(&runner);
+    let marker = procs::marker("orphan");
+    let body = json!({"env": {"PID1_MARK": &marker}, "commands": [orphan_maker("2", "echo left")]});
+    for round in 0..5 {
+        let reply = sidecar
+            .call(&runner, &format!("orphan-{round}"), body.clone())
+            .await;
+        reply.assert_success();
+        assert_eq!(reply.command(0)["result"], "left");
+    }
+    // The orphans were reparented to the init (PID 1 of the namespace) ...
+    let adopted = procs::wait_for(PATIENCE, || {
+        let orphans: Vec<_> = procs::with_marker(&marker)
+            .into_iter()
+            .filter(|p| p.ppid == init)
+            .collect();
+        (!orphans.is_empty()).then_some(orphans)
+    });
+    assert!(adopted.is_some(), "the orphans are reparented to the init");
+    // ... and once they exit, nobody but the init can collect them.
+    let left = procs::wait_marker_gone(&marker, PATIENCE);
+    assert!(left.is_empty(), "orphans still there: {left:?}");
+    let zombies = procs::wait_no_zombies(runner.pid(), PATIENCE);
+    assert!(
+        zombies.is_empty(),
+        "zombies left in the namespace: {zombies:?}"
+    );
+    signal(init, Signal::SIGTERM);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_stay_correct_under_a_load_of_orphans() {
+    if !namespaces_available() {
+        return;
+    }
+    let sidecar = Arc::new(FakeSidecar::start());
+    let runner = Arc::new(start_as_pid1(&sidecar, &[]));
+    let Tree { init, .. } = tree(&runner);
+    let workers: Vec<_> = (0..6)
+        .map(|worker| {
+            let (sidecar, runner) = (sidecar.clone(), runner.clone());
+            tokio::spawn(async move {
+                for round in 0..8 {
+                    let aid = format!("load-{worker}-{round}");
+                    let failing = json!({"commands": [orphan_maker("0.3", "exit 3")]});
+                    let reply = sidecar.call(&runner, &aid, failing).await;
+                    reply.assert_error("cmd.exit.3", 500);
+                    let ok = json!({"commands": [orphan_maker("0.2", "echo fine")]});
+                    let reply = sidecar.call(&runner, &format!("{aid}-ok"), ok).await;
+                    reply.assert_success();
+                    assert_eq!(reply.command(0)["exit_code"], 0);
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("a worker failed");
+    }
+    let zombies = procs::wait_no_zombies(runner.pid(), PATIENCE);
+    assert!(
+        zombies.is_empty(),
+        "zombies left in the namespace: {zombies:?}"
+    );
+    signal(init, Signal::SIGTERM);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_to_the_init_drains_the_server_and_exits_0() {
+    if !namespaces_available() {
+        return;
+    }
+    let sidecar = Arc::new(FakeSidecar::start());
+    let runner = Arc::new(start_as_pid1(&sidecar, &[("CMD_GRACE", "20s")]));
+    let Tree { init, server } = tree(&runner);
+    let marker = procs::marker("pid1-drain");
+    let call = {
+        let (sidecar, runner, marker) = (sidecar.clone(), runner.clone(), marker.clone());
+        tokio::spawn(async move {
+            let body = json!({"env": {"PID1_MARK": marker},
+                              "commands": [{"command": "sleep 2; echo drained", "shell": true}]});
+            sidecar.call(&runner, "pid1-drain", body).await
+        })
+    };
+    procs::wait_for(PATIENCE, || {
+        (!procs::with_marker(&marker).is_empty()).then_some(())
+    })
+    .expect("the command runs");
+    signal(init, Signal::SIGTERM);
+    let reply = tokio::time::timeout(PATIENCE, call)
+        .await
+        .expect("the in-flight request ends")
+        .expect("the call task");
+    reply.assert_success();
+    assert_eq!(reply.command(0)["result"], "drained");
+
+    let mut runner = Arc::try_unwrap(runner).unwrap_or_else(|_| panic!("runner still shared"));
+    let status = runner.wait_exit(PATIENCE).expect("the namespace ends");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "server drained and exited 0, init passed it on"
+    );
+    assert!(!procs::alive(server) && !procs::alive(init));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_is_forwarded_to_the_server() {
+    if !namespaces_available() {
+        return;
+    }
+    let sidecar = FakeSidecar::start();
+    let mut runner = start_as_pid1(&sidecar, &[]);
+    let Tree { init, .. } = tree(&runner);
+    signal(init, Signal::SIGINT);
+    let status = runner
+        .wait_exit(PATIENCE)
+        .expect("SIGINT ends the server, then the init");
+    // A server that handles SIGINT drains and exits 0; one that does not dies of it (130).
+    assert!(
+        matches!(status.code(), Some(0) | Some(130)),
+        "unexpected exit: {status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_init_exits_with_the_servers_status() {
+    if !namespaces_available() {
+        return;
+    }
+    let sidecar = FakeSidecar::start();
+    let mut runner = start_as_pid1(&sidecar, &[]);
+    let Tree { server, .. } = tree(&runner);
+    signal(server, Signal::SIGKILL);
+    let status = runner
+        .wait_exit(PATIENCE)
+        .expect("the init exits when the server dies");
+    assert_eq!(
+        status.code(),
+        Some(128 + 9),
+        "128 + SIGKILL, as a shell reports it"
+    );
+}

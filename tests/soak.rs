@@ -1,0 +1,291 @@
+//! Long mixed load against one runner: normal, failing, cancelled, timed-out, disconnected and
+//! background-leaving requests with bounded concurrency. At the end no process of any request
+//! and no zombie may be left, and the runner's open file descriptors must be back where they
+//! were after a warm-up (no leaked pipes, sockets or temp dirs).
+//!
+//! Slow on purpose, so ignored by default: `make soak` runs it
+//! (`cargo test --release --test soak -- --ignored --nocapture`). `SOAK_REQUESTS` changes the
+//! number of requests (default 2000).
+
+mod support;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::procs;
+use support::{FakeSidecar, Reply, Runner, PATIENCE};
+use tokio::io::AsyncWriteExt;
+
+/// Requests in flight at once from the test (below the runner's limit, so none is refused).
+const CONCURRENCY: usize = 8;
+/// Open descriptors the runner may hold above its warmed-up count (idle pooled connections).
+const FD_SLACK: usize = 4;
+
+/// The kinds of request in the mix, chosen round-robin by request number.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Echo,
+    Lines,
+    Fails,
+    Cancelled,
+    TimedOut,
+    Disconnected,
+    Background,
+}
+
+const MIX: [Kind; 10] = [
+    Kind::Echo,
+    Kind::Lines,
+    Kind::Echo,
+    Kind::Fails,
+    Kind::Cancelled,
+    Kind::Echo,
+    Kind::TimedOut,
+    Kind::Disconnected,
+    Kind::Background,
+    Kind::Lines,
+];
+
+/// Shared by all workers.
+struct Soak {
+    sidecar: FakeSidecar,
+    runner: Runner,
+    /// Carried by every process of every request, to find leftovers at the end.
+    marker: String,
+    /// Descriptions of requests that did not behave.
+    failures: Mutex<Vec<String>>,
+}
+
+impl Soak {
+    fn body(&self, commands: Value) -> Value {
+        json!({"env": {"SOAK_MARK": &self.marker}, "commands": commands})
+    }
+
+    /// Runs request number `n`; returns a description of what went wrong, if anything.
+    async fn run(&self, n: usize) -> Result<(), String> {
+        let aid = format!("soak-{n}");
+        match MIX[n % MIX.len()] {
+            Kind::Echo => {
+                let reply = self
+                    .call(&aid, json!([{"command": format!("echo hello {n}")}]))
+                    .await;
+                expect(&reply, 200, None)?;
+                expect_result(&reply, json!(format!("hello {n}")))
+            }
+            Kind::Lines => {
+                let reply = self.call(&aid, json!([{"command": "seq 1 200"}])).await;
+                expect(&reply, 200, None)?;
+                let lines = self.sidecar.lines(&aid);
+                let numbers = lines.iter().filter(|l| l.parse::<u32>().is_ok()).count();
+                (numbers == 200)
+                    .then_some(())
+                    .ok_or_else(|| format!("{aid}: {numbers} of 200 lines logged"))
+            }
+            Kind::Fails => {
+                let script = "echo oops >&2; exit 7";
+                let reply = self
+                    .call(&aid, json!([{"command": script, "shell": true}]))
+                    .await;
+                expect(&reply, 500, Some("cmd.exit.7"))
+            }
+            Kind::Cancelled => self.cancelled(&aid).await,
+            Kind::TimedOut => {
+                let reply = self
+                    .call(&aid, json!([{"command": "sleep 60", "timeout": 1}]))
+                    .await;
+                expect(&reply, 500, Some("cmd.timeout"))
+            }
+            Kind::Disconnected => self.disconnected(&aid, n).await,
+            Kind::Background => {
+                let script = "sleep 60 & echo bg";
+                let reply = self
+                    .call(&aid, json!([{"command": script, "shell": true}]))
+                    .await;
+                expect(&reply, 200, None)?;
+                expect_result(&reply, json!("bg"))
+            }
+        }
+    }
+
+    async fn call(&self, aid: &str, commands: Value) -> Reply {
+        self.sidecar
+            .call(&self.runner, aid, self.body(commands))
+            .await
+    }
+
+    /// A long command cancelled with `DELETE /`; the DELETE is repeated until the request
+    /// ends, since a DELETE that arrives before the request is registered cancels nothing.
+    async fn cancelled(&self, aid: &str) -> Result<(), String> {
+        let call = self.call(aid, json!([{"command": "sleep 60"}]));
+        tokio::pin!(call);
+        let reply = loop {
+            tokio::select! {
+                reply = &mut call => break reply,
+                _ = tokio::time::sleep(Duration::from_millis(150)) => {
+                    self.sidecar.cancel(&self.runner, aid).await;
+                }
+            }
+        };
+        expect(&reply, 500, Some("cmd.cancelled"))
+    }
+
+    /// A long command whose client goes away mid-request; waits until its processes are gone
+    /// so the runner's in-flight count stays bounded.
+    async fn disconnected(&self, aid: &str, n: usize) -> Result<(), String> {
+        let own = format!("{}-{n}", self.marker);
+        let body = json!({"env": {"SOAK_MARK": &self.marker, "SOAK_OWN": &own},
+                          "commands": [{"command": "sleep 60"}]})
+        .to_string();
+        let addr = self.runner.addr();
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("{aid}: connect: {e}"))?;
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nDirektiv-ActionID: {aid}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream
+            .write_all(format!("{head}{body}").as_bytes())
+            .await
+            .map_err(|e| format!("{aid}: send: {e}"))?;
+        let started = tokio::task::spawn_blocking({
+            let own = own.clone();
+            move || {
+                procs::wait_for(PATIENCE, || {
+                    (!procs::with_marker(&own).is_empty()).then_some(())
+                })
+            }
+        });
+        let started = started.await.ok().flatten().is_some();
+        drop(stream);
+        let left = tokio::task::spawn_blocking(move || procs::wait_marker_gone(&own, PATIENCE))
+            .await
+            .unwrap_or_default();
+        match (started, left.is_empty()) {
+            (true, true) => Ok(()),
+            (false, _) => Err(format!("{aid}: the command never started")),
+            (true, false) => Err(format!("{aid}: left after disconnect: {left:?}")),
+        }
+    }
+}
+
+fn expect(reply: &Reply, status: u16, code: Option<&str>) -> Result<(), String> {
+    if reply.status == status && reply.error_code().as_deref() == code {
+        Ok(())
+    } else {
+        Err(format!("expected {status} {code:?}, got {reply:?}"))
+    }
+}
+
+fn expect_result(reply: &Reply, wanted: Value) -> Result<(), String> {
+    let got = reply
+        .json
+        .as_ref()
+        .and_then(|body| body.get("commands")?.get(0)?.get("result").cloned());
+    (got.as_ref() == Some(&wanted))
+        .then_some(())
+        .ok_or_else(|| format!("result {got:?}, wanted {wanted}"))
+}
+
+/// Runs requests `range` with `CONCURRENCY` workers pulling numbers from a shared counter.
+async fn drive(soak: &Arc<Soak>, range: std::ops::Range<usize>) {
+    let next = Arc::new(AtomicUsize::new(range.start));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (soak, next, end) = (soak.clone(), next.clone(), range.end);
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= end {
+                        return;
+                    }
+                    if let Err(failure) = soak.run(n).await {
+                        soak.failures.lock().unwrap().push(failure);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.expect("a soak worker panicked");
+    }
+}
+
+/// Open fds of the runner once idle: waits for the count to stop changing (connections and
+/// pipes of the last requests close shortly after their responses).
+fn settled_fds(pid: u32) -> usize {
+    let mut last = procs::open_fds(pid).unwrap_or(0);
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = procs::open_fds(pid).unwrap_or(0);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long-running; run with `make soak`"]
+async fn soak_mixed_requests_leave_nothing_behind() {
+    let requests: usize = std::env::var("SOAK_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let warm_up = 100.min(requests);
+    let sidecar = FakeSidecar::start();
+    let runner = Runner::start_with(
+        &sidecar,
+        &[("CMD_KILL_GRACE", "1s"), ("CMD_MAX_INFLIGHT", "32")],
+    );
+    let pid = runner.pid();
+    let soak = Arc::new(Soak {
+        sidecar,
+        runner,
+        marker: procs::marker("soak"),
+        failures: Mutex::new(Vec::new()),
+    });
+
+    drive(&soak, 0..warm_up).await;
+    let fds_before = settled_fds(pid);
+    let started = Instant::now();
+    drive(&soak, warm_up..warm_up + requests).await;
+    let took = started.elapsed();
+    let leftovers = procs::wait_marker_gone(&soak.marker, PATIENCE);
+    let zombies = procs::wait_no_zombies(pid, PATIENCE);
+    let fds_after = settled_fds(pid);
+    let peak = procs::peak_rss(pid).unwrap_or(0);
+    let failures = soak.failures.lock().unwrap().clone();
+
+    println!(
+        "soak: {requests} requests (+{warm_up} warm-up) in {:.1}s ({:.0} req/s), \
+         concurrency {CONCURRENCY}",
+        took.as_secs_f64(),
+        requests as f64 / took.as_secs_f64()
+    );
+    println!("soak: open fds {fds_before} after warm-up, {fds_after} at the end");
+    println!("soak: peak RSS {:.1} MiB", peak as f64 / (1 << 20) as f64);
+    println!(
+        "soak: {} misbehaving requests, {} leftover processes, {} zombies",
+        failures.len(),
+        leftovers.len(),
+        zombies.len()
+    );
+
+    assert!(
+        failures.is_empty(),
+        "{} requests misbehaved, first ones: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    assert!(leftovers.is_empty(), "processes left behind: {leftovers:?}");
+    assert!(zombies.is_empty(), "zombies left behind: {zombies:?}");
+    assert!(
+        fds_after <= fds_before + FD_SLACK,
+        "open fds grew from {fds_before} to {fds_after}: a leak"
+    );
+}
