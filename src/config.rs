@@ -163,7 +163,11 @@ pub fn parse_size(value: &str) -> Result<usize, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        other => return Err(format!("'{value}': unknown size unit '{other}' (use KiB, MiB or GiB)")),
+        other => {
+            return Err(format!(
+                "'{value}': unknown size unit '{other}' (use KiB, MiB or GiB)"
+            ))
+        }
     };
     number
         .checked_mul(multiplier)
@@ -171,10 +175,13 @@ pub fn parse_size(value: &str) -> Result<usize, String> {
 }
 
 fn parse_backend(value: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(value.trim())
-        .map_err(|e| format!("'{value}' is not a URL ({e}); expected e.g. http://127.0.0.1:8889"))?;
+    let url = reqwest::Url::parse(value.trim()).map_err(|e| {
+        format!("'{value}' is not a URL ({e}); expected e.g. http://127.0.0.1:8889")
+    })?;
     if url.scheme() != "http" && url.scheme() != "https" {
-        return Err(format!("'{value}': the sidecar URL must start with http://"));
+        return Err(format!(
+            "'{value}': the sidecar URL must start with http://"
+        ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }

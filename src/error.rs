@@ -13,13 +13,13 @@ pub enum Failure {
     #[error("exited with status {code}")]
     Exit { code: i32 },
     /// A command was killed by a signal that did not come from the runner (e.g. the OOM killer).
-    #[error("killed by signal {name}")]
+    #[error("was killed by signal {name}")]
     Signal { name: String },
     /// A command ran past its timeout and was stopped.
     #[error("timed out after {}", humantime::format_duration(*.after))]
     Timeout { after: std::time::Duration },
     /// `DELETE /`, a client disconnect or shutdown ended the command.
-    #[error("cancelled: {reason}")]
+    #[error("was cancelled: {reason}")]
     Cancelled { reason: CancelReason },
     /// The executable does not exist.
     #[error("{0}")]
@@ -77,7 +77,9 @@ impl Failure {
         match self {
             Failure::Input(_) => StatusCode::BAD_REQUEST,
             Failure::Busy { conflict: true, .. } => StatusCode::CONFLICT,
-            Failure::Busy { conflict: false, .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Failure::Busy {
+                conflict: false, ..
+            } => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

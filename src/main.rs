@@ -1,3 +1,94 @@
-fn main() {
-    direktiv_cmd::init::become_init_if_pid1();
+//! Entry point: read the configuration, become a tiny init when PID 1, then serve (or run one
+//! request with `direktiv-cmd run`).
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::Parser;
+use direktiv_cmd::config::{Cli, Config, LogFormat, Mode};
+use direktiv_cmd::{init, server};
+
+fn main() -> ExitCode {
+    // Before anything else, while the process has a single thread: fork() is only safe then.
+    init::become_init_if_pid1();
+
+    let cli = Cli::parse();
+    init_tracing(&cli.config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("direktiv-cmd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        None => runtime.block_on(serve(cli.config)),
+        Some(Mode::Run { request }) => runtime.block_on(run_once(cli.config, &request)),
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let port = config.port;
+    let listener = match server::bind(port).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, port, "cannot listen (PORT)");
+            return ExitCode::FAILURE;
+        }
+    };
+    match listener.local_addr() {
+        Ok(addr) => tracing::info!("listening on {addr}"),
+        Err(error) => tracing::warn!(%error, "listening, address unknown"),
+    }
+    let app = server::App::new(config);
+    match server::serve(app, listener).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `direktiv-cmd run <file|->`: one request without HTTP, for trying an image locally.
+async fn run_once(config: Config, source: &str) -> ExitCode {
+    let body = if source == "-" {
+        let mut body = Vec::new();
+        std::io::stdin().read_to_end(&mut body).map(|_| body)
+    } else {
+        std::fs::read(source)
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(error) => {
+            eprintln!("direktiv-cmd: cannot read the request '{source}': {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reply = server::run_local(config, &body).await;
+    println!("{}", String::from_utf8_lossy(&reply.body));
+    if let Some((code, message)) = &reply.error {
+        eprintln!("direktiv-cmd: {code}: {message}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn init_tracing(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.with_ansi(false).init(),
+    }
 }

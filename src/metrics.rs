@@ -40,23 +40,26 @@ impl Metrics {
     fn new() -> Self {
         // Knative tells a revision its service and revision names; carry them as labels so
         // dashboards can tell functions apart.
-        let const_labels: Vec<(std::borrow::Cow<'static, str>, std::borrow::Cow<'static, str>)> =
-            [("K_SERVICE", "service"), ("K_REVISION", "revision")]
-                .into_iter()
-                .filter_map(|(var, label)| {
-                    std::env::var(var)
-                        .ok()
-                        .filter(|v| !v.is_empty())
-                        .map(|v| (label.into(), v.into()))
-                })
-                .collect();
-        let mut registry = Registry::with_prefix_and_labels("direktiv_cmd", const_labels.into_iter());
+        let const_labels: Vec<(
+            std::borrow::Cow<'static, str>,
+            std::borrow::Cow<'static, str>,
+        )> = [("K_SERVICE", "service"), ("K_REVISION", "revision")]
+            .into_iter()
+            .filter_map(|(var, label)| {
+                std::env::var(var)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (label.into(), v.into()))
+            })
+            .collect();
+        let mut registry =
+            Registry::with_prefix_and_labels("direktiv_cmd", const_labels.into_iter());
 
         let metrics = Metrics {
             requests: Family::default(),
-            command_duration: Histogram::new(
-                [0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0].into_iter(),
-            ),
+            command_duration: Histogram::new([
+                0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
+            ]),
             inflight_requests: Gauge::default(),
             running_processes: Gauge::default(),
             log_lines: Counter::default(),

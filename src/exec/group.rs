@@ -1,0 +1,171 @@
+//! A command's process group: the unit the runner stops. Every command is spawned as the leader
+//! of a new group (`setpgid(0, 0)` through posix_spawn), so its whole tree — shells, pipelines,
+//! background jobs — can be signalled at once with `kill(-pgid)`.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
+use tokio::io::unix::AsyncFd;
+use tokio::time::{sleep, timeout, Instant};
+
+/// How the leader process of a group ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// It exited with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+/// A spawned command's process group, led by the command's main process.
+///
+/// The leader is not reaped until `reap` is called: while it is a zombie its pid stays
+/// allocated, so `kill(-pgid)` can never reach a newer, unrelated group that reused the number.
+pub struct ProcessGroup {
+    leader: Pid,
+    /// Readable once the leader has exited (Linux ≥ 5.3); `None` falls back to polling.
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    reaped: bool,
+}
+
+impl ProcessGroup {
+    /// Takes charge of a freshly spawned group leader.
+    pub fn new(leader_pid: u32) -> Self {
+        let leader = Pid::from_raw(leader_pid as i32).expect("a spawned child has a positive pid");
+        let pidfd = rustix::process::pidfd_open(leader, rustix::process::PidfdFlags::empty())
+            .ok()
+            .and_then(|fd| {
+                // SAFETY: the `OwnedFd` is moved into the `AsyncFd` and owned by it alone, so
+                // the descriptor stays open and refers to the same pidfd until the `AsyncFd`
+                // is dropped; `OwnedFd::as_raw_fd` always returns that same number.
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+            });
+        ProcessGroup {
+            leader,
+            pidfd,
+            reaped: false,
+        }
+    }
+
+    /// Waits until the leader exits and returns how, without reaping it.
+    pub async fn wait_leader(&self) -> ExitKind {
+        loop {
+            if let Some(kind) = self.peek_exit() {
+                return kind;
+            }
+            match &self.pidfd {
+                Some(fd) => match fd.readable().await {
+                    Ok(mut guard) => guard.clear_ready(),
+                    Err(_) => sleep(Duration::from_millis(10)).await,
+                },
+                None => sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    /// The leader's exit, if it has exited; leaves it unreaped (`WNOWAIT`).
+    fn peek_exit(&self) -> Option<ExitKind> {
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        let status = match &self.pidfd {
+            Some(fd) => rustix::process::waitid(WaitId::PidFd(fd.get_ref().as_fd()), options),
+            None => rustix::process::waitid(WaitId::Pid(self.leader), options),
+        };
+        let status = status.ok().flatten()?;
+        if let Some(signal) = status.terminating_signal() {
+            Some(ExitKind::Signal(signal))
+        } else {
+            status.exit_status().map(ExitKind::Code)
+        }
+    }
+
+    /// Sends a signal to every process of the group. Errors (the group is gone) are ignored.
+    pub fn signal(&self, signal: Signal) {
+        let _ = rustix::process::kill_process_group(self.leader, signal);
+    }
+
+    /// True while any process other than our own unreaped leader could still be in the group.
+    fn has_members(&self) -> bool {
+        rustix::process::test_kill_process_group(self.leader).is_ok()
+    }
+
+    /// Stops the whole group: SIGTERM, then SIGKILL for whatever is left after `grace`.
+    /// Returns once the leader has exited and been reaped and the group is empty (or, for
+    /// processes stuck in uninterruptible sleep, after a short bounded wait past SIGKILL).
+    pub async fn terminate(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        self.signal(Signal::TERM);
+        if tokio::time::timeout_at(deadline, self.wait_leader())
+            .await
+            .is_ok()
+        {
+            self.reap();
+            self.wait_empty(deadline).await;
+        }
+        if !self.reaped || self.has_members() {
+            self.signal(Signal::KILL);
+            let _ = timeout(Duration::from_secs(2), self.wait_leader()).await;
+            self.reap();
+            self.wait_empty(Instant::now() + Duration::from_millis(500))
+                .await;
+        }
+    }
+
+    /// Kills whatever is left of the group once the leader has exited (background children
+    /// that outlived it). Reaps the leader first: its zombie keeps the group "non-empty".
+    pub async fn clean_up_after_exit(&mut self, grace: Duration) {
+        self.reap();
+        if !self.has_members() {
+            return;
+        }
+        self.signal(Signal::TERM);
+        if !self.wait_empty(Instant::now() + grace).await {
+            self.signal(Signal::KILL);
+            self.wait_empty(Instant::now() + Duration::from_millis(500))
+                .await;
+        }
+    }
+
+    /// Polls until the group has no process left or `deadline` passes; true when empty.
+    ///
+    /// Only called after the leader is reaped. The pgid cannot be handed to a new group while
+    /// any member lives; the window between the last member dying and our next poll (10 ms) is
+    /// far shorter than the kernel's pid allocator needs to wrap around to the same number.
+    async fn wait_empty(&self, deadline: Instant) -> bool {
+        loop {
+            if !self.has_members() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Reaps the leader (it has exited: this does not block for long).
+    fn reap(&mut self) {
+        if !self.reaped {
+            let _ = rustix::process::waitpid(Some(self.leader), WaitOptions::empty());
+            self.reaped = true;
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    /// A group is never left running: if the owner is dropped early (a bug, or a panic), the
+    /// whole group is killed and the leader reaped.
+    fn drop(&mut self) {
+        if !self.reaped {
+            self.signal(Signal::KILL);
+            self.reap();
+        }
+    }
+}
+
+/// The conventional name of a signal number (`SIGKILL`), for `cmd.signal.NAME`.
+pub fn signal_name(signal: i32) -> String {
+    nix::sys::signal::Signal::try_from(signal)
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_else(|_| format!("SIG{signal}"))
+}

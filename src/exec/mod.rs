@@ -1,0 +1,339 @@
+//! One command's life: spawn it in its own process group, pump its output to the logs and the
+//! response, and end it on exit, timeout or cancellation — never leaving a process behind.
+
+mod capture;
+mod group;
+mod launch;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use std::os::unix::process::CommandExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::pipe;
+use tokio_util::sync::CancellationToken;
+
+pub use capture::Capture;
+pub use group::{signal_name, ExitKind};
+pub use launch::{resolve, Launch};
+
+use crate::cancel::Cancel;
+use crate::config::{AllowList, Config};
+use crate::error::Failure;
+use crate::logs::LogStream;
+use crate::metrics::METRICS;
+use crate::plan::CommandSpec;
+use group::ProcessGroup;
+
+/// How long output is still read after a command's main process exited while something else
+/// (a background child) holds its stdout/stderr open.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The execution settings taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct ExecSettings {
+    pub shell: Option<PathBuf>,
+    pub allow: AllowList,
+    pub kill_grace: Duration,
+    pub default_timeout: Option<Duration>,
+    pub max_output: usize,
+}
+
+impl ExecSettings {
+    pub fn from_config(config: &Config) -> Self {
+        ExecSettings {
+            shell: config.shell_path(),
+            allow: config.allow.clone(),
+            kill_grace: config.kill_grace,
+            default_timeout: config.default_timeout(),
+            max_output: config.max_output,
+        }
+    }
+
+    /// Refuses, before anything runs, a command this runner will not start.
+    pub fn check(&self, spec: &CommandSpec) -> Result<(), Failure> {
+        resolve(spec, self.shell.as_deref(), &self.allow).map(|_| ())
+    }
+}
+
+/// What a command runs with, shared by all commands of a request.
+pub struct Execution<'a> {
+    pub tempdir: &'a Path,
+    /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
+    pub env: &'a [(String, String)],
+    pub logs: &'a LogStream,
+    pub cancel: &'a Cancel,
+    pub settings: &'a ExecSettings,
+    /// Keep stdout and stderr interleaved as well (the direktiv-cmd `Output`).
+    pub combine: bool,
+}
+
+/// What happened to one command.
+#[derive(Debug)]
+pub struct CommandRun {
+    pub stdout: Capture,
+    pub stderr: Capture,
+    pub combined: Capture,
+    /// How the main process ended, when it was started and ended by itself.
+    pub exit: Option<ExitKind>,
+    pub failure: Option<Failure>,
+    pub duration: Duration,
+}
+
+/// How the wait for a command ended.
+enum Ending {
+    Exited(ExitKind),
+    TimedOut(Duration),
+    Cancelled(crate::error::CancelReason),
+}
+
+/// Runs one command to its end.
+pub async fn run(spec: &CommandSpec, x: &Execution<'_>) -> CommandRun {
+    let started = Instant::now();
+    let mut run = CommandRun {
+        stdout: Capture::new(x.settings.max_output),
+        stderr: Capture::with_tail(x.settings.max_output),
+        combined: Capture::new(if x.combine { x.settings.max_output } else { 0 }),
+        exit: None,
+        failure: None,
+        duration: Duration::ZERO,
+    };
+    if let Err(failure) = execute(spec, x, &mut run).await {
+        run.failure = Some(failure);
+    }
+    run.duration = started.elapsed();
+    METRICS.command_duration.observe(run.duration.as_secs_f64());
+    run
+}
+
+async fn execute(
+    spec: &CommandSpec,
+    x: &Execution<'_>,
+    run: &mut CommandRun,
+) -> Result<(), Failure> {
+    let launch = resolve(spec, x.settings.shell.as_deref(), &x.settings.allow)?;
+    let cwd = working_dir(x.tempdir, spec.workdir.as_deref())?;
+
+    let mut command = std::process::Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .current_dir(&cwd)
+        .envs(x.env.iter().map(|(k, v)| (k, v)))
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // A new process group per command; std keeps the posix_spawn fast path for this.
+        .process_group(0);
+    let mut child = command
+        .spawn()
+        .map_err(|error| launch::spawn_failure(&error, &launch))?;
+    let mut group = ProcessGroup::new(child.id());
+    METRICS.running_processes.inc();
+    let _running = scopeguard(|| {
+        METRICS.running_processes.dec();
+    });
+
+    if let (Some(data), Some(stdin)) = (spec.stdin.clone(), child.stdin.take()) {
+        if let Ok(sender) = pipe::Sender::from_owned_fd(stdin.into()) {
+            tokio::spawn(feed_stdin(sender, data));
+        }
+    }
+    let stop_pumps = CancellationToken::new();
+    let combined = Arc::new(Mutex::new(std::mem::take(&mut run.combined)));
+    let logs = (!spec.silent).then_some(x.logs);
+    let stdout_pump = child.stdout.take().map(|fd| {
+        spawn_pump(
+            fd.into(),
+            std::mem::take(&mut run.stdout),
+            logs,
+            &combined,
+            &stop_pumps,
+        )
+    });
+    let stderr_pump = child.stderr.take().map(|fd| {
+        spawn_pump(
+            fd.into(),
+            std::mem::take(&mut run.stderr),
+            logs,
+            &combined,
+            &stop_pumps,
+        )
+    });
+    // The std handle holds nothing more we need; the group owns the process from here.
+    drop(child);
+
+    let timeout = spec.timeout.or(x.settings.default_timeout);
+    let ending = tokio::select! {
+        kind = group.wait_leader() => Ending::Exited(kind),
+        () = sleep_for(timeout) => Ending::TimedOut(timeout.unwrap_or_default()),
+        reason = x.cancel.cancelled() => Ending::Cancelled(reason),
+    };
+
+    let pumps = async {
+        let out = match stdout_pump {
+            Some(pump) => pump.await.ok(),
+            None => None,
+        };
+        let err = match stderr_pump {
+            Some(pump) => pump.await.ok(),
+            None => None,
+        };
+        (out, err)
+    };
+    tokio::pin!(pumps);
+    let grace = x.settings.kill_grace;
+    let captures = match ending {
+        Ending::Exited(_) => {
+            // Output still in the pipes is read; a background child holding them open gets
+            // LINGER, then the rest of the group is stopped and the pumps are told to finish.
+            let early = tokio::time::timeout(LINGER, &mut pumps).await.ok();
+            group.clean_up_after_exit(grace).await;
+            match early {
+                Some(captures) => captures,
+                None => finish_pumps(&mut pumps, &stop_pumps).await,
+            }
+        }
+        Ending::TimedOut(_) | Ending::Cancelled(_) => {
+            group.terminate(grace).await;
+            finish_pumps(&mut pumps, &stop_pumps).await
+        }
+    };
+    if let Some(capture) = captures.0 {
+        run.stdout = capture;
+    }
+    if let Some(capture) = captures.1 {
+        run.stderr = capture;
+    }
+    if x.combine {
+        if let Ok(mut combined) = combined.lock() {
+            run.combined = std::mem::take(&mut *combined);
+        }
+    }
+
+    match ending {
+        Ending::Exited(kind) => {
+            run.exit = Some(kind);
+            match kind {
+                ExitKind::Code(0) => Ok(()),
+                ExitKind::Code(code) => Err(Failure::Exit { code }),
+                ExitKind::Signal(signal) => Err(Failure::Signal {
+                    name: signal_name(signal),
+                }),
+            }
+        }
+        Ending::TimedOut(after) => Err(Failure::Timeout { after }),
+        Ending::Cancelled(reason) => Err(Failure::Cancelled { reason }),
+    }
+}
+
+/// Gives the pumps LINGER to drain what is left, then stops them.
+async fn finish_pumps<F, T>(pumps: &mut std::pin::Pin<&mut F>, stop: &CancellationToken) -> T
+where
+    F: std::future::Future<Output = T>,
+{
+    if let Ok(done) = tokio::time::timeout(LINGER, pumps.as_mut()).await {
+        return done;
+    }
+    stop.cancel();
+    pumps.as_mut().await
+}
+
+/// The command's working directory: the temp dir, or `workdir` inside it (created when
+/// missing). A workdir that resolves outside the temp dir — through a symlink a previous
+/// command made — is refused.
+fn working_dir(tempdir: &Path, workdir: Option<&Path>) -> Result<PathBuf, Failure> {
+    let Some(workdir) = workdir else {
+        return Ok(tempdir.to_path_buf());
+    };
+    let dir = tempdir.join(workdir);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        Failure::input(format!(
+            "workdir '{}' cannot be created: {e}",
+            workdir.display()
+        ))
+    })?;
+    let root = std::fs::canonicalize(tempdir)
+        .map_err(|e| Failure::internal(format!("temp dir is not usable: {e}")))?;
+    let resolved = std::fs::canonicalize(&dir)
+        .map_err(|e| Failure::input(format!("workdir '{}': {e}", workdir.display())))?;
+    if !resolved.starts_with(&root) {
+        return Err(Failure::input(format!(
+            "workdir '{}' leads outside the request's temp dir",
+            workdir.display()
+        )));
+    }
+    Ok(resolved)
+}
+
+async fn sleep_for(timeout: Option<Duration>) {
+    match timeout {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn feed_stdin(mut sender: pipe::Sender, data: Vec<u8>) {
+    // A command that exits without reading its stdin closes the pipe: that is not an error.
+    let _ = sender.write_all(&data).await;
+}
+
+/// Reads one output pipe until EOF (or until told to stop), feeding the logs and the captures.
+fn spawn_pump(
+    fd: std::os::fd::OwnedFd,
+    mut capture: Capture,
+    logs: Option<&LogStream>,
+    combined: &Arc<Mutex<Capture>>,
+    stop: &CancellationToken,
+) -> tokio::task::JoinHandle<Capture> {
+    let mut framer = logs.map(LogStream::framer);
+    let combined = Arc::clone(combined);
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let Ok(mut receiver) = pipe::Receiver::from_owned_fd(fd) else {
+            return capture;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let read = tokio::select! {
+                read = receiver.read(&mut buf) => read,
+                () = stop.cancelled() => break,
+            };
+            let n = match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buf[..n];
+            capture.push(chunk);
+            if let Ok(mut combined) = combined.lock() {
+                combined.push(chunk);
+            }
+            if let Some(framer) = framer.as_mut() {
+                framer.write(chunk).await;
+            }
+        }
+        if let Some(framer) = framer {
+            framer.close().await;
+        }
+        capture
+    })
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
