@@ -29,5 +29,10 @@ static:
 	mkdir -p target/static
 	cp target/$(HOST_TARGET)/release/direktiv-cmd $(STATIC_BIN)
 
+# The harness is its own package (bench/), built like the runner so its floor server compares fairly.
+bench: static
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --manifest-path bench/Cargo.toml --target $(HOST_TARGET) --target-dir target/bench
+	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench --runner $(STATIC_BIN) --out bench-results/latest.json
+
 clean:
 	$(CARGO) clean

@@ -1,0 +1,133 @@
+//! Benchmark harness for direktiv-cmd (`make bench`).
+//!
+//! One run measures the floors (spawn+wait of `/bin/true`, and a floor server built from the
+//! same crates), then the runner against a fake sidecar, prints one table with the targets as
+//! ratios to the floor of the same run, and writes it as JSON.
+//!
+//! ```text
+//! direktiv-cmd-bench [--runner PATH] [--out PATH]   run everything
+//! direktiv-cmd-bench floor-server                    serve as the floor server (used by the run)
+//! ```
+//! Only loopback addresses are used; every loop is bounded in count and time.
+
+mod client;
+mod floor;
+mod load;
+mod measure;
+mod process;
+mod report;
+mod sidecar;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use client::Error;
+use measure::Target;
+use report::Report;
+use sidecar::Sidecar;
+
+/// Spawn+wait samples of `/bin/true`.
+const SPAWN_RUNS: usize = 1_000;
+
+/// Where the runner and the JSON report are.
+struct Options {
+    runner: PathBuf,
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = if args.first().map(String::as_str) == Some("floor-server") {
+        floor::serve()
+    } else {
+        options(&args).and_then(run)
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("direktiv-cmd-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn options(args: &[String]) -> Result<Options, Error> {
+    let mut options = Options {
+        runner: PathBuf::from("target/static/direktiv-cmd"),
+        out: PathBuf::from("bench-results/latest.json"),
+    };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--runner" => options.runner = PathBuf::from(value),
+            "--out" => options.out = PathBuf::from(value),
+            _ => {
+                return Err(format!(
+                    "unknown argument {flag}; see the doc comment of bench/src/main.rs"
+                )
+                .into())
+            }
+        }
+    }
+    if !options.runner.is_file() {
+        return Err(format!(
+            "no runner binary at {} (run `make static` first)",
+            options.runner.display()
+        )
+        .into());
+    }
+    Ok(options)
+}
+
+/// The whole benchmark. Targets that fail are reported, not treated as errors: the table is
+/// the product of this run either way.
+fn run(options: Options) -> Result<(), Error> {
+    eprintln!("spawn floor: {SPAWN_RUNS} × /bin/true");
+    let spawn = measure::spawn_floor(SPAWN_RUNS)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut report = runtime.block_on(servers(&options))?;
+    report.spawn_true_p50_us = load::micros(spawn);
+    report.binary_stripped_bytes = measure::stripped_size(&options.runner)?;
+    report.judge();
+    report.print();
+    report.write_json(&options.out)?;
+    println!(
+        "\n{} of {} targets failed; written to {}",
+        report.failed(),
+        report.targets.len(),
+        options.out.display()
+    );
+    Ok(())
+}
+
+/// The floor server first, then the runner (which also gets the slow-sidecar runs).
+async fn servers(options: &Options) -> Result<Report, Error> {
+    let sidecar = Sidecar::start().await?;
+    let floor = Target::Floor {
+        harness: std::env::current_exe()?,
+    };
+    eprintln!("floor server: starts, c=1, c=16, seq");
+    let (floor_report, floor_server) = measure::server(&floor, &sidecar).await?;
+    floor_server.stop().await?;
+
+    let runner = Target::Runner {
+        binary: options.runner.clone(),
+        sidecar: sidecar.url(),
+    };
+    eprintln!("direktiv-cmd: starts, c=1, c=16, seq, 50 ms sidecar");
+    let (runner_report, runner_server) = measure::server(&runner, &sidecar).await?;
+    let slow = measure::slow_sidecar(&runner_server, &runner, &sidecar).await?;
+    runner_server.stop().await?;
+
+    Ok(Report {
+        spawn_true_p50_us: 0.0,
+        floor: floor_report,
+        runner: runner_report,
+        slow_sidecar: slow,
+        binary_stripped_bytes: 0,
+        targets: Vec::new(),
+    })
+}
