@@ -113,7 +113,9 @@ fn check_no_nul(argv: &[String]) -> Result<(), String> {
     }
 }
 
-/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"1h"`).
+/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"1h"`). Zero
+/// means "no timeout of its own", like `CMD_TIMEOUT=0`, so the command gets the configured
+/// default instead of being stopped at once.
 fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
     const EXPECTED: &str = "expected seconds or a duration like \"90s\"";
     let Some(value) = cmd.get("timeout") else {
@@ -129,7 +131,9 @@ fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
         }
         other => Err(format!("{EXPECTED}, got {}", json::describe(other))),
     };
-    parsed.map(Some).map_err(|e| cmd.error("timeout", e))
+    parsed
+        .map(|timeout| (!timeout.is_zero()).then_some(timeout))
+        .map_err(|e| cmd.error("timeout", e))
 }
 
 /// An optional relative path field (`workdir`, `output`).

@@ -337,7 +337,12 @@ fn timeout_in_seconds_or_as_a_duration() {
     };
     assert_eq!(timeout(json!(90)), Some(Duration::from_secs(90)));
     assert_eq!(timeout(json!(1.5)), Some(Duration::from_millis(1500)));
-    assert_eq!(timeout(json!(0)), Some(Duration::ZERO));
+    assert_eq!(
+        timeout(json!(0)),
+        None,
+        "0 falls back to the configured default"
+    );
+    assert_eq!(timeout(json!("0s")), None);
     assert_eq!(timeout(json!("90s")), Some(Duration::from_secs(90)));
     assert_eq!(timeout(json!("5m")), Some(Duration::from_secs(300)));
     assert_eq!(timeout(json!("1h")), Some(Duration::from_secs(3600)));
