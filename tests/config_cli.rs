@@ -1,0 +1,184 @@
+//! Configuration and command line of the real binary (SPEC §8): `--help` documents every
+//! variable with its default, invalid values stop start-up naming the variable, flags and
+//! variables configure the same thing, and `run` executes one request without HTTP.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{strip_ansi, FakeSidecar, Finished, Runner, PATIENCE};
+
+/// How long a binary that should exit at once may take before it counts as hanging.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Finished {
+    let mut builder = Runner::builder().envs(env);
+    for arg in args {
+        builder = builder.arg(*arg);
+    }
+    builder.run_to_exit(b"", EXIT_TIMEOUT)
+}
+
+#[test]
+fn help_lists_every_variable_with_its_default() {
+    let finished = run(&["--help"], &[]);
+    assert!(finished.status.is_some_and(|s| s.success()), "{finished:?}");
+    let help = strip_ansi(&finished.stdout);
+    let expected = [
+        ("PORT", "8080"),
+        ("DIREKTIV_HTTP_BACKEND", "http://127.0.0.1:8889"),
+        ("DIREKTIV_DEV_MODE", ""),
+        ("CMD_TIMEOUT", "0"),
+        ("CMD_KILL_GRACE", "5s"),
+        ("CMD_GRACE", "20s"),
+        ("CMD_MAX_INFLIGHT", "10"),
+        ("CMD_MAX_OUTPUT", "1MiB"),
+        ("CMD_MAX_BODY", "32MiB"),
+        ("CMD_ALLOW", ""),
+        ("CMD_SHELL", "/bin/sh"),
+        ("CMD_RESULT_KEY", "commands"),
+        ("CMD_LOG_FORMAT", "text"),
+    ];
+    // clap wraps long help; join the lines so a variable and its default can be searched as one.
+    let flat: String = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for (var, default) in expected {
+        assert!(flat.contains(var), "--help must mention {var}:\n{help}");
+        if !default.is_empty() {
+            let section = &flat[flat.find(var).unwrap_or(0)..];
+            let section = &section[..section.len().min(400)];
+            assert!(
+                section.contains(default) || flat.contains(&format!("default: {default}")),
+                "--help must show the default {default} of {var}:\n{help}"
+            );
+        }
+    }
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let finished = run(&["--version"], &[]);
+    assert!(finished.status.is_some_and(|s| s.success()), "{finished:?}");
+    assert!(
+        finished.stdout.contains(env!("CARGO_PKG_VERSION")),
+        "{finished:?}"
+    );
+}
+
+#[test]
+fn invalid_values_stop_startup_with_a_message_naming_the_variable() {
+    let cases = [
+        ("CMD_TIMEOUT", "soon"),
+        ("PORT", "x"),
+        ("CMD_KILL_GRACE", "-3"),
+        ("CMD_MAX_OUTPUT", "lots"),
+        ("CMD_MAX_INFLIGHT", "0"),
+        ("CMD_LOG_FORMAT", "xml"),
+        ("DIREKTIV_HTTP_BACKEND", "not a url"),
+    ];
+    for (var, value) in cases {
+        let finished = run(&[], &[(var, value)]);
+        let status = finished.status.unwrap_or_else(|| {
+            panic!("{var}={value}: the runner kept running instead of stopping: {finished:?}")
+        });
+        assert!(!status.success(), "{var}={value} must fail start-up");
+        let stderr = strip_ansi(&finished.stderr);
+        assert!(
+            stderr.contains(var),
+            "{var}={value}: the message must name {var}:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("listening on"),
+            "{var}={value}: must not start serving"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_configure_the_same_settings_as_variables() {
+    let sidecar = FakeSidecar::start();
+    let runner = Runner::builder()
+        .sidecar(&sidecar)
+        .arg("--result-key")
+        .arg("aws-cli")
+        .arg("--timeout")
+        .arg("1")
+        .arg("--kill-grace")
+        .arg("1s")
+        .start();
+    let reply = sidecar
+        .call(&runner, "f1", json!({"command": "echo hi"}))
+        .await;
+    reply.assert_success();
+    assert_eq!(reply.results_under("aws-cli")[0]["result"], "hi");
+    let reply = sidecar
+        .call(&runner, "f2", json!({"command": "sleep 60"}))
+        .await;
+    reply.assert_error("cmd.timeout", 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn durations_accept_seconds_and_units() {
+    for value in ["1", "1s", "1000ms"] {
+        let sidecar = FakeSidecar::start();
+        let runner =
+            Runner::start_with(&sidecar, &[("CMD_TIMEOUT", value), ("CMD_KILL_GRACE", "1")]);
+        let reply = sidecar
+            .call(&runner, "d1", json!({"command": "sleep 60"}))
+            .await;
+        reply.assert_error("cmd.timeout", 500);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_log_format_writes_json_lines() {
+    let sidecar = FakeSidecar::start();
+    let runner = Runner::start_with(&sidecar, &[("CMD_LOG_FORMAT", "json")]);
+    assert!(runner.wait_stderr(PATIENCE, |l| l.contains("listening on")));
+    for line in runner.stderr_lines() {
+        assert!(
+            serde_json::from_str::<Value>(&line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+}
+
+#[test]
+fn run_subcommand_executes_one_request_without_http() {
+    let request = json!({"commands": [{"command": "echo from-run"}]}).to_string();
+    let finished = Runner::builder()
+        .arg("run")
+        .arg("-")
+        .run_to_exit(request.as_bytes(), EXIT_TIMEOUT);
+    assert!(finished.status.is_some_and(|s| s.success()), "{finished:?}");
+    let body: Value = serde_json::from_str(&finished.stdout).expect("response JSON on stdout");
+    assert_eq!(body["commands"][0]["result"], "from-run");
+    assert!(finished.stderr.contains("from-run"), "logs go to stderr");
+
+    let failing = json!({"command": "sh -c 'exit 3'"}).to_string();
+    let finished = Runner::builder()
+        .arg("run")
+        .arg("-")
+        .run_to_exit(failing.as_bytes(), EXIT_TIMEOUT);
+    assert_eq!(
+        finished.status.and_then(|s| s.code()),
+        Some(1),
+        "{finished:?}"
+    );
+    let body: Value = serde_json::from_str(&finished.stdout).expect("error JSON on stdout");
+    assert_eq!(body["errorCode"], "cmd.exit.3");
+}
+
+#[test]
+fn run_subcommand_reads_a_request_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("request.json");
+    std::fs::write(&path, json!({"command": "echo from-file"}).to_string()).expect("write");
+    let finished = Runner::builder()
+        .arg("run")
+        .arg(path.as_os_str())
+        .run_to_exit(b"", EXIT_TIMEOUT);
+    assert!(finished.status.is_some_and(|s| s.success()), "{finished:?}");
+    let body: Value = serde_json::from_str(&finished.stdout).expect("response JSON on stdout");
+    assert_eq!(body["commands"][0]["result"], "from-file");
+}

@@ -1,0 +1,380 @@
+//! Log streaming to the sidecar against the real binary (SPEC §5): completeness and order,
+//! slow, failing and down sidecars, long lines, invalid UTF-8, development mode, masking of the
+//! echoed command line, and no post ever arriving after the action id is gone.
+//!
+//! The last tests check the fake sidecar itself, so a passing log test means what it says.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{start_pair, FakeSidecar, Runner, MISSING_AID, PATIENCE};
+
+/// Late posts would arrive after `call` deregistered the action id; give them a moment.
+async fn assert_nothing_rejected(sidecar: &FakeSidecar) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sidecar.rejected(), vec![], "posts after the response");
+}
+
+fn numbers(from: u32, to: u32) -> Vec<String> {
+    (from..=to).map(|n| n.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_thousand_lines_arrive_complete_and_in_order_before_the_response() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({"commands": [{"command": "seq 1 20000", "print": false}]});
+    let reply = sidecar.call(&runner, "l1", body).await;
+    reply.assert_success();
+    assert_eq!(sidecar.lines("l1"), numbers(1, 20000));
+    assert_nothing_rejected(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_line_is_sent_verbatim_without_prefix_or_newline() {
+    let (sidecar, runner) = start_pair(&[]);
+    let script = r"printf '  indented\ttab  \n\nafter empty\nlast without newline'";
+    let body = json!({"commands": [{"args": ["sh", "-c", script], "print": false}]});
+    sidecar.call(&runner, "l1", body).await.assert_success();
+    let lines = sidecar.lines("l1");
+    assert_eq!(
+        lines.iter().filter(|l| !l.is_empty()).collect::<Vec<_>>(),
+        ["  indented\ttab  ", "after empty", "last without newline"]
+    );
+    assert_nothing_rejected(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stdout_and_stderr_lines_are_both_logged_in_their_own_order() {
+    let (sidecar, runner) = start_pair(&[]);
+    let script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done";
+    let body = json!({"commands": [{"args": ["sh", "-c", script], "print": false}]});
+    sidecar.call(&runner, "l1", body).await.assert_success();
+    let lines = sidecar.lines("l1");
+    let out: Vec<_> = lines.iter().filter(|l| l.starts_with("out")).collect();
+    let err: Vec<_> = lines.iter().filter(|l| l.starts_with("err")).collect();
+    assert_eq!(out, ["out1", "out2", "out3", "out4", "out5"]);
+    assert_eq!(err, ["err1", "err2", "err3", "err4", "err5"]);
+    assert_eq!(lines.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_sidecar_does_not_slow_the_command() {
+    let (sidecar, runner) = start_pair(&[]);
+    // 2,000 lines of 100 bytes: more than a pipe buffer, so a runner that waited for each post
+    // before reading on would stall the command.
+    let body = json!({"commands": [{"command": "seq -f %0100.0f 1 2000", "print": false}]});
+    let expected: Vec<String> = (1..=2000).map(|n| format!("{n:0100}")).collect();
+
+    let started = Instant::now();
+    sidecar
+        .call(&runner, "fast", body.clone())
+        .await
+        .assert_success();
+    let fast = started.elapsed();
+    assert_eq!(sidecar.lines("fast"), expected);
+
+    sidecar.set_delay(Duration::from_millis(50));
+    let started = Instant::now();
+    let reply = sidecar.call(&runner, "slow", body).await;
+    let slow = started.elapsed();
+    reply.assert_success();
+    assert_eq!(sidecar.lines("slow"), expected, "no line lost, order kept");
+    assert!(
+        sidecar.post_count("slow") < 200,
+        "queued lines are coalesced: {} posts",
+        sidecar.post_count("slow")
+    );
+    assert!(
+        slow < fast + Duration::from_millis(1500),
+        "a 50 ms sidecar slowed the request from {fast:?} to {slow:?}"
+    );
+    assert_nothing_rejected(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_megabyte_line_without_newline_arrives_whole() {
+    let (sidecar, runner) = start_pair(&[]);
+    let script = "head -c 1000000 /dev/zero | tr '\\0' a";
+    let body = json!({"commands": [{"args": ["sh", "-c", script], "print": false}]});
+    let reply = sidecar.call(&runner, "l1", body).await;
+    reply.assert_success();
+    let lines = sidecar.lines("l1");
+    let long: Vec<_> = lines.iter().filter(|l| !l.is_empty()).collect();
+    assert_eq!(long.len(), 1, "one line, not split");
+    assert_eq!(long[0].len(), 1_000_000);
+    assert!(long[0].bytes().all(|b| b == b'a'));
+    assert_nothing_rejected(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_utf8_arrives_lossily() {
+    let (sidecar, runner) = start_pair(&[]);
+    let script = r"printf 'ok\377\376end\n'";
+    let body = json!({"commands": [{"args": ["sh", "-c", script], "print": false}]});
+    sidecar.call(&runner, "l1", body).await.assert_success();
+    let raw = sidecar.raw_messages("l1");
+    assert!(!raw.is_empty());
+    for message in &raw {
+        assert!(
+            std::str::from_utf8(message).is_ok(),
+            "posts are valid UTF-8: {message:?}"
+        );
+    }
+    let lines = sidecar.lines("l1");
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("ok"))
+        .expect("the line");
+    assert!(line.ends_with("end"), "{line:?}");
+    assert!(line.contains('\u{FFFD}'), "{line:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_down_sidecar_does_not_fail_the_command_and_lines_go_to_stdout() {
+    let (sidecar, runner) = start_pair(&[]);
+    // Warm a keep-alive connection first, so taking the sidecar down also breaks that.
+    sidecar
+        .call(&runner, "warm", json!({"command": "echo warm"}))
+        .await
+        .assert_success();
+    sidecar.set_down(true);
+    let started = Instant::now();
+    let body = json!({"commands": [{"command": "echo fell-back-to-stdout"}]});
+    let reply = sidecar.call(&runner, "down", body).await;
+    reply.assert_success();
+    assert_eq!(reply.command(0)["result"], "fell-back-to-stdout");
+    assert!(started.elapsed() < PATIENCE, "{:?}", started.elapsed());
+    assert!(
+        runner.wait_stdout(PATIENCE, |l| l.contains("fell-back-to-stdout")),
+        "stdout: {:?}",
+        runner.stdout_lines()
+    );
+    assert!(sidecar.messages("down").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_sidecar_does_not_fail_the_command() {
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed = format!("http://{}", unused.local_addr().expect("addr"));
+    drop(unused);
+    let runner = Runner::builder().backend(&closed).start();
+    let sidecar = FakeSidecar::start();
+    let body = json!({"commands": [{"command": "echo nobody-listens"}]});
+    let reply = sidecar.call(&runner, "gone", body).await;
+    reply.assert_success();
+    assert!(runner.wait_stdout(PATIENCE, |l| l.contains("nobody-listens")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_posts_are_retried_without_losing_lines() {
+    let (sidecar, runner) = start_pair(&[]);
+    sidecar.fail_next(2);
+    let body = json!({"commands": [{"command": "seq 1 50", "print": false}]});
+    sidecar.call(&runner, "l1", body).await.assert_success();
+    assert_eq!(sidecar.failed_posts(), 2);
+    assert_eq!(sidecar.lines("l1"), numbers(1, 50));
+    assert_nothing_rejected(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn development_action_id_posts_nothing_and_prints_to_stdout() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({"commands": [{"command": "echo dev-id-line"}]});
+    sidecar
+        .call(&runner, "development", body)
+        .await
+        .assert_success();
+    assert!(runner.wait_stdout(PATIENCE, |l| l.contains("dev-id-line")));
+    assert_eq!(sidecar.post_count("development"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dev_mode_setting_posts_nothing_and_prints_to_stdout() {
+    let (sidecar, runner) = start_pair(&[("DIREKTIV_DEV_MODE", "1")]);
+    let body = json!({"commands": [{"command": "echo dev-mode-line"}]});
+    sidecar.call(&runner, "d1", body).await.assert_success();
+    assert!(runner.wait_stdout(PATIENCE, |l| l.contains("dev-mode-line")));
+    assert_eq!(sidecar.post_count("d1"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn print_logs_the_masked_command_line_first() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({
+        "env": {"API_TOKEN": "s3cr3t-token"},
+        "mask": ["hidden-word"],
+        "commands": [
+            {"command": "echo s3cr3t-token hidden-word visible"},
+            {"command": "echo second"}
+        ]
+    });
+    let reply = sidecar.call(&runner, "l1", body).await;
+    reply.assert_success();
+    assert_eq!(
+        sidecar.lines("l1"),
+        [
+            "running command 'echo *** *** visible'",
+            "*** *** visible",
+            "running command 'echo second'",
+            "second"
+        ]
+    );
+    assert_nothing_rejected(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_reach_the_error_message() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({
+        "commands": [{"command": "sh -c 'echo leaked-$0 >&2; exit 1' pa55word",
+                      "env": {"PW": "pa55word"}}]
+    });
+    let reply = sidecar.call(&runner, "l1", body).await;
+    reply.assert_error("cmd.exit.1", 500);
+    let message = reply.error_message().unwrap_or_default();
+    assert!(!message.contains("pa55word"), "{message}");
+    assert!(message.contains("***"), "{message}");
+    for line in sidecar.lines("l1") {
+        assert!(!line.contains("pa55word"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_requests_never_post_after_their_response() {
+    let (sidecar, runner) = start_pair(&[]);
+    let (sidecar, runner) = (Arc::new(sidecar), Arc::new(runner));
+    sidecar.set_delay(Duration::from_millis(5));
+    let script = "i=0; while [ $i -lt 300 ]; do echo \"$DIREKTIV_ACTION_ID $i\"; \
+                  echo \"$DIREKTIV_ACTION_ID e$i\" >&2; i=$((i+1)); done";
+    let calls: Vec<_> = (0..5)
+        .map(|n| {
+            let body = json!({"commands": [{"args": ["sh", "-c", script], "print": false}]});
+            let (sidecar, runner) = (sidecar.clone(), runner.clone());
+            tokio::spawn(async move { sidecar.call(&runner, &format!("c{n}"), body).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.expect("call task").assert_success();
+    }
+    for n in 0..5 {
+        let aid = format!("c{n}");
+        let lines = sidecar.lines(&aid);
+        assert_eq!(lines.len(), 600, "{aid}");
+        assert!(
+            lines.iter().all(|l| l.starts_with(&format!("{aid} "))),
+            "{aid}"
+        );
+    }
+    assert_nothing_rejected(&sidecar).await;
+}
+
+// --- the fake sidecar itself ---
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fake_sidecar_accepts_only_registered_action_ids() {
+    let sidecar = FakeSidecar::start();
+    let client = reqwest::Client::new();
+    let post = |aid: &str, msg: &str| {
+        client
+            .post(format!("{}/log?aid={aid}", sidecar.url()))
+            .body(msg.to_string())
+            .send()
+    };
+    let refused = post("nobody", "early").await.expect("post");
+    assert_eq!(refused.status(), 500);
+    assert_eq!(refused.text().await.expect("text"), MISSING_AID);
+    sidecar.register("a1");
+    assert_eq!(post("a1", "one").await.expect("post").status(), 200);
+    assert_eq!(post("a1", "two\nthree").await.expect("post").status(), 200);
+    sidecar.deregister("a1");
+    assert_eq!(post("a1", "late").await.expect("post").status(), 500);
+    assert_eq!(sidecar.messages("a1"), ["one", "two\nthree"]);
+    assert_eq!(sidecar.lines("a1"), ["one", "two", "three"]);
+    assert_eq!(sidecar.post_count("a1"), 3);
+    let rejected: Vec<_> = sidecar.rejected().into_iter().map(|r| r.message).collect();
+    assert_eq!(rejected, ["early", "late"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fake_sidecar_can_be_slow_failing_and_down() {
+    let sidecar = FakeSidecar::start();
+    sidecar.register("a1");
+    let client = reqwest::Client::new();
+    let url = format!("{}/log?aid=a1", sidecar.url());
+
+    sidecar.fail_next(1);
+    assert_eq!(
+        client
+            .post(&url)
+            .body("x")
+            .send()
+            .await
+            .expect("post")
+            .status(),
+        500
+    );
+    assert_eq!(
+        client
+            .post(&url)
+            .body("y")
+            .send()
+            .await
+            .expect("post")
+            .status(),
+        200
+    );
+    assert_eq!(sidecar.messages("a1"), ["y"]);
+
+    sidecar.set_delay(Duration::from_millis(200));
+    let started = Instant::now();
+    client.post(&url).body("z").send().await.expect("post");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    sidecar.set_delay(Duration::ZERO);
+
+    sidecar.set_down(true);
+    assert!(client.post(&url).body("lost").send().await.is_err());
+    sidecar.set_down(false);
+    assert_eq!(
+        client
+            .post(&url)
+            .body("back")
+            .send()
+            .await
+            .expect("post")
+            .status(),
+        200
+    );
+    assert_eq!(sidecar.messages("a1"), ["y", "z", "back"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fake_sidecar_serves_variables_for_registered_action_ids() {
+    let sidecar = FakeSidecar::start();
+    let client = reqwest::Client::new();
+    let url = |scope: &str| format!("{}/var?aid=v1&scope={scope}&key=k", sidecar.url());
+    assert_eq!(
+        client
+            .get(url("workflow"))
+            .send()
+            .await
+            .expect("get")
+            .status(),
+        500
+    );
+    sidecar.register("v1");
+    let posted = client
+        .post(url("workflow"))
+        .body("value")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(posted.status(), 200);
+    let got = client.get(url("workflow")).send().await.expect("get");
+    assert_eq!(got.text().await.expect("text"), "value");
+    assert_eq!(sidecar.var("workflow", "k").as_deref(), Some(&b"value"[..]));
+    let missing = client.get(url("namespace")).send().await.expect("get");
+    assert_eq!(missing.text().await.expect("text"), "");
+}
