@@ -3,6 +3,8 @@
 //! background jobs — can be signalled at once with `kill(-pgid)`.
 
 use std::os::fd::{AsFd, OwnedFd};
+#[cfg(test)]
+use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
@@ -84,9 +86,16 @@ impl ProcessGroup {
         let _ = rustix::process::kill_process_group(self.leader, signal);
     }
 
-    /// True while any process other than our own unreaped leader could still be in the group.
+    /// True while a live process is in the group.
+    ///
+    /// `kill(-pgid, 0)` also counts zombies, and an orphaned member's zombie lingers until its
+    /// new parent reaps it — at once under our own PID-1 init, but some inits reap lazily. So
+    /// when the kernel says "someone is there", /proc decides whether anyone is alive.
     fn has_members(&self) -> bool {
-        rustix::process::test_kill_process_group(self.leader).is_ok()
+        if rustix::process::test_kill_process_group(self.leader).is_err() {
+            return false;
+        }
+        live_member_in_proc(self.leader.as_raw_nonzero().get()).unwrap_or(true)
     }
 
     /// Stops the whole group: SIGTERM, then SIGKILL for whatever is left after `grace`.
@@ -168,4 +177,59 @@ pub fn signal_name(signal: i32) -> String {
     nix::sys::signal::Signal::try_from(signal)
         .map(|s| s.as_str().to_owned())
         .unwrap_or_else(|_| format!("SIG{signal}"))
+}
+
+/// Whether /proc shows a process of group `pgid` that is not a zombie; `None` without /proc.
+fn live_member_in_proc(pgid: i32) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let live = entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .any(|stat| stat_is_live_member(&stat, pgid));
+    Some(live)
+}
+
+/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid pgrp ...`; comm may contain spaces and
+/// parentheses, so fields are counted from the last `)`.
+fn stat_is_live_member(stat: &str, pgid: i32) -> bool {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
+    pgrp == Some(pgid) && state != "Z" && state != "X"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing_skips_zombies_and_odd_names() {
+        assert!(stat_is_live_member("42 (sleep) S 1 40 40 0", 40));
+        assert!(!stat_is_live_member("42 (sleep) Z 1 40 40 0", 40));
+        assert!(!stat_is_live_member("42 (sleep) S 1 41 41 0", 40));
+        assert!(stat_is_live_member("42 (a ) b (c) R 1 40 40 0", 40));
+    }
+
+    #[tokio::test]
+    async fn terminate_stops_the_whole_group() {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut group = ProcessGroup::new(child.id());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(group.has_members());
+        group.terminate(Duration::from_secs(2)).await;
+        assert!(!group.has_members());
+    }
 }

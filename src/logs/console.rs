@@ -23,3 +23,15 @@ impl Console for Stdout {
         let _ = out.write_all(lines).and_then(|()| out.flush());
     }
 }
+
+/// The process's stderr: where `direktiv-cmd run` shows command output, keeping stdout for
+/// the response JSON.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stderr;
+
+impl Console for Stderr {
+    fn write_lines(&self, lines: &[u8]) {
+        let mut out = std::io::stderr().lock();
+        let _ = out.write_all(lines).and_then(|()| out.flush());
+    }
+}

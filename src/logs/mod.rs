@@ -27,7 +27,7 @@ use tokio::sync::watch;
 
 use crate::mask::Masker;
 
-pub use console::{Console, Stdout};
+pub use console::{Console, Stderr, Stdout};
 pub use framer::LineFramer;
 
 use queue::{Batch, Queue};
