@@ -16,7 +16,9 @@ STATIC_BIN := target/static/direktiv-cmd
 run:
 	DIREKTIV_DEV_MODE=1 $(CARGO) run --release --
 
-test: lint
+# Every test runs against the real binary; the static one is needed by the chroot and
+# container tests.
+test: lint static
 	$(CARGO) test --all-targets
 
 lint:
@@ -33,6 +35,9 @@ static:
 bench: static
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --manifest-path bench/Cargo.toml --target $(HOST_TARGET) --target-dir target/bench
 	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench --runner $(STATIC_BIN) --out bench-results/latest.json
+
+soak:
+	$(CARGO) test --release --test soak -- --ignored --nocapture
 
 clean:
 	$(CARGO) clean
