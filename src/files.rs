@@ -8,15 +8,18 @@
 //! the temp dir is a symlink that is already there (left by an earlier command in a shared
 //! `/tmp`, or planted by the sidecar's `files:`). Every path is first checked against the disk,
 //! and then written by walking directory file descriptors with `O_NOFOLLOW`, so a symlink that
-//! appears between the check and the write makes the write fail instead of escaping.
+//! appears between the check and the write makes the write fail instead of escaping. A file
+//! that already exists is replaced by rename, never written through: that keeps its old
+//! content when the request fails, and a hard link to a file outside is never modified.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use crate::error::Failure;
 use crate::plan::InputFile;
@@ -106,7 +109,17 @@ enum Created {
     File(PathBuf),
 }
 
-/// Writes the files one by one, recording what it creates.
+/// New content for a file that already exists: written beside it under a staging name and
+/// renamed over it only after every file is written, so a failed request leaves the old
+/// content in place, and a hard link to a file outside the temp dir is replaced, not written
+/// through.
+struct Replacement {
+    dir: OwnedFd,
+    staged: OsString,
+    name: OsString,
+}
+
+/// Writes the files one by one, recording what it creates, then puts replacements in place.
 fn write_all(
     tempdir: &Path,
     files: &[InputFile],
@@ -118,19 +131,32 @@ fn write_all(
             tempdir.display()
         ))
     })?;
+    let mut replacements = Vec::new();
     for file in files {
-        write_one(&root, file, created).map_err(|e| {
-            Failure::internal(format!(
-                "cannot write input file {}: {e}",
-                serde_json::Value::String(file.path.display().to_string())
-            ))
-        })?;
+        write_one(&root, file, created, &mut replacements)
+            .map_err(|e| write_failure(&file.path, e))?;
+    }
+    for r in &replacements {
+        rustix::fs::renameat(&r.dir, &r.staged, &r.dir, &r.name)
+            .map_err(|e| write_failure(Path::new(&r.name), e.into()))?;
     }
     Ok(())
 }
 
-/// Creates the file's missing folders, then the file with its exact mode.
-fn write_one(root: &OwnedFd, file: &InputFile, created: &mut Vec<Created>) -> io::Result<()> {
+fn write_failure(path: &Path, e: io::Error) -> Failure {
+    Failure::internal(format!(
+        "cannot write input file {}: {e}",
+        serde_json::Value::String(path.display().to_string())
+    ))
+}
+
+/// Creates the file's missing folders, then the file (or its replacement) with its exact mode.
+fn write_one(
+    root: &OwnedFd,
+    file: &InputFile,
+    created: &mut Vec<Created>,
+    replacements: &mut Vec<Replacement>,
+) -> io::Result<()> {
     let parts: Vec<&OsStr> = file.path.iter().collect();
     let Some((name, folders)) = parts.split_last() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty path"));
@@ -142,12 +168,28 @@ fn write_one(root: &OwnedFd, file: &InputFile, created: &mut Vec<Created>) -> io
         let parent = dir.as_ref().unwrap_or(root);
         dir = Some(enter_or_create_dir(parent, folder, &relative, created)?);
     }
-    relative.push(name);
     let parent = dir.as_ref().unwrap_or(root);
-    let mut out = create_file(parent, name, relative, created)?;
+    let mut out = match create_new(parent, name)? {
+        Some(out) => {
+            created.push(Created::File(relative.join(name)));
+            out
+        }
+        None => {
+            let staged = staging_name();
+            let out = create_new(parent, &staged)?.ok_or_else(|| {
+                io::Error::new(io::ErrorKind::AlreadyExists, "the staging name is taken")
+            })?;
+            created.push(Created::File(relative.join(&staged)));
+            replacements.push(Replacement {
+                dir: parent.try_clone()?,
+                staged,
+                name: name.to_os_string(),
+            });
+            out
+        }
+    };
     out.write_all(&file.data)?;
-    // fchmod, not the open mode: the open mode is reduced by the umask, and an existing file
-    // keeps its old mode.
+    // fchmod, not the open mode: the open mode is reduced by the umask.
     rustix::fs::fchmod(&out, Mode::from_raw_mode(file.mode & 0o7777))?;
     Ok(())
 }
@@ -176,33 +218,23 @@ fn enter_or_create_dir(
     open_dir_at(parent, name)
 }
 
-/// Opens `name` for writing: a new file (recorded as created) or an existing regular file,
-/// emptied. `O_NONBLOCK` keeps a FIFO swapped in after the check from blocking the open.
-fn create_file(
-    parent: &OwnedFd,
-    name: &OsStr,
-    relative: PathBuf,
-    created: &mut Vec<Created>,
-) -> io::Result<File> {
-    let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    let mode = Mode::from_raw_mode(0o600);
-    match rustix::fs::openat(parent, name, flags | OFlags::CREATE | OFlags::EXCL, mode) {
-        Ok(fd) => {
-            created.push(Created::File(relative));
-            return Ok(File::from(fd));
-        }
-        Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(e.into()),
+/// Creates `name` as a new file; `None` when something already has that name.
+/// `O_EXCL` with `O_NOFOLLOW` never opens an existing file or a symlink's target.
+fn create_new(parent: &OwnedFd, name: &OsStr) -> io::Result<Option<File>> {
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600)) {
+        Ok(fd) => Ok(Some(File::from(fd))),
+        Err(rustix::io::Errno::EXIST) => Ok(None),
+        Err(e) => Err(e.into()),
     }
-    let fd = rustix::fs::openat(parent, name, flags, mode)?;
-    if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the path exists and is not a regular file",
-        ));
-    }
-    rustix::fs::ftruncate(&fd, 0)?;
-    Ok(File::from(fd))
+}
+
+/// A name for a replacement while it is written, unique within this process (and `O_EXCL`
+/// guards against anyone else's file of that name).
+fn staging_name() -> OsString {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!(".direktiv-cmd-{}-{n}.part", std::process::id()).into()
 }
 
 /// Undoes what `write_all` created, newest first (files before their folders). Best effort:
@@ -213,8 +245,14 @@ fn remove_created(tempdir: &Path, created: &[Created]) {
             Created::File(path) => (path, AtFlags::empty()),
             Created::Dir(path) => (path, AtFlags::REMOVEDIR),
         };
-        if let Err(e) = rustix::fs::unlinkat(rustix::fs::CWD, tempdir.join(path), flags) {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove a partly written input file");
+        match rustix::fs::unlinkat(rustix::fs::CWD, tempdir.join(path), flags) {
+            // A staged replacement already renamed into place is gone under its staging name.
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                error = %e,
+                "could not remove a partly written input file"
+            ),
         }
     }
 }
@@ -355,7 +393,7 @@ mod tests {
         rustix::fs::mknodat(
             rustix::fs::CWD,
             dir.path().join("fifo"),
-            FileType::Fifo,
+            rustix::fs::FileType::Fifo,
             Mode::from_raw_mode(0o644),
             0,
         )
@@ -392,6 +430,29 @@ mod tests {
             other => panic!("expected an internal failure, got {other:?}"),
         }
         assert_eq!(tree(dir.path()), [PathBuf::from("kept")]);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("kept")).unwrap(),
+            "old",
+            "an existing file keeps its content when the request fails"
+        );
+    }
+
+    #[test]
+    fn replaces_a_hard_link_instead_of_writing_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        let tempdir = dir.path().join("tmp");
+        std::fs::create_dir(&tempdir).unwrap();
+        std::fs::write(&outside, "keep").unwrap();
+        std::fs::hard_link(&outside, tempdir.join("f")).unwrap();
+        write_files(&tempdir, &[input("f", "new", 0o600)]).unwrap();
+        assert_eq!(std::fs::read_to_string(tempdir.join("f")).unwrap(), "new");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep");
+        assert_eq!(
+            tree(&tempdir),
+            [PathBuf::from("f")],
+            "no staging file is left"
+        );
     }
 
     #[test]

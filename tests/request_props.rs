@@ -158,8 +158,8 @@ impl Sandbox {
         }
     }
 
-    /// Symlinks out of the temp dir: relative and absolute folder links, a link to an
-    /// existing file, a dangling one, and one a level down.
+    /// Links out of the temp dir: relative and absolute folder symlinks, a symlink to an
+    /// existing file, a dangling one, one a level down, and a hard link to a file outside.
     fn plant_symlinks(&self) {
         std::fs::write(self.outside.join("victim"), "original").unwrap();
         symlink("../outside", self.tempdir.join("up")).unwrap();
@@ -168,6 +168,8 @@ impl Sandbox {
         symlink(self.outside.join("new"), self.tempdir.join("dangling")).unwrap();
         std::fs::create_dir(self.tempdir.join("d")).unwrap();
         symlink(&self.outside, self.tempdir.join("d/inner")).unwrap();
+        // Not a symlink, but the same kind of trap: writing through it would change `victim`.
+        std::fs::hard_link(self.outside.join("victim"), self.tempdir.join("h")).unwrap();
     }
 
     /// Parses a request with these file names and writes its files. `Ok` when written.
@@ -250,7 +252,7 @@ proptest! {
     fn planted_symlinks_never_lead_outside(
         names in proptest::collection::vec(
             proptest::collection::vec(
-                proptest::sample::select(vec!["up", "abs", "f", "dangling", "d", "inner", "x", "victim", "new"]),
+                proptest::sample::select(vec!["up", "abs", "f", "dangling", "d", "inner", "h", "x", "victim", "new"]),
                 1..4,
             )
             .prop_map(|parts| parts.join("/")),
