@@ -113,7 +113,7 @@ async fn unquoted_shell_operators_are_refused_with_advice_to_use_shell_true() {
         reply.assert_error("cmd.input", 400);
         let message = reply.error_message().unwrap_or_default();
         assert!(
-            message.contains("shell: true"),
+            message.contains("shell: true") || message.contains("\"shell\": true"),
             "message for {op} must point to `shell: true`: {message}"
         );
         assert!(

@@ -222,8 +222,8 @@ async fn invalid_requests_are_cmd_input_400() {
             json!({"commands": [{"command": "true", "timeout": "soon"}]}).into(),
         ),
         (
-            "env not strings",
-            json!({"env": {"A": 1}, "command": "true"}).into(),
+            "env value an object",
+            json!({"env": {"A": {"b": 1}}, "command": "true"}).into(),
         ),
         (
             "continue not a bool",
