@@ -503,6 +503,13 @@ async fn huge_output_is_bounded_in_the_response_and_complete_in_the_logs() {
         "stdout keeps CMD_MAX_OUTPUT bytes ({max_output}), kept {kept}"
     );
 
+    let peak = procs::peak_rss(runner.pid()).expect("VmHWM of the runner");
+    assert!(
+        peak < 40 << 20,
+        "the runner streams instead of buffering: peak RSS {} MiB",
+        peak >> 20
+    );
+
     // Every byte reached the log endpoint: each message is newline-joined lines without the
     // final newline, so bytes = message bytes + one newline per message.
     let messages = sidecar.raw_messages("huge-output");
@@ -512,19 +519,25 @@ async fn huge_output_is_bounded_in_the_response_and_complete_in_the_logs() {
         .map(|m| m.iter().filter(|b| **b == b'\n').count() as u64 + 1)
         .sum();
     let line_len = LINE.len() as u64 + 1;
-    assert_eq!(logged_lines, LINES, "every line is logged");
+    assert_eq!(
+        logged_lines,
+        LINES,
+        "every line is logged ({} posts to /log, {} output lines fell back to stdout, \
+         largest message {} bytes; runner: {:?})",
+        sidecar.post_count("huge-output"),
+        runner.stdout_lines().len(),
+        messages.iter().map(Vec::len).max().unwrap_or(0),
+        runner
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+    );
     assert_eq!(logged_bytes, LINES * line_len, "every byte is logged");
     assert!(
         messages
             .iter()
             .all(|m| m.split(|b| *b == b'\n').all(|line| line == LINE.as_bytes())),
         "lines arrive unbroken and unprefixed"
-    );
-
-    let peak = procs::peak_rss(runner.pid()).expect("VmHWM of the runner");
-    assert!(
-        peak < 40 << 20,
-        "the runner streams instead of buffering: peak RSS {} MiB",
-        peak >> 20
     );
 }
