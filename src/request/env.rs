@@ -1,6 +1,8 @@
 //! `env` (`{"NAME": "value"}`) and its alias `envs` (`[{"name": ..., "value": ...}]`), at
 //! request and at command level.
 
+use std::collections::HashMap;
+
 use serde_json::{Map, Value};
 
 use super::json::{self, Obj};
@@ -9,7 +11,7 @@ use crate::error::Failure;
 /// The variables of `env` and `envs` of one object, merged. The same name twice is fine with
 /// the same value and refused with different ones (which one should win is a guess).
 pub(crate) fn parse(obj: Obj<'_>) -> Result<Vec<(String, String)>, Failure> {
-    let mut vars: Vec<(String, String)> = Vec::new();
+    let mut vars = Vars::default();
     if let Some(map) = obj.object("env", "an object like {\"NAME\": \"value\"}")? {
         from_object(map, &obj.path_of("env"), &mut vars)?;
     }
@@ -19,15 +21,18 @@ pub(crate) fn parse(obj: Obj<'_>) -> Result<Vec<(String, String)>, Failure> {
     )? {
         from_list(items, &obj.path_of("envs"), &mut vars)?;
     }
-    Ok(vars)
+    Ok(vars.list)
+}
+
+/// Variables in the order given, with an index by name (a request may carry many).
+#[derive(Default)]
+struct Vars {
+    list: Vec<(String, String)>,
+    by_name: HashMap<String, usize>,
 }
 
 /// `{"NAME": "value", ...}`.
-fn from_object(
-    map: &Map<String, Value>,
-    path: &str,
-    vars: &mut Vec<(String, String)>,
-) -> Result<(), Failure> {
+fn from_object(map: &Map<String, Value>, path: &str, vars: &mut Vars) -> Result<(), Failure> {
     for (name, value) in map {
         let item_path = json::join(path, name);
         check_name(name).map_err(|e| json::at(path, e))?;
@@ -38,7 +43,7 @@ fn from_object(
 }
 
 /// `[{"name": "NAME", "value": "value"}, ...]`.
-fn from_list(items: &[Value], path: &str, vars: &mut Vec<(String, String)>) -> Result<(), Failure> {
+fn from_list(items: &[Value], path: &str, vars: &mut Vars) -> Result<(), Failure> {
     for (item_path, map) in
         json::objects(items, path, "{\"name\": \"NAME\", \"value\": \"value\"}")?
     {
@@ -57,20 +62,16 @@ fn from_list(items: &[Value], path: &str, vars: &mut Vec<(String, String)>) -> R
 }
 
 /// Adds one variable unless the name is already there with a different value.
-fn add(
-    vars: &mut Vec<(String, String)>,
-    name: &str,
-    value: String,
-    path: &str,
-) -> Result<(), Failure> {
-    match vars.iter().find(|(n, _)| n == name) {
-        Some((_, existing)) if *existing == value => Ok(()),
+fn add(vars: &mut Vars, name: &str, value: String, path: &str) -> Result<(), Failure> {
+    match vars.by_name.get(name) {
+        Some(&i) if vars.list[i].1 == value => Ok(()),
         Some(_) => Err(json::at(
             path,
             format!("{name} is given twice with different values; give it once"),
         )),
         None => {
-            vars.push((name.to_owned(), value));
+            vars.by_name.insert(name.to_owned(), vars.list.len());
+            vars.list.push((name.to_owned(), value));
             Ok(())
         }
     }

@@ -119,8 +119,9 @@ fn mode_value(value: &Value) -> Result<u32, String> {
             Some(mode) if mode <= u64::from(MAX_MODE) => Ok(mode as u32),
             Some(mode) => Err(format!(
                 "{mode} is not a permission mode (a number is the mode's value, and {mode} \
-                 is {mode:#o}); write the octal digits as a string, e.g. \"0755\" \
-                 (YAML reads mode: 755 as the decimal number 755)"
+                 is {mode:#o}); write the octal digits as a string: {} \
+                 (YAML reads mode: 755 as the decimal number 755)",
+                octal_hint(mode)
             )),
             None => Err(json::expected(
                 "an octal string like \"0644\" or a whole number",
@@ -128,6 +129,17 @@ fn mode_value(value: &Value) -> Result<u32, String> {
             )),
         },
         other => Err(json::expected("an octal string like \"0644\"", other)),
+    }
+}
+
+/// The string a user most likely meant by a too-large number: its digits when they are octal
+/// (755 → `"0755"`), else an example.
+fn octal_hint(mode: u64) -> String {
+    let digits = mode.to_string();
+    if digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        format!("\"{digits:0>4}\"")
+    } else {
+        "e.g. \"0755\"".into()
     }
 }
 

@@ -67,7 +67,7 @@ fn body_json(body: &[u8]) -> Result<Value, Failure> {
 
 /// The dialect and its commands.
 fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
-    if let Some(data) = direktiv_cmd_data(root) {
+    if let Some(data) = direktiv_cmd_data(root)? {
         let items = data
             .array("commands", "an array of commands")?
             .ok_or_else(|| {
@@ -103,13 +103,21 @@ fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
 /// The `data` object when the body is in the direktiv-cmd shape. A native body may carry an
 /// unrelated `data` object (state data passed through): it only counts when it holds
 /// `commands` or the top level has none.
-fn direktiv_cmd_data(root: Obj<'_>) -> Option<Obj<'_>> {
+/// Commands in both places are refused: running either list would be a guess.
+fn direktiv_cmd_data(root: Obj<'_>) -> Result<Option<Obj<'_>>, Failure> {
     let Some(Value::Object(data)) = root.get("data") else {
-        return None;
+        return Ok(None);
     };
     let data = Obj::new(data, "data");
     let native = root.has("commands") || root.has("command");
-    (data.has("commands") || !native).then_some(data)
+    match (data.has("commands"), native) {
+        (true, true) => Err(Failure::input(
+            "the request has commands both in \"data.commands\" (direktiv-cmd shape) and at \
+             the top level (native shape); send one shape",
+        )),
+        (false, true) => Ok(None),
+        (_, false) => Ok(Some(data)),
+    }
 }
 
 /// Every element of a `commands` array.
@@ -124,7 +132,7 @@ fn command_list(
         .collect()
 }
 
-/// The `mask` list: extra strings to redact.
+/// The `mask` list: extra strings to redact (numbers as their text, like env values).
 fn mask(root: Obj<'_>) -> Result<Vec<String>, Failure> {
     let Some(items) = root.array("mask", "an array of strings")? else {
         return Ok(Vec::new());
@@ -134,6 +142,7 @@ fn mask(root: Obj<'_>) -> Result<Vec<String>, Failure> {
         .enumerate()
         .map(|(i, item)| match item {
             Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
             other => Err(json::at(
                 &json::index("mask", i),
                 json::expected("a string", other),

@@ -115,6 +115,17 @@ fn an_unrelated_data_object_beside_native_commands_stays_native() {
 }
 
 #[test]
+fn commands_in_both_shapes_at_once_are_refused() {
+    for body in [
+        json!({"data": {"commands": []}, "commands": []}),
+        json!({"data": {"commands": []}, "command": "ls"}),
+    ] {
+        let message = refused(body);
+        assert!(message.contains("both in \"data.commands\""), "{message}");
+    }
+}
+
+#[test]
 fn top_level_command_is_shorthand_for_one_command() {
     let plan = plan(json!({"command": "echo hi", "timeout": 3, "env": {"TOKEN": "abcd"}}));
     assert_eq!(plan.dialect, Dialect::Native);
@@ -508,7 +519,7 @@ fn env_numbers_and_booleans_become_their_text() {
 
 #[test]
 fn secrets_are_every_env_value_and_the_mask() {
-    let plan = plan(json!({
+    let all = plan(json!({
         "env": {"A": "request-secret"},
         "envs": [{"name": "B", "value": "shared"}],
         "commands": [
@@ -518,12 +529,14 @@ fn secrets_are_every_env_value_and_the_mask() {
         "mask": ["extra", "request-secret"]
     }));
     assert_eq!(
-        plan.secrets,
+        all.secrets,
         ["request-secret", "shared", "command-secret", "extra"]
     );
+    let numbers = plan(json!({"mask": ["pin", 123456], "commands": []}));
+    assert_eq!(numbers.secrets, ["pin", "123456"]);
     assert_eq!(
-        refused(json!({"mask": ["a", 1], "commands": []})),
-        "mask[1]: expected a string, got 1"
+        refused(json!({"mask": ["a", true], "commands": []})),
+        "mask[1]: expected a string, got true"
     );
 }
 
@@ -577,7 +590,11 @@ fn decimal_looking_modes_are_refused_with_a_hint() {
         message.starts_with("files[0].mode: 755 is not a permission mode"),
         "{message}"
     );
-    assert!(message.contains("\"0755\""), "{message}");
+    assert!(message.contains("as a string: \"0755\""), "{message}");
+    let message = file_refused(json!({"name": "f", "mode": 644}));
+    assert!(message.contains("as a string: \"0644\""), "{message}");
+    let message = file_refused(json!({"name": "f", "mode": 999}));
+    assert!(message.contains("e.g. \"0755\""), "{message}");
     for bad in [
         json!("0999"),
         json!("1777"),
