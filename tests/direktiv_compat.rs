@@ -246,53 +246,52 @@ async fn a7_file_without_permission_gets_0644() {
 // without its newline (SPEC §5), one log entry per line.
 // ---------------------------------------------------------------------------------------------
 
-/// Runs one native command with `print: false` and returns the log lines of its action.
-async fn logged_lines(aid: &str, command: Value) -> (Reply, Vec<String>) {
+/// What the sidecar received for one action: every POST body, and those split into lines.
+struct Logged {
+    messages: Vec<String>,
+    lines: Vec<String>,
+}
+
+/// Runs one native command with `print: false` (so only its output is logged).
+async fn logged(aid: &str, command: &str) -> Logged {
     let (sidecar, runner) = start_pair(&[]);
-    let mut command = command;
-    command["print"] = json!(false);
-    let reply = sidecar
-        .call(&runner, aid, json!({ "commands": [command] }))
-        .await;
-    reply.assert_success();
-    (reply, sidecar.lines(aid))
+    let body = json!({"commands": [{"command": command, "print": false}]});
+    sidecar.call(&runner, aid, body).await.assert_success();
+    Logged {
+        messages: sidecar.messages(aid),
+        lines: sidecar.lines(aid),
+    }
 }
 
 /// B1: one line is one log message, without its newline.
 #[tokio::test(flavor = "multi_thread")]
 async fn b1_one_line_is_one_message() {
-    let (sidecar, runner) = start_pair(&[]);
-    let body = json!({"commands": [{"command": "echo 'Hello World'", "print": false}]});
-    sidecar.call(&runner, "b1", body).await.assert_success();
-    assert_eq!(sidecar.messages("b1"), ["Hello World"]);
+    let logged = logged("b1", "echo 'Hello World'").await;
+    assert_eq!(logged.messages, ["Hello World"]);
 }
 
 /// B2: output without a final newline is still delivered, exactly.
 #[tokio::test(flavor = "multi_thread")]
 async fn b2_last_line_without_newline_is_delivered() {
-    let (_, lines) = logged_lines("b2", json!({"command": "printf 'Hello World'"})).await;
-    assert_eq!(lines, ["Hello World"]);
+    let logged = logged("b2", "printf 'Hello World'").await;
+    assert_eq!(logged.messages, ["Hello World"]);
 }
 
-/// B3: two lines arrive in order.
+/// B3: two lines arrive in order (possibly coalesced into one post, never reordered).
 #[tokio::test(flavor = "multi_thread")]
 async fn b3_two_lines_in_order() {
-    let command = json!({"command": r"printf 'First Log Entry\nSecond Log Entry\n'"});
-    let (_, lines) = logged_lines("b3", command).await;
-    assert_eq!(lines, ["First Log Entry", "Second Log Entry"]);
+    let logged = logged("b3", r"printf 'First Log Entry\nSecond Log Entry\n'").await;
+    assert_eq!(logged.lines, ["First Log Entry", "Second Log Entry"]);
 }
 
-/// B4: a single 1 MiB write arrives unchanged.
+/// B4: a single 1 MiB write (below the 4 MiB message cap) arrives unchanged in one message.
 #[tokio::test(flavor = "multi_thread")]
 async fn b4_large_write_arrives_unchanged() {
-    let command = json!({
-        "command": "python3 -c \"import sys; sys.stdout.write('A' + 'B' * 1048576)\"",
-        "silent": false
-    });
-    let (_, lines) = logged_lines("b4", command).await;
+    let command = "python3 -c \"import sys; sys.stdout.write('A' + 'B' * 1048576)\"";
+    let logged = logged("b4", command).await;
     let expected = format!("A{}", "B".repeat(1_048_576));
-    assert_eq!(lines.len(), 1, "one line expected");
-    assert!(lines[0] == expected, "the large line was altered");
+    assert_eq!(logged.messages.len(), 1, "one message expected");
+    assert!(logged.messages[0] == expected, "the large line was altered");
 }
 
 /// B5: a command that writes nothing produces no log message at all.
@@ -595,6 +594,23 @@ async fn a4_special_shape_input_error_is_plain_text() {
     let body = special(json!([{"command": "echo 'unterminated"}]));
     let reply = sidecar.call(&runner, "a4-special", body).await;
     assert_plain_error(&reply, "cmd.input", 400);
+}
+
+/// The `development` action id (the convention of Direktiv's SDKs and karate suites) switches
+/// the special shape to stdout logging as well; Direktiv's special command only knows
+/// `DIREKTIV_DEV_MODE` and would post to the sidecar.
+#[tokio::test(flavor = "multi_thread")]
+async fn special_shape_development_logs_to_stdout() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = special(json!([{"command": "echo dev-line"}]));
+    let entries = special_entries(&sidecar.call(&runner, "development", body).await);
+    assert_eq!(outputs(&entries), [json!("dev-line\n")]);
+    assert_eq!(sidecar.post_count("development"), 0);
+    assert!(
+        runner.wait_stdout(support::PATIENCE, |l| l.contains("dev-line")),
+        "{:?}",
+        runner.stdout_lines()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
