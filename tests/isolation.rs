@@ -24,14 +24,20 @@ fn aid(i: usize) -> String {
 /// Request `i`: its own file, env value and output tokens, a pause so that all requests
 /// overlap, and an `out/` file. Tokens end in `-` so `tok-1-` never matches `tok-11-`.
 fn request(i: usize) -> Value {
-    let pause = if i == VICTIM { "sleep 60" } else { "sleep 3" };
+    // The victim's pause may fail without ending the request (`continue`), yet a cancel must
+    // still end the whole request.
+    let pause = if i == VICTIM {
+        json!({"command": "sleep 60", "continue": true})
+    } else {
+        json!({"command": "sleep 3"})
+    };
     json!({
         "files": [{"name": format!("own-{i}.txt"), "data": format!("file-{i}-")}],
         "env": {"ISO_VALUE": format!("envval-{i}-")},
         "commands": [
             {"command": format!("cat own-{i}.txt")},
             {"command": format!("echo tok-{i}-a")},
-            {"command": pause},
+            pause,
             {"command": "ls -A"},
             {"command": "sh -c 'env | grep ^ISO_ | sort'"},
             {"command": format!("sh -c 'echo tok-{i}-b >&2; echo done-{i}- > out/instance/marker'")}
