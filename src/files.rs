@@ -81,6 +81,9 @@ fn check_on_disk(tempdir: &Path, file: &InputFile) -> Result<(), Problem> {
         };
         let last = i + 1 == parts.len();
         let kind = meta.file_type();
+        if kind.is_symlink() && last {
+            return Err(Problem::Refused("is a symbolic link".into()));
+        }
         if kind.is_symlink() {
             return Err(Problem::Refused(format!(
                 "goes through {}, which is a symbolic link",
@@ -89,7 +92,7 @@ fn check_on_disk(tempdir: &Path, file: &InputFile) -> Result<(), Problem> {
         }
         if !last && !kind.is_dir() {
             return Err(Problem::Refused(format!(
-                "needs {} to be a folder, but it is a file",
+                "needs {} to be a folder, but it is not one",
                 shown()
             )));
         }
@@ -375,7 +378,7 @@ mod tests {
         symlink(&victim, dir.path().join("d/f")).unwrap();
         let message = refused(dir.path(), &[input("d/f", "overwritten", 0o644)]);
         assert!(
-            message.contains("\"d/f\" goes through \"d/f\", which is a symbolic link"),
+            message.starts_with("files[0].name: \"d/f\" is a symbolic link; "),
             "{message}"
         );
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
