@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use direktiv_cmd::error::Failure;
 use direktiv_cmd::files::write_files;
+use direktiv_cmd::plan::Program;
 use direktiv_cmd::request::parse;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
@@ -114,6 +115,24 @@ proptest! {
         // The same value as a request's commands and as a whole command.
         assert_input_or_ok(json!({"commands": [value.clone()]}).to_string().as_bytes())?;
         assert_input_or_ok(json!({"data": {"commands": value}}).to_string().as_bytes())?;
+    }
+
+    #[test]
+    fn command_strings_are_split_or_refused(
+        command in prop_oneof!["[a-z0-9 '\"\\\\&|;<>#$-]{0,24}", any::<String>()]
+    ) {
+        let body = json!({"commands": [{"command": command}]}).to_string();
+        match parse(body.as_bytes()) {
+            Ok(plan) => {
+                let Program::Argv(argv) = &plan.commands[0].program else {
+                    return Err(TestCaseError::fail("not argv"));
+                };
+                prop_assert_eq!(Some(argv.clone()), shell_words::split(&command).ok());
+                prop_assert_eq!(&plan.commands[0].display, &command);
+            }
+            Err(Failure::Input(message)) => prop_assert!(message.starts_with("commands[0].command: ")),
+            Err(other) => prop_assert!(false, "not an input failure: {:?}", other),
+        }
     }
 
     #[test]

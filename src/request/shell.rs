@@ -35,9 +35,14 @@ fn unquoted_operator(command: &str) -> Option<String> {
     let chars: Vec<char> = command.chars().collect();
     let mut quote: Option<char> = None;
     let mut word_start = true;
+    let mut word_begin = 0;
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
+        let blank = matches!(c, ' ' | '\t' | '\n');
+        if word_start && !blank {
+            word_begin = i;
+        }
         match quote {
             Some('\'') if c == '\'' => quote = None,
             Some('"') if c == '"' => quote = None,
@@ -46,20 +51,34 @@ fn unquoted_operator(command: &str) -> Option<String> {
             None if c == '\\' => i += 1,
             None if c == '\'' || c == '"' => quote = Some(c),
             None if word_start && c == '#' => return None,
-            None if OPERATOR_CHARS.contains(&c) => {
-                let run = chars[i..]
-                    .iter()
-                    .take_while(|c| OPERATOR_CHARS.contains(c))
-                    .take(3)
-                    .collect();
-                return Some(run);
-            }
+            None if OPERATOR_CHARS.contains(&c) => return Some(operator_at(&chars, i, word_begin)),
             None => {}
         }
-        word_start = quote.is_none() && matches!(c, ' ' | '\t' | '\n');
+        word_start = quote.is_none() && blank;
         i += 1;
     }
     None
+}
+
+/// The operator starting at `at`, as the user would recognise it: the run of operator
+/// characters, with a redirection's file-descriptor number (`2>`) and a descriptor copy's
+/// target (`>&1`, `<&-`), so `2>&1` is named `2>&1`.
+fn operator_at(chars: &[char], at: usize, word_begin: usize) -> String {
+    let is_operator = |c: &&char| OPERATOR_CHARS.contains(c);
+    let run_end = at + chars[at..].iter().take_while(is_operator).take(3).count();
+    let redirection = matches!(chars[at], '<' | '>');
+    let fd_before = chars[word_begin..at].iter().all(char::is_ascii_digit);
+    let start = if redirection && fd_before {
+        word_begin
+    } else {
+        at
+    };
+    let copies_fd = redirection && chars[run_end - 1] == '&';
+    let target = chars[run_end..]
+        .iter()
+        .take_while(|c| copies_fd && (c.is_ascii_digit() || **c == '-'))
+        .count();
+    chars[start..run_end + target].iter().collect()
 }
 
 #[cfg(test)]
@@ -98,7 +117,12 @@ mod tests {
             ("echo a >> f", ">>"),
             ("cat < f", "<"),
             ("sleep 1 &", "&"),
-            ("cmd 2>&1", ">&"),
+            ("cmd 2>&1", "2>&1"),
+            ("cmd 2>/dev/null", "2>"),
+            ("cmd &>/dev/null", "&>"),
+            ("echo x >&2", ">&2"),
+            ("cat 0<f", "0<"),
+            ("a1>f", ">"),
             ("curl http://x?a=1&b=2", "&"),
             ("ls|wc", "|"),
         ] {

@@ -272,7 +272,7 @@ fn unquoted_operators_are_refused_with_the_path_and_a_hint() {
     assert!(message.contains("\"shell\": true"), "{message}");
     let message = refused(json!({"data": {"commands": [{"command": "ls 2>&1"}]}}));
     assert!(
-        message.starts_with("data.commands[0].command: the shell operator '>&'"),
+        message.starts_with("data.commands[0].command: the shell operator '2>&1'"),
         "{message}"
     );
 }
