@@ -293,6 +293,7 @@ async fn sigterm_drains_lets_short_requests_finish_and_cancels_long_ones() {
     await_running(&short, 1);
     await_running(&long, 1);
 
+    let terminated = Instant::now();
     runner.signal(nix::sys::signal::Signal::SIGTERM);
     let not_ready = procs::wait_for(PATIENCE, || {
         (runner.get_status_blocking("/readyz") == 503).then_some(())
@@ -308,6 +309,11 @@ async fn sigterm_drains_lets_short_requests_finish_and_cancels_long_ones() {
     assert_eq!(short_reply.command(0)["result"], "finished");
     let long_reply = reply_within(long_call, PATIENCE).await;
     long_reply.assert_error("cmd.cancelled", 500);
+    assert!(
+        terminated.elapsed() >= Duration::from_millis(3500),
+        "a long request is cancelled only once CMD_GRACE (4s) ran out: {:?}",
+        terminated.elapsed()
+    );
 
     let mut runner = Arc::try_unwrap(runner).unwrap_or_else(|_| panic!("runner still shared"));
     let status = runner
