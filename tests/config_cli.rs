@@ -60,10 +60,13 @@ fn help_lists_every_variable_with_its_default() {
     for (var, default) in expected {
         assert!(flat.contains(var), "--help must mention {var}:\n{help}");
         if !default.is_empty() {
-            let section = &flat[flat.find(var).unwrap_or(0)..];
-            let section = &section[..section.len().min(400)];
+            // The text from the variable up to the next option's `[env: ...]`.
+            let at = flat.find(&format!("{var}=")).or_else(|| flat.rfind(var));
+            let section = &flat[at.unwrap_or(0)..];
+            let end = section[1..].find("[env:").map_or(section.len(), |i| i + 1);
+            let section = &section[..end];
             assert!(
-                section.contains(default) || flat.contains(&format!("default: {default}")),
+                section.contains(default),
                 "--help must show the default {default} of {var}:\n{help}"
             );
         }

@@ -303,6 +303,25 @@ async fn a_huge_stderr_gives_a_message_of_at_most_4_kib_ending_with_its_tail() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_long_stderr_line_or_a_long_command_still_gives_at_most_4_kib() {
+    let (sidecar, runner) = start_pair(&[]);
+    let one_line = "head -c 100000 /dev/zero | tr '\\0' x >&2; exit 1";
+    let long_argument = "y".repeat(10_000);
+    let bodies = [
+        json!({"commands": [{"args": ["sh", "-c", one_line], "silent": true}]}),
+        json!({"commands": [{"command": format!("sh -c 'exit 2' {long_argument}")}]}),
+    ];
+    for (i, body) in bodies.into_iter().enumerate() {
+        let reply = sidecar.call(&runner, &format!("r{i}"), body).await;
+        assert_eq!(reply.status, 500, "{reply:?}");
+        let message = reply.error_message().unwrap_or_default();
+        assert!(message.len() <= 4096, "message is {} bytes", message.len());
+        assert!(message.starts_with("command '"), "{message}");
+        assert_error_body(&reply, "commands");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn success_is_exactly_200_with_json() {
     let (sidecar, runner) = start_pair(&[]);
     let reply = sidecar

@@ -22,22 +22,40 @@ fn static_binary() -> PathBuf {
     path
 }
 
-/// A root directory holding only `/direktiv-cmd` and the sidecar's `/mnt/shared`.
-fn bare_root() -> tempfile::TempDir {
+/// What the root directory holds besides `/direktiv-cmd` (and the sidecar's `/mnt/shared`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Root {
+    /// Nothing at all.
+    Bare,
+    /// `/dev/null`, as a container runtime provides even for a `FROM scratch` image.
+    WithDevNull,
+}
+
+fn make_root(kind: Root) -> tempfile::TempDir {
     let root = tempfile::Builder::new()
         .prefix("direktiv-cmd-chroot-")
         .tempdir()
         .expect("chroot dir");
     std::fs::copy(static_binary(), root.path().join("direktiv-cmd")).expect("copy the binary");
+    if kind == Root::WithDevNull {
+        std::fs::create_dir(root.path().join("dev")).expect("mkdir dev");
+        let status = std::process::Command::new("mknod")
+            .args(["-m", "666"])
+            .arg(root.path().join("dev/null"))
+            .args(["c", "1", "3"])
+            .status()
+            .expect("run mknod");
+        assert!(status.success(), "mknod /dev/null");
+    }
     root
 }
 
-async fn serves_in_a_chroot_reaching_the_sidecar_as(host: &str) {
+async fn serves_in_a_chroot_reaching_the_sidecar_as(kind: Root, host: &str) {
     assert!(
         rustix::process::geteuid().is_root(),
         "this test needs root for chroot"
     );
-    let root = bare_root();
+    let root = make_root(kind);
     let shared = root.path().join("mnt/shared");
     let sidecar = FakeSidecar::start_in(&shared);
     let backend = format!("http://{host}:{}", sidecar.port());
@@ -67,12 +85,17 @@ async fn serves_in_a_chroot_reaching_the_sidecar_as(host: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn static_binary_in_an_empty_chroot_reaches_the_sidecar_as_localhost() {
-    serves_in_a_chroot_reaching_the_sidecar_as("localhost").await;
+    serves_in_a_chroot_reaching_the_sidecar_as(Root::Bare, "localhost").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn static_binary_in_an_empty_chroot_reaches_the_sidecar_as_127_0_0_1() {
-    serves_in_a_chroot_reaching_the_sidecar_as("127.0.0.1").await;
+    serves_in_a_chroot_reaching_the_sidecar_as(Root::Bare, "127.0.0.1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn static_binary_in_a_scratch_like_root_reaches_the_sidecar_as_localhost() {
+    serves_in_a_chroot_reaching_the_sidecar_as(Root::WithDevNull, "localhost").await;
 }
 
 #[test]
