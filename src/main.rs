@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     // Before anything else, while the process has a single thread: fork() is only safe then.
     init::become_init_if_pid1();
 
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|error| config_error(error));
     init_tracing(&cli.config);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -75,6 +75,32 @@ async fn run_once(config: Config, source: &str) -> ExitCode {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// Stops start-up on a bad setting. Values mostly come from environment variables, so the
+/// message names the variable, not just the flag clap knows the value by.
+fn config_error(error: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue};
+    use clap::CommandFactory;
+    if let Some(ContextValue::String(arg)) = error.get(ContextKind::InvalidArg) {
+        let flag = arg
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches('-');
+        let command = Cli::command();
+        let variable = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(flag))
+            .and_then(|a| a.get_env());
+        if let Some(variable) = variable {
+            eprintln!(
+                "direktiv-cmd: invalid setting {} (flag --{flag}); nothing was started",
+                variable.to_string_lossy()
+            );
+        }
+    }
+    error.exit()
 }
 
 fn init_tracing(config: &Config) {
