@@ -264,3 +264,56 @@ async fn the_init_exits_with_the_servers_status() {
         "128 + SIGKILL, as a shell reports it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_start_with_no_signal_blocked() {
+    if !namespaces_available() {
+        return;
+    }
+    // The init blocks the signals it waits for; the server must undo that before running
+    // anything, or commands would inherit a mask that makes SIGTERM from a cancel pend forever.
+    let sidecar = FakeSidecar::start();
+    let runner = start_as_pid1(&sidecar, &[]);
+    let Tree { init, server } = tree(&runner);
+    let reply = sidecar
+        .call(
+            &runner,
+            "pid1-mask",
+            json!({"command": "grep SigBlk /proc/self/status"}),
+        )
+        .await;
+    reply.assert_success();
+    let mask = reply.command(0)["result"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        mask.starts_with("SigBlk:") && mask.trim_end().ends_with("0000000000000000"),
+        "a command's blocked-signal mask must be empty: {mask:?}"
+    );
+    signal(init, Signal::SIGTERM);
+}
+
+#[test]
+fn run_mode_exit_status_passes_through_the_init() {
+    if !namespaces_available() {
+        return;
+    }
+    let run = |request: &str| {
+        Runner::builder()
+            .program("unshare")
+            .arg("--pid")
+            .arg("--mount-proc")
+            .arg("--kill-child")
+            .arg(binary())
+            .arg("run")
+            .arg("-")
+            .env("DIREKTIV_DEV_MODE", "1")
+            .run_to_exit(request.as_bytes(), PATIENCE)
+    };
+    let ok = run(r#"{"command": "echo fine"}"#);
+    assert_eq!(ok.status.and_then(|s| s.code()), Some(0), "{ok:?}");
+    let failed = run(r#"{"command": "sh -c 'exit 3'"}"#);
+    assert_eq!(failed.status.and_then(|s| s.code()), Some(1), "{failed:?}");
+    assert!(failed.stdout.contains("cmd.exit.3"), "{failed:?}");
+}
