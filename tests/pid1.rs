@@ -274,7 +274,7 @@ async fn commands_start_with_no_signal_blocked() {
     // anything, or commands would inherit a mask that makes SIGTERM from a cancel pend forever.
     let sidecar = FakeSidecar::start();
     let runner = start_as_pid1(&sidecar, &[]);
-    let Tree { init, server } = tree(&runner);
+    let Tree { init, .. } = tree(&runner);
     let reply = sidecar
         .call(
             &runner,
