@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::{start_pair, FakeSidecar, Runner, MISSING_AID, PATIENCE};
+use support::{start_pair, FakeSidecar, Runner, LOG_CAP, MISSING_AID, PATIENCE};
 
 /// Late posts would arrive after `call` deregistered the action id; give them a moment.
 async fn assert_nothing_rejected(sidecar: &FakeSidecar) {
@@ -106,6 +106,34 @@ async fn a_one_megabyte_line_without_newline_arrives_whole() {
     assert_eq!(long.len(), 1, "one line, not split");
     assert_eq!(long[0].len(), 1_000_000);
     assert!(long[0].bytes().all(|b| b == b'a'));
+    assert_nothing_rejected(&sidecar).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_line_longer_than_the_message_cap_is_split_within_it() {
+    let (sidecar, runner) = start_pair(&[]);
+    let size = LOG_CAP + LOG_CAP / 4;
+    let script = format!("head -c {size} /dev/zero | tr '\\0' b; echo; echo next");
+    let body = json!({"commands": [{"args": ["sh", "-c", script], "print": false}]});
+    sidecar.call(&runner, "l1", body).await.assert_success();
+    assert_eq!(
+        sidecar.oversized_posts(),
+        0,
+        "no post above Direktiv's 4 MiB cap"
+    );
+    for message in sidecar.raw_messages("l1") {
+        assert!(
+            message.len() <= LOG_CAP,
+            "a post of {} bytes",
+            message.len()
+        );
+    }
+    let lines = sidecar.lines("l1");
+    assert_eq!(lines.last().map(String::as_str), Some("next"));
+    let pieces = &lines[..lines.len() - 1];
+    assert!(pieces.len() >= 2, "the long line is split");
+    assert_eq!(pieces.iter().map(String::len).sum::<usize>(), size);
+    assert!(pieces.iter().all(|p| p.bytes().all(|b| b == b'b')));
     assert_nothing_rejected(&sidecar).await;
 }
 
@@ -333,6 +361,11 @@ async fn fake_sidecar_can_be_slow_failing_and_down() {
     client.post(&url).body("z").send().await.expect("post");
     assert!(started.elapsed() >= Duration::from_millis(200));
     sidecar.set_delay(Duration::ZERO);
+
+    let too_big = vec![b'x'; LOG_CAP + 1];
+    let answer = client.post(&url).body(too_big).send().await.expect("post");
+    assert_eq!(answer.status(), 413);
+    assert_eq!(sidecar.oversized_posts(), 1);
 
     sidecar.set_down(true);
     assert!(client.post(&url).body("lost").send().await.is_err());

@@ -41,7 +41,9 @@ use std::time::Duration;
 
 pub use reply::{Body, Reply};
 pub use runner::{binary, parse_listening, strip_ansi, Finished, Runner, RunnerBuilder};
-pub use sidecar::{ActionFile, CallOptions, FakeSidecar, Rejected, TempDirHeader, MISSING_AID};
+pub use sidecar::{
+    ActionFile, CallOptions, FakeSidecar, Rejected, TempDirHeader, LOG_CAP, MISSING_AID,
+};
 
 /// Starts a fake sidecar and a runner pointed at it, with extra environment variables.
 pub fn start_pair(env: &[(&str, &str)]) -> (FakeSidecar, Runner) {

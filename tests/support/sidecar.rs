@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{any, post};
 use axum::Router;
@@ -32,6 +32,9 @@ pub const SCOPES: [&str; 3] = ["namespace", "workflow", "instance"];
 
 /// What `/log` answers for an action id that is not in flight (Direktiv v0.7–v0.8.0).
 pub const MISSING_AID: &str = "the action id went missing";
+
+/// Direktiv's cap on one log message; a longer body is answered 413 and not logged.
+pub const LOG_CAP: usize = 4 * 1024 * 1024;
 
 /// A `/log` post that was refused because its action id was not in flight.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +70,8 @@ struct Shared {
     fail_next: AtomicUsize,
     /// Posts answered with 500 because of `fail_next`.
     failed: AtomicUsize,
+    /// Posts answered with 413 because they exceeded [`LOG_CAP`].
+    oversized: AtomicUsize,
     /// While set, new connections are closed at once and open ones fail on their next read.
     down: Arc<AtomicBool>,
 }
@@ -220,6 +225,11 @@ impl FakeSidecar {
     /// Number of posts answered with 500 because of [`fail_next`](Self::fail_next).
     pub fn failed_posts(&self) -> usize {
         self.shared.failed.load(Ordering::SeqCst)
+    }
+
+    /// Number of posts answered with 413 because their body exceeded [`LOG_CAP`].
+    pub fn oversized_posts(&self) -> usize {
+        self.shared.oversized.load(Ordering::SeqCst)
     }
 
     /// Takes the sidecar down (connections are closed without an answer) or back up.
@@ -447,6 +457,8 @@ fn serve(
         let router = Router::new()
             .route("/log", post(log_handler))
             .route("/var", any(var_handler))
+            // Bodies above the cap must reach the handler to be answered 413 like Direktiv.
+            .layer(DefaultBodyLimit::max(16 * LOG_CAP))
             .with_state(shared);
         let _ = addr_tx.send(addr);
         let _ = axum::serve(gated, router)
