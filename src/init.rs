@@ -53,7 +53,7 @@ pub fn become_init_if_pid1() {
             // Without a blocked mask the init would miss signals; run the server in this
             // process instead, as if there were no init duty at all.
             eprintln!(
-                "direktiv-cmd: cannot block signals for PID 1 duties ({err}); running without them"
+                "direktiv-cmd: cannot block signals as PID 1 ({err}); serving without init duties"
             );
             return;
         }
@@ -62,7 +62,7 @@ pub fn become_init_if_pid1() {
         Ok(ForkResult::Child) => restore_mask(&previous),
         Ok(ForkResult::Parent { child }) => supervise(child, &watched),
         Err(err) => {
-            eprintln!("direktiv-cmd: cannot fork the server from PID 1 ({err}); running without PID 1 duties");
+            eprintln!("direktiv-cmd: cannot fork from PID 1 ({err}); serving without init duties");
             restore_mask(&previous);
         }
     }
@@ -124,6 +124,10 @@ fn supervise(server: Pid, watched: &SigSet) -> ! {
 
 /// Passes `signal` on to the server. Only the server itself: it stops its commands' process
 /// groups on its own terms (SIGTERM, grace, SIGKILL), which a group-wide signal would bypass.
+///
+/// A signal that arrives before the server has installed its handlers takes its default
+/// action there (SIGTERM ends it), and the init then exits with 128 + signal, as tini does:
+/// nothing was in flight yet, so there was nothing to drain.
 fn forward(signal: Signal, server: Pid) {
     // ESRCH (the server just ended) is fine: the next SIGCHLD makes the init exit.
     let _ = kill(server, signal);
