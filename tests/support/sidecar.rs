@@ -498,6 +498,13 @@ async fn log_handler(
             "failing on purpose".into(),
         );
     }
+    if body.len() > LOG_CAP {
+        shared.oversized.fetch_add(1, Ordering::SeqCst);
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "log message too large".into(),
+        );
+    }
     if !inner.registered.contains(&query.aid) {
         inner.rejected.push(Rejected {
             aid: query.aid,
