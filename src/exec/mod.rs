@@ -122,11 +122,7 @@ async fn execute(
         .current_dir(&cwd)
         .envs(x.env.iter().map(|(k, v)| (k, v)))
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if spec.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(stdin_for(spec)?)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // A new process group per command; std keeps the posix_spawn fast path for this.
@@ -270,6 +266,18 @@ fn working_dir(tempdir: &Path, workdir: Option<&Path>) -> Result<PathBuf, Failur
         )));
     }
     Ok(resolved)
+}
+
+/// A pipe for `stdin` text; without it, a pipe whose write end is already closed, so the
+/// command reads EOF at once. (Not `/dev/null`: a bare root with only the binary has no /dev.)
+fn stdin_for(spec: &CommandSpec) -> Result<Stdio, Failure> {
+    if spec.stdin.is_some() {
+        return Ok(Stdio::piped());
+    }
+    let (reader, writer) = std::io::pipe()
+        .map_err(|e| Failure::internal(format!("failed: cannot create a stdin pipe: {e}")))?;
+    drop(writer);
+    Ok(Stdio::from(reader))
 }
 
 async fn sleep_for(timeout: Option<Duration>) {
