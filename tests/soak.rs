@@ -3,6 +3,9 @@
 //! and no zombie may be left, and the runner's open file descriptors must be back where they
 //! were after a warm-up (no leaked pipes, sockets or temp dirs).
 //!
+//! A second soak runs the runner as PID 1 of its own pid namespace, where background requests
+//! also leave orphans in sessions of their own that only the init can reap.
+//!
 //! Slow on purpose, so ignored by default: `make soak` runs it
 //! (`cargo test --release --test soak -- --ignored --nocapture`). `SOAK_REQUESTS` changes the
 //! number of requests (default 2000).
@@ -54,6 +57,9 @@ struct Soak {
     runner: Runner,
     /// Carried by every process of every request, to find leftovers at the end.
     marker: String,
+    /// Background requests also leave an orphan in a session of its own, which only an init
+    /// can collect (PID 1 setup).
+    orphans: bool,
     /// Descriptions of requests that did not behave.
     failures: Mutex<Vec<String>>,
 }
@@ -99,7 +105,11 @@ impl Soak {
             }
             Kind::Disconnected => self.disconnected(&aid, n).await,
             Kind::Background => {
-                let script = "sleep 60 & echo bg";
+                let script = if self.orphans {
+                    "setsid sh -c 'sleep 0.5' </dev/null >/dev/null 2>&1 & sleep 60 & echo bg"
+                } else {
+                    "sleep 60 & echo bg"
+                };
                 let reply = self
                     .call(&aid, json!([{"command": script, "shell": true}]))
                     .await;
@@ -229,48 +239,117 @@ fn settled_fds(pid: u32) -> usize {
     last
 }
 
+/// How the runner under test is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// As a plain child of the test.
+    Plain,
+    /// As PID 1 of its own pid namespace, the way a container runs it.
+    Pid1,
+}
+
+/// The two soaks share the machine's two cores; one at a time keeps their figures honest.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "long-running; run with `make soak`"]
 async fn soak_mixed_requests_leave_nothing_behind() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    soak(Setup::Plain).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long-running; run with `make soak`"]
+async fn soak_as_pid1_reaps_every_orphan() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let permitted = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !permitted {
+        println!("soak (PID 1): skipped, `unshare --pid --fork --mount-proc` is not permitted");
+        return;
+    }
+    soak(Setup::Pid1).await;
+}
+
+/// Starts the runner for `setup`; returns it with the pid that serves (whose fds and RSS are
+/// measured) and the pid below which no zombie may be left.
+fn start(setup: Setup, sidecar: &FakeSidecar) -> (Runner, u32, u32) {
+    let env = [("CMD_KILL_GRACE", "1s"), ("CMD_MAX_INFLIGHT", "32")];
+    match setup {
+        Setup::Plain => {
+            let runner = Runner::start_with(sidecar, &env);
+            let pid = runner.pid();
+            (runner, pid, pid)
+        }
+        Setup::Pid1 => {
+            let runner = Runner::builder()
+                .program("unshare")
+                .arg("--pid")
+                .arg("--mount-proc")
+                .arg("--kill-child")
+                .arg(support::binary())
+                .sidecar(sidecar)
+                .envs(&env)
+                .start();
+            let child_of = |parent: u32| {
+                procs::wait_for(PATIENCE, || {
+                    procs::all()
+                        .into_iter()
+                        .find(|p| p.ppid == parent)
+                        .map(|p| p.pid)
+                })
+            };
+            let init = child_of(runner.pid()).expect("unshare runs the init");
+            let server = child_of(init).expect("the init runs the server");
+            let root = runner.pid();
+            (runner, server, root)
+        }
+    }
+}
+
+async fn soak(setup: Setup) {
     let requests: usize = std::env::var("SOAK_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
     let warm_up = 100.min(requests);
     let sidecar = FakeSidecar::start();
-    let runner = Runner::start_with(
-        &sidecar,
-        &[("CMD_KILL_GRACE", "1s"), ("CMD_MAX_INFLIGHT", "32")],
-    );
-    let pid = runner.pid();
+    let (runner, server, root) = start(setup, &sidecar);
     let soak = Arc::new(Soak {
         sidecar,
         runner,
         marker: procs::marker("soak"),
+        orphans: setup == Setup::Pid1,
         failures: Mutex::new(Vec::new()),
     });
 
     drive(&soak, 0..warm_up).await;
-    let fds_before = settled_fds(pid);
+    let fds_before = settled_fds(server);
     let started = Instant::now();
     drive(&soak, warm_up..warm_up + requests).await;
     let took = started.elapsed();
     let leftovers = procs::wait_marker_gone(&soak.marker, PATIENCE);
-    let zombies = procs::wait_no_zombies(pid, PATIENCE);
-    let fds_after = settled_fds(pid);
-    let peak = procs::peak_rss(pid).unwrap_or(0);
+    let zombies = procs::wait_no_zombies(root, PATIENCE);
+    let fds_after = settled_fds(server);
+    let peak = procs::peak_rss(server).unwrap_or(0);
     let failures = soak.failures.lock().unwrap().clone();
 
+    let name = match setup {
+        Setup::Plain => "soak",
+        Setup::Pid1 => "soak (PID 1, with orphans)",
+    };
     println!(
-        "soak: {requests} requests (+{warm_up} warm-up) in {:.1}s ({:.0} req/s), \
+        "{name}: {requests} requests (+{warm_up} warm-up) in {:.1}s ({:.0} req/s), \
          concurrency {CONCURRENCY}",
         took.as_secs_f64(),
         requests as f64 / took.as_secs_f64()
     );
-    println!("soak: open fds {fds_before} after warm-up, {fds_after} at the end");
-    println!("soak: peak RSS {:.1} MiB", peak as f64 / (1 << 20) as f64);
+    println!("{name}: open fds {fds_before} after warm-up, {fds_after} at the end");
+    println!("{name}: peak RSS {:.1} MiB", peak as f64 / (1 << 20) as f64);
     println!(
-        "soak: {} misbehaving requests, {} leftover processes, {} zombies",
+        "{name}: {} misbehaving requests, {} leftover processes, {} zombies",
         failures.len(),
         leftovers.len(),
         zombies.len()
@@ -288,4 +367,13 @@ async fn soak_mixed_requests_leave_nothing_behind() {
         fds_after <= fds_before + FD_SLACK,
         "open fds grew from {fds_before} to {fds_after}: a leak"
     );
+    if setup == Setup::Pid1 {
+        // End the namespace through its init, as a container runtime would.
+        if let Ok(init) = i32::try_from(procs::stat(server).map_or(0, |p| p.ppid)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
 }
