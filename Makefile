@@ -11,7 +11,7 @@ CARGO ?= cargo
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := target/static/direktiv-cmd
 
-.PHONY: run test lint unit static image bench soak clean
+.PHONY: run test lint unit static image container-test bench soak clean
 
 run:
 	DIREKTIV_DEV_MODE=1 $(CARGO) run --release --
@@ -29,7 +29,16 @@ lint:
 static:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --target $(HOST_TARGET)
 	mkdir -p target/static
-	cp target/$(HOST_TARGET)/release/direktiv-cmd $(STATIC_BIN)
+	cp target/$(HOST_TARGET)/release/direktiv-cmd $(STATIC_BIN).new
+	mv -f $(STATIC_BIN).new $(STATIC_BIN)
+
+# The binary-only image direktiv-cmd:dev, FROM scratch, from that binary (docker/README.md).
+image: static
+	docker/build-offline.sh $(STATIC_BIN) direktiv-cmd:dev
+
+# The images run as a Direktiv pod on the local Docker engine, with the release binary.
+container-test: static
+	DIREKTIV_CMD_STATIC_BIN=$(STATIC_BIN) $(CARGO) test --test container
 
 # The harness is its own package (bench/), built like the runner so its floor server compares fairly.
 bench: static

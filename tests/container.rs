@@ -49,8 +49,8 @@ async fn scratch_image_holds_only_the_binary_and_its_metadata() {
         assert!(!value.is_empty(), "label {key} missing: {config}");
     }
 
-    // The image's own files: `docker save` would need parsing the layer tars; listing a created
-    // (never started) container's export is the same tree plus Docker's mount points.
+    // The image's own files: the export of a created (never started) container is the image's
+    // tree plus the mount points and files Docker adds to every container.
     let probe = support_docker::Container {
         name: support_docker::unique("export"),
     };
@@ -60,32 +60,31 @@ async fn scratch_image_holds_only_the_binary_and_its_metadata() {
         .arg(format!("docker export {} | tar -tvf -", probe.name))
         .output()
         .expect("docker export");
+    assert!(export.status.success(), "docker export: {export:?}");
     let listing = String::from_utf8_lossy(&export.stdout);
-    let docker_owned = [
-        "dev/",
-        "proc/",
-        "sys/",
-        ".dockerenv",
-        "etc/hostname",
-        "etc/hosts",
-    ];
-    let docker_owned_extra = ["etc/mtab", "etc/resolv.conf", "etc/"];
-    let mut files = Vec::new();
-    for line in listing.lines() {
-        let path = line.split_whitespace().nth(5).unwrap_or_default();
-        if docker_owned.iter().any(|d| path.starts_with(d)) && path != "etc/"
-            || docker_owned_extra.contains(&path)
-        {
-            continue;
-        }
-        files.push((
-            line.split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string(),
-            path.to_string(),
-        ));
-    }
+    let added_by_docker = |path: &str| {
+        ["dev/", "proc/", "sys/"]
+            .iter()
+            .any(|d| path.starts_with(d))
+            || [
+                ".dockerenv",
+                "etc/",
+                "etc/hostname",
+                "etc/hosts",
+                "etc/mtab",
+                "etc/resolv.conf",
+            ]
+            .contains(&path)
+    };
+    // (mode, path) of every entry, from `tar -tv` lines: "drwxrwxrwt root/root 0 date time tmp/".
+    let files: Vec<(String, String)> = listing
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some((fields.first()?.to_string(), fields.get(5)?.to_string()))
+        })
+        .filter(|(_, path)| !added_by_docker(path))
+        .collect();
     let paths: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).collect();
     assert_eq!(
         paths,
@@ -176,6 +175,29 @@ async fn failing_commands_answer_with_direktiv_error_headers() {
         .post("aid-notfound", json!({"command": "sh -c true"}), &[])
         .await;
     reply.assert_error("cmd.notfound", 500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn derived_busybox_image_runs_sh_c_commands() {
+    require_docker!("derived_busybox_image_runs_sh_c_commands");
+    let images = images();
+    let pod = Pod::start(&images, &images.busybox, &[]).await;
+
+    let body = json!({"commands": [
+        // Quoted operators belong to the inner shell: no `shell: true` needed.
+        {"command": "sh -c 'echo $((6*7)) | tr 4 X'"},
+        // The configured shell (/bin/sh, busybox here) for shell syntax in the command itself.
+        {"command": "echo from-shell > f && cat f", "shell": true},
+        {"command": "sh -c 'exit 3'", "continue": true}
+    ]});
+    let reply = pod.post("aid-sh", body, &[]).await;
+    reply.assert_success();
+    assert_eq!(
+        results(&reply),
+        [json!("X2"), json!("from-shell"), json!("")]
+    );
+    assert_eq!(reply.command(2)["exit_code"], 3);
+    assert_eq!(reply.command(2)["success"], false);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -69,7 +69,7 @@ pub fn docker_available(test: &str) -> bool {
                 "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
             );
             eprintln!("!!! SKIPPED {test}: no Docker engine (`docker info` failed)");
-            eprintln!("!!! {}", e.lines().next().unwrap_or_default());
+            eprintln!("!!! {}", e.split_whitespace().collect::<Vec<_>>().join(" "));
             eprintln!(
                 "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"
             );
