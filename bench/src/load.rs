@@ -38,38 +38,79 @@ pub struct LoadStats {
     pub first_error: Option<String>,
 }
 
-/// What one worker saw.
+/// The raw outcome of one or more load runs against the same server.
 #[derive(Default)]
-struct WorkerLog {
+pub struct Sample {
     latencies: Vec<Duration>,
     errors: usize,
     first_error: Option<String>,
+    /// Wall time spent sending, summed over runs.
+    elapsed: Duration,
 }
 
-/// Runs the load against `addr` and summarises it.
-pub async fn run(addr: SocketAddr, load: &Load) -> Result<LoadStats, Error> {
+impl Sample {
+    /// Adds another run's outcome (the harness alternates servers in short rounds, so that
+    /// load from elsewhere on the machine falls on both alike).
+    pub fn absorb(&mut self, other: Sample) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.elapsed += other.elapsed;
+    }
+
+    fn fail(&mut self, why: String) {
+        self.errors += 1;
+        self.first_error.get_or_insert(why);
+    }
+
+    /// Total requests sent, failed ones included.
+    pub fn requests(&self) -> usize {
+        self.latencies.len() + self.errors
+    }
+
+    pub fn stats(mut self, concurrency: usize) -> LoadStats {
+        self.latencies.sort_unstable();
+        let ok = self.latencies.len();
+        LoadStats {
+            concurrency,
+            requests: ok + self.errors,
+            errors: self.errors,
+            elapsed_s: self.elapsed.as_secs_f64(),
+            req_per_s: ok as f64 / self.elapsed.as_secs_f64().max(1e-9),
+            p50_us: micros(percentile(&self.latencies, 50.0)),
+            p99_us: micros(percentile(&self.latencies, 99.0)),
+            first_error: self.first_error,
+        }
+    }
+}
+
+/// Runs the load against `addr`; connections are opened before the clock starts.
+pub async fn run(addr: SocketAddr, load: &Load) -> Result<Sample, Error> {
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::with_capacity(load.concurrency);
+    let mut clients = Vec::with_capacity(load.concurrency);
     for _ in 0..load.concurrency {
-        let client = Client::connect(addr).await?;
-        let job = Job {
-            next: next.clone(),
-            total: load.requests,
-            body: load.body.clone(),
-            id_prefix: load.id_prefix.clone(),
-            started,
-        };
-        workers.push(tokio::spawn(job.work(client)));
+        clients.push(Client::connect(addr).await?);
     }
-    let mut all = WorkerLog::default();
+    let started = Instant::now();
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let job = Job {
+                next: next.clone(),
+                total: load.requests,
+                body: load.body.clone(),
+                id_prefix: load.id_prefix.clone(),
+                started,
+            };
+            tokio::spawn(job.work(client))
+        })
+        .collect();
+    let mut all = Sample::default();
     for worker in workers {
-        let log = worker.await?;
-        all.latencies.extend(log.latencies);
-        all.errors += log.errors;
-        all.first_error = all.first_error.or(log.first_error);
+        all.absorb(worker.await?);
     }
-    Ok(summarise(load.concurrency, started.elapsed(), all))
+    all.elapsed = started.elapsed();
+    Ok(all)
 }
 
 /// One worker's share: take request numbers from the shared counter until none are left.
@@ -82,8 +123,8 @@ struct Job {
 }
 
 impl Job {
-    async fn work(self, mut client: Client) -> WorkerLog {
-        let mut log = WorkerLog::default();
+    async fn work(self, mut client: Client) -> Sample {
+        let mut log = Sample::default();
         loop {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
             if n >= self.total || self.started.elapsed() > RUN_LIMIT {
@@ -103,28 +144,6 @@ impl Job {
                 Err(e) => log.fail(e.to_string()),
             }
         }
-    }
-}
-
-impl WorkerLog {
-    fn fail(&mut self, why: String) {
-        self.errors += 1;
-        self.first_error.get_or_insert(why);
-    }
-}
-
-fn summarise(concurrency: usize, elapsed: Duration, mut log: WorkerLog) -> LoadStats {
-    log.latencies.sort_unstable();
-    let ok = log.latencies.len();
-    LoadStats {
-        concurrency,
-        requests: ok + log.errors,
-        errors: log.errors,
-        elapsed_s: elapsed.as_secs_f64(),
-        req_per_s: ok as f64 / elapsed.as_secs_f64(),
-        p50_us: micros(percentile(&log.latencies, 50.0)),
-        p99_us: micros(percentile(&log.latencies, 99.0)),
-        first_error: log.first_error,
     }
 }
 

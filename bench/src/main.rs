@@ -1,12 +1,24 @@
 //! Benchmark harness for direktiv-cmd (`make bench`).
 //!
 //! One run measures the floors (spawn+wait of `/bin/true`, and a floor server built from the
-//! same crates), then the runner against a fake sidecar, prints one table with the targets as
-//! ratios to the floor of the same run, and writes it as JSON.
+//! same crates that only spawns a process per request and returns its stdout), then the runner
+//! against a fake sidecar, prints one table with the targets as ratios to the floor of the
+//! same run, and writes it as JSON.
+//!
+//! How it stays fair on a small shared machine:
+//! - floor server and runner are built with the same profile and static linking, started and
+//!   timed the same way (exec → first 200 on `/healthz`), and measured by the same client;
+//! - they take turns in short rounds, alternating who goes first, so that other load on the
+//!   machine falls on both alike;
+//! - CPU is the server process's own utime+stime (children excluded), before/after its turns;
+//! - the runner gets `CMD_MAX_INFLIGHT=64` so that c=16 measures work, not `cmd.busy`.
 //!
 //! ```text
 //! direktiv-cmd-bench [--runner PATH] [--out PATH]   run everything
 //! direktiv-cmd-bench floor-server                    serve as the floor server (used by the run)
+//! direktiv-cmd-bench sidecar                         serve the fake sidecar alone (for profiling)
+//! direktiv-cmd-bench load ADDR C N BODY               N posts of BODY at concurrency C to a
+//!                                                     loopback ADDR, stats as JSON (for profiling)
 //! ```
 //! Only loopback addresses are used; every loop is bounded in count and time.
 
@@ -37,10 +49,11 @@ struct Options {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let outcome = if args.first().map(String::as_str) == Some("floor-server") {
-        floor::serve()
-    } else {
-        options(&args).and_then(run)
+    let outcome = match args.first().map(String::as_str) {
+        Some("floor-server") => floor::serve(),
+        Some("sidecar") => sidecar::serve(),
+        Some("load") => load_only(&args[1..]),
+        _ => options(&args).and_then(run),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,6 +62,30 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The load generator alone, for profiling a runner started by hand.
+fn load_only(args: &[String]) -> Result<(), Error> {
+    let [addr, concurrency, requests, body] = args else {
+        return Err("usage: load ADDR CONCURRENCY REQUESTS BODY".into());
+    };
+    let addr: std::net::SocketAddr = addr.parse()?;
+    if !addr.ip().is_loopback() {
+        return Err(format!("{addr} is not a loopback address").into());
+    }
+    let concurrency: usize = concurrency.parse()?;
+    let load = load::Load {
+        concurrency,
+        requests: requests.parse()?,
+        body: bytes::Bytes::from(body.clone()),
+        id_prefix: format!("bench-load-{}", std::process::id()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let stats = runtime.block_on(load::run(addr, &load))?.stats(concurrency);
+    println!("{}", serde_json::to_string_pretty(&stats)?);
+    Ok(())
 }
 
 fn options(args: &[String]) -> Result<Options, Error> {
@@ -103,22 +140,22 @@ fn run(options: Options) -> Result<(), Error> {
     Ok(())
 }
 
-/// The floor server first, then the runner (which also gets the slow-sidecar runs).
+/// Floor server and runner side by side, then the runner alone with a slow sidecar.
 async fn servers(options: &Options) -> Result<Report, Error> {
     let sidecar = Sidecar::start().await?;
     let floor = Target::Floor {
         harness: std::env::current_exe()?,
     };
-    eprintln!("floor server: starts, c=1, c=16, seq");
-    let (floor_report, floor_server) = measure::server(&floor, &sidecar).await?;
-    floor_server.stop().await?;
-
     let runner = Target::Runner {
         binary: options.runner.clone(),
         sidecar: sidecar.url(),
     };
-    eprintln!("direktiv-cmd: starts, c=1, c=16, seq, 50 ms sidecar");
-    let (runner_report, runner_server) = measure::server(&runner, &sidecar).await?;
+    eprintln!("floor server and direktiv-cmd, taking turns: starts, c=1, c=16, seq");
+    let mut measured = measure::side_by_side(&[floor, runner.clone()], &sidecar).await?;
+    let (runner_report, runner_server) = measured.pop().ok_or("no runner measured")?;
+    let (floor_report, floor_server) = measured.pop().ok_or("no floor measured")?;
+    floor_server.stop().await?;
+    eprintln!("direktiv-cmd: 50 ms sidecar");
     let slow = measure::slow_sidecar(&runner_server, &runner, &sidecar).await?;
     runner_server.stop().await?;
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::process::Command;
 
 use crate::client::{Client, Error};
-use crate::load::{self, percentile, Load, LoadStats};
+use crate::load::{self, percentile, Load, LoadStats, Sample};
 use crate::process::Server;
 use crate::sidecar::Sidecar;
 
@@ -18,6 +18,8 @@ const WARMUP: usize = 200;
 /// Requests measured at c=1 and at c=16.
 const C1_REQUESTS: usize = 2_000;
 const C16_REQUESTS: usize = 10_000;
+/// Turns each server gets in a load measurement.
+const ROUNDS: usize = 4;
 /// Cold starts timed per server; the median is reported.
 const STARTS: usize = 5;
 /// Runs of `seq 1 100000` per server; the median is reported.
@@ -106,6 +108,8 @@ pub struct Delivery {
     pub ok: bool,
     /// "all N lines in order", or what was wrong.
     pub check: String,
+    /// Log posts the sidecar got for the request (how well the runner coalesces lines).
+    pub sidecar_posts: usize,
 }
 
 /// The runner with a sidecar that takes 50 ms per post.
@@ -130,89 +134,129 @@ pub fn spawn_floor(runs: usize) -> Result<Duration, Error> {
     Ok(percentile(&samples, 50.0))
 }
 
-/// Median exec-to-ready time over several cold starts.
-pub async fn ready_time(target: &Target) -> Result<Duration, Error> {
-    let mut samples = Vec::with_capacity(STARTS);
-    for _ in 0..STARTS {
-        let server = target.start().await?;
-        samples.push(server.ready);
-        server.stop().await?;
+/// The servers take turns in every measurement, in short rounds and alternating who goes
+/// first, so that load from elsewhere on the (shared, 2-core) machine falls on both alike.
+fn turns(round: usize, servers: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..servers).collect();
+    if round % 2 == 1 {
+        order.reverse();
     }
-    samples.sort_unstable();
-    Ok(percentile(&samples, 50.0))
+    order
 }
 
-/// The load, footprint and `seq` measurements of one server, in one process lifetime.
-pub async fn server(target: &Target, sidecar: &Sidecar) -> Result<(ServerReport, Server), Error> {
-    let ready = ready_time(target).await?;
-    let server = target.start().await?;
-    let idle_rss_kib = server.memory_kib("VmRSS")?;
-    let body = target.body("true", false);
-    load(&server, target, 1, WARMUP, body.clone(), "warmup").await?;
-    sidecar.clear();
-    let (c1, cpu_c1) = load(&server, target, 1, C1_REQUESTS, body.clone(), "c1").await?;
-    sidecar.clear();
-    let (c16, cpu_c16) = load(&server, target, 16, C16_REQUESTS, body, "c16").await?;
-    sidecar.clear();
-    let peak_rss_kib = server.memory_kib("VmHWM")?;
-    let seq = seq(&server, target, sidecar).await?;
-    let report = ServerReport {
-        ready_ms: ready.as_secs_f64() * 1e3,
-        idle_rss_kib,
-        peak_rss_kib,
-        cpu_per_req_us_c1: per_request_us(cpu_c1, &c1),
-        cpu_per_req_us_c16: per_request_us(cpu_c16, &c16),
-        c1,
-        c16,
-        seq,
-    };
-    Ok((report, server))
+/// Measures every target side by side and returns each report with its still-running server
+/// (the runner stays up for the slow-sidecar runs).
+pub async fn side_by_side(
+    targets: &[Target],
+    sidecar: &Sidecar,
+) -> Result<Vec<(ServerReport, Server)>, Error> {
+    let ready = ready_times(targets).await?;
+    let mut servers = Vec::with_capacity(targets.len());
+    for target in targets {
+        servers.push(target.start().await?);
+    }
+    let idle = memory(&servers, "VmRSS")?;
+    rounds(&servers, targets, sidecar, 1, WARMUP).await?;
+    let c1 = rounds(&servers, targets, sidecar, 1, C1_REQUESTS).await?;
+    let c16 = rounds(&servers, targets, sidecar, 16, C16_REQUESTS).await?;
+    let peak = memory(&servers, "VmHWM")?;
+    let seq = seq(&servers, targets, sidecar).await?;
+    let reports = (ready.into_iter().zip(idle).zip(peak))
+        .zip(c1.into_iter().zip(c16).zip(seq))
+        .map(|(((ready, idle), peak), ((c1, c16), seq))| ServerReport {
+            ready_ms: ready.as_secs_f64() * 1e3,
+            idle_rss_kib: idle,
+            peak_rss_kib: peak,
+            cpu_per_req_us_c1: per_request_us(&c1),
+            cpu_per_req_us_c16: per_request_us(&c16),
+            c1: c1.0.stats(1),
+            c16: c16.0.stats(16),
+            seq,
+        });
+    Ok(reports.zip(servers).collect())
 }
 
-/// One load run, with the server's CPU time spent during it.
-async fn load(
-    server: &Server,
-    target: &Target,
+/// Median exec-to-ready time of each target over several cold starts.
+async fn ready_times(targets: &[Target]) -> Result<Vec<Duration>, Error> {
+    let mut samples = vec![Vec::with_capacity(STARTS); targets.len()];
+    for round in 0..STARTS {
+        for i in turns(round, targets.len()) {
+            let server = targets[i].start().await?;
+            samples[i].push(server.ready);
+            server.stop().await?;
+        }
+    }
+    Ok(samples.into_iter().map(median).collect())
+}
+
+/// A `VmRSS`-style figure of every server, now.
+fn memory(servers: &[Server], field: &str) -> Result<Vec<u64>, Error> {
+    servers.iter().map(|s| s.memory_kib(field)).collect()
+}
+
+/// `requests` runs of `true` at `concurrency` per server, in `ROUNDS` turns; with the
+/// server's own CPU time spent during its turns.
+async fn rounds(
+    servers: &[Server],
+    targets: &[Target],
+    sidecar: &Sidecar,
     concurrency: usize,
     requests: usize,
-    body: Bytes,
-    phase: &str,
-) -> Result<(LoadStats, Duration), Error> {
-    let load = Load {
-        concurrency,
-        requests,
-        body,
-        id_prefix: format!("bench-{}-{phase}", target.name()),
-    };
-    let before = server.cpu_time()?;
-    let stats = load::run(server.addr, &load).await?;
-    let cpu = server.cpu_time()?.saturating_sub(before);
-    Ok((stats, cpu))
+) -> Result<Vec<(Sample, Duration)>, Error> {
+    let mut totals: Vec<(Sample, Duration)> = targets.iter().map(|_| Default::default()).collect();
+    for round in 0..ROUNDS {
+        for i in turns(round, targets.len()) {
+            let (server, target) = (&servers[i], &targets[i]);
+            let load = Load {
+                concurrency,
+                requests: requests / ROUNDS,
+                body: target.body("true", false),
+                id_prefix: format!("bench-{}-c{concurrency}-{requests}-{round}", target.name()),
+            };
+            let before = server.cpu_time()?;
+            let sample = load::run(server.addr, &load).await?;
+            totals[i].1 += server.cpu_time()?.saturating_sub(before);
+            totals[i].0.absorb(sample);
+            sidecar.clear();
+        }
+    }
+    Ok(totals)
 }
 
-fn per_request_us(cpu: Duration, stats: &LoadStats) -> f64 {
-    load::micros(cpu) / stats.requests.max(1) as f64
+fn per_request_us((sample, cpu): &(Sample, Duration)) -> f64 {
+    load::micros(*cpu) / sample.requests().max(1) as f64
 }
 
-/// `seq 1 100000` with the fast sidecar, median of a few runs. For the runner, every line
-/// must be at the sidecar, in order, when the response arrives; for the floor, in the body.
-async fn seq(server: &Server, target: &Target, sidecar: &Sidecar) -> Result<Delivery, Error> {
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    percentile(&samples, 50.0)
+}
+
+/// `seq 1 100000` with the fast sidecar, a few runs per server taking turns; the median run
+/// (or the first failed one) is reported.
+async fn seq(
+    servers: &[Server],
+    targets: &[Target],
+    sidecar: &Sidecar,
+) -> Result<Vec<Delivery>, Error> {
     let line = format!("seq 1 {SEQ_LINES}");
     let expected = || (1..=SEQ_LINES).map(|n| n.to_string());
-    let mut runs = Vec::with_capacity(SEQ_RUNS);
+    let mut runs: Vec<Vec<Delivery>> = targets.iter().map(|_| Vec::new()).collect();
     for run in 0..SEQ_RUNS {
-        let aid = format!("bench-{}-seq-{run}", target.name());
-        let (elapsed, status, body) = request(server, &aid, target.body(&line, false)).await?;
-        let check = match target {
-            Target::Runner { .. } => check_lines(output_lines(&sidecar.lines(&aid)), expected()),
-            Target::Floor { .. } => check_lines(String::from_utf8_lossy(&body).lines(), expected()),
-        };
-        runs.push(delivery(elapsed, status, check));
-        sidecar.clear();
+        for i in turns(run, targets.len()) {
+            let (server, target) = (&servers[i], &targets[i]);
+            let aid = format!("bench-{}-seq-{run}", target.name());
+            let body = target.body(&line, false);
+            runs[i].push(delivered(server, target, sidecar, &aid, body, expected).await?);
+        }
     }
+    Ok(runs.into_iter().map(median_delivery).collect())
+}
+
+fn median_delivery(mut runs: Vec<Delivery>) -> Delivery {
     runs.sort_by(|a, b| a.ms.total_cmp(&b.ms));
     let failed = runs.iter().position(|d| !d.ok);
-    Ok(runs.swap_remove(failed.unwrap_or(SEQ_RUNS / 2)))
+    runs.swap_remove(failed.unwrap_or(runs.len() / 2))
 }
 
 /// The two big outputs against a sidecar that answers each post after 50 ms.
@@ -227,7 +271,7 @@ pub async fn slow_sidecar(
         server,
         target,
         sidecar,
-        "slow-lines",
+        &format!("bench-{}-slow-lines", target.name()),
         target.body(&lines, false),
         || (1..=SLOW_LINES).map(|n| n.to_string()),
     )
@@ -237,7 +281,7 @@ pub async fn slow_sidecar(
         server,
         target,
         sidecar,
-        "slow-2mb",
+        &format!("bench-{}-slow-2mb", target.name()),
         target.body(&big, true),
         || std::iter::repeat_n("x".repeat(BIG_WIDTH), BIG_BYTES / BIG_WIDTH),
     )
@@ -249,20 +293,24 @@ pub async fn slow_sidecar(
     })
 }
 
-/// One request whose output lines must all be at the sidecar when the response arrives.
+/// One request whose output must arrive complete: for the runner, every line at the sidecar,
+/// in order, by the time the response arrives; for the floor server, in the response body.
 async fn delivered<I: Iterator<Item = String>>(
     server: &Server,
     target: &Target,
     sidecar: &Sidecar,
-    phase: &str,
+    aid: &str,
     body: Bytes,
     expected: impl Fn() -> I,
 ) -> Result<Delivery, Error> {
-    let aid = format!("bench-{}-{phase}", target.name());
-    let (elapsed, status, _) = request(server, &aid, body).await?;
-    let check = check_lines(output_lines(&sidecar.lines(&aid)), expected());
+    let (elapsed, status, reply) = request(server, aid, body).await?;
+    let posts = sidecar.posts(aid);
+    let check = match target {
+        Target::Runner { .. } => check_lines(output_lines(&sidecar.lines(aid)), expected()),
+        Target::Floor { .. } => check_lines(String::from_utf8_lossy(&reply).lines(), expected()),
+    };
     sidecar.clear();
-    Ok(delivery(elapsed, status, check))
+    Ok(delivery(elapsed, status, posts, check))
 }
 
 /// One timed `POST /` on a fresh keep-alive connection.
@@ -273,7 +321,12 @@ async fn request(server: &Server, aid: &str, body: Bytes) -> Result<(Duration, u
     Ok((started.elapsed(), reply.status.as_u16(), reply.body))
 }
 
-fn delivery(elapsed: Duration, status: u16, check: Result<usize, String>) -> Delivery {
+fn delivery(
+    elapsed: Duration,
+    status: u16,
+    sidecar_posts: usize,
+    check: Result<usize, String>,
+) -> Delivery {
     let ok = status == 200 && check.is_ok();
     let check = match check {
         Ok(n) => format!("all {n} lines in order"),
@@ -284,6 +337,7 @@ fn delivery(elapsed: Duration, status: u16, check: Result<usize, String>) -> Del
         status,
         ok,
         check,
+        sidecar_posts,
     }
 }
 

@@ -156,11 +156,11 @@ impl Report {
             ),
         ];
         println!(
-            "\n{:<30} {:>18} {:>18}",
+            "\n{:<30} {:>18} {:>26}",
             "measurement", "floor server", "direktiv-cmd"
         );
         for (name, floor, runner) in rows {
-            println!("{name:<30} {floor:>18} {runner:>18}");
+            println!("{name:<30} {floor:>18} {runner:>26}");
         }
         println!("\ntargets (ratios are direktiv-cmd / floor server, same run)");
         for check in &self.targets {
@@ -196,8 +196,13 @@ fn errors(s: &ServerReport) -> String {
     format!("{} / {}", s.c1.errors, s.c16.errors)
 }
 
+/// Time to the response, and the sidecar posts it took where there were any.
 fn delivery(d: &Delivery) -> String {
-    format!("{:.1} ms{}", d.ms, if d.ok { "" } else { " (!)" })
+    let posts = match d.sidecar_posts {
+        0 => String::new(),
+        n => format!(" ({n} posts)"),
+    };
+    format!("{:.1} ms{posts}{}", d.ms, if d.ok { "" } else { " (!)" })
 }
 
 /// A ratio target; `valid` false (errors, missing lines) fails it whatever the number.

@@ -79,12 +79,34 @@ impl Sidecar {
             .collect()
     }
 
+    /// How many posts arrived for `aid`.
+    pub fn posts(&self, aid: &str) -> usize {
+        let messages = self.shared.messages.lock();
+        messages
+            .map(|m| m.get(aid).map_or(0, Vec::len))
+            .unwrap_or(0)
+    }
+
     /// Forgets everything received (between load runs, to bound memory).
     pub fn clear(&self) {
         if let Ok(mut messages) = self.shared.messages.lock() {
             messages.clear();
         }
     }
+}
+
+/// Serves the fast sidecar until killed, announcing its address on stderr, so the runner can be
+/// profiled (perf, strace, callgrind) outside a full run.
+pub fn serve() -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let sidecar = Sidecar::start().await?;
+        eprintln!("sidecar listening on {}", sidecar.addr);
+        std::future::pending::<()>().await;
+        Ok(())
+    })
 }
 
 async fn log(State(shared): State<Arc<Shared>>, uri: Uri, body: Bytes) -> StatusCode {
