@@ -428,4 +428,11 @@ mod tests {
         ];
         assert_eq!(check_lines(output_lines(&lines), numbers(2)), Ok(2));
     }
+
+    #[test]
+    fn servers_alternate_who_goes_first() {
+        assert_eq!(turns(0, 2), vec![0, 1]);
+        assert_eq!(turns(1, 2), vec![1, 0]);
+        assert_eq!(turns(2, 2), vec![0, 1]);
+    }
 }

@@ -240,3 +240,23 @@ fn memory(name: &str, bytes: f64, limit_mib: f64) -> Check {
         pass: bytes <= limit_mib * MIB,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_targets_respect_their_direction_and_validity() {
+        assert!(ratio("latency", 1.10, "≤", 1.12, true).pass);
+        assert!(!ratio("latency", 1.13, "≤", 1.12, true).pass);
+        assert!(ratio("throughput", 0.90, "≥", 0.85, true).pass);
+        assert!(!ratio("throughput", 0.80, "≥", 0.85, true).pass);
+        assert!(!ratio("throughput", 0.90, "≥", 0.85, false).pass);
+    }
+
+    #[test]
+    fn memory_limits_are_in_mebibytes() {
+        assert!(memory("rss", 4.0 * MIB, 4.0).pass);
+        assert!(!memory("rss", 4.0 * MIB + 1.0, 4.0).pass);
+    }
+}
