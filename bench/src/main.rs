@@ -120,6 +120,7 @@ fn options(args: &[String]) -> Result<Options, Error> {
 /// The whole benchmark. Targets that fail are reported, not treated as errors: the table is
 /// the product of this run either way.
 fn run(options: Options) -> Result<(), Error> {
+    let load_before = report::load_average();
     eprintln!("spawn floor: {SPAWN_RUNS} × /bin/true");
     let spawn = measure::spawn_floor(SPAWN_RUNS)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -128,6 +129,7 @@ fn run(options: Options) -> Result<(), Error> {
     let mut report = runtime.block_on(servers(&options))?;
     report.spawn_true_p50_us = load::micros(spawn);
     report.binary_stripped_bytes = measure::stripped_size(&options.runner)?;
+    report.load_average = [load_before, report::load_average()];
     report.judge();
     report.print();
     report.write_json(&options.out)?;
@@ -165,6 +167,7 @@ async fn servers(options: &Options) -> Result<Report, Error> {
         runner: runner_report,
         slow_sidecar: slow,
         binary_stripped_bytes: 0,
+        load_average: Default::default(),
         targets: Vec::new(),
     })
 }

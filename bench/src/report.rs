@@ -18,6 +18,8 @@ pub struct Report {
     pub runner: ServerReport,
     pub slow_sidecar: SlowReport,
     pub binary_stripped_bytes: u64,
+    /// /proc/loadavg before and after the run: how busy the machine was with other work.
+    pub load_average: [String; 2],
     pub targets: Vec<Check>,
 }
 
@@ -83,6 +85,7 @@ impl Report {
         ];
     }
 
+    /// How many targets failed.
     pub fn failed(&self) -> usize {
         self.targets.iter().filter(|c| !c.pass).count()
     }
@@ -162,6 +165,11 @@ impl Report {
         for (name, floor, runner) in rows {
             println!("{name:<30} {floor:>18} {runner:>26}");
         }
+        println!(
+            "{:<30} {:>45}",
+            "load average before / after",
+            format!("{} / {}", self.load_average[0], self.load_average[1])
+        );
         println!("\ntargets (ratios are direktiv-cmd / floor server, same run)");
         for check in &self.targets {
             let verdict = if check.pass { "PASS" } else { "FAIL" };
@@ -189,6 +197,17 @@ impl Report {
                 println!("  {name} load error: {e}");
             }
         }
+    }
+}
+
+/// The first three fields of /proc/loadavg (1, 5 and 15 minutes), or "?" without /proc.
+pub fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    if fields.is_empty() {
+        "?".to_owned()
+    } else {
+        fields.join(" ")
     }
 }
 
