@@ -106,22 +106,51 @@ pub struct Binaries {
     pub sidecar: PathBuf,
 }
 
-/// Builds both static binaries once per test process. The runner is the debug build of this
-/// crate for the host triple with `crt-static`, unless `DIREKTIV_CMD_STATIC_BIN` names one
-/// (`make container-test` passes the release binary of `make static`).
+/// Builds both static binaries once per test process. The runner is, in order of preference:
+/// the binary `DIREKTIV_CMD_STATIC_BIN` names (`make container-test` passes the one of
+/// `make static`); `target/static/direktiv-cmd` when it is newer than every source file (so
+/// `make test` does not build the crate a third time); else a debug build of this crate for
+/// the host triple with `crt-static`.
 pub fn binaries() -> &'static Binaries {
     static BINARIES: OnceLock<Binaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
         let runner = match std::env::var_os("DIREKTIV_CMD_STATIC_BIN") {
             Some(path) => PathBuf::from(path),
-            None => cargo_static(&repo().join("Cargo.toml"), "direktiv-cmd"),
+            None => fresh_release_static()
+                .unwrap_or_else(|| cargo_static(&repo().join("Cargo.toml"), "direktiv-cmd")),
         };
+        eprintln!("container tests use the runner binary {}", runner.display());
         let sidecar = cargo_static(
             &repo().join("docker/test-sidecar/Cargo.toml"),
             "direktiv-cmd-test-sidecar",
         );
         Binaries { runner, sidecar }
     })
+}
+
+/// `target/static/direktiv-cmd` (from `make static`) if no source file changed after it was
+/// built.
+fn fresh_release_static() -> Option<PathBuf> {
+    let binary = target_dir().join("static/direktiv-cmd");
+    let built = std::fs::metadata(&binary).ok()?.modified().ok()?;
+    let mut sources = vec![repo().join("Cargo.toml"), repo().join("Cargo.lock")];
+    let mut dirs = vec![repo().join("src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).ok()? {
+            let path = entry.ok()?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                sources.push(path);
+            }
+        }
+    }
+    for source in sources {
+        if std::fs::metadata(&source).ok()?.modified().ok()? > built {
+            return None;
+        }
+    }
+    Some(binary)
 }
 
 /// `cargo build --target <host> --bin <bin>` with `crt-static`, into the shared target dir.
