@@ -355,8 +355,7 @@ pub async fn run_local(mut config: Config, body: &[u8]) -> Reply {
     let key = config.result_key.clone();
     let jobs = JobContext {
         settings: ExecSettings::from_config(&config),
-        shipper: LogShipper::new(&config.backend, true)
-            .with_console(Arc::new(crate::logs::Stderr)),
+        shipper: LogShipper::new(&config.backend, true).with_console(Arc::new(crate::logs::Stderr)),
     };
     match request::parse(body) {
         Ok(plan) => {

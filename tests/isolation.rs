@@ -68,7 +68,7 @@ fn expected_lines(i: usize) -> Vec<String> {
 
 /// Even requests get the sidecar's per-action dir, odd ones a private temp dir.
 fn options(i: usize) -> CallOptions {
-    let temp_dir = if i % 2 == 0 {
+    let temp_dir = if i.is_multiple_of(2) {
         TempDirHeader::Sent
     } else {
         TempDirHeader::Omitted
@@ -119,7 +119,7 @@ fn assert_own_world(i: usize, reply: &Reply, lines: &[String]) {
         "request {i}"
     );
     assert_eq!(lines, expected_lines(i), "log stream of request {i}");
-    let expected_vars: BTreeMap<String, Vec<u8>> = if i % 2 == 0 {
+    let expected_vars: BTreeMap<String, Vec<u8>> = if i.is_multiple_of(2) {
         [(
             "instance/marker".into(),
             format!("done-{i}-\n").into_bytes(),

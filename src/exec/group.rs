@@ -221,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn terminate_stops_the_whole_group() {
-        let child = std::process::Command::new("sh")
+        let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & sleep 30 & wait"])
             .process_group(0)
             .spawn()
@@ -231,5 +231,7 @@ mod tests {
         assert!(group.has_members());
         group.terminate(Duration::from_secs(2)).await;
         assert!(!group.has_members());
+        // Already reaped by `terminate`; this only tells the std handle so.
+        let _ = child.try_wait();
     }
 }
