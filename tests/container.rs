@@ -201,6 +201,24 @@ async fn derived_busybox_image_runs_sh_c_commands() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn binary_copied_into_another_image_serves_requests() {
+    require_docker!("binary_copied_into_another_image_serves_requests");
+    let images = images();
+    let pod = Pod::start(&images, &images.copy_from, &[]).await;
+
+    let body =
+        json!({"commands": [{"command": "id -u"}, {"command": "echo $((2+3))", "shell": true}]});
+    let reply = pod.post("aid-copy", body, &[]).await;
+    reply.assert_success();
+    assert_eq!(results(&reply), [json!(65532), json!(5)]);
+    let lines = pod.log_lines("aid-copy").await;
+    assert!(
+        lines.contains(&"running command 'id -u'".to_string()),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn docker_stop_drains_an_in_flight_request() {
     require_docker!("docker_stop_drains_an_in_flight_request");
     let images = images();
@@ -341,4 +359,23 @@ async fn commands_work_in_the_sidecars_shared_temp_dir() {
             json!(65532)
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_non_root_uid_cannot_write_the_shared_temp_dir() {
+    require_docker!("another_non_root_uid_cannot_write_the_shared_temp_dir");
+    let images = images();
+    // Why the images run as 65532: with any other non-root uid the sidecar's 0750 directory
+    // is closed to the commands.
+    let pod = Pod::start(&images, &images.busybox, &["--user", "1000:1000"]).await;
+    let dir = pod.prepare("aid-other-uid").await;
+
+    let body = json!({"commands": [{"command": "touch note"}]});
+    let reply = pod
+        .post("aid-other-uid", body, &[("Direktiv-TempDir", dir.as_str())])
+        .await;
+    // The runner cannot even open the directory: an I/O failure on the temp dir.
+    reply.assert_error("cmd.internal", 500);
+    let message = reply.error_message().unwrap_or_default();
+    assert!(message.contains("Permission denied"), "{message}");
 }

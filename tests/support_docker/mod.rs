@@ -192,6 +192,8 @@ pub struct Images {
     pub scratch: Image,
     /// `FROM` the scratch image plus busybox: the path users take.
     pub busybox: Image,
+    /// A bare busybox image with the binary added by `COPY --from` the scratch image.
+    pub copy_from: Image,
     /// The fake sidecar.
     pub sidecar: Image,
 }
@@ -228,10 +230,12 @@ fn build_images() -> Images {
         String::from_utf8_lossy(&output.stderr)
     );
     let sidecar = build_sidecar_image(&bins.sidecar);
-    let busybox = build_busybox_image(&scratch);
+    let busybox = build_with_busybox("busybox.Dockerfile", "BASE", &scratch);
+    let copy_from = build_with_busybox("copy-from.Dockerfile", "RUNNER", &scratch);
     Images {
         scratch,
         busybox,
+        copy_from,
         sidecar,
     }
 }
@@ -249,7 +253,9 @@ fn build_sidecar_image(binary: &Path) -> Image {
     image
 }
 
-fn build_busybox_image(base: &Image) -> Image {
+/// Builds `tests/support_docker/<dockerfile>` with the host's busybox in its context and the
+/// scratch image's tag as build arg `arg`.
+fn build_with_busybox(dockerfile: &str, arg: &str, scratch: &Image) -> Image {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.exists(),
@@ -259,15 +265,15 @@ fn build_busybox_image(base: &Image) -> Image {
     let context = tempfile::tempdir().expect("temp dir");
     std::fs::copy(busybox, context.path().join("busybox")).expect("stage busybox");
     let image = Image {
-        tag: format!("{}:dev", unique("busybox")),
+        tag: format!("{}:dev", unique("derived")),
     };
-    let dockerfile = repo().join("tests/support_docker/busybox.Dockerfile");
-    let base_arg = format!("BASE={}", base.tag);
+    let dockerfile = repo().join("tests/support_docker").join(dockerfile);
+    let build_arg = format!("{arg}={}", scratch.tag);
     build(
         &image,
         &dockerfile,
         context.path(),
-        &["--build-arg", &base_arg],
+        &["--build-arg", &build_arg],
     );
     image
 }
