@@ -224,7 +224,7 @@ async fn docker_stop_drains_an_in_flight_request() {
     let images = images();
     let pod = Pod::start(&images, &images.busybox, &[]).await;
 
-    let body = json!({"commands": [{"command": "sleep 4"}, {"command": "echo drained"}]});
+    let body = json!({"commands": [{"command": "sleep 6"}, {"command": "echo drained"}]});
     let in_flight = {
         let url = pod.runner_url("/");
         tokio::spawn(async move {
@@ -243,7 +243,7 @@ async fn docker_stop_drains_an_in_flight_request() {
         })
     };
     assert!(
-        pod.wait_log("aid-drain", |l| l == "running command 'sleep 4'")
+        pod.wait_log("aid-drain", |l| l == "running command 'sleep 6'")
             .await,
         "the request never started"
     );
