@@ -62,8 +62,15 @@ pub struct JobOutcome {
 }
 
 impl JobOutcome {
-    fn rejected(dialect: Dialect, failure: Failure, masker: &Masker) -> Self {
-        let message = failure_message(None, &failure, b"", masker);
+    /// A request refused before anything ran; `command` names the command that was refused.
+    fn rejected(
+        dialect: Dialect,
+        failure: Failure,
+        command: Option<&str>,
+        masker: &Masker,
+    ) -> Self {
+        let command = command.map(|c| masker.mask(c).into_owned());
+        let message = failure_message(command.as_deref(), &failure, b"", masker);
         JobOutcome {
             dialect,
             reports: Vec::new(),
@@ -88,12 +95,14 @@ pub async fn run(
     let dialect = plan.dialect;
 
     // Refuse what cannot run before anything is written or started.
-    if let Err(failure) = plan.commands.iter().try_for_each(|c| ctx.settings.check(c)) {
-        return JobOutcome::rejected(dialect, failure, &masker);
+    for spec in &plan.commands {
+        if let Err(failure) = ctx.settings.check(spec) {
+            return JobOutcome::rejected(dialect, failure, Some(&spec.display), &masker);
+        }
     }
     let dir = match prepare_dir(tempdir, &plan) {
         Ok(dir) => dir,
-        Err(failure) => return JobOutcome::rejected(dialect, failure, &masker),
+        Err(failure) => return JobOutcome::rejected(dialect, failure, None, &masker),
     };
 
     let logs = ctx.shipper.open(action_id, Arc::clone(&masker));

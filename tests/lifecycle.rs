@@ -431,6 +431,12 @@ async fn allowlist_runs_listed_executables_only() {
         )
         .await;
     denied.assert_error("cmd.denied", 500);
+    let message = denied.error_message().unwrap_or_default();
+    assert!(
+        message
+            .starts_with("command 'cat /etc/hostname' is not allowed: 'cat' is not in CMD_ALLOW"),
+        "the message names the refused command: {message}"
+    );
     let shell = sidecar
         .call(
             &runner,

@@ -38,7 +38,7 @@ pub fn resolve(
         Program::Shell(script) => {
             let shell = shell.ok_or_else(|| {
                 Failure::input(
-                    "shell mode is disabled on this runner (CMD_SHELL is empty); \
+                    "cannot run: shell mode is disabled on this runner (CMD_SHELL is empty); \
                      pass the command without \"shell\": true",
                 )
             })?;
