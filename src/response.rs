@@ -200,7 +200,12 @@ pub fn result_value(stdout: &[u8]) -> Value {
     if let Ok(value) = serde_json::from_slice(stdout) {
         return value;
     }
-    let stripped = strip_ansi_escapes::strip(stdout);
+    // Stripping walks the output a character at a time; most output has no escape at all.
+    let stripped = if memchr::memchr(0x1b, stdout).is_some() {
+        std::borrow::Cow::Owned(strip_ansi_escapes::strip(stdout))
+    } else {
+        std::borrow::Cow::Borrowed(stdout)
+    };
     let text = String::from_utf8_lossy(&stripped);
     let trimmed = text.trim();
     serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(trimmed.to_owned()))

@@ -4,13 +4,12 @@
 mod capture;
 mod group;
 mod launch;
+mod spawn;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::os::unix::process::CommandExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +25,7 @@ use crate::logs::LogStream;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use group::ProcessGroup;
+use spawn::SpawnRequest;
 
 /// How long output is still read after a command's main process exited while something else
 /// (a background child) holds its stdout/stderr open.
@@ -116,54 +116,48 @@ async fn execute(
     let launch = resolve(spec, x.settings.shell.as_deref(), &x.settings.allow)?;
     let cwd = working_dir(x.tempdir, spec.workdir.as_deref())?;
 
-    let mut command = std::process::Command::new(&launch.program);
-    command
-        .args(&launch.args)
-        .current_dir(&cwd)
-        .envs(x.env.iter().map(|(k, v)| (k, v)))
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(stdin_for(spec)?)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // A new process group per command; std keeps the posix_spawn fast path for this.
-        .process_group(0);
-    let mut child = command
-        .spawn()
-        .map_err(|error| launch::spawn_failure(&error, &launch))?;
-    let mut group = ProcessGroup::new(child.id());
+    let env: Vec<(&str, &str)> = x
+        .env
+        .iter()
+        .chain(spec.env.iter())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let spawned = spawn::spawn(&SpawnRequest {
+        program: &launch.program,
+        args: &launch.args,
+        cwd: &cwd,
+        env,
+        stdin: spec.stdin.is_some(),
+    })
+    .map_err(|error| launch::spawn_failure(&error, &launch))?;
+    let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
         METRICS.running_processes.dec();
     });
 
-    if let (Some(data), Some(stdin)) = (spec.stdin.clone(), child.stdin.take()) {
-        if let Ok(sender) = pipe::Sender::from_owned_fd(stdin.into()) {
+    if let (Some(data), Some(stdin)) = (spec.stdin.clone(), spawned.stdin) {
+        if let Ok(sender) = pipe::Sender::from_owned_fd(stdin) {
             tokio::spawn(feed_stdin(sender, data));
         }
     }
     let stop_pumps = CancellationToken::new();
     let combined = Arc::new(Mutex::new(std::mem::take(&mut run.combined)));
     let logs = (!spec.silent).then_some(x.logs);
-    let stdout_pump = child.stdout.take().map(|fd| {
-        spawn_pump(
-            fd.into(),
-            std::mem::take(&mut run.stdout),
-            logs,
-            &combined,
-            &stop_pumps,
-        )
-    });
-    let stderr_pump = child.stderr.take().map(|fd| {
-        spawn_pump(
-            fd.into(),
-            std::mem::take(&mut run.stderr),
-            logs,
-            &combined,
-            &stop_pumps,
-        )
-    });
-    // The std handle holds nothing more we need; the group owns the process from here.
-    drop(child);
+    let stdout_pump = spawn_pump(
+        spawned.stdout,
+        std::mem::take(&mut run.stdout),
+        logs,
+        &combined,
+        &stop_pumps,
+    );
+    let stderr_pump = spawn_pump(
+        spawned.stderr,
+        std::mem::take(&mut run.stderr),
+        logs,
+        &combined,
+        &stop_pumps,
+    );
 
     let timeout = spec.timeout.or(x.settings.default_timeout);
     let ending = tokio::select! {
@@ -172,17 +166,7 @@ async fn execute(
         reason = x.cancel.cancelled() => Ending::Cancelled(reason),
     };
 
-    let pumps = async {
-        let out = match stdout_pump {
-            Some(pump) => pump.await.ok(),
-            None => None,
-        };
-        let err = match stderr_pump {
-            Some(pump) => pump.await.ok(),
-            None => None,
-        };
-        (out, err)
-    };
+    let pumps = async { (stdout_pump.await.ok(), stderr_pump.await.ok()) };
     tokio::pin!(pumps);
     let grace = x.settings.kill_grace;
     let captures = match ending {
@@ -266,18 +250,6 @@ fn working_dir(tempdir: &Path, workdir: Option<&Path>) -> Result<PathBuf, Failur
         )));
     }
     Ok(resolved)
-}
-
-/// A pipe for `stdin` text; without it, a pipe whose write end is already closed, so the
-/// command reads EOF at once. (Not `/dev/null`: a bare root with only the binary has no /dev.)
-fn stdin_for(spec: &CommandSpec) -> Result<Stdio, Failure> {
-    if spec.stdin.is_some() {
-        return Ok(Stdio::piped());
-    }
-    let (reader, writer) = std::io::pipe()
-        .map_err(|e| Failure::internal(format!("failed: cannot create a stdin pipe: {e}")))?;
-    drop(writer);
-    Ok(Stdio::from(reader))
 }
 
 async fn sleep_for(timeout: Option<Duration>) {

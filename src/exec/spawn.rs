@@ -1,0 +1,374 @@
+//! Starting a command's process with `posix_spawn`.
+//!
+//! std's `Command` uses posix_spawn (a `CLONE_VM | CLONE_VFORK` child that only execs) unless a
+//! working directory is set and `posix_spawn_file_actions_addchdir_np` cannot be found through
+//! its weak-symbol lookup — which is always the case in a static glibc binary. It then forks,
+//! copying the runner's page tables and paying copy-on-write faults afterwards: most of the
+//! runner's per-command cost. Every command has a working directory, so the runner calls
+//! posix_spawn itself, with the chdir, the new process group and the pipes as spawn actions.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rustix::pipe::{pipe_with, PipeFlags};
+
+/// What to start.
+pub struct SpawnRequest<'a> {
+    /// A path (with `/`, relative to `cwd`) or a bare name looked up in the child's PATH.
+    pub program: &'a OsStr,
+    /// argv[1..].
+    pub args: &'a [String],
+    /// The child's working directory.
+    pub cwd: &'a Path,
+    /// Variables set over the runner's own environment, in order (later wins).
+    pub env: Vec<(&'a str, &'a str)>,
+    /// Give the child a stdin pipe to write to; otherwise its stdin is at EOF at once.
+    pub stdin: bool,
+}
+
+/// A started process: the leader of its own new process group.
+pub struct Spawned {
+    pub pid: u32,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Starts the process. Errors are the exec's (`NotFound`, `PermissionDenied`, `ENOEXEC`, ...).
+pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
+    let env = child_env(&request.env);
+    let path = resolve_program(request.program, request.cwd, &env)?;
+    let path = c_string(path.as_os_str().as_bytes())?;
+    let cwd = c_string(request.cwd.as_os_str().as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(request.program.as_bytes())
+        .chain(request.args.iter().map(|a| a.as_bytes()))
+        .map(c_string)
+        .collect::<io::Result<_>>()?;
+    let envp: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<io::Result<_>>()?;
+
+    // Pipes are close-on-exec: the child gets only the dup2'ed copies on 0, 1 and 2.
+    let (stdin_read, stdin_write) = pipe_with(PipeFlags::CLOEXEC)?;
+    let (stdout_read, stdout_write) = pipe_with(PipeFlags::CLOEXEC)?;
+    let (stderr_read, stderr_write) = pipe_with(PipeFlags::CLOEXEC)?;
+
+    let pid = posix_spawn(&SpawnCall {
+        path: &path,
+        cwd: &cwd,
+        argv: &argv,
+        envp: &envp,
+        stdio: [
+            stdin_read.as_raw_fd(),
+            stdout_write.as_raw_fd(),
+            stderr_write.as_raw_fd(),
+        ],
+    })?;
+    // The child's ends close here: EOF on stdout/stderr then means every holder is gone, and
+    // dropping the stdin writer (no stdin text) gives the child EOF at once.
+    drop((stdin_read, stdout_write, stderr_write));
+    Ok(Spawned {
+        pid,
+        stdin: request.stdin.then_some(stdin_write),
+        stdout: stdout_read,
+        stderr: stderr_read,
+    })
+}
+
+/// The runner's environment with the request's variables applied, in a stable order.
+fn child_env(overrides: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    for (key, value) in overrides {
+        match env.iter_mut().find(|(k, _)| k.as_bytes() == key.as_bytes()) {
+            Some(entry) => entry.1 = OsString::from(value),
+            None => env.push((OsString::from(key), OsString::from(value))),
+        }
+    }
+    env
+}
+
+/// The file to exec: a name with `/` as given (relative to the child's cwd, where the
+/// spawn's chdir puts it); a bare name searched in the child's PATH, as execvp would.
+fn resolve_program(
+    program: &OsStr,
+    cwd: &Path,
+    env: &[(OsString, OsString)],
+) -> io::Result<PathBuf> {
+    if program.as_bytes().contains(&b'/') {
+        return Ok(cwd.join(program));
+    }
+    let path_var = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let mut denied = false;
+    for dir in std::env::split_paths(&path_var) {
+        let candidate = cwd.join(dir).join(program);
+        match std::fs::metadata(&candidate) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
+                return Ok(candidate)
+            }
+            Ok(meta) if meta.is_file() => denied = true,
+            _ => {}
+        }
+    }
+    Err(io::Error::from(if denied {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::NotFound
+    }))
+}
+
+fn c_string(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes.to_vec()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a NUL byte in an argument or variable",
+        )
+    })
+}
+
+/// Everything `posix_spawn` reads, borrowed for the duration of the call.
+struct SpawnCall<'a> {
+    path: &'a CString,
+    cwd: &'a CString,
+    argv: &'a [CString],
+    envp: &'a [CString],
+    /// The fds that become the child's 0, 1 and 2.
+    stdio: [i32; 3],
+}
+
+/// The raw call, with its attribute and file-action objects.
+fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<u32> {
+    let argv = null_terminated(call.argv);
+    let envp = null_terminated(call.envp);
+    let mut actions = FileActions::new()?;
+    for (target, fd) in call.stdio.iter().enumerate() {
+        actions.dup2(*fd, target as i32)?;
+    }
+    actions.chdir(call.cwd)?;
+    let attributes = Attributes::new()?;
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: `pid` is a valid out-pointer; `path` is a NUL-terminated string; `actions` and
+    // `attributes` were initialised by their `init` functions and are destroyed only when
+    // they drop, after this call; `argv` and `envp` are NUL-terminated arrays of pointers into
+    // CStrings (`call.argv`, `call.envp`) that outlive the call. glibc's posix_spawn runs the
+    // child on its own stack with CLONE_VFORK and is safe to call from any thread.
+    let result = unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            call.path.as_ptr(),
+            actions.as_ptr(),
+            attributes.as_ptr(),
+            argv.as_ptr() as *const *mut libc::c_char,
+            envp.as_ptr() as *const *mut libc::c_char,
+        )
+    };
+    check(result)?;
+    Ok(pid as u32)
+}
+
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
+/// posix_spawn functions return an errno value instead of setting errno.
+fn check(result: libc::c_int) -> io::Result<()> {
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(result))
+    }
+}
+
+/// `posix_spawn_file_actions_t`, destroyed on drop.
+struct FileActions(Box<libc::posix_spawn_file_actions_t>);
+
+impl FileActions {
+    fn new() -> io::Result<Self> {
+        // SAFETY: an all-zero posix_spawn_file_actions_t is a valid value to pass to init,
+        // which overwrites it; the Box gives it a stable address for its whole life.
+        let mut actions =
+            Box::new(unsafe { std::mem::zeroed::<libc::posix_spawn_file_actions_t>() });
+        // SAFETY: `actions` points to writable memory of the right type.
+        check(unsafe { libc::posix_spawn_file_actions_init(&mut *actions) })?;
+        Ok(FileActions(actions))
+    }
+
+    fn dup2(&mut self, fd: i32, target: i32) -> io::Result<()> {
+        // SAFETY: the object was initialised in `new`; the fds are plain integers here.
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut *self.0, fd, target) })
+    }
+
+    fn chdir(&mut self, dir: &CString) -> io::Result<()> {
+        // SAFETY: the object was initialised in `new`; glibc copies the path string.
+        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut *self.0, dir.as_ptr()) })
+    }
+
+    fn as_ptr(&self) -> *const libc::posix_spawn_file_actions_t {
+        &*self.0
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new` and destroyed exactly once, here.
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut *self.0) };
+    }
+}
+
+/// `posix_spawnattr_t`: a new process group, an empty signal mask, and every signal at its
+/// default disposition (the runner ignores SIGPIPE; commands must not inherit that).
+struct Attributes(Box<libc::posix_spawnattr_t>);
+
+impl Attributes {
+    fn new() -> io::Result<Self> {
+        // SAFETY: as for `FileActions::new`: zeroed memory handed to init, at a stable address.
+        let mut attr = Box::new(unsafe { std::mem::zeroed::<libc::posix_spawnattr_t>() });
+        // SAFETY: `attr` points to writable memory of the right type.
+        check(unsafe { libc::posix_spawnattr_init(&mut *attr) })?;
+        let mut attributes = Attributes(attr);
+        let attr: *mut libc::posix_spawnattr_t = &mut *attributes.0;
+        // SAFETY: sigset_t is plain data; sigemptyset/sigfillset initialise it fully.
+        let (mut empty, mut all) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        // SAFETY: the sets are valid, writable sigset_t values; `attr` points to the attribute
+        // object initialised above, owned by `attributes` and not aliased elsewhere.
+        unsafe {
+            libc::sigemptyset(&mut empty);
+            libc::sigfillset(&mut all);
+            check(libc::posix_spawnattr_setsigmask(attr, &empty))?;
+            check(libc::posix_spawnattr_setsigdefault(attr, &all))?;
+            check(libc::posix_spawnattr_setpgroup(attr, 0))?;
+            let flags = libc::POSIX_SPAWN_SETPGROUP
+                | libc::POSIX_SPAWN_SETSIGMASK
+                | libc::POSIX_SPAWN_SETSIGDEF;
+            check(libc::posix_spawnattr_setflags(attr, flags as libc::c_short))?;
+        }
+        Ok(attributes)
+    }
+
+    fn as_ptr(&self) -> *const libc::posix_spawnattr_t {
+        &*self.0
+    }
+}
+
+impl Drop for Attributes {
+    fn drop(&mut self) {
+        // SAFETY: initialised in `new` and destroyed exactly once, here.
+        unsafe { libc::posix_spawnattr_destroy(&mut *self.0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn run(program: &str, args: &[&str], cwd: &Path, env: Vec<(&str, &str)>) -> (String, i32) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let spawned = spawn(&SpawnRequest {
+            program: OsStr::new(program),
+            args: &args,
+            cwd,
+            env,
+            stdin: false,
+        })
+        .unwrap();
+        let mut out = String::new();
+        std::fs::File::from(spawned.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        let pid = rustix::process::Pid::from_raw(spawned.pid as i32);
+        let status = rustix::process::waitpid(pid, rustix::process::WaitOptions::empty())
+            .unwrap()
+            .unwrap()
+            .1;
+        (out, status.exit_status().unwrap_or(-1))
+    }
+
+    #[test]
+    fn runs_in_cwd_with_env_in_its_own_group_with_eof_stdin() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = "pwd; echo $GREETING; cat; ps -o pgid= -p $$ | tr -d ' '; echo $$";
+        let (out, code) = run("sh", &["-c", script], dir.path(), vec![("GREETING", "hi")]);
+        assert_eq!(code, 0);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            dir.path().canonicalize().unwrap().to_str().unwrap()
+        );
+        assert_eq!(lines[1], "hi");
+        assert_eq!(
+            lines[2], lines[3],
+            "the command leads its own process group"
+        );
+    }
+
+    #[test]
+    fn signals_are_at_their_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        // SIGPIPE ignored in the runner must not be ignored in the command.
+        let (out, _) = run(
+            "sh",
+            &["-c", "grep -E '^(SigIgn|SigBlk)' /proc/self/status"],
+            dir.path(),
+            vec![],
+        );
+        let ignored = out
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:\t"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .unwrap();
+        // Signals 1-31; 32 and 33 belong to glibc itself.
+        assert_eq!(ignored & 0x7fff_ffff, 0, "{out}");
+        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+    }
+
+    #[test]
+    fn relative_programs_resolve_in_cwd_and_errors_map_to_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert_eq!(run("./run.sh", &[], dir.path(), vec![]).0, "ran\n");
+
+        let spawn_kind = |program: &str, env: Vec<(&str, &str)>| {
+            spawn(&SpawnRequest {
+                program: OsStr::new(program),
+                args: &[],
+                cwd: dir.path(),
+                env,
+                stdin: false,
+            })
+            .err()
+            .map(|e| e.kind())
+        };
+        assert_eq!(
+            spawn_kind("no-such-program", vec![]),
+            Some(io::ErrorKind::NotFound)
+        );
+        std::fs::write(dir.path().join("plain"), "x").unwrap();
+        assert_eq!(
+            spawn_kind("./plain", vec![]),
+            Some(io::ErrorKind::PermissionDenied)
+        );
+        let path = dir.path().to_str().unwrap().to_owned();
+        assert_eq!(
+            spawn_kind("plain", vec![("PATH", &path)]),
+            Some(io::ErrorKind::PermissionDenied)
+        );
+    }
+}
