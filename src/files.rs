@@ -29,6 +29,9 @@ const DIR_MODE: u32 = 0o755;
 
 /// Writes every file of a request, or none.
 pub fn write_files(tempdir: &Path, files: &[InputFile]) -> Result<(), Failure> {
+    if files.is_empty() {
+        return Ok(());
+    }
     for (index, file) in files.iter().enumerate() {
         check_on_disk(tempdir, file).map_err(|problem| problem.into_failure(index, file))?;
     }

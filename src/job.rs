@@ -264,10 +264,28 @@ impl RequestDir {
     }
 
     /// Removes a private directory (a given one belongs to the sidecar).
+    ///
+    /// Most commands leave nothing behind, so the skeleton this runner made is removed with
+    /// five `rmdir`s; only when one fails (something was left) is the tree walked.
     fn close(self) {
-        if let RequestDir::Private(dir) = self {
-            if let Err(error) = dir.close() {
-                tracing::warn!(%error, "could not remove the request's private temp dir");
+        let RequestDir::Private(dir) = self else {
+            return;
+        };
+        let root = dir.keep();
+        let skeleton = OUT_DIRS
+            .iter()
+            .map(|out| root.join(out))
+            .chain([root.join("out"), root.clone()]);
+        let mut emptied = true;
+        for path in skeleton {
+            if std::fs::remove_dir(&path).is_err() {
+                emptied = false;
+                break;
+            }
+        }
+        if !emptied {
+            if let Err(error) = std::fs::remove_dir_all(&root) {
+                tracing::warn!(%error, dir = %root.display(), "could not remove the request's private temp dir");
             }
         }
     }
@@ -298,9 +316,33 @@ fn prepare_dir(choice: TempDirChoice, plan: &Plan) -> Result<RequestDir, Failure
         ),
     };
     files::write_files(dir.path(), &plan.files)?;
-    for out in OUT_DIRS {
-        std::fs::create_dir_all(dir.path().join(out))
-            .map_err(|e| Failure::internal(format!("cannot create {out} in the temp dir: {e}")))?;
-    }
+    make_out_dirs(&dir)?;
     Ok(dir)
+}
+
+/// `out/instance`, `out/workflow`, `out/namespace`, where missing. A private dir is fresh, so
+/// plain mkdirs do (input files may already have made some: that is fine); a given dir usually
+/// has them from the sidecar.
+fn make_out_dirs(dir: &RequestDir) -> Result<(), Failure> {
+    let root = dir.path();
+    let result = match dir {
+        RequestDir::Private(_) => std::iter::once("out")
+            .chain(OUT_DIRS)
+            .try_for_each(|d| create_dir_if_missing(&root.join(d))),
+        RequestDir::Given(_) => OUT_DIRS
+            .iter()
+            .try_for_each(|d| std::fs::create_dir_all(root.join(d))),
+    };
+    result.map_err(|e| {
+        Failure::internal(format!(
+            "cannot create the out/ folders in the temp dir: {e}"
+        ))
+    })
+}
+
+fn create_dir_if_missing(path: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        other => other,
+    }
 }
