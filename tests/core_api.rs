@@ -420,6 +420,31 @@ async fn out_folders_are_created_when_missing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_private_temp_dir_is_removed_with_what_the_commands_left_in_it() {
+    let (sidecar, runner) = start_pair(&[]);
+    let options = CallOptions {
+        temp_dir: TempDirHeader::Omitted,
+        ..CallOptions::default()
+    };
+    let body = json!({"commands": [
+        {"command": "pwd"},
+        {"command": "mkdir -p deep/er/still"},
+        {"command": "touch deep/er/still/file out/workflow/var out/.hidden"}
+    ]});
+    let reply = sidecar.call_with(&runner, "a2", body, &options).await;
+    reply.assert_success();
+    let private = reply.command(0)["result"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!private.is_empty());
+    assert!(
+        !Path::new(&private).exists(),
+        "the private temp dir {private} and its contents must be gone after the response"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn without_the_header_a_private_temp_dir_is_made_and_removed() {
     let (sidecar, runner) = start_pair(&[]);
     let options = CallOptions {
