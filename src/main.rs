@@ -103,18 +103,31 @@ fn config_error(error: clap::Error) -> ! {
     error.exit()
 }
 
+/// The runner's own log lines on stderr: text, or JSON with the request's span (its
+/// `action_id`) on every line; the level comes from RUST_LOG, `info` by default.
 fn init_tracing(config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // `Targets` reads the `level` and `target=level,...` forms of RUST_LOG without a regex
+    // engine (span filters are not needed): about 0.5 MiB less binary, and so less memory.
+    let default = || Targets::new().with_default(tracing::Level::INFO);
+    let (filter, unreadable) = match std::env::var("RUST_LOG") {
+        Ok(setting) if !setting.trim().is_empty() => match setting.parse::<Targets>() {
+            Ok(filter) => (filter, None),
+            Err(error) => (default(), Some(error)),
+        },
+        _ => (default(), None),
+    };
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match config.log_format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
+        LogFormat::Json => registry
+            .with(layer.json().with_current_span(true).with_span_list(false))
             .init(),
-        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Text => registry.with(layer.with_ansi(false)).init(),
+    }
+    if let Some(error) = unreadable {
+        tracing::warn!(%error, "RUST_LOG not understood; logging at info");
     }
 }
