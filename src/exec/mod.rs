@@ -27,6 +27,10 @@ use crate::plan::CommandSpec;
 use group::ProcessGroup;
 use spawn::SpawnRequest;
 
+/// First and largest read size of an output pipe (64 KiB is a Linux pipe's default capacity).
+const READ_START: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
+
 /// How long output is still read after a command's main process exited while something else
 /// (a background child) holds its stdout/stderr open.
 const LINGER: Duration = Duration::from_secs(1);
@@ -279,17 +283,21 @@ fn spawn_pump(
         let Ok(mut receiver) = pipe::Receiver::from_owned_fd(fd) else {
             return capture;
         };
-        let mut buf = vec![0u8; 64 * 1024];
+        // Most commands print a few lines: start small and grow to a pipe's full 64 KiB only
+        // when reads fill the buffer (uninitialised capacity: nothing is zeroed).
+        let mut buf = bytes::BytesMut::with_capacity(READ_START);
         loop {
+            buf.clear();
             let read = tokio::select! {
-                read = receiver.read(&mut buf) => read,
+                read = receiver.read_buf(&mut buf) => read,
                 () = stop.cancelled() => break,
             };
-            let n = match read {
+            match read {
                 Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            let chunk = &buf[..n];
+                Ok(n) if n == buf.capacity() && n < READ_MAX => buf.reserve(n * 4),
+                Ok(_) => {}
+            }
+            let chunk = &buf[..];
             capture.push(chunk);
             if let Ok(mut combined) = combined.lock() {
                 combined.push(chunk);

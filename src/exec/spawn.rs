@@ -7,12 +7,13 @@
 //! runner's per-command cost. Every command has a working directory, so the runner calls
 //! posix_spawn itself, with the chdir, the new process group and the pipes as spawn actions.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsStr};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 
 use rustix::pipe::{pipe_with, PipeFlags};
 
@@ -40,17 +41,13 @@ pub struct Spawned {
 
 /// Starts the process. Errors are the exec's (`NotFound`, `PermissionDenied`, `ENOEXEC`, ...).
 pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
-    let env = child_env(&request.env);
-    let path = resolve_program(request.program, request.cwd, &env)?;
+    let env = ChildEnv::new(&request.env)?;
+    let path = resolve_program(request.program, request.cwd, env.path())?;
     let path = c_string(path.as_os_str().as_bytes())?;
     let cwd = c_string(request.cwd.as_os_str().as_bytes())?;
     let argv: Vec<CString> = std::iter::once(request.program.as_bytes())
         .chain(request.args.iter().map(|a| a.as_bytes()))
         .map(c_string)
-        .collect::<io::Result<_>>()?;
-    let envp: Vec<CString> = env
-        .iter()
-        .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<io::Result<_>>()?;
 
     // Pipes are close-on-exec: the child gets only the dup2'ed copies on 0, 1 and 2.
@@ -62,7 +59,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
         path: &path,
         cwd: &cwd,
         argv: &argv,
-        envp: &envp,
+        envp: &env.pointers(),
         stdio: [
             stdin_read.as_raw_fd(),
             stdout_write.as_raw_fd(),
@@ -80,35 +77,69 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
     })
 }
 
-/// The runner's environment with the request's variables applied, in a stable order.
-fn child_env(overrides: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-    let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    for (key, value) in overrides {
-        match env.iter_mut().find(|(k, _)| k.as_bytes() == key.as_bytes()) {
-            Some(entry) => entry.1 = OsString::from(value),
-            None => env.push((OsString::from(key), OsString::from(value))),
+/// The runner's own environment as `KEY=value` strings, built once: it never changes while
+/// the runner runs, and rebuilding it for every command would be most of a spawn's allocations.
+static BASE_ENV: LazyLock<Vec<(Vec<u8>, CString)>> = LazyLock::new(|| {
+    std::env::vars_os()
+        .filter_map(|(key, value)| {
+            let entry = CString::new([key.as_bytes(), b"=", value.as_bytes()].concat()).ok()?;
+            Some((key.into_vec(), entry))
+        })
+        .collect()
+});
+
+/// A child's environment: the runner's own, with the request's variables over it.
+struct ChildEnv {
+    /// The request's variables, the last of each name only (later wins), as `KEY=value`.
+    overrides: Vec<(Vec<u8>, CString)>,
+}
+
+impl ChildEnv {
+    fn new(variables: &[(&str, &str)]) -> io::Result<Self> {
+        let mut overrides: Vec<(Vec<u8>, CString)> = Vec::with_capacity(variables.len());
+        for (key, value) in variables.iter().rev() {
+            if overrides.iter().all(|(k, _)| k != key.as_bytes()) {
+                let entry = c_string(&[key.as_bytes(), b"=", value.as_bytes()].concat())?;
+                overrides.push((key.as_bytes().to_vec(), entry));
+            }
         }
+        Ok(ChildEnv { overrides })
     }
-    env
+
+    fn overridden(&self, key: &[u8]) -> bool {
+        self.overrides.iter().any(|(k, _)| k == key)
+    }
+
+    /// The PATH the child will see.
+    fn path(&self) -> Option<&OsStr> {
+        self.overrides
+            .iter()
+            .chain(BASE_ENV.iter())
+            .find(|(k, _)| k == b"PATH")
+            .map(|(_, entry)| OsStr::from_bytes(&entry.as_bytes()["PATH=".len()..]))
+    }
+
+    /// `envp` for posix_spawn (NUL-terminated); the pointers borrow from `self` and BASE_ENV.
+    fn pointers(&self) -> Vec<*const libc::c_char> {
+        BASE_ENV
+            .iter()
+            .filter(|(k, _)| !self.overridden(k))
+            .chain(self.overrides.iter())
+            .map(|(_, entry)| entry.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect()
+    }
 }
 
 /// The file to exec: a name with `/` as given (relative to the child's cwd, where the
 /// spawn's chdir puts it); a bare name searched in the child's PATH, as execvp would.
-fn resolve_program(
-    program: &OsStr,
-    cwd: &Path,
-    env: &[(OsString, OsString)],
-) -> io::Result<PathBuf> {
+fn resolve_program(program: &OsStr, cwd: &Path, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
     if program.as_bytes().contains(&b'/') {
         return Ok(cwd.join(program));
     }
-    let path_var = env
-        .iter()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    let path_var = path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
     let mut denied = false;
-    for dir in std::env::split_paths(&path_var) {
+    for dir in std::env::split_paths(path_var) {
         let candidate = cwd.join(dir).join(program);
         match std::fs::metadata(&candidate) {
             Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
@@ -139,7 +170,8 @@ struct SpawnCall<'a> {
     path: &'a CString,
     cwd: &'a CString,
     argv: &'a [CString],
-    envp: &'a [CString],
+    /// NUL-terminated; the strings it points to outlive the call.
+    envp: &'a [*const libc::c_char],
     /// The fds that become the child's 0, 1 and 2.
     stdio: [i32; 3],
 }
@@ -147,7 +179,6 @@ struct SpawnCall<'a> {
 /// The raw call, with its attribute and file-action objects.
 fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<u32> {
     let argv = null_terminated(call.argv);
-    let envp = null_terminated(call.envp);
     let mut actions = FileActions::new()?;
     for (target, fd) in call.stdio.iter().enumerate() {
         actions.dup2(*fd, target as i32)?;
@@ -158,8 +189,9 @@ fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<u32> {
     // SAFETY: `pid` is a valid out-pointer; `path` is a NUL-terminated string; `actions` and
     // `attributes` were initialised by their `init` functions and are destroyed only when
     // they drop, after this call; `argv` and `envp` are NUL-terminated arrays of pointers into
-    // CStrings (`call.argv`, `call.envp`) that outlive the call. glibc's posix_spawn runs the
-    // child on its own stack with CLONE_VFORK and is safe to call from any thread.
+    // CStrings (`call.argv`, the child's `ChildEnv` and BASE_ENV) that outlive the call.
+    // glibc's posix_spawn runs the child on its own stack with CLONE_VFORK and is safe to call
+    // from any thread.
     let result = unsafe {
         libc::posix_spawn(
             &mut pid,
@@ -167,7 +199,7 @@ fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<u32> {
             actions.as_ptr(),
             attributes.as_ptr(),
             argv.as_ptr() as *const *mut libc::c_char,
-            envp.as_ptr() as *const *mut libc::c_char,
+            call.envp.as_ptr() as *const *mut libc::c_char,
         )
     };
     check(result)?;
