@@ -39,16 +39,24 @@ impl Client {
         Ok(Self { addr, sender })
     }
 
-    /// `POST /` with the given body and a `Direktiv-ActionID` header.
-    pub async fn post(&mut self, action_id: &str, body: Bytes) -> Result<Reply, Error> {
-        let request = Request::builder()
+    /// `POST /` with the given body, a `Direktiv-ActionID` header and, when `temp_dir` is
+    /// given, a `Direktiv-TempDir` header (without it the runner makes a private temp dir).
+    pub async fn post(
+        &mut self,
+        action_id: &str,
+        temp_dir: Option<&str>,
+        body: Bytes,
+    ) -> Result<Reply, Error> {
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri("/")
             .header("host", self.addr.to_string())
             .header("content-type", "application/json")
-            .header("direktiv-actionid", action_id)
-            .body(Full::new(body))?;
-        self.send(request).await
+            .header("direktiv-actionid", action_id);
+        if let Some(dir) = temp_dir {
+            request = request.header("direktiv-tempdir", dir);
+        }
+        self.send(request.body(Full::new(body))?).await
     }
 
     /// Sends one request, reconnecting first when the server closed the previous connection.
@@ -104,4 +112,40 @@ pub async fn healthy(addr: SocketAddr) -> bool {
         return false;
     };
     matches!(sender.send_request(request).await, Ok(r) if r.status() == StatusCode::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+    use axum::routing::post;
+
+    /// A server that answers with the `Direktiv-TempDir` it got, or `-` without one.
+    async fn echo_temp_dir() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/",
+            post(|headers: HeaderMap| async move {
+                match headers.get("direktiv-tempdir") {
+                    Some(dir) => dir.as_bytes().to_vec(),
+                    None => b"-".to_vec(),
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn the_temp_dir_header_is_sent_only_when_given() {
+        let mut client = Client::connect(echo_temp_dir().await).await.unwrap();
+        let with = client
+            .post("a1", Some("/tmp/x"), Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(with.body, "/tmp/x");
+        let without = client.post("a2", None, Bytes::new()).await.unwrap();
+        assert_eq!(without.body, "-");
+    }
 }

@@ -14,13 +14,15 @@ use crate::client::{Client, Error};
 /// A load run stops starting new requests after this long, whatever the count.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
-/// What to send: the same body every time, a fresh action id per request.
+/// What to send: the same body and headers every time, a fresh action id per request.
 pub struct Load {
     pub concurrency: usize,
     pub requests: usize,
     pub body: Bytes,
     /// Prefix of the `Direktiv-ActionID`; the request number is appended so ids never repeat.
     pub id_prefix: String,
+    /// The `Direktiv-TempDir` of every request; `None` sends no header.
+    pub temp_dir: Option<String>,
 }
 
 /// The outcome of one load run.
@@ -100,6 +102,7 @@ pub async fn run(addr: SocketAddr, load: &Load) -> Result<Sample, Error> {
                 total: load.requests,
                 body: load.body.clone(),
                 id_prefix: load.id_prefix.clone(),
+                temp_dir: load.temp_dir.clone(),
                 started,
             };
             tokio::spawn(job.work(client))
@@ -119,6 +122,7 @@ struct Job {
     total: usize,
     body: Bytes,
     id_prefix: String,
+    temp_dir: Option<String>,
     started: Instant,
 }
 
@@ -132,7 +136,9 @@ impl Job {
             }
             let action_id = format!("{}-{n}", self.id_prefix);
             let sent = Instant::now();
-            let outcome = client.post(&action_id, self.body.clone()).await;
+            let outcome = client
+                .post(&action_id, self.temp_dir.as_deref(), self.body.clone())
+                .await;
             let latency = sent.elapsed();
             match outcome {
                 Ok(reply) if reply.status == 200 => log.latencies.push(latency),

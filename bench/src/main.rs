@@ -13,12 +13,27 @@
 //! - CPU is the server process's own utime+stime (children excluded), before/after its turns;
 //! - the runner gets `CMD_MAX_INFLIGHT=64` so that c=16 measures work, not `cmd.busy`.
 //!
+//! Which `Direktiv-TempDir` each request carries (the table's `TempDir` column, and the
+//! `direktiv_tempdir` of each row in the JSON):
+//! - `fixed`: one directory the harness makes once under its own temp dir and sends with every
+//!   request, as Direktiv main always sends `/tmp`. Direktiv ≤ v0.10 sends `/mnt/shared/<aid>`,
+//!   which its sidecar makes before the call and removes after: that work is the sidecar's, not
+//!   the runner's. The c=1 and c=16 `true` runs, the peak RSS after them, `seq 1 100000` and the
+//!   50 ms sidecar runs use it, and the targets are judged on them.
+//! - `none`: no header, so the runner makes and removes a private temp dir for every request.
+//!   The "private temp dir" rows measure `true` at c=16 this way, for information (no target),
+//!   to show what that path costs.
+//!
+//! The floor server ignores the header; it gets the same requests as the runner.
+//!
 //! ```text
 //! direktiv-cmd-bench [--runner PATH] [--out PATH]   run everything
 //! direktiv-cmd-bench floor-server                    serve as the floor server (used by the run)
 //! direktiv-cmd-bench sidecar                         serve the fake sidecar alone (for profiling)
-//! direktiv-cmd-bench load ADDR C N BODY               N posts of BODY at concurrency C to a
-//!                                                     loopback ADDR, stats as JSON (for profiling)
+//! direktiv-cmd-bench load ADDR C N BODY [TEMPDIR]     N posts of BODY at concurrency C to a
+//!                                                     loopback ADDR, with TEMPDIR as
+//!                                                     Direktiv-TempDir if given; stats as JSON
+//!                                                     (for profiling)
 //! ```
 //! Only loopback addresses are used; every loop is bounded in count and time.
 
@@ -66,8 +81,10 @@ fn main() -> ExitCode {
 
 /// The load generator alone, for profiling a runner started by hand.
 fn load_only(args: &[String]) -> Result<(), Error> {
-    let [addr, concurrency, requests, body] = args else {
-        return Err("usage: load ADDR CONCURRENCY REQUESTS BODY".into());
+    let (addr, concurrency, requests, body, temp_dir) = match args {
+        [a, c, n, b] => (a, c, n, b, None),
+        [a, c, n, b, t] => (a, c, n, b, Some(t.clone())),
+        _ => return Err("usage: load ADDR CONCURRENCY REQUESTS BODY [TEMPDIR]".into()),
     };
     let addr: std::net::SocketAddr = addr.parse()?;
     if !addr.ip().is_loopback() {
@@ -79,6 +96,7 @@ fn load_only(args: &[String]) -> Result<(), Error> {
         requests: requests.parse()?,
         body: bytes::Bytes::from(body.clone()),
         id_prefix: format!("bench-load-{}", std::process::id()),
+        temp_dir,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -121,12 +139,14 @@ fn options(args: &[String]) -> Result<Options, Error> {
 /// the product of this run either way.
 fn run(options: Options) -> Result<(), Error> {
     let load_before = report::load_average();
+    let scratch = Scratch::create()?;
+    let temp_dir = scratch.fixed_temp_dir()?;
     eprintln!("spawn floor: {SPAWN_RUNS} × /bin/true");
     let spawn = measure::spawn_floor(SPAWN_RUNS)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut report = runtime.block_on(servers(&options))?;
+    let mut report = runtime.block_on(servers(&options, &temp_dir))?;
     report.spawn_true_p50_us = load::micros(spawn);
     report.binary_stripped_bytes = measure::stripped_size(&options.runner)?;
     report.load_average = [load_before, report::load_average()];
@@ -142,8 +162,9 @@ fn run(options: Options) -> Result<(), Error> {
     Ok(())
 }
 
-/// Floor server and runner side by side, then the runner alone with a slow sidecar.
-async fn servers(options: &Options) -> Result<Report, Error> {
+/// Floor server and runner side by side, then the runner alone with a slow sidecar; requests
+/// carry `temp_dir` as `Direktiv-TempDir` except in the private-temp-dir run.
+async fn servers(options: &Options, temp_dir: &str) -> Result<Report, Error> {
     let sidecar = Sidecar::start().await?;
     let floor = Target::Floor {
         harness: std::env::current_exe()?,
@@ -152,16 +173,19 @@ async fn servers(options: &Options) -> Result<Report, Error> {
         binary: options.runner.clone(),
         sidecar: sidecar.url(),
     };
-    eprintln!("floor server and direktiv-cmd, taking turns: starts, c=1, c=16, seq");
-    let mut measured = measure::side_by_side(&[floor, runner.clone()], &sidecar).await?;
+    eprintln!(
+        "floor server and direktiv-cmd, taking turns: starts, c=1, c=16, c=16 private temp dir, seq"
+    );
+    let mut measured = measure::side_by_side(&[floor, runner.clone()], &sidecar, temp_dir).await?;
     let (runner_report, runner_server) = measured.pop().ok_or("no runner measured")?;
     let (floor_report, floor_server) = measured.pop().ok_or("no floor measured")?;
     floor_server.stop().await?;
     eprintln!("direktiv-cmd: 50 ms sidecar");
-    let slow = measure::slow_sidecar(&runner_server, &runner, &sidecar).await?;
+    let slow = measure::slow_sidecar(&runner_server, &runner, &sidecar, temp_dir).await?;
     runner_server.stop().await?;
 
     Ok(Report {
+        direktiv_tempdir: temp_dir.to_owned(),
         spawn_true_p50_us: 0.0,
         floor: floor_report,
         runner: runner_report,
@@ -169,5 +193,48 @@ async fn servers(options: &Options) -> Result<Report, Error> {
         binary_stripped_bytes: 0,
         load_average: Default::default(),
         targets: Vec::new(),
+        information: Vec::new(),
     })
+}
+
+/// The harness's own temp dir, removed with everything in it when the run ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create() -> Result<Self, Error> {
+        let path = std::env::temp_dir().join(format!("direktiv-cmd-bench-{}", std::process::id()));
+        std::fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Self(path))
+    }
+
+    /// Makes the one directory every `fixed` request names in `Direktiv-TempDir`, the way
+    /// Direktiv main names `/tmp`: it exists before the first request and is shared by all.
+    fn fixed_temp_dir(&self) -> Result<String, Error> {
+        let dir = self.0.join("tmp");
+        std::fs::create_dir(&dir)?;
+        dir.into_os_string()
+            .into_string()
+            .map_err(|dir| format!("temp dir {dir:?} is not UTF-8").into())
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scratch;
+
+    #[test]
+    fn the_fixed_temp_dir_exists_until_the_run_ends() {
+        let scratch = Scratch::create().unwrap();
+        let dir = std::path::PathBuf::from(scratch.fixed_temp_dir().unwrap());
+        assert!(dir.is_dir() && dir.starts_with(&scratch.0));
+        std::fs::write(dir.join("left-behind"), "x").unwrap();
+        drop(scratch);
+        assert!(!dir.exists());
+    }
 }

@@ -91,18 +91,32 @@ pub struct ServerReport {
     /// Median time from exec to the first 200 on `/healthz`.
     pub ready_ms: f64,
     pub idle_rss_kib: u64,
-    /// VmHWM right after the c=16 run.
+    /// VmHWM right after the c=16 run with the fixed temp dir (before the private one).
     pub peak_rss_kib: u64,
-    pub c1: LoadStats,
-    pub c16: LoadStats,
-    pub cpu_per_req_us_c1: f64,
-    pub cpu_per_req_us_c16: f64,
+    /// `true` with the fixed `Direktiv-TempDir`, as Direktiv calls the runner.
+    pub c1: LoadRun,
+    pub c16: LoadRun,
+    /// `true` with no `Direktiv-TempDir`: a private temp dir per request (no target).
+    pub c16_private_temp_dir: LoadRun,
     pub seq: Delivery,
+}
+
+/// One load measurement of one server.
+#[derive(Debug, Serialize)]
+pub struct LoadRun {
+    /// The `Direktiv-TempDir` every request carried; null: none.
+    pub direktiv_tempdir: Option<String>,
+    #[serde(flatten)]
+    pub stats: LoadStats,
+    /// The server's own CPU time (children excluded) per request.
+    pub cpu_per_req_us: f64,
 }
 
 /// One request whose output must arrive complete: how long it took and what arrived.
 #[derive(Debug, Serialize)]
 pub struct Delivery {
+    /// The `Direktiv-TempDir` the request carried; null: none.
+    pub direktiv_tempdir: Option<String>,
     pub ms: f64,
     pub status: u16,
     pub ok: bool,
@@ -145,10 +159,12 @@ fn turns(round: usize, servers: usize) -> Vec<usize> {
 }
 
 /// Measures every target side by side and returns each report with its still-running server
-/// (the runner stays up for the slow-sidecar runs).
+/// (the runner stays up for the slow-sidecar runs). Every request carries `temp_dir` as its
+/// `Direktiv-TempDir`, except those of the private-temp-dir run, which carry none.
 pub async fn side_by_side(
     targets: &[Target],
     sidecar: &Sidecar,
+    temp_dir: &str,
 ) -> Result<Vec<(ServerReport, Server)>, Error> {
     let ready = ready_times(targets).await?;
     let mut servers = Vec::with_capacity(targets.len());
@@ -156,23 +172,27 @@ pub async fn side_by_side(
         servers.push(target.start().await?);
     }
     let idle = memory(&servers, "VmRSS")?;
-    rounds(&servers, targets, sidecar, 1, WARMUP).await?;
-    let c1 = rounds(&servers, targets, sidecar, 1, C1_REQUESTS).await?;
-    let c16 = rounds(&servers, targets, sidecar, 16, C16_REQUESTS).await?;
+    let fixed = Some(temp_dir);
+    rounds(&servers, targets, sidecar, 1, WARMUP, fixed).await?;
+    let c1 = rounds(&servers, targets, sidecar, 1, C1_REQUESTS, fixed).await?;
+    let c16 = rounds(&servers, targets, sidecar, 16, C16_REQUESTS, fixed).await?;
     let peak = memory(&servers, "VmHWM")?;
-    let seq = seq(&servers, targets, sidecar).await?;
+    let private = rounds(&servers, targets, sidecar, 16, C16_REQUESTS, None).await?;
+    let seq = seq(&servers, targets, sidecar, temp_dir).await?;
     let reports = (ready.into_iter().zip(idle).zip(peak))
-        .zip(c1.into_iter().zip(c16).zip(seq))
-        .map(|(((ready, idle), peak), ((c1, c16), seq))| ServerReport {
-            ready_ms: ready.as_secs_f64() * 1e3,
-            idle_rss_kib: idle,
-            peak_rss_kib: peak,
-            cpu_per_req_us_c1: per_request_us(&c1),
-            cpu_per_req_us_c16: per_request_us(&c16),
-            c1: c1.0.stats(1),
-            c16: c16.0.stats(16),
-            seq,
-        });
+        .zip(c1.into_iter().zip(c16).zip(private))
+        .zip(seq)
+        .map(
+            |((((ready, idle), peak), ((c1, c16), private)), seq)| ServerReport {
+                ready_ms: ready.as_secs_f64() * 1e3,
+                idle_rss_kib: idle,
+                peak_rss_kib: peak,
+                c1,
+                c16,
+                c16_private_temp_dir: private,
+                seq,
+            },
+        );
     Ok(reports.zip(servers).collect())
 }
 
@@ -194,15 +214,18 @@ fn memory(servers: &[Server], field: &str) -> Result<Vec<u64>, Error> {
     servers.iter().map(|s| s.memory_kib(field)).collect()
 }
 
-/// `requests` runs of `true` at `concurrency` per server, in `ROUNDS` turns; with the
-/// server's own CPU time spent during its turns.
+/// `requests` runs of `true` at `concurrency` per server, each with `temp_dir` as its
+/// `Direktiv-TempDir` (or none), in `ROUNDS` turns; with the server's own CPU time spent
+/// during its turns.
 async fn rounds(
     servers: &[Server],
     targets: &[Target],
     sidecar: &Sidecar,
     concurrency: usize,
     requests: usize,
-) -> Result<Vec<(Sample, Duration)>, Error> {
+    temp_dir: Option<&str>,
+) -> Result<Vec<LoadRun>, Error> {
+    let header = if temp_dir.is_some() { "fixed" } else { "none" };
     let mut totals: Vec<(Sample, Duration)> = targets.iter().map(|_| Default::default()).collect();
     for round in 0..ROUNDS {
         for i in turns(round, targets.len()) {
@@ -211,7 +234,11 @@ async fn rounds(
                 concurrency,
                 requests: requests / ROUNDS,
                 body: target.body("true", false),
-                id_prefix: format!("bench-{}-c{concurrency}-{requests}-{round}", target.name()),
+                id_prefix: format!(
+                    "bench-{}-c{concurrency}-{requests}-{header}-{round}",
+                    target.name()
+                ),
+                temp_dir: temp_dir.map(str::to_owned),
             };
             let before = server.cpu_time()?;
             let sample = load::run(server.addr, &load).await?;
@@ -220,11 +247,14 @@ async fn rounds(
             sidecar.clear();
         }
     }
-    Ok(totals)
-}
-
-fn per_request_us((sample, cpu): &(Sample, Duration)) -> f64 {
-    load::micros(*cpu) / sample.requests().max(1) as f64
+    Ok(totals
+        .into_iter()
+        .map(|(sample, cpu)| LoadRun {
+            direktiv_tempdir: temp_dir.map(str::to_owned),
+            cpu_per_req_us: load::micros(cpu) / sample.requests().max(1) as f64,
+            stats: sample.stats(concurrency),
+        })
+        .collect())
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -232,12 +262,13 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     percentile(&samples, 50.0)
 }
 
-/// `seq 1 100000` with the fast sidecar, a few runs per server taking turns; the median run
-/// (or the first failed one) is reported.
+/// `seq 1 100000` with the fast sidecar and `temp_dir` as `Direktiv-TempDir`, a few runs per
+/// server taking turns; the median run (or the first failed one) is reported.
 async fn seq(
     servers: &[Server],
     targets: &[Target],
     sidecar: &Sidecar,
+    temp_dir: &str,
 ) -> Result<Vec<Delivery>, Error> {
     let line = format!("seq 1 {SEQ_LINES}");
     let expected = || (1..=SEQ_LINES).map(|n| n.to_string());
@@ -247,7 +278,8 @@ async fn seq(
             let (server, target) = (&servers[i], &targets[i]);
             let aid = format!("bench-{}-seq-{run}", target.name());
             let body = target.body(&line, false);
-            runs[i].push(delivered(server, target, sidecar, &aid, body, expected).await?);
+            let run = delivered(server, target, sidecar, &aid, temp_dir, body, expected);
+            runs[i].push(run.await?);
         }
     }
     Ok(runs.into_iter().map(median_delivery).collect())
@@ -259,11 +291,13 @@ fn median_delivery(mut runs: Vec<Delivery>) -> Delivery {
     runs.swap_remove(failed.unwrap_or(runs.len() / 2))
 }
 
-/// The two big outputs against a sidecar that answers each post after 50 ms.
+/// The two big outputs against a sidecar that answers each post after 50 ms, with `temp_dir`
+/// as `Direktiv-TempDir`.
 pub async fn slow_sidecar(
     server: &Server,
     target: &Target,
     sidecar: &Sidecar,
+    temp_dir: &str,
 ) -> Result<SlowReport, Error> {
     sidecar.set_delay(Duration::from_millis(50));
     let lines = format!("seq 1 {SLOW_LINES}");
@@ -272,6 +306,7 @@ pub async fn slow_sidecar(
         target,
         sidecar,
         &format!("bench-{}-slow-lines", target.name()),
+        temp_dir,
         target.body(&lines, false),
         || (1..=SLOW_LINES).map(|n| n.to_string()),
     )
@@ -282,6 +317,7 @@ pub async fn slow_sidecar(
         target,
         sidecar,
         &format!("bench-{}-slow-2mb", target.name()),
+        temp_dir,
         target.body(&big, true),
         || std::iter::repeat_n("x".repeat(BIG_WIDTH), BIG_BYTES / BIG_WIDTH),
     )
@@ -300,24 +336,30 @@ async fn delivered<I: Iterator<Item = String>>(
     target: &Target,
     sidecar: &Sidecar,
     aid: &str,
+    temp_dir: &str,
     body: Bytes,
     expected: impl Fn() -> I,
 ) -> Result<Delivery, Error> {
-    let (elapsed, status, reply) = request(server, aid, body).await?;
+    let (elapsed, status, reply) = request(server, aid, temp_dir, body).await?;
     let posts = sidecar.posts(aid);
     let check = match target {
         Target::Runner { .. } => check_lines(output_lines(&sidecar.lines(aid)), expected()),
         Target::Floor { .. } => check_lines(String::from_utf8_lossy(&reply).lines(), expected()),
     };
     sidecar.clear();
-    Ok(delivery(elapsed, status, posts, check))
+    Ok(delivery(elapsed, status, posts, check, temp_dir))
 }
 
-/// One timed `POST /` on a fresh keep-alive connection.
-async fn request(server: &Server, aid: &str, body: Bytes) -> Result<(Duration, u16, Bytes), Error> {
+/// One timed `POST /` with `temp_dir` as `Direktiv-TempDir`, on a fresh keep-alive connection.
+async fn request(
+    server: &Server,
+    aid: &str,
+    temp_dir: &str,
+    body: Bytes,
+) -> Result<(Duration, u16, Bytes), Error> {
     let mut client = Client::connect(server.addr).await?;
     let started = Instant::now();
-    let reply = client.post(aid, body).await?;
+    let reply = client.post(aid, Some(temp_dir), body).await?;
     Ok((started.elapsed(), reply.status.as_u16(), reply.body))
 }
 
@@ -326,6 +368,7 @@ fn delivery(
     status: u16,
     sidecar_posts: usize,
     check: Result<usize, String>,
+    temp_dir: &str,
 ) -> Delivery {
     let ok = status == 200 && check.is_ok();
     let check = match check {
@@ -333,6 +376,7 @@ fn delivery(
         Err(why) => why,
     };
     Delivery {
+        direktiv_tempdir: Some(temp_dir.to_owned()),
         ms: elapsed.as_secs_f64() * 1e3,
         status,
         ok,
