@@ -18,3 +18,4 @@ pub mod plan;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod text;

@@ -3,7 +3,9 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value};
+use std::borrow::Cow;
+
+use serde_json::{json, Value};
 
 use crate::error::Failure;
 use crate::job::{CommandReport, JobOutcome};
@@ -81,54 +83,104 @@ pub fn render_rejection(failure: &Failure, dialect: Dialect, result_key: &str) -
 }
 
 fn render_native(outcome: &JobOutcome, result_key: &str) -> Reply {
-    let commands: Vec<Value> = outcome.reports.iter().map(native_entry).collect();
-    let mut body = Map::new();
-    let (status, error) = match &outcome.failure {
-        None => (StatusCode::OK, None),
-        Some(failed) => {
-            let code = failed.failure.code();
-            body.insert("errorCode".into(), Value::String(code.clone()));
-            body.insert("errorMessage".into(), Value::String(failed.message.clone()));
-            (
-                failed.failure.status(),
-                Some((code, failed.message.clone())),
-            )
-        }
+    let error = outcome
+        .failure
+        .as_ref()
+        .map(|failed| (failed.failure.code(), failed.message.clone()));
+    let body = NativeBody {
+        error_code: error.as_ref().map(|(code, _)| code.as_str()),
+        error_message: error.as_ref().map(|(_, message)| message.as_str()),
+        result_key,
+        commands: outcome.reports.iter().map(native_entry).collect(),
     };
-    body.insert(result_key.to_owned(), Value::Array(commands));
+    // Outputs dominate the size: each appears as `stdout` and again as `result`.
+    let outputs: usize = outcome
+        .reports
+        .iter()
+        .map(|r| r.run.stdout.bytes().len() + r.run.stderr.bytes().len())
+        .sum();
+    let mut bytes = Vec::with_capacity(2 * outputs + 512);
+    let body = match serde_json::to_writer(&mut bytes, &body) {
+        Ok(()) => bytes,
+        Err(_) => b"{}".to_vec(),
+    };
     Reply {
-        status,
+        status: outcome
+            .failure
+            .as_ref()
+            .map_or(StatusCode::OK, |failed| failed.failure.status()),
         error,
         content_type: "application/json",
-        body: serde_json::to_vec(&Value::Object(body)).unwrap_or_default(),
+        body,
     }
 }
 
-fn native_entry(report: &CommandReport) -> Value {
-    let run = &report.run;
-    let exit_code = match run.exit {
-        Some(crate::exec::ExitKind::Code(code)) => json!(code),
-        _ => Value::Null,
-    };
-    let mut entry = json!({
-        "command": report.display,
-        "success": run.failure.is_none(),
-        "exit_code": exit_code,
-        "result": report.result,
-        "stdout": run.stdout.text(),
-        "stderr": run.stderr.text(),
-        "truncated": run.stdout.truncated() || run.stderr.truncated(),
-        "duration_ms": run.duration.as_millis() as u64,
-    });
-    if let (Some(failure), Some(message), Some(map)) =
-        (&run.failure, &report.message, entry.as_object_mut())
-    {
-        map.insert(
-            "error".into(),
-            json!({"code": failure.code(), "message": message}),
-        );
+/// The native response body; serialised straight from the outcome, without copies.
+struct NativeBody<'a> {
+    error_code: Option<&'a str>,
+    error_message: Option<&'a str>,
+    /// `CMD_RESULT_KEY`: the name of the commands list.
+    result_key: &'a str,
+    commands: Vec<NativeEntry<'a>>,
+}
+
+impl serde::Serialize for NativeBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if let (Some(code), Some(message)) = (self.error_code, self.error_message) {
+            map.serialize_entry("errorCode", code)?;
+            map.serialize_entry("errorMessage", message)?;
+        }
+        map.serialize_entry(self.result_key, &self.commands)?;
+        map.end()
     }
-    entry
+}
+
+/// One command of the native response.
+#[derive(serde::Serialize)]
+struct NativeEntry<'a> {
+    command: &'a str,
+    success: bool,
+    exit_code: Option<i32>,
+    result: &'a Value,
+    stdout: Cow<'a, str>,
+    stderr: Cow<'a, str>,
+    truncated: bool,
+    duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<NativeError<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct NativeError<'a> {
+    code: String,
+    message: &'a str,
+}
+
+fn native_entry(report: &CommandReport) -> NativeEntry<'_> {
+    let run = &report.run;
+    NativeEntry {
+        command: &report.display,
+        success: run.failure.is_none(),
+        exit_code: match run.exit {
+            Some(crate::exec::ExitKind::Code(code)) => Some(code),
+            _ => None,
+        },
+        result: &report.result,
+        stdout: crate::text::lossy(run.stdout.bytes()),
+        stderr: crate::text::lossy(run.stderr.bytes()),
+        truncated: run.stdout.truncated() || run.stderr.truncated(),
+        duration_ms: run.duration.as_millis() as u64,
+        error: run
+            .failure
+            .as_ref()
+            .zip(report.message.as_deref())
+            .map(|(failure, message)| NativeError {
+                code: failure.code(),
+                message,
+            }),
+    }
 }
 
 /// Direktiv's `direktiv-cmd` answers: `[{"Error": "", "Output": ...}]`, plain-text errors.
@@ -191,7 +243,7 @@ fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
 /// The direktiv-cmd `Output`: the text, embedded as JSON when it parses as JSON.
 fn output_value(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+        .unwrap_or_else(|_| Value::String(crate::text::lossy(bytes).into_owned()))
 }
 
 /// `result`: stdout as JSON when it is JSON; otherwise stdout without ANSI escapes and
@@ -206,7 +258,7 @@ pub fn result_value(stdout: &[u8]) -> Value {
     } else {
         std::borrow::Cow::Borrowed(stdout)
     };
-    let text = String::from_utf8_lossy(&stripped);
+    let text = crate::text::lossy(&stripped);
     let trimmed = text.trim();
     serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(trimmed.to_owned()))
 }

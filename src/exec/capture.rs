@@ -63,7 +63,7 @@ impl Capture {
 
     /// The kept bytes as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.head).into_owned()
+        crate::text::lossy(&self.head).into_owned()
     }
 }
 

@@ -114,7 +114,7 @@ fn utf8_floor(bytes: &[u8], max: usize) -> usize {
 /// into cap-sized pieces only if it is longer than the cap.
 pub(crate) fn push_text(line: &[u8], masker: &Masker, batch: &mut Batch) {
     let masked = masker.mask_bytes(line);
-    let text = String::from_utf8_lossy(&masked);
+    let text = crate::text::lossy(&masked);
     push_pieces(&text, batch);
 }
 
