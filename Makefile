@@ -20,10 +20,18 @@ run:
 # container tests.
 test: lint static
 	$(CARGO) test --all-targets
+	$(CARGO) test --manifest-path bench/Cargo.toml --target-dir target/packages
+
+# The benchmark harness and the container tests' sidecar are packages of their own.
+PACKAGES := bench/Cargo.toml docker/test-sidecar/Cargo.toml
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	for manifest in $(PACKAGES); do \
+	  $(CARGO) fmt --manifest-path $$manifest -- --check && \
+	  $(CARGO) clippy --manifest-path $$manifest --target-dir target/packages --all-targets -- -D warnings || exit 1; \
+	done
 
 # glibc with crt-static: the binary needs no libc, no /etc/hosts, nothing but itself.
 static:
