@@ -227,7 +227,9 @@ impl App {
         let cancel = admission.cancel.clone();
         let guard = CancelOnDrop::new(cancel.clone());
         let app = Arc::clone(&self);
-        let span = tracing::info_span!("request", action_id = %action_id);
+        // Direktiv-Iterator (the branch of a foreach/parallel state) is log context only.
+        let iterator = header(&headers, "direktiv-iterator").unwrap_or_default();
+        let span = tracing::info_span!("request", action_id = %action_id, iterator = %iterator);
         let task = tokio::spawn(
             async move {
                 let outcome = job::run(&app.jobs, &action_id, tempdir, plan, cancel).await;
