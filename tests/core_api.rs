@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{start_pair, CallOptions, FakeSidecar, Runner, TempDirHeader};
+use support::{start_pair, CallOptions, FakeSidecar, Reply, Runner, TempDirHeader};
 
 /// The `env` command's output as a map.
 fn env_map(stdout: &str) -> HashMap<String, String> {
@@ -419,25 +419,32 @@ async fn out_folders_are_created_when_missing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_private_temp_dir_is_removed_with_what_the_commands_left_in_it() {
+/// Sends `body` without `Direktiv-TempDir`; its first command must be `pwd`. Returns the
+/// reply and the private temp dir the runner made for it.
+async fn call_without_temp_dir(body: Value) -> (Reply, String) {
     let (sidecar, runner) = start_pair(&[]);
     let options = CallOptions {
         temp_dir: TempDirHeader::Omitted,
         ..CallOptions::default()
     };
-    let body = json!({"commands": [
-        {"command": "pwd"},
-        {"command": "mkdir -p deep/er/still"},
-        {"command": "touch deep/er/still/file out/workflow/var out/.hidden"}
-    ]});
-    let reply = sidecar.call_with(&runner, "a2", body, &options).await;
-    reply.assert_success();
+    let reply = sidecar.call_with(&runner, "private", body, &options).await;
     let private = reply.command(0)["result"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    assert!(!private.is_empty());
+    assert!(!private.is_empty(), "{reply:?}");
+    (reply, private)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_private_temp_dir_is_removed_with_what_the_commands_left_in_it() {
+    let (reply, private) = call_without_temp_dir(json!({"commands": [
+        {"command": "pwd"},
+        {"command": "mkdir -p deep/er/still"},
+        {"command": "touch deep/er/still/file out/workflow/var out/.hidden"}
+    ]}))
+    .await;
+    reply.assert_success();
     assert!(
         !Path::new(&private).exists(),
         "the private temp dir {private} and its contents must be gone after the response"
@@ -446,22 +453,12 @@ async fn a_private_temp_dir_is_removed_with_what_the_commands_left_in_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_the_header_a_private_temp_dir_is_made_and_removed() {
-    let (sidecar, runner) = start_pair(&[]);
-    let options = CallOptions {
-        temp_dir: TempDirHeader::Omitted,
-        ..CallOptions::default()
-    };
-    let body = json!({"commands": [
+    let (reply, private) = call_without_temp_dir(json!({"commands": [
         {"command": "pwd"}, {"command": "env"}, {"command": "ls out"}
-    ]});
-    let reply = sidecar.call_with(&runner, "a1", body, &options).await;
+    ]}))
+    .await;
     reply.assert_success();
-    let private = reply.command(0)["result"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(!private.is_empty());
-    assert_ne!(Path::new(&private), sidecar.action_dir("a1"));
+    assert!(private.contains("direktiv-cmd-"), "{private}");
     let env = env_map(&stdout_of(&reply.command(1)));
     assert_eq!(env["HOME"], private);
     assert_eq!(env["DIREKTIV_TEMPDIR"], private);
