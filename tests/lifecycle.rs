@@ -199,6 +199,31 @@ async fn per_command_timeout_kills_the_group_and_answers_cmd_timeout() {
     assert_all_gone(&marker, &runner);
 }
 
+/// A command that answers SIGTERM by writing far more than a pipe holds before it exits: the
+/// runner keeps reading while it stops the group, so the command exits at once instead of
+/// blocking on a full pipe until SIGKILL.
+#[tokio::test(flavor = "multi_thread")]
+async fn output_written_while_stopping_is_drained_and_the_command_exits_on_sigterm() {
+    let (sidecar, runner) = start(&[("CMD_KILL_GRACE", "30s")]);
+    let marker = procs::marker("drain-on-term");
+    let script = "trap 'seq 1 200000; exit 0' TERM; echo ready; while :; do sleep 0.1; done";
+    let mut command = sh(script);
+    command["timeout"] = json!(1);
+    let started = Instant::now();
+    let reply = sidecar
+        .call(&runner, "drain-on-term", marked(&marker, json!([command])))
+        .await;
+    reply.assert_error("cmd.timeout", 500);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the command had to wait for SIGKILL (grace 30s): {:?}",
+        started.elapsed()
+    );
+    let lines = sidecar.lines("drain-on-term");
+    assert!(lines.iter().any(|l| l == "200000"), "every line logged");
+    assert_all_gone(&marker, &runner);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_as_a_duration_string() {
     let (sidecar, runner) = start(&[]);

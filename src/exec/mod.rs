@@ -7,7 +7,7 @@ mod launch;
 mod spawn;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -146,55 +146,52 @@ async fn execute(
         }
     }
     let stop_pumps = CancellationToken::new();
-    let combined = Arc::new(Mutex::new(std::mem::take(&mut run.combined)));
+    let combined = Mutex::new(std::mem::take(&mut run.combined));
     let logs = (!spec.silent).then_some(x.logs);
-    let stdout_pump = spawn_pump(
-        spawned.stdout,
+    // Both pumps run inside this task, beside the wait: no task per pipe to spawn and wake.
+    let (stdout, stderr) = (
         std::mem::take(&mut run.stdout),
-        logs,
-        &combined,
-        &stop_pumps,
-    );
-    let stderr_pump = spawn_pump(
-        spawned.stderr,
         std::mem::take(&mut run.stderr),
-        logs,
-        &combined,
-        &stop_pumps,
     );
-
+    let pumps = async {
+        tokio::join!(
+            pump(spawned.stdout, stdout, logs, &combined, &stop_pumps),
+            pump(spawned.stderr, stderr, logs, &combined, &stop_pumps),
+        )
+    };
+    tokio::pin!(pumps);
     let timeout = spec.timeout.or(x.settings.default_timeout);
-    let ending = tokio::select! {
-        kind = group.wait_leader() => Ending::Exited(kind),
-        () = sleep_for(timeout) => Ending::TimedOut(timeout.unwrap_or_default()),
-        reason = x.cancel.cancelled() => Ending::Cancelled(reason),
+    let deadline = sleep_for(timeout);
+    tokio::pin!(deadline);
+    let mut drained = None;
+    let ending = loop {
+        tokio::select! {
+            kind = group.wait_leader() => break Ending::Exited(kind),
+            () = &mut deadline => break Ending::TimedOut(timeout.unwrap_or_default()),
+            reason = x.cancel.cancelled() => break Ending::Cancelled(reason),
+            captures = &mut pumps, if drained.is_none() => drained = Some(captures),
+        }
     };
 
-    let pumps = async { (stdout_pump.await.ok(), stderr_pump.await.ok()) };
-    tokio::pin!(pumps);
     let grace = x.settings.kill_grace;
-    let captures = match ending {
+    match ending {
         Ending::Exited(_) => {
             // Output still in the pipes is read; a background child holding them open gets
             // LINGER, then the rest of the group is stopped and the pumps are told to finish.
-            let early = tokio::time::timeout(LINGER, &mut pumps).await.ok();
-            group.clean_up_after_exit(grace).await;
-            match early {
-                Some(captures) => captures,
-                None => finish_pumps(&mut pumps, &stop_pumps).await,
+            if drained.is_none() {
+                drained = tokio::time::timeout(LINGER, pumps.as_mut()).await.ok();
             }
+            with_pumps(group.clean_up_after_exit(grace), &mut pumps, &mut drained).await;
         }
         Ending::TimedOut(_) | Ending::Cancelled(_) => {
-            group.terminate(grace).await;
-            finish_pumps(&mut pumps, &stop_pumps).await
+            with_pumps(group.terminate(grace), &mut pumps, &mut drained).await;
         }
+    }
+    let captures = match drained {
+        Some(captures) => captures,
+        None => finish_pumps(&mut pumps, &stop_pumps).await,
     };
-    if let Some(capture) = captures.0 {
-        run.stdout = capture;
-    }
-    if let Some(capture) = captures.1 {
-        run.stderr = capture;
-    }
+    (run.stdout, run.stderr) = captures;
     if x.combine {
         if let Ok(mut combined) = combined.lock() {
             run.combined = std::mem::take(&mut *combined);
@@ -214,6 +211,22 @@ async fn execute(
         }
         Ending::TimedOut(after) => Err(Failure::Timeout { after }),
         Ending::Cancelled(reason) => Err(Failure::Cancelled { reason }),
+    }
+}
+
+/// Runs `work` (stopping a process group) while the pumps keep reading: a command stopped in
+/// the middle of its output must not block on a full pipe instead of exiting.
+async fn with_pumps<W, P, T>(work: W, pumps: &mut std::pin::Pin<&mut P>, drained: &mut Option<T>)
+where
+    W: std::future::Future<Output = ()>,
+    P: std::future::Future<Output = T>,
+{
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            () = &mut work => return,
+            captures = pumps.as_mut(), if drained.is_none() => *drained = Some(captures),
+        }
     }
 }
 
@@ -269,17 +282,15 @@ async fn feed_stdin(mut sender: pipe::Sender, data: Vec<u8>) {
 }
 
 /// Reads one output pipe until EOF (or until told to stop), feeding the logs and the captures.
-fn spawn_pump(
+async fn pump(
     fd: std::os::fd::OwnedFd,
     mut capture: Capture,
     logs: Option<&LogStream>,
-    combined: &Arc<Mutex<Capture>>,
+    combined: &Mutex<Capture>,
     stop: &CancellationToken,
-) -> tokio::task::JoinHandle<Capture> {
+) -> Capture {
     let mut framer = logs.map(LogStream::framer);
-    let combined = Arc::clone(combined);
-    let stop = stop.clone();
-    tokio::spawn(async move {
+    {
         let Ok(mut receiver) = pipe::Receiver::from_owned_fd(fd) else {
             return capture;
         };
@@ -310,7 +321,7 @@ fn spawn_pump(
             framer.close().await;
         }
         capture
-    })
+    }
 }
 
 /// Runs `f` when dropped.
