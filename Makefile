@@ -56,5 +56,13 @@ bench: static
 soak:
 	$(CARGO) test --release --test soak -- --ignored --nocapture
 
+# Request parsing and input files under libFuzzer, FUZZ_TIME seconds each (fuzz/README.md).
+# Needs a nightly toolchain and cargo-fuzz; not part of test or lint.
+FUZZ_TIME ?= 60
+.PHONY: fuzz
+fuzz:
+	cargo +nightly fuzz run parse_request -- -max_total_time=$(FUZZ_TIME) -dict=fuzz/parse_request.dict
+	cargo +nightly fuzz run input_files -- -max_total_time=$(FUZZ_TIME)
+
 clean:
 	$(CARGO) clean
