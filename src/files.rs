@@ -1,6 +1,6 @@
 //! Input files into the request's temp dir, refusing any path that would land outside it.
 //!
-//! INTERFACE: `write_files(tempdir, files) -> Result<(), Failure>`: all or nothing. Escapes
+//! `write_files(tempdir, files)` is all or nothing. Escapes
 //! (through a symlink already inside the temp dir) are `Failure::Input`; I/O errors are
 //! `Failure::Internal`; on any error nothing this call created is left behind.
 //!

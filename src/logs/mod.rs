@@ -1,6 +1,6 @@
 //! Shipping command output to the sidecar's log endpoint (`POST <backend>/log?aid=<id>`).
 //!
-//! INTERFACE (kept stable for the rest of the runner):
+//! The pieces the rest of the runner uses:
 //! - `LogShipper`: one per process, cheap to clone; owns the keep-alive HTTP client.
 //! - `LogShipper::open(action_id, masker)` -> `LogStream`: one per request.
 //! - `LogStream::line(text)`: one already-complete message (e.g. `running command '...'`).
