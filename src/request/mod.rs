@@ -1,6 +1,7 @@
 //! Wire formats → one validated `Plan`. This is the only place that parses request JSON.
 //!
-//! `parse(body)` returns the plan, or `Failure::Input` with a message that says what is wrong and where (e.g. `commands[1].timeout: ...`).
+//! `parse(body)` returns the plan, or `Failure::Input` with a message that says what is wrong
+//! and where (e.g. `commands[1].timeout: ...`).
 //!
 //! Two shapes are told apart by their fields (SPEC §3): a top-level `data` object is Direktiv's
 //! `direktiv-cmd` shape (commands in `data.commands`), unless `data` holds no commands and the
