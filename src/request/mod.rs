@@ -3,10 +3,11 @@
 //! `parse(body)` returns the plan, or `Failure::Input` with a message that says what is wrong
 //! and where (e.g. `commands[1].timeout: ...`).
 //!
-//! Two shapes are told apart by their fields (README, "Request format"): a top-level `data` object is Direktiv's
-//! `direktiv-cmd` shape (commands in `data.commands`), unless `data` holds no commands and the
-//! top level does; anything else is the native shape (`commands`, or a single top-level
-//! `command`). Unknown fields are ignored: Direktiv often sends a whole state's data.
+//! Two shapes are told apart by their fields (README, "Request format"): a top-level `data`
+//! object is Direktiv's `direktiv-cmd` shape (commands in `data.commands`), unless `data` holds
+//! no commands and the top level does; anything else is the native shape (`commands`, or a
+//! single top-level `command`). Unknown fields are ignored: Direktiv often sends a whole state's
+//! data.
 
 mod command;
 mod env;
