@@ -43,6 +43,15 @@ pub fn write_files(tempdir: &Path, files: &[InputFile]) -> Result<(), Failure> {
     result
 }
 
+/// Where `relative` really leads once symlinks are resolved, when that is inside `tempdir`;
+/// `Ok(None)` when it leads outside. For paths that commands may have changed since the
+/// request was checked (a `workdir`, an `output` file).
+pub fn resolve_inside(tempdir: &Path, relative: &Path) -> io::Result<Option<PathBuf>> {
+    let root = std::fs::canonicalize(tempdir)?;
+    let resolved = std::fs::canonicalize(tempdir.join(relative))?;
+    Ok(resolved.starts_with(&root).then_some(resolved))
+}
+
 /// What the disk check found wrong with a path.
 enum Problem {
     /// The request's fault: the path goes through, or ends in, something it must not.

@@ -63,7 +63,7 @@ pub struct JobOutcome {
 
 impl JobOutcome {
     /// A request refused before anything ran; `command` names the command that was refused.
-    fn rejected(
+    pub(crate) fn rejected(
         dialect: Dialect,
         failure: Failure,
         command: Option<&str>,
@@ -213,16 +213,14 @@ fn command_result(
 fn read_output_file(tempdir: &Path, output: &Path, max: usize) -> Result<Vec<u8>, Failure> {
     use std::io::Read;
     let shown = output.display();
-    let root = std::fs::canonicalize(tempdir)
-        .map_err(|e| Failure::internal(format!("temp dir is not usable: {e}")))?;
-    let path = std::fs::canonicalize(tempdir.join(output)).map_err(|e| {
+    let path = files::resolve_inside(tempdir, output).map_err(|e| {
         Failure::internal(format!("failed: output file '{shown}' cannot be read: {e}"))
     })?;
-    if !path.starts_with(&root) {
+    let Some(path) = path else {
         return Err(Failure::input(format!(
             "output file '{shown}' leads outside the request's temp dir"
         )));
-    }
+    };
     let file = std::fs::File::open(&path).map_err(|e| {
         Failure::internal(format!("failed: output file '{shown}' cannot be read: {e}"))
     })?;

@@ -69,16 +69,8 @@ pub fn render(outcome: &JobOutcome, result_key: &str) -> Reply {
 
 /// Renders a request refused before it ran (bad input, busy) in the given dialect.
 pub fn render_rejection(failure: &Failure, dialect: Dialect, result_key: &str) -> Reply {
-    let message = one_line(&failure.to_string(), MAX_MESSAGE);
-    let outcome = JobOutcome {
-        dialect,
-        reports: Vec::new(),
-        failure: Some(crate::job::JobFailure {
-            failure: failure.clone(),
-            command: None,
-            message,
-        }),
-    };
+    // Refused before it was parsed: there are no secrets to mask yet.
+    let outcome = JobOutcome::rejected(dialect, failure.clone(), None, &Masker::default());
     render(&outcome, result_key)
 }
 
@@ -275,7 +267,13 @@ pub fn failure_message(
         Some(command) => format!("command '{command}' {failure}"),
         None => failure.to_string(),
     };
-    let head = one_line(&masker.mask(&head), MAX_MESSAGE_HEAD);
+    // With a command, room is kept for the stderr tail; without one the text is the message.
+    let head_limit = if command.is_some() {
+        MAX_MESSAGE_HEAD
+    } else {
+        MAX_MESSAGE
+    };
+    let head = one_line(&masker.mask(&head), head_limit);
     let tail_text = String::from_utf8_lossy(stderr_tail);
     let tail = masker.mask(tail_text.trim());
     if tail.is_empty() {

@@ -60,11 +60,6 @@ impl Capture {
     pub fn tail(&self) -> &[u8] {
         &self.tail
     }
-
-    /// The kept bytes as text (invalid UTF-8 replaced).
-    pub fn text(&self) -> String {
-        crate::text::lossy(&self.head).into_owned()
-    }
 }
 
 #[cfg(test)]

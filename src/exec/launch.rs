@@ -3,7 +3,6 @@
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::config::AllowList;
@@ -86,15 +85,10 @@ fn allowed_executable(name: &str, allow: &AllowList) -> Option<PathBuf> {
     })
 }
 
-/// First executable regular file called `name` in a PATH-style list.
+/// First executable regular file called `name` in a PATH-style list (relative entries from
+/// the runner's working directory).
 fn find_in_path(name: &str, path_var: &std::ffi::OsStr) -> Option<PathBuf> {
-    std::env::split_paths(path_var)
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+    super::spawn::search_path(std::ffi::OsStr::new(name), path_var, Path::new("")).ok()
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

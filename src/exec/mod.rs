@@ -256,16 +256,14 @@ fn working_dir(tempdir: &Path, workdir: Option<&Path>) -> Result<PathBuf, Failur
             workdir.display()
         ))
     })?;
-    let root = std::fs::canonicalize(tempdir)
-        .map_err(|e| Failure::internal(format!("temp dir is not usable: {e}")))?;
-    let resolved = std::fs::canonicalize(&dir)
+    let resolved = crate::files::resolve_inside(tempdir, workdir)
         .map_err(|e| Failure::input(format!("workdir '{}': {e}", workdir.display())))?;
-    if !resolved.starts_with(&root) {
+    let Some(resolved) = resolved else {
         return Err(Failure::input(format!(
             "workdir '{}' leads outside the request's temp dir",
             workdir.display()
         )));
-    }
+    };
     Ok(resolved)
 }
 

@@ -138,9 +138,15 @@ fn resolve_program(program: &OsStr, cwd: &Path, path_var: Option<&OsStr>) -> io:
         return Ok(cwd.join(program));
     }
     let path_var = path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
+    search_path(program, path_var, cwd)
+}
+
+/// The first executable regular file called `name` in a PATH-style list, relative entries
+/// taken from `base`. `PermissionDenied` when only non-executable files of that name exist.
+pub(super) fn search_path(name: &OsStr, path_var: &OsStr, base: &Path) -> io::Result<PathBuf> {
     let mut denied = false;
     for dir in std::env::split_paths(path_var) {
-        let candidate = cwd.join(dir).join(program);
+        let candidate = base.join(dir).join(name);
         match std::fs::metadata(&candidate) {
             Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
                 return Ok(candidate)
