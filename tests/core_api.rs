@@ -536,3 +536,34 @@ async fn health_readiness_metrics_and_cancel_of_an_unknown_id() {
     );
     assert_eq!(sidecar.cancel(&runner, "never-started").await, 200);
 }
+
+/// A `workdir` or `output` that a previous command turned into a symlink out of the temp dir
+/// is refused when it is used, not followed.
+#[tokio::test(flavor = "multi_thread")]
+async fn workdir_and_output_cannot_escape_through_a_symlink_made_by_a_command() {
+    let (sidecar, runner) = start_pair(&[]);
+    let workdir = json!({"commands": [
+        {"command": "ln -s / escape"},
+        {"command": "pwd", "workdir": "escape"}
+    ]});
+    let reply = sidecar.call(&runner, "escape-workdir", workdir).await;
+    reply.assert_error("cmd.input", 400);
+    let message = reply.error_message().unwrap_or_default();
+    assert!(
+        message.contains("workdir 'escape' leads outside"),
+        "{message}"
+    );
+    assert_eq!(reply.commands().len(), 2, "{reply:?}");
+
+    let output = json!({"commands": [
+        {"command": "ln -s /etc escape"},
+        {"command": "true", "output": "escape/hostname"}
+    ]});
+    let reply = sidecar.call(&runner, "escape-output", output).await;
+    reply.assert_error("cmd.input", 400);
+    let message = reply.error_message().unwrap_or_default();
+    assert!(
+        message.contains("output file 'escape/hostname' leads outside"),
+        "{message}"
+    );
+}
