@@ -50,8 +50,9 @@ pub struct LogShipper {
 
 /// What every request's log stream shares.
 struct ShipperInner {
-    /// The sidecar's base URL, without a trailing `/`.
-    backend: String,
+    /// `<backend>/log`, parsed once; `None` if the backend is not a URL (output then goes to
+    /// stdout). Each request adds its `aid`.
+    log_url: Option<reqwest::Url>,
     /// Development mode for every request (`DIREKTIV_DEV_MODE`).
     dev_mode: bool,
     /// `None` only if the client could not be built; output then goes to stdout.
@@ -69,9 +70,15 @@ impl LogShipper {
                 tracing::error!(%error, "cannot build the log client; output goes to stdout")
             })
             .ok();
+        let log_url = format!("{}/log", backend.trim_end_matches('/'));
+        let log_url = reqwest::Url::parse(&log_url)
+            .inspect_err(|error| {
+                tracing::error!(%backend, %error, "invalid sidecar URL; output goes to stdout")
+            })
+            .ok();
         LogShipper {
             inner: Arc::new(ShipperInner {
-                backend: backend.trim_end_matches('/').to_owned(),
+                log_url,
                 dev_mode,
                 client,
                 console: Arc::new(Stdout),
@@ -84,7 +91,7 @@ impl LogShipper {
     pub fn with_console(self, console: Arc<dyn Console>) -> Self {
         LogShipper {
             inner: Arc::new(ShipperInner {
-                backend: self.inner.backend.clone(),
+                log_url: self.inner.log_url.clone(),
                 dev_mode: self.inner.dev_mode,
                 client: self.inner.client.clone(),
                 console,
@@ -119,20 +126,16 @@ impl LogShipper {
         if self.inner.dev_mode || action_id.eq_ignore_ascii_case(DEVELOPMENT_ACTION_ID) {
             return Destination::Console;
         }
-        let url = reqwest::Url::parse(&format!("{}/log", self.inner.backend));
-        match (&self.inner.client, url) {
-            (Some(client), Ok(mut url)) => {
+        match (&self.inner.client, &self.inner.log_url) {
+            (Some(client), Some(url)) => {
+                let mut url = url.clone();
                 url.query_pairs_mut().append_pair("aid", action_id);
                 Destination::Http {
                     client: client.clone(),
                     url,
                 }
             }
-            (_, Err(error)) => {
-                tracing::error!(backend = %self.inner.backend, %error, "invalid sidecar URL");
-                Destination::Unreachable
-            }
-            (None, Ok(_)) => Destination::Unreachable,
+            _ => Destination::Unreachable,
         }
     }
 }
