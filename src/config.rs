@@ -59,7 +59,7 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true")]
     pub dev_mode: bool,
 
-    /// Default timeout of one command (seconds, or 90s/5m/1h); 0 means none.
+    /// Default timeout of one command (seconds, 90s/5m/1h30m or ISO 8601 like PT10M); 0 means none.
     #[arg(long, env = "CMD_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     pub timeout: Duration,
 
@@ -136,16 +136,10 @@ impl Config {
     }
 }
 
-/// Durations: plain seconds (`300`, `1.5`) or humantime (`90s`, `5m`, `1h 30m`).
+/// Durations: plain seconds (`300`, `1.5`), units (`90s`, `5m`, `1h30m`) or ISO 8601
+/// (`PT10M`); see `crate::duration`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{value}' is not a duration: seconds must be 0 or more"));
-    }
-    humantime::parse_duration(value).map_err(|e| {
-        format!("'{value}' is not a duration ({e}); use seconds or a value like 90s, 5m, 1h")
-    })
+    crate::duration::parse(value)
 }
 
 /// Sizes: plain bytes or a number with a unit (`512KiB`, `1MiB`, `1MB`, `2G`).

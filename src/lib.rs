@@ -6,6 +6,7 @@
 
 pub mod cancel;
 pub mod config;
+pub mod duration;
 pub mod error;
 pub mod exec;
 pub mod files;

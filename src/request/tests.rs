@@ -362,22 +362,37 @@ fn timeout_in_seconds_or_as_a_duration() {
 }
 
 #[test]
+fn timeout_as_an_iso_8601_duration() {
+    let timeout =
+        |value: &str| command(json!({"commands": [{"command": "true", "timeout": value}]})).timeout;
+    assert_eq!(timeout("PT10S"), Some(Duration::from_secs(10)));
+    assert_eq!(timeout("PT10M"), Some(Duration::from_secs(600)));
+    assert_eq!(timeout("PT1H30M"), Some(Duration::from_secs(5400)));
+    assert_eq!(timeout("P1D"), Some(Duration::from_secs(86_400)));
+    assert_eq!(timeout("PT0.5S"), Some(Duration::from_millis(500)));
+    assert_eq!(timeout("PT0S"), None, "zero falls back to the default");
+}
+
+#[test]
 fn bad_timeouts_name_the_path_and_the_expected_form() {
+    const EXPECTED: &str = "expected seconds (300), a duration like \"90s\"/\"5m\"/\"1h30m\", \
+                            or ISO 8601 like \"PT10M\"";
     assert_eq!(
         refused(json!({"commands": [{"command": "a"}, {"command": "b", "timeout": true}]})),
-        "commands[1].timeout: expected seconds or a duration like \"90s\", got true"
+        format!("commands[1].timeout: {EXPECTED}, got true")
     );
-    let message = refused(json!({"commands": [{"command": "a", "timeout": -1}]}));
     assert_eq!(
-        message,
-        "commands[0].timeout: expected seconds or a duration like \"90s\", got -1"
+        refused(json!({"commands": [{"command": "a", "timeout": -1}]})),
+        format!("commands[0].timeout: {EXPECTED}, got -1")
     );
-    let message = refused(json!({"commands": [{"command": "a", "timeout": "soon"}]}));
-    assert!(
-        message.starts_with("commands[0].timeout: expected seconds or a duration"),
-        "{message}"
+    assert_eq!(
+        refused(json!({"commands": [{"command": "a", "timeout": "soon"}]})),
+        format!("commands[0].timeout: \"soon\" is not a duration; {EXPECTED}")
     );
-    assert!(message.contains("'soon'"), "{message}");
+    assert_eq!(
+        refused(json!({"commands": [{"command": "a", "timeout": "PT10X"}]})),
+        format!("commands[0].timeout: \"PT10X\" is not a duration; {EXPECTED}")
+    );
 }
 
 #[test]
