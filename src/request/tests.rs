@@ -321,10 +321,15 @@ fn stdin_workdir_and_output() {
     assert_eq!(spec.stdin.as_deref(), Some(&b"hello\n"[..]));
     assert_eq!(spec.workdir, Some(PathBuf::from("sub/dir")));
     assert_eq!(spec.output, Some(PathBuf::from("out/result.json")));
+    let spec = command(json!({"commands": [
+        {"command": "cat", "workdir": "./sub", "output": "./out.json"}
+    ]}));
+    assert_eq!(spec.workdir, Some(PathBuf::from("sub")));
+    assert_eq!(spec.output, Some(PathBuf::from("out.json")));
     for (field, value, needle) in [
         ("workdir", "/etc", "absolute"),
         ("workdir", "../x", "'..'"),
-        ("workdir", ".", "'.'"),
+        ("workdir", ".", "the temp dir itself"),
         ("output", "a/../../b", "'..'"),
         ("output", "", "empty"),
     ] {
@@ -653,7 +658,7 @@ fn file_names_are_checked_lexically() {
     for (name, needle) in [
         (json!("/etc/passwd"), "absolute"),
         (json!("../x"), "'..'"),
-        (json!("a/./b"), "'.'"),
+        (json!("./../x"), "'..'"),
         (json!(""), "empty"),
         (json!("a\u{0}b"), "NUL"),
     ] {
@@ -661,6 +666,14 @@ fn file_names_are_checked_lexically() {
         assert!(message.starts_with("files[0].name: "), "{message}");
         assert!(message.contains(needle), "{message}");
     }
+    assert_eq!(
+        file(json!({"name": "./run.sh"})).path,
+        PathBuf::from("run.sh")
+    );
+    assert_eq!(
+        refused(json!({"commands": [], "files": [{"name": "./a"}, {"name": "a"}]})),
+        "files: files[0] and files[1] both write a"
+    );
     assert_eq!(
         file_refused(json!({"data": "x"})),
         "files[0].name: is missing; every file needs a relative path"
