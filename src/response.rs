@@ -234,14 +234,30 @@ fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
 
 /// The direktiv-cmd `Output`: the text, embedded as JSON when it parses as JSON.
 fn output_value(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(crate::text::lossy(bytes).into_owned()))
+    embeddable_json(bytes).unwrap_or_else(|| Value::String(crate::text::lossy(bytes).into_owned()))
+}
+
+/// Output that is JSON Direktiv can take back, numbers kept as printed (`1.10` stays `1.10`,
+/// big integers keep every digit: serde_json's `arbitrary_precision`; only an exponent is
+/// rewritten, `1E3` as `1e+3`). A number beyond
+/// the range of a float64 (`1e400`) would make Direktiv's Go decoder refuse the whole response,
+/// so such output is not embedded.
+fn embeddable_json(bytes: &[u8]) -> Option<Value> {
+    fn numbers_in_range(value: &Value) -> bool {
+        match value {
+            Value::Number(n) => n.as_f64().is_some(),
+            Value::Array(items) => items.iter().all(numbers_in_range),
+            Value::Object(map) => map.values().all(numbers_in_range),
+            _ => true,
+        }
+    }
+    serde_json::from_slice(bytes).ok().filter(numbers_in_range)
 }
 
 /// `result`: stdout as JSON when it is JSON; otherwise stdout without ANSI escapes and
 /// surrounding whitespace, as JSON if that now parses, else as a string.
 pub fn result_value(stdout: &[u8]) -> Value {
-    if let Ok(value) = serde_json::from_slice(stdout) {
+    if let Some(value) = embeddable_json(stdout) {
         return value;
     }
     // Stripping walks the output a character at a time; most output has no escape at all.
@@ -252,7 +268,7 @@ pub fn result_value(stdout: &[u8]) -> Value {
     };
     let text = crate::text::lossy(&stripped);
     let trimmed = text.trim();
-    serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(trimmed.to_owned()))
+    embeddable_json(trimmed.as_bytes()).unwrap_or_else(|| Value::String(trimmed.to_owned()))
 }
 
 /// The one-line message of a failure: `command '<cmd>' <what happened>: <stderr tail>`, masked,
@@ -336,6 +352,37 @@ mod tests {
         assert_eq!(result_value(b"\x1b[32m  42 \x1b[0m\n"), json!(42));
         assert_eq!(result_value(b"\x1b[1mbold\x1b[0m"), json!("bold"));
         assert_eq!(result_value(b""), json!(""));
+    }
+
+    #[test]
+    fn result_keeps_numbers_as_printed() {
+        for printed in [
+            "1.10",
+            "123456789012345678901234",
+            "-0.0",
+            "0.1000",
+            "2.50e-3",
+        ] {
+            assert_eq!(result_value(printed.as_bytes()).to_string(), printed);
+            assert_eq!(
+                result_value(format!(" {printed}\n").as_bytes()).to_string(),
+                printed
+            );
+        }
+        assert_eq!(
+            result_value(b"{\"price\": 1.10, \"ids\": [123456789012345678901234]}").to_string(),
+            "{\"ids\":[123456789012345678901234],\"price\":1.10}"
+        );
+        assert_eq!(output_value(b"1.10\n").to_string(), "1.10");
+        // serde_json writes every exponent with its sign; the digits stay.
+        assert_eq!(result_value(b"1E3").to_string(), "1e+3");
+    }
+
+    #[test]
+    fn numbers_beyond_float64_stay_text() {
+        assert_eq!(result_value(b"1e400\n"), json!("1e400"));
+        assert_eq!(result_value(b"[1, 2e999]"), json!("[1, 2e999]"));
+        assert_eq!(output_value(b"1e400"), json!("1e400"));
     }
 
     #[test]
