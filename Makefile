@@ -13,8 +13,9 @@ STATIC_BIN := target/static/direktiv-cmd
 
 .PHONY: run test lint unit static image container-test bench soak clean
 
+# The quick profile (Cargo.toml): optimised, but without the release build's fat LTO.
 run:
-	DIREKTIV_DEV_MODE=1 $(CARGO) run --release --
+	DIREKTIV_DEV_MODE=1 $(CARGO) run --profile quick --
 
 # Every test runs against the real binary; the static one is needed by the chroot and
 # container tests.
