@@ -1,6 +1,7 @@
 //! direktiv-cmd: the generic command runner of Direktiv function containers.
 //!
-//! One request's path, each stage in its own module, dependencies pointing down the list:
+//! One request's path, each stage in its own module; `pipeline` calls them in order, and no
+//! stage imports `pipeline`, `server` or a module that imports it back:
 //!
 //! ```text
 //! server (HTTP, admission, drain)      main: `direktiv-cmd run <file>`
