@@ -98,12 +98,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Turns a spawn error into the failure the user sees.
-pub fn spawn_failure(error: &io::Error, launch: &Launch) -> Failure {
+/// Turns a spawn error into the failure the user sees. `cwd` is the command's working
+/// directory, where a script the request wrote usually is.
+pub fn spawn_failure(error: &io::Error, launch: &Launch, cwd: &Path) -> Failure {
     let name = &launch.shown_name;
     match error.kind() {
         io::ErrorKind::NotFound if name.contains('/') => Failure::NotFound(format!(
             "failed: '{name}' not found (or the interpreter on its #! line is missing)"
+        )),
+        // A bare name is looked up in PATH only, as a shell does; `run.sh` next to the command
+        // is a common slip for `./run.sh`.
+        io::ErrorKind::NotFound if cwd.join(name).is_file() => Failure::NotFound(format!(
+            "failed: executable '{name}' not found in PATH; did you mean ./{name}? \
+             (a file in the working directory is run by its path)"
         )),
         io::ErrorKind::NotFound => {
             Failure::NotFound(format!("failed: executable '{name}' not found in PATH"))

@@ -151,7 +151,7 @@ async fn execute(
         env,
         stdin: spec.stdin.is_some(),
     })
-    .map_err(|error| launch::spawn_failure(&error, launch))?;
+    .map_err(|error| launch::spawn_failure(&error, launch, cwd))?;
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
