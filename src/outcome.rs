@@ -66,20 +66,23 @@ impl JobOutcome {
     }
 }
 
-/// `result`: stdout as JSON when it is JSON; otherwise stdout without ANSI escapes and
+/// `result`: stdout as JSON when it is JSON; otherwise stdout without ANSI escapes, each line
+/// as a terminal shows it (progress bars redrawn with `\r` leave their last state), without
 /// surrounding whitespace, as JSON if that now parses, else as a string.
 pub(crate) fn result_value(stdout: &[u8]) -> Value {
     if let Some(value) = embeddable_json(stdout) {
         return value;
     }
+    let text = crate::text::lossy(stdout);
+    // Before the escapes go: stripping them drops carriage returns too.
+    let shown = crate::text::lines_as_displayed(&text);
     // Stripping walks the output a character at a time; most output has no escape at all.
-    let stripped = if memchr::memchr(0x1b, stdout).is_some() {
-        std::borrow::Cow::Owned(strip_ansi_escapes::strip(stdout))
+    let stripped = if shown.contains('\x1b') {
+        std::borrow::Cow::Owned(strip_ansi_escapes::strip_str(&*shown))
     } else {
-        std::borrow::Cow::Borrowed(stdout)
+        shown
     };
-    let text = crate::text::lossy(&stripped);
-    let trimmed = text.trim();
+    let trimmed = stripped.trim();
     embeddable_json(trimmed.as_bytes()).unwrap_or_else(|| Value::String(trimmed.to_owned()))
 }
 
@@ -182,6 +185,21 @@ mod tests {
         assert_eq!(result_value(b"\x1b[32m  42 \x1b[0m\n"), json!(42));
         assert_eq!(result_value(b"\x1b[1mbold\x1b[0m"), json!("bold"));
         assert_eq!(result_value(b""), json!(""));
+    }
+
+    #[test]
+    fn result_shows_progress_lines_as_a_terminal_does() {
+        assert_eq!(
+            result_value(b"Completed 1 of 2\rCompleted 2 of 2\rupload: ./x to s3://b/x\n"),
+            json!("upload: ./x to s3://b/x")
+        );
+        assert_eq!(result_value(b"10%\r100%\r\n42\r\n"), json!("100%\n42"));
+        assert_eq!(result_value(b"0%\r\x1b[1m42\x1b[0m\n"), json!(42));
+        assert_eq!(
+            result_value(b"\"a\\rb\"\n"),
+            json!("a\rb"),
+            "JSON stays as it is"
+        );
     }
 
     #[test]
