@@ -34,6 +34,14 @@ pub(crate) struct Context {
 impl Context {
     /// The server's context: logs go to the sidecar (or stdout in development mode).
     pub(crate) fn new(config: &Config) -> Self {
+        // An entry that names nothing allows nothing: most likely a typo or a tool the image
+        // lacks, which would otherwise show only as cmd.denied on the first request.
+        for entry in exec::unresolved_allow_entries(&config.allow) {
+            tracing::warn!(
+                "CMD_ALLOW entry '{entry}' names no executable on this runner (not found in \
+                 PATH, or not an executable file); it allows nothing"
+            );
+        }
         Context {
             settings: ExecSettings::from_config(config),
             shipper: LogShipper::new(&config.backend, config.dev_mode),

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use capture::Capture;
 pub(crate) use group::ExitKind;
-pub(crate) use launch::Launch;
+pub(crate) use launch::{unresolved_allow_entries, Launch};
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
