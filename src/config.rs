@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::direktiv::{ENV_DEV_MODE, ENV_HTTP_BACKEND};
+use crate::direktiv::{DEVELOPMENT_ACTION_ID, ENV_DEV_MODE, ENV_HTTP_BACKEND};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,11 +32,32 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Mode {
     /// Run one request from a file (or `-` for stdin) without HTTP: logs go to stderr, the
-    /// response JSON to stdout; the exit status is 0 on success and 1 on failure.
+    /// response JSON to stdout. The exit status is 0 on success; on failure it is the failing
+    /// command's exit status when it exited with one (cmd.exit.3 exits 3), else 1.
     Run {
+        #[command(flatten)]
+        options: RunOptions,
         /// Path of the request JSON, or `-` to read it from stdin.
         request: String,
     },
+}
+
+/// What `direktiv-cmd run` sets that an HTTP request gets from Direktiv.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    /// The action id (DIREKTIV_ACTION_ID of the commands).
+    #[arg(long, default_value = DEVELOPMENT_ACTION_ID,
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub action_id: String,
+
+    /// Run in this directory, as with Direktiv-TempDir: created when missing and kept
+    /// afterwards. Without it a private temp dir is made and removed.
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+
+    /// A variable for the request's env, winning over the request's own value; repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
 }
 
 /// The runner's configuration. Cheap to share: wrapped in an `Arc` by the server.
@@ -179,6 +200,14 @@ fn parse_backend(value: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// `NAME=VALUE`, split at the first `=`.
+fn parse_env_pair(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("'{value}' is not NAME=VALUE")),
+    }
+}
+
 fn parse_flag_value(value: &str) -> Result<bool, String> {
     let value = value.trim().to_ascii_lowercase();
     Ok(!matches!(value.as_str(), "" | "0" | "false" | "no" | "off"))
@@ -232,6 +261,17 @@ mod tests {
         let list = parse_allow_list(" aws, /usr/bin/kubectl ,,").unwrap();
         assert_eq!(list.entries, vec!["aws", "/usr/bin/kubectl"]);
         assert!(!parse_allow_list("").unwrap().is_restricted());
+    }
+
+    #[test]
+    fn env_pairs_split_at_the_first_equals_sign() {
+        assert_eq!(parse_env_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(
+            parse_env_pair("EMPTY="),
+            Ok(("EMPTY".into(), String::new()))
+        );
+        assert!(parse_env_pair("NOEQUALS").is_err());
+        assert!(parse_env_pair("=value").is_err());
     }
 
     #[test]

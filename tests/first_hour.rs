@@ -415,8 +415,10 @@ async fn allow_list_entries_that_resolve_to_nothing_are_warned_about_at_start() 
 
 // --- direktiv-cmd run ---------------------------------------------------------------------
 
+/// `direktiv-cmd run <args> -` with the request on stdin, RUST_LOG unset as a user runs it
+/// (the harness sets it to `info` otherwise).
 fn run_with(args: &[&str], request: &Value) -> Finished {
-    let mut builder = Runner::builder().arg("run");
+    let mut builder = Runner::builder().env("RUST_LOG", "").arg("run");
     for arg in args {
         builder = builder.arg(*arg);
     }
@@ -497,12 +499,22 @@ fn run_prints_a_failure_once_and_exits_with_the_commands_status() {
     );
     assert!(finished.stderr.contains("boom"), "{}", finished.stderr);
 
-    for (request, code) in [
-        (json!({"command": "no-such-tool-anywhere"}), "cmd.notfound"),
-        (json!({"commands": "not a list"}), "cmd.input"),
+    // Refused before anything ran, or failed without an exit status: 1, the message once.
+    for (request, code, needle) in [
+        (
+            json!({"command": "no-such-tool-anywhere"}),
+            "cmd.notfound",
+            "not found in PATH",
+        ),
+        (
+            json!({"commands": "not a list"}),
+            "cmd.input",
+            "commands: expected",
+        ),
         (
             json!({"command": "sh -c 'kill -9 $$'"}),
             "cmd.signal.SIGKILL",
+            "killed by signal",
         ),
     ] {
         let finished = run_with(&[], &request);
@@ -512,6 +524,8 @@ fn run_prints_a_failure_once_and_exits_with_the_commands_status() {
             "{finished:?}"
         );
         assert_eq!(stdout_json(&finished)["errorCode"], code);
+        let mentions = finished.stderr.matches(needle).count();
+        assert_eq!(mentions, 1, "{code} once on stderr:\n{}", finished.stderr);
     }
 }
 
