@@ -3,7 +3,7 @@
 #   make run      start the runner locally on :8080 (development mode: logs to stdout)
 #   make test     format check, clippy, every test (the command CI runs)
 #   make static   statically linked release binary in target/static/direktiv-cmd
-#   make image    container images built from that binary (no registry needed)
+#   make image    the binary-only image direktiv-cmd:dev, from that binary (no registry needed)
 #   make bench    benchmark table (also written as JSON to bench-results/)
 #   make soak     long mixed-load test: cancels, timeouts, disconnects, leak checks
 

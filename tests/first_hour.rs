@@ -1,8 +1,9 @@
 //! What a function author meets in the first hour, against the real binary: ISO 8601
 //! durations, numbers kept as printed, `./` paths and the hint for a bare script name, progress
 //! bars in logs and results, empty lines, `CMD_ALLOW` entries that match nothing, the `run`
-//! subcommand's flags and exit status, and the profile `make run` builds with (README,
-//! "Request format", "Response format", "Logs", "Configuration", "Quick start").
+//! subcommand's flags and exit status, an explicit empty command list, and the profile
+//! `make run` builds with (README, "Quick start", "Request format", "Response format", "Error
+//! codes", "Logs", "Configuration"; docs/compatibility.md).
 
 mod support;
 
@@ -526,6 +527,33 @@ fn run_prints_a_failure_once_and_exits_with_the_commands_status() {
         assert_eq!(stdout_json(&finished)["errorCode"], code);
         let mentions = finished.stderr.matches(needle).count();
         assert_eq!(mentions, 1, "{code} once on stderr:\n{}", finished.stderr);
+    }
+}
+
+// --- docs that hold ----------------------------------------------------------------------
+
+/// docs/compatibility.md: a body without commands is refused, an explicit empty list is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_explicit_empty_command_list_succeeds() {
+    let (sidecar, runner) = start_pair(&[]);
+    let reply = sidecar
+        .call(&runner, "empty-list", json!({"commands": []}))
+        .await;
+    reply.assert_success();
+    assert_eq!(reply.body(), &json!({"commands": []}));
+    let reply = sidecar
+        .call(&runner, "empty-data", json!({"data": {"commands": []}}))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.body(), &json!([]));
+
+    for body in [
+        json!({}),
+        json!({"comands": [{"command": "true"}]}),
+        json!({"data": {}}),
+    ] {
+        let reply = sidecar.call(&runner, "no-commands", body).await;
+        reply.assert_error("cmd.input", 400);
     }
 }
 
