@@ -19,3 +19,4 @@ pub mod request;
 pub mod response;
 pub mod server;
 pub mod text;
+pub mod trace;

@@ -2,9 +2,13 @@
 //! response, and end it on exit, timeout or cancellation — never leaving a process behind.
 
 mod capture;
+pub mod deadline;
 mod group;
 mod launch;
+pub mod limits;
+pub mod oom;
 mod spawn;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
