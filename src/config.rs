@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::direktiv::{ENV_DEV_MODE, ENV_HTTP_BACKEND};
+use crate::limits::{self, Limits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,6 +102,24 @@ pub struct Config {
     /// Format of the runner's own log lines on stderr; the level comes from RUST_LOG.
     #[arg(long, env = "CMD_LOG_FORMAT", default_value = "text", value_enum)]
     pub log_format: LogFormat,
+
+    /// Default `memory` limit of every command: address space, in bytes or like 256Mi, 1Gi,
+    /// 500M. Unset: none.
+    #[arg(long, env = "CMD_LIMIT_MEMORY", value_parser = limits::parse_memory)]
+    pub limit_memory: Option<u64>,
+
+    /// Default `cpu` limit of every command: CPU time in seconds, or like 30s, 2m. Unset: none.
+    #[arg(long, env = "CMD_LIMIT_CPU", value_parser = limits::parse_cpu)]
+    pub limit_cpu: Option<u64>,
+
+    /// Default `file_size` limit of every command: the largest file it may write, in bytes or
+    /// like 1Gi. Unset: none.
+    #[arg(long, env = "CMD_LIMIT_FILE_SIZE", value_parser = limits::parse_bytes)]
+    pub limit_file_size: Option<u64>,
+
+    /// Default `open_files` limit of every command: open file descriptors. Unset: none.
+    #[arg(long, env = "CMD_LIMIT_OPEN_FILES", value_parser = limits::parse_open_files)]
+    pub limit_open_files: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -127,6 +146,16 @@ impl Config {
     pub fn shell_path(&self) -> Option<PathBuf> {
         let shell = self.shell.trim();
         (!shell.is_empty()).then(|| PathBuf::from(shell))
+    }
+
+    /// The `CMD_LIMIT_*` defaults, under every request's own `limits`.
+    pub fn default_limits(&self) -> Limits {
+        Limits {
+            memory: self.limit_memory,
+            cpu: self.limit_cpu,
+            file_size: self.limit_file_size,
+            open_files: self.limit_open_files,
+        }
     }
 
     /// The default command timeout, `None` when commands run without one.

@@ -10,7 +10,6 @@ mod capture;
 pub mod deadline;
 mod group;
 mod launch;
-pub mod limits;
 pub mod oom;
 mod spawn;
 pub mod usage;

@@ -1,5 +1,6 @@
 //! Resource limits a command may not pass (`limits` in a request, `CMD_LIMIT_*` defaults):
-//! reading them, layering them, and setting them in the child between fork and exec.
+//! reading them (for `request` and `config`), layering them, and setting them in the child
+//! between fork and exec (for `exec`).
 //!
 //! Each limit is a kernel resource limit of the command's processes (inherited by everything
 //! it starts): `memory` is the address space (`RLIMIT_AS`: an allocation past it fails),
@@ -116,30 +117,26 @@ impl Limits {
         }
     }
 
-    /// Which limit a command's end shows it passed, if any: SIGXCPU, or the SIGKILL of the
-    /// hard CPU limit (the command ignored SIGXCPU) when its CPU time reached the limit;
-    /// SIGXFSZ for the file size. `cpu_ms` is the command's user + system time.
-    pub fn exceeded(&self, signal: i32, cpu_ms: u64) -> Option<Exceeded> {
-        match signal {
-            libc::SIGXCPU if self.cpu.is_some() => Some(Exceeded::Cpu),
-            libc::SIGKILL
-                if self
-                    .cpu
-                    .is_some_and(|seconds| cpu_ms >= seconds.saturating_mul(1000)) =>
-            {
-                Some(Exceeded::Cpu)
+    /// The failure a command's death by `signal` shows, when it was one of these limits:
+    /// SIGXCPU, or the SIGKILL of the hard CPU limit (for a command that ignored SIGXCPU) when
+    /// its CPU time reached the limit, is `cmd.limit.cpu`; SIGXFSZ is `cmd.limit.file_size`.
+    /// `cpu_ms` is the command's user + system time. `None`: not one of these limits.
+    ///
+    /// "Reached" allows for a difference of measure: the kernel enforces the limit on CPU
+    /// time sampled at each scheduler tick, while `cpu_ms` (rusage) is the scheduler's exact
+    /// time, which on a busy machine can be a tenth or more lower. A SIGKILL after three
+    /// quarters of the limit is taken for the hard limit's (the OOM killer's is told apart
+    /// before, by the cgroup's count).
+    pub fn exceeded(&self, signal: i32, cpu_ms: u64) -> Option<Failure> {
+        match (signal, self.cpu, self.file_size) {
+            (libc::SIGXCPU, Some(seconds), _) => Some(Failure::CpuLimit { seconds }),
+            (libc::SIGKILL, Some(seconds), _) if cpu_ms >= seconds.saturating_mul(750) => {
+                Some(Failure::CpuLimit { seconds })
             }
-            libc::SIGXFSZ if self.file_size.is_some() => Some(Exceeded::FileSize),
+            (libc::SIGXFSZ, _, Some(bytes)) => Some(Failure::FileSizeLimit { bytes }),
             _ => None,
         }
     }
-}
-
-/// A limit a command ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exceeded {
-    Cpu,
-    FileSize,
 }
 
 /// Resource limits ready to be set in a forked child: plain values, no allocation left to do.
@@ -149,6 +146,11 @@ pub struct RlimitPlan {
 }
 
 impl RlimitPlan {
+    /// True when there is no limit to set.
+    pub fn is_empty(&self) -> bool {
+        self.entries.iter().all(Option::is_none)
+    }
+
     /// Sets the limits on the calling process. Async-signal-safe: one `prlimit64` system
     /// call per limit, no allocation, no lock, so it may run in a child between fork and exec.
     pub fn apply(&self) -> std::io::Result<()> {
@@ -555,15 +557,27 @@ mod tests {
             file_size: Some(1),
             ..Limits::default()
         };
-        assert_eq!(limited.exceeded(libc::SIGXCPU, 2000), Some(Exceeded::Cpu));
-        assert_eq!(limited.exceeded(libc::SIGKILL, 3010), Some(Exceeded::Cpu));
+        let cpu = Some(Failure::CpuLimit { seconds: 2 });
+        assert_eq!(limited.exceeded(libc::SIGXCPU, 2000), cpu);
+        assert_eq!(limited.exceeded(libc::SIGKILL, 3010), cpu);
+        // Measured a little under the limit (see `exceeded`).
+        assert_eq!(limited.exceeded(libc::SIGKILL, 1600), cpu);
         // A SIGKILL before the CPU time was used up came from somewhere else.
         assert_eq!(limited.exceeded(libc::SIGKILL, 500), None);
-        assert_eq!(limited.exceeded(libc::SIGXFSZ, 0), Some(Exceeded::FileSize));
+        assert_eq!(
+            limited.exceeded(libc::SIGXFSZ, 0),
+            Some(Failure::FileSizeLimit { bytes: 1 })
+        );
         assert_eq!(limited.exceeded(libc::SIGSEGV, 9000), None);
         // Without the limit, the same signal is just a signal.
         assert_eq!(Limits::default().exceeded(libc::SIGXCPU, 9000), None);
+        assert_eq!(Limits::default().exceeded(libc::SIGKILL, 9000), None);
         assert_eq!(Limits::default().exceeded(libc::SIGXFSZ, 0), None);
+        let file_only = Limits {
+            file_size: Some(1),
+            ..Limits::default()
+        };
+        assert!(file_only.exceeded(libc::SIGXFSZ, 0).is_some());
     }
 
     /// Applies limits in a forked child the way a command gets them, and reads them back
