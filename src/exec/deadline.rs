@@ -4,9 +4,6 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-/// The variable that tells a command its deadline.
-pub const DEADLINE_VAR: &str = "DIREKTIV_DEADLINE";
-
 /// One deadline read from both clocks at the same moment: the monotonic instant the runner
 /// waits for, and the wall-clock time the command is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

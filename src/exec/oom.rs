@@ -8,6 +8,7 @@
 //! memory limit or the whole machine running out.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::LazyLock;
 
 use rustix::process::Pid;
 
@@ -18,6 +19,20 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// no privilege; with it, under the container's memory limit the kernel kills the largest
 /// command, never the runner (and with it every other command and the request's answer).
 const COMMAND_OOM_SCORE_ADJ: &[u8] = b"1000";
+
+/// The runner's counter, found once: the runner does not change cgroups while it serves.
+static COUNTER: LazyLock<Option<OomCounter>> = LazyLock::new(OomCounter::locate);
+
+/// OOM kills in the runner's memory cgroup so far; `None` when the count cannot be read.
+/// A read of a small in-memory cgroup file: it never blocks.
+pub fn count() -> Option<u64> {
+    COUNTER.as_ref()?.read()
+}
+
+/// Whether an OOM kill happened between two readings of `count`.
+pub fn rose(before: Option<u64>, after: Option<u64>) -> bool {
+    matches!((before, after), (Some(before), Some(after)) if after > before)
+}
 
 /// A memory cgroup's OOM-kill counter file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +126,15 @@ pub fn raise_own_oom_score() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_readable_increase_counts() {
+        assert!(rose(Some(1), Some(2)));
+        assert!(!rose(Some(2), Some(2)));
+        assert!(!rose(None, Some(2)));
+        assert!(!rose(Some(1), None));
+        assert!(!rose(None, None));
+    }
 
     #[test]
     fn counts_are_read_from_both_cgroup_versions() {

@@ -8,8 +8,15 @@
 //! behind without waiting for (it was reparented, then killed or reaped elsewhere) is not.
 //! `max_rss_kib` is the largest resident set of any single one of those processes, not a sum;
 //! `user_ms` and `sys_ms` are sums.
+//!
+//! A floor under `max_rss_kib`: Linux counts, in a process's peak, the memory of the image its
+//! exec replaced. For a command that image is the runner's (shared by posix_spawn's vfork, or
+//! copied by fork), so a tiny command reports about the runner's resident size at the moment
+//! it started (a few MiB); `reset_own_peak_rss` keeps it from being the runner's peak ever.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Write};
+use std::sync::LazyLock;
 
 use rustix::process::Pid;
 use serde::Serialize;
@@ -49,23 +56,26 @@ fn millis(time: &libc::timeval) -> u64 {
     seconds.saturating_mul(1000).saturating_add(micros / 1000)
 }
 
-/// Whether `reap` may wait for a process that has not exited yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// Wait until it exits (only for a process known to have exited or just killed).
-    Block,
-    /// Return `None` at once when it is still running.
-    NoHang,
+/// Resets the runner's own peak resident size (`VmHWM`) to its current size, so the next
+/// command's `max_rss_kib` starts from what the runner holds now (see the module doc). Best
+/// effort: one write to `/proc/self/clear_refs`, opened once.
+pub fn reset_own_peak_rss() {
+    static CLEAR_REFS: LazyLock<Option<File>> = LazyLock::new(|| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/proc/self/clear_refs")
+            .ok()
+    });
+    if let Some(file) = CLEAR_REFS.as_ref() {
+        // "5": reset the peak RSS (proc(5), /proc/pid/clear_refs).
+        let _ = (&*file).write(b"5");
+    }
 }
 
-/// Reaps the child `pid` with `wait4`: how it ended and what it used. `Ok(None)` with
-/// `Wait::NoHang` while it still runs. An error means it is not (or no longer) a child of
-/// this process (`ECHILD`).
-pub fn reap(pid: Pid, wait: Wait) -> io::Result<Option<(ExitKind, Usage)>> {
-    let options = match wait {
-        Wait::Block => 0,
-        Wait::NoHang => libc::WNOHANG,
-    };
+/// Reaps the child `pid` with `wait4`, waiting for it to exit (call it for a process known
+/// to have exited or just killed): how it ended and what it used. An error means it is not
+/// (or no longer) a child of this process (`ECHILD`).
+pub fn reap(pid: Pid) -> io::Result<(ExitKind, Usage)> {
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct of integers.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -73,17 +83,13 @@ pub fn reap(pid: Pid, wait: Wait) -> io::Result<Option<(ExitKind, Usage)>> {
         // SAFETY: `status` and `usage` are valid, writable locals of the types wait4 writes;
         // the kernel writes them only during the call. `pid` is positive (a `Pid`), so wait4
         // waits for that one child and never for an arbitrary one.
-        let reaped =
-            unsafe { libc::wait4(pid.as_raw_nonzero().get(), &mut status, options, &mut usage) };
-        match reaped {
-            0 => return Ok(None),
-            n if n > 0 => return Ok(Some((exit_kind(status), Usage::from_rusage(&usage)))),
-            _ => {
-                let error = io::Error::last_os_error();
-                if error.kind() != io::ErrorKind::Interrupted {
-                    return Err(error);
-                }
-            }
+        let reaped = unsafe { libc::wait4(pid.as_raw_nonzero().get(), &mut status, 0, &mut usage) };
+        if reaped > 0 {
+            return Ok((exit_kind(status), Usage::from_rusage(&usage)));
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
         }
     }
 }
@@ -118,35 +124,58 @@ mod tests {
     fn reaping_gives_the_exit_and_the_usage() {
         // A busy loop in the shell itself: user time of the reaped process.
         let pid = spawn("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exit 3");
-        let (exit, usage) = reap(pid, Wait::Block).unwrap().unwrap();
+        let (exit, usage) = reap(pid).unwrap();
         assert_eq!(exit, ExitKind::Code(3));
         assert!(usage.user_ms + usage.sys_ms > 50, "{usage:?}");
         assert!(usage.max_rss_kib > 0, "{usage:?}");
         assert_eq!(usage.cpu_ms(), usage.user_ms + usage.sys_ms);
         // Reaped once: the pid is no longer a child.
-        assert!(reap(pid, Wait::NoHang).is_err());
+        assert!(reap(pid).is_err());
     }
 
     #[test]
     fn waited_for_descendants_count_and_abandoned_ones_do_not() {
-        // dd fills a 64 MiB buffer: a child of the shell that the shell waits for (`; true`
-        // keeps the shell from exec'ing dd in its own place).
-        let waited = spawn("dd if=/dev/zero of=/dev/null bs=64M count=1; true");
-        let (_, usage) = reap(waited, Wait::Block).unwrap().unwrap();
-        assert!(usage.max_rss_kib > 60 * 1024, "{usage:?}");
+        const MIB: u64 = 1024;
+        // dd fills a 256 MiB buffer: far above the floor this test process puts under the
+        // figure (its own resident size). `; true` keeps the shell from exec'ing dd in its
+        // own place, so dd is a child the shell waits for.
+        reset_own_peak_rss();
+        let waited = spawn("dd if=/dev/zero of=/dev/null bs=256M count=1; true");
+        let (_, usage) = reap(waited).unwrap();
+        assert!(usage.max_rss_kib > 250 * MIB, "{usage:?}");
 
         // The same child left in the background and not waited for is not counted.
-        let abandoned = spawn("dd if=/dev/zero of=/dev/null bs=64M count=1 & exit 0");
-        let (_, usage) = reap(abandoned, Wait::Block).unwrap().unwrap();
-        assert!(usage.max_rss_kib < 60 * 1024, "{usage:?}");
+        reset_own_peak_rss();
+        let abandoned = spawn("dd if=/dev/zero of=/dev/null bs=256M count=1 & exit 0");
+        let (_, usage) = reap(abandoned).unwrap();
+        assert!(usage.max_rss_kib < 200 * MIB, "{usage:?}");
     }
 
     #[test]
-    fn no_hang_leaves_a_running_child_alone_and_signals_are_reported() {
+    fn resetting_the_peak_brings_it_down_to_the_current_size() {
+        let status = |key: &str| {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap()
+                .lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+                .and_then(|v| v.trim_end_matches(" kB").parse::<u64>().ok())
+                .unwrap()
+        };
+        // Touch 64 MiB and free it: the peak stays above the current size.
+        let block = vec![1u8; 64 << 20];
+        assert_eq!(block.iter().map(|&b| u64::from(b)).sum::<u64>(), 64 << 20);
+        drop(block);
+        assert!(status("VmHWM:") > status("VmRSS:") + 32 * 1024);
+        reset_own_peak_rss();
+        let (peak, now) = (status("VmHWM:"), status("VmRSS:"));
+        assert!(peak < now + 32 * 1024, "peak {peak} kB, now {now} kB");
+    }
+
+    #[test]
+    fn signals_are_reported() {
         let pid = spawn("sleep 30");
-        assert_eq!(reap(pid, Wait::NoHang).unwrap(), None);
         rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
-        let (exit, _) = reap(pid, Wait::Block).unwrap().unwrap();
+        let (exit, _) = reap(pid).unwrap();
         assert_eq!(exit, ExitKind::Signal(libc::SIGKILL));
     }
 
