@@ -6,6 +6,11 @@
 //! `tracestate` with it, which means nothing without it), as the W3C Trace Context
 //! recommendation requires of a vendor that cannot parse it.
 
+/// The request headers read (W3C Trace Context and W3C Baggage).
+pub(crate) const HEADER_TRACEPARENT: &str = "traceparent";
+pub(crate) const HEADER_TRACESTATE: &str = "tracestate";
+pub(crate) const HEADER_BAGGAGE: &str = "baggage";
+
 /// Longest `tracestate` passed on: the size every vendor must propagate (W3C Trace Context,
 /// "tracestate limits").
 const MAX_TRACESTATE: usize = 512;
