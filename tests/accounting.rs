@@ -1,6 +1,7 @@
-//! Accounting and context against the real binary (README, "Usage, limits and context"): what
-//! each command used, the limits it may not pass, the OOM score it runs with, the trace
-//! context and the deadline it is told.
+//! Accounting and context against the real binary (README: "Limits", "Environment of a
+//! command", the `usage` field under "Response format", "Error codes"): what each command
+//! used, the limits it may not pass, the OOM score it runs with, the trace context and the
+//! deadline it is told.
 
 mod support;
 
