@@ -458,3 +458,14 @@ async fn the_configured_default_timeout_gives_a_deadline_too() {
         "{left:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_limit_settings_set_no_limit() {
+    let (sidecar, runner) = start_pair(&[("CMD_LIMIT_OPEN_FILES", ""), ("CMD_LIMIT_CPU", "")]);
+    let seen = limits_seen(&sidecar, &runner, None, None).await;
+    let own = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or("unlimited".to_owned(), |n| n.to_string());
+    assert_eq!(seen["Max open files"], own, "inherited from the runner");
+    assert_eq!(seen["Max cpu time"], "unlimited");
+}
