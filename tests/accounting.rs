@@ -469,3 +469,47 @@ async fn empty_limit_settings_set_no_limit() {
     assert_eq!(seen["Max open files"], own, "inherited from the runner");
     assert_eq!(seen["Max cpu time"], "unlimited");
 }
+
+/// The fork path taken for limits gives a command what posix_spawn gives it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_limited_command_runs_like_any_other() {
+    let (sidecar, runner) = start_pair(&[]);
+    let script = "pwd; echo \"$GREETING\"; cat; echo; ps -o pgid= -p $$ | tr -d ' '; echo $$; \
+                  grep -E '^Sig(Ign|Blk)' /proc/self/status";
+    let command = json!({
+        "args": ["sh", "-c", script],
+        "workdir": "sub",
+        "env": {"GREETING": "hi"},
+        "stdin": "fed",
+    });
+    let body =
+        json!({"commands": [command.clone(), with_limits(command, json!({"open_files": 256}))]});
+    let reply = sidecar.call(&runner, "same", body).await;
+    reply.assert_success();
+    let spawned = reply.command(0)["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let forked = reply.command(1)["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let lines: Vec<&str> = forked.lines().collect();
+    assert!(lines[0].ends_with("/sub"), "{forked}");
+    assert_eq!(lines[1..3], ["hi", "fed"], "{forked}");
+    assert_eq!(lines[3], lines[4], "leads its own process group: {forked}");
+    // Everything but the process ids is the same on both paths; of the ignored signals, 1-31
+    // (32 and 33 are glibc's own, which every glibc program sets up again when it starts).
+    let without_pids = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.drain(3..5);
+        for line in &mut lines {
+            if let Some(hex) = line.strip_prefix("SigIgn:\t") {
+                let ignored = u64::from_str_radix(hex.trim(), 16).unwrap_or(u64::MAX);
+                *line = format!("SigIgn 1-31: {:x}", ignored & 0x7fff_ffff);
+            }
+        }
+        lines
+    };
+    assert_eq!(without_pids(&forked), without_pids(&spawned));
+}

@@ -110,6 +110,8 @@ impl Exec {
 
 /// Every signal back to its default disposition, as posix_spawn's `POSIX_SPAWN_SETSIGDEF`
 /// does: the runner ignores SIGPIPE and a command must not inherit that. Async-signal-safe.
+/// glibc's own signals (32 and 33) cannot be set through it; posix_spawn leaves them ignored,
+/// this path at their default, and every glibc program installs its handlers for them anyway.
 fn default_signal_dispositions() {
     // SAFETY: an all-zero `sigaction` is a valid value: handler SIG_DFL (0), empty mask, no
     // flags.
