@@ -21,6 +21,7 @@ use crate::outcome::{failure_message, result_value, CommandReport, JobFailure, J
 use crate::plan::{CommandSpec, Dialect, Plan};
 use crate::request;
 use crate::response::{self, Reply};
+use crate::trace::TraceContext;
 use crate::workspace::{TempDirChoice, Workspace};
 
 /// What every request shares: built once from the configuration.
@@ -56,6 +57,8 @@ pub(crate) struct Request<'a> {
     pub(crate) tempdir: TempDirChoice,
     pub(crate) body: &'a [u8],
     pub(crate) cancel: Cancel,
+    /// The W3C trace context of the request's headers, for every command's environment.
+    pub(crate) trace: TraceContext,
 }
 
 /// Answers one request: parse, run, render.
@@ -67,16 +70,7 @@ pub(crate) async fn answer(ctx: &Context, request: Request<'_>) -> Reply {
 /// Parses and runs one request; `env` joins the request's own (see `request::parse_with_env`).
 async fn outcome(ctx: &Context, request: Request<'_>, env: &[(String, String)]) -> JobOutcome {
     match request::parse_with_env(request.body, env) {
-        Ok(plan) => {
-            run(
-                ctx,
-                request.action_id,
-                request.tempdir,
-                plan,
-                request.cancel,
-            )
-            .await
-        }
+        Ok(plan) => run(ctx, request, plan).await,
         // Refused before it was parsed: there are no secrets to mask yet.
         Err(failure) => JobOutcome::rejected(
             guess_dialect(request.body),
@@ -117,6 +111,7 @@ pub async fn run_local(mut config: Config, options: &RunOptions, body: &[u8]) ->
         tempdir,
         body,
         cancel: Cancel::new(),
+        trace: TraceContext::default(),
     };
     let outcome = outcome(&ctx, request, &options.env).await;
     let reply = response::render(&outcome, &ctx.result_key);
@@ -150,13 +145,14 @@ fn guess_dialect(body: &[u8]) -> Dialect {
 }
 
 /// Runs a parsed request to its end.
-async fn run(
-    ctx: &Context,
-    action_id: &str,
-    tempdir: TempDirChoice,
-    mut plan: Plan,
-    cancel: Cancel,
-) -> JobOutcome {
+async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome {
+    let Request {
+        action_id,
+        tempdir,
+        cancel,
+        trace,
+        ..
+    } = request;
     let masker = Arc::new(Masker::new(&plan.secrets));
     let dialect = plan.dialect;
 
@@ -177,7 +173,7 @@ async fn run(
     };
 
     let logs = ctx.shipper.open(action_id, Arc::clone(&masker));
-    let env = base_env(action_id, workspace.path(), &plan.env);
+    let env = base_env(action_id, workspace.path(), &trace, &plan.env);
     let execution = Execution {
         env: &env,
         logs: &logs,
@@ -284,10 +280,12 @@ async fn command_result(
     }
 }
 
-/// HOME, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, then the request's env (later wins).
+/// HOME, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, the trace context (TRACEPARENT, TRACESTATE,
+/// BAGGAGE), then the request's env (later wins).
 fn base_env(
     action_id: &str,
     dir: &Path,
+    trace: &TraceContext,
     request_env: &[(String, String)],
 ) -> Vec<(String, String)> {
     let dir = dir.display().to_string();
@@ -296,6 +294,11 @@ fn base_env(
         (ENV_ACTION_ID.to_owned(), action_id.to_owned()),
         (ENV_TEMP_DIR.to_owned(), dir),
     ];
+    env.extend(
+        trace
+            .env()
+            .map(|(name, value)| (name.to_owned(), value.to_owned())),
+    );
     env.extend(request_env.iter().cloned());
     env
 }

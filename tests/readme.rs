@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{FakeSidecar, Runner};
 
-/// Keys whose values differ from run to run; only their type is compared.
-const VARYING: &[&str] = &["duration_ms"];
+/// Keys whose values differ from run to run; only their keys and types are compared.
+const VARYING: &[&str] = &["duration_ms", "usage"];
 
 fn readme() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");

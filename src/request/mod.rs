@@ -46,7 +46,12 @@ pub fn parse_with_env(body: &[u8], overrides: &[(String, String)]) -> Result<Pla
         )));
     };
     let root = Obj::new(map, "");
-    let (dialect, commands) = commands(root)?;
+    let (dialect, mut commands) = commands(root)?;
+    // Request-level `limits` are every command's defaults.
+    let limits = command::limits(root)?;
+    for command in &mut commands {
+        command.limits = command.limits.over(limits);
+    }
     let files = input_files::parse(root)?;
     let mut env = env::parse(root)?;
     env::override_with(&mut env, overrides);
