@@ -55,6 +55,7 @@ mod measure;
 mod process;
 mod report;
 mod sidecar;
+mod table;
 mod target;
 
 use std::path::PathBuf;
