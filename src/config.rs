@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Direktiv's own limit for one log message (the sidecar answers 413 above it).
-pub const LOG_MESSAGE_CAP: usize = 4 * 1024 * 1024;
+use crate::direktiv::{ENV_DEV_MODE, ENV_HTTP_BACKEND};
+use crate::limits::{self, Limits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,13 +48,13 @@ pub struct Config {
     pub port: u16,
 
     /// Base URL of the Direktiv sidecar; logs go to <backend>/log?aid=<action id>.
-    #[arg(long, env = "DIREKTIV_HTTP_BACKEND", default_value = "http://127.0.0.1:8889",
+    #[arg(long, env = ENV_HTTP_BACKEND, default_value = "http://127.0.0.1:8889",
           value_parser = parse_backend)]
     pub backend: String,
 
     /// Development mode: command output goes to stdout instead of the sidecar.
     /// Any non-empty value other than 0/false/no/off turns it on.
-    #[arg(long = "dev-mode", env = "DIREKTIV_DEV_MODE", default_value = "",
+    #[arg(long = "dev-mode", env = ENV_DEV_MODE, default_value = "",
           hide_default_value = true, value_parser = parse_flag_value,
           num_args = 0..=1, default_missing_value = "true")]
     pub dev_mode: bool,
@@ -102,6 +102,43 @@ pub struct Config {
     /// Format of the runner's own log lines on stderr; the level comes from RUST_LOG.
     #[arg(long, env = "CMD_LOG_FORMAT", default_value = "text", value_enum)]
     pub log_format: LogFormat,
+
+    /// Default `memory` limit of every command: address space, in bytes or like 256Mi, 1Gi,
+    /// 500M. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_MEMORY", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_memory))]
+    pub limit_memory: LimitSetting,
+
+    /// Default `cpu` limit of every command: CPU time in seconds, or like 30s, 2m. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_CPU", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_cpu))]
+    pub limit_cpu: LimitSetting,
+
+    /// Default `file_size` limit of every command: the largest file it may write, in bytes or
+    /// like 1Gi. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_FILE_SIZE", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_bytes))]
+    pub limit_file_size: LimitSetting,
+
+    /// Default `open_files` limit of every command: open file descriptors. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_OPEN_FILES", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_open_files))]
+    pub limit_open_files: LimitSetting,
+}
+
+/// A `CMD_LIMIT_*` setting; empty (the default) sets no limit, so an image can clear a base
+/// image's default with `ENV CMD_LIMIT_CPU=""`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitSetting(pub Option<u64>);
+
+/// The parser of a `CMD_LIMIT_*` setting: empty, or a value `parse` accepts.
+fn limit_setting(
+    parse: fn(&str) -> Result<u64, String>,
+) -> impl Fn(&str) -> Result<LimitSetting, String> + Clone + Send + Sync + 'static {
+    move |value| match value.trim() {
+        "" => Ok(LimitSetting(None)),
+        _ => parse(value).map(|limit| LimitSetting(Some(limit))),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -128,6 +165,16 @@ impl Config {
     pub fn shell_path(&self) -> Option<PathBuf> {
         let shell = self.shell.trim();
         (!shell.is_empty()).then(|| PathBuf::from(shell))
+    }
+
+    /// The `CMD_LIMIT_*` defaults, under every request's own `limits`.
+    pub fn default_limits(&self) -> Limits {
+        Limits {
+            memory: self.limit_memory.0,
+            cpu: self.limit_cpu.0,
+            file_size: self.limit_file_size.0,
+            open_files: self.limit_open_files.0,
+        }
     }
 
     /// The default command timeout, `None` when commands run without one.
@@ -239,6 +286,19 @@ mod tests {
         let list = parse_allow_list(" aws, /usr/bin/kubectl ,,").unwrap();
         assert_eq!(list.entries, vec!["aws", "/usr/bin/kubectl"]);
         assert!(!parse_allow_list("").unwrap().is_restricted());
+    }
+
+    #[test]
+    fn limit_settings_are_empty_or_valid() {
+        let memory = limit_setting(limits::parse_memory);
+        assert_eq!(memory(""), Ok(LimitSetting(None)));
+        assert_eq!(memory("  "), Ok(LimitSetting(None)));
+        assert_eq!(memory("1Gi"), Ok(LimitSetting(Some(1 << 30))));
+        assert!(memory("256m").is_err());
+        assert_eq!(
+            limit_setting(limits::parse_cpu)("2m"),
+            Ok(LimitSetting(Some(120)))
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The validated form of one request. `request` turns wire JSON into a `Plan`; everything after
-//! it (files, execution, responses) handles a `Plan` and never sees `serde_json::Value`.
+//! it (workspace, execution, responses) handles a `Plan` and never sees `serde_json::Value`.
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::limits::Limits;
 
 /// Which wire format the request came in; the response is answered in the same dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +34,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputFile {
     /// Relative path, already checked lexically: not empty, not absolute, no `..` or `.`
-    /// components, no NUL. Symlink escapes are checked against the disk by `files`.
+    /// components, no NUL. Symlink escapes are checked against the disk by `workspace`.
     pub path: PathBuf,
     pub data: Vec<u8>,
     /// Permission bits (e.g. 0o644).
@@ -71,4 +73,7 @@ pub struct CommandSpec {
     pub continue_on_error: bool,
     /// A file (relative to the temp dir) whose content becomes the command's `result`.
     pub output: Option<PathBuf>,
+    /// The command's `limits` over the request's; the configured defaults come last, at
+    /// execution.
+    pub limits: Limits,
 }

@@ -1,5 +1,5 @@
 //! A command's process group: the unit the runner stops. Every command is spawned as the leader
-//! of a new group (`setpgid(0, 0)` through posix_spawn), so its whole tree — shells, pipelines,
+//! of a new group (`setpgid(0, 0)` through posix_spawn or the fork path), so its whole tree — shells, pipelines,
 //! background jobs — can be signalled at once with `kill(-pgid)`.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -7,9 +7,24 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep, timeout, Instant};
+
+use super::usage::{self, Usage};
+
+/// How often an exit or an empty group is polled for where no event announces it (no pidfd,
+/// or waiting for the last members of a group): short enough not to add noticeable latency to
+/// a response, long enough to cost nothing measurable while a command runs.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long the leader gets to exit after SIGKILL before it is reaped regardless: a process in
+/// uninterruptible sleep (a hung NFS read) dies only when the kernel call returns.
+const KILL_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the rest of a killed group gets to disappear: SIGKILL takes effect within
+/// milliseconds; this only bounds the wait for members stuck in the kernel.
+const KILLED_GROUP_WAIT: Duration = Duration::from_millis(500);
 
 /// How the leader process of a group ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +44,13 @@ pub struct ProcessGroup {
     /// Readable once the leader has exited (Linux ≥ 5.3); `None` falls back to polling.
     pidfd: Option<AsyncFd<OwnedFd>>,
     reaped: bool,
+    /// What the leader (and the descendants it waited for) used, once reaped.
+    usage: Option<Usage>,
 }
 
 impl ProcessGroup {
     /// Takes charge of a freshly spawned group leader.
-    pub fn new(leader_pid: u32) -> Self {
-        let leader = Pid::from_raw(leader_pid as i32).expect("a spawned child has a positive pid");
+    pub fn new(leader: Pid) -> Self {
         let pidfd = rustix::process::pidfd_open(leader, rustix::process::PidfdFlags::empty())
             .ok()
             .and_then(|fd| {
@@ -47,6 +63,7 @@ impl ProcessGroup {
             leader,
             pidfd,
             reaped: false,
+            usage: None,
         }
     }
 
@@ -59,9 +76,9 @@ impl ProcessGroup {
             match &self.pidfd {
                 Some(fd) => match fd.readable().await {
                     Ok(mut guard) => guard.clear_ready(),
-                    Err(_) => sleep(Duration::from_millis(10)).await,
+                    Err(_) => sleep(POLL_INTERVAL).await,
                 },
-                None => sleep(Duration::from_millis(10)).await,
+                None => sleep(POLL_INTERVAL).await,
             }
         }
     }
@@ -99,8 +116,9 @@ impl ProcessGroup {
     }
 
     /// Stops the whole group: SIGTERM, then SIGKILL for whatever is left after `grace`.
-    /// Returns once the leader has exited and been reaped and the group is empty (or, for
-    /// processes stuck in uninterruptible sleep, after a short bounded wait past SIGKILL).
+    /// Returns once the leader has exited and been reaped, and the group is empty or
+    /// `KILLED_GROUP_WAIT` passed after SIGKILL. The leader is always reaped: one stuck in
+    /// uninterruptible sleep past SIGKILL and `KILL_EXIT_WAIT` is waited for until it dies.
     pub async fn terminate(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         self.signal(Signal::TERM);
@@ -113,10 +131,9 @@ impl ProcessGroup {
         }
         if !self.reaped || self.has_members() {
             self.signal(Signal::KILL);
-            let _ = timeout(Duration::from_secs(2), self.wait_leader()).await;
+            let _ = timeout(KILL_EXIT_WAIT, self.wait_leader()).await;
             self.reap();
-            self.wait_empty(Instant::now() + Duration::from_millis(500))
-                .await;
+            self.wait_empty(Instant::now() + KILLED_GROUP_WAIT).await;
         }
     }
 
@@ -130,16 +147,16 @@ impl ProcessGroup {
         self.signal(Signal::TERM);
         if !self.wait_empty(Instant::now() + grace).await {
             self.signal(Signal::KILL);
-            self.wait_empty(Instant::now() + Duration::from_millis(500))
-                .await;
+            self.wait_empty(Instant::now() + KILLED_GROUP_WAIT).await;
         }
     }
 
     /// Polls until the group has no process left or `deadline` passes; true when empty.
     ///
     /// Only called after the leader is reaped. The pgid cannot be handed to a new group while
-    /// any member lives; the window between the last member dying and our next poll (10 ms) is
-    /// far shorter than the kernel's pid allocator needs to wrap around to the same number.
+    /// any member lives; the window between the last member dying and our next poll
+    /// (`POLL_INTERVAL`) is far shorter than the kernel's pid allocator needs to wrap around
+    /// to the same number.
     async fn wait_empty(&self, deadline: Instant) -> bool {
         loop {
             if !self.has_members() {
@@ -148,14 +165,20 @@ impl ProcessGroup {
             if Instant::now() >= deadline {
                 return false;
             }
-            sleep(Duration::from_millis(10)).await;
+            sleep(POLL_INTERVAL).await;
         }
     }
 
-    /// Reaps the leader (it has exited: this does not block for long).
+    /// What the leader used (see `usage`), once it has been reaped.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Reaps the leader (it has exited: this does not block for long) with wait4, which
+    /// tells what it used.
     fn reap(&mut self) {
         if !self.reaped {
-            let _ = rustix::process::waitpid(Some(self.leader), WaitOptions::empty());
+            self.usage = usage::reap(self.leader).ok().map(|(_, usage)| usage);
             self.reaped = true;
         }
     }
@@ -226,11 +249,12 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
-        let mut group = ProcessGroup::new(child.id());
+        let mut group = ProcessGroup::new(Pid::from_child(&child));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(group.has_members());
         group.terminate(Duration::from_secs(2)).await;
         assert!(!group.has_members());
+        assert!(group.usage().is_some(), "reaped with its usage");
         // Already reaped by `terminate`; this only tells the std handle so.
         let _ = child.try_wait();
     }

@@ -1,10 +1,24 @@
-//! One command's life: spawn it in its own process group, pump its output to the logs and the
-//! response, and end it on exit, timeout or cancellation — never leaving a process behind.
+//! One command's life: resolve its executable (once, before anything runs), spawn it in its own
+//! process group, pump its output to the logs and the response, and end it on exit, timeout or
+//! cancellation — never leaving a process behind.
+//!
+//! Timeouts and cancellation meet here: `run` waits for the first of the command's exit, its
+//! deadline (`timeout`, else `CMD_TIMEOUT`) and the request's `Cancel`, then stops the group
+//! with `CMD_KILL_GRACE` between SIGTERM and SIGKILL (`group`).
+//!
+//! Accounting too: the command runs under its `limits` (set before exec), is told its
+//! deadline (`DIREKTIV_DEADLINE`), is reaped with its usage (`usage`), and an ending by
+//! itself is judged with the OOM-kill count read around it (`verdict`).
 
 mod capture;
+mod deadline;
+mod fork;
 mod group;
 mod launch;
+mod oom;
 mod spawn;
+mod usage;
+mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -14,16 +28,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
-pub use capture::Capture;
-pub use group::{signal_name, ExitKind};
-pub use launch::{resolve, Launch};
+pub(crate) use capture::Capture;
+pub(crate) use group::ExitKind;
+pub(crate) use launch::Launch;
+pub(crate) use usage::Usage;
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
-use crate::error::Failure;
+use crate::direktiv::ENV_DEADLINE;
+use crate::error::{CancelReason, Failure};
+use crate::limits::Limits;
 use crate::logs::LogStream;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
+use deadline::Deadline;
 use group::ProcessGroup;
 use spawn::SpawnRequest;
 
@@ -37,103 +55,134 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// The execution settings taken from the configuration.
 #[derive(Debug, Clone)]
-pub struct ExecSettings {
-    pub shell: Option<PathBuf>,
-    pub allow: AllowList,
-    pub kill_grace: Duration,
-    pub default_timeout: Option<Duration>,
-    pub max_output: usize,
+pub(crate) struct ExecSettings {
+    pub(crate) shell: Option<PathBuf>,
+    pub(crate) allow: AllowList,
+    pub(crate) kill_grace: Duration,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) max_output: usize,
+    /// `CMD_LIMIT_*`: under every request's own `limits`.
+    pub(crate) limits: Limits,
 }
 
 impl ExecSettings {
-    pub fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config) -> Self {
         ExecSettings {
             shell: config.shell_path(),
             allow: config.allow.clone(),
             kill_grace: config.kill_grace,
             default_timeout: config.default_timeout(),
             max_output: config.max_output,
+            limits: config.default_limits(),
         }
     }
 
-    /// Refuses, before anything runs, a command this runner will not start.
-    pub fn check(&self, spec: &CommandSpec) -> Result<(), Failure> {
-        resolve(spec, self.shell.as_deref(), &self.allow).map(|_| ())
+    /// What to execute for `spec`: refuses, before anything runs, a command this runner will
+    /// not start. The `Launch` is what `run` later spawns, so the executable `CMD_ALLOW`
+    /// allowed is the one that runs.
+    pub(crate) fn resolve(&self, spec: &CommandSpec) -> Result<Launch, Failure> {
+        launch::resolve(spec, self.shell.as_deref(), &self.allow)
     }
 }
 
 /// What a command runs with, shared by all commands of a request.
-pub struct Execution<'a> {
-    pub tempdir: &'a Path,
+pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
-    pub env: &'a [(String, String)],
-    pub logs: &'a LogStream,
-    pub cancel: &'a Cancel,
-    pub settings: &'a ExecSettings,
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) logs: &'a LogStream,
+    pub(crate) cancel: &'a Cancel,
+    pub(crate) settings: &'a ExecSettings,
     /// Keep stdout and stderr interleaved as well (the direktiv-cmd `Output`).
-    pub combine: bool,
+    pub(crate) combine: bool,
+}
+
+/// One command, ready to start.
+pub(crate) struct Command<'a> {
+    pub(crate) spec: &'a CommandSpec,
+    /// Its executable, resolved once before the request ran anything.
+    pub(crate) launch: &'a Launch,
+    /// Its working directory (inside the temp dir), or why it could not be had.
+    pub(crate) cwd: Result<PathBuf, Failure>,
 }
 
 /// What happened to one command.
 #[derive(Debug)]
-pub struct CommandRun {
-    pub stdout: Capture,
-    pub stderr: Capture,
-    pub combined: Capture,
+pub(crate) struct CommandRun {
+    pub(crate) stdout: Capture,
+    pub(crate) stderr: Capture,
+    pub(crate) combined: Capture,
     /// How the main process ended, when it was started and ended by itself.
-    pub exit: Option<ExitKind>,
-    pub failure: Option<Failure>,
-    pub duration: Duration,
+    pub(crate) exit: Option<ExitKind>,
+    /// What it used, when it was started and reaped.
+    pub(crate) usage: Option<Usage>,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) duration: Duration,
 }
 
 /// How the wait for a command ended.
 enum Ending {
     Exited(ExitKind),
     TimedOut(Duration),
-    Cancelled(crate::error::CancelReason),
+    Cancelled(CancelReason),
 }
 
 /// Runs one command to its end.
-pub async fn run(spec: &CommandSpec, x: &Execution<'_>) -> CommandRun {
+pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
     let started = Instant::now();
     let mut run = CommandRun {
         stdout: Capture::new(x.settings.max_output),
         stderr: Capture::with_tail(x.settings.max_output),
         combined: Capture::new(if x.combine { x.settings.max_output } else { 0 }),
         exit: None,
+        usage: None,
         failure: None,
         duration: Duration::ZERO,
     };
-    if let Err(failure) = execute(spec, x, &mut run).await {
+    let result = match &command.cwd {
+        Ok(cwd) => execute(command.spec, command.launch, cwd, x, &mut run).await,
+        Err(failure) => Err(failure.clone()),
+    };
+    if let Err(failure) = result {
         run.failure = Some(failure);
     }
     run.duration = started.elapsed();
     METRICS.command_duration.observe(run.duration.as_secs_f64());
+    if let Some(usage) = &run.usage {
+        METRICS.observe_usage(usage);
+    }
     run
 }
 
 async fn execute(
     spec: &CommandSpec,
+    launch: &Launch,
+    cwd: &Path,
     x: &Execution<'_>,
     run: &mut CommandRun,
 ) -> Result<(), Failure> {
-    let launch = resolve(spec, x.settings.shell.as_deref(), &x.settings.allow)?;
-    let cwd = working_dir(x.tempdir, spec.workdir.as_deref())?;
-
+    // The deadline is fixed before the spawn, so the instant the command is told is the one
+    // it is stopped at. It is set last: the runner's fact, not overridable by `env`.
+    let timeout = spec.timeout.or(x.settings.default_timeout);
+    let deadline = timeout.and_then(Deadline::after);
+    let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
     let env: Vec<(&str, &str)> = x
         .env
         .iter()
         .chain(spec.env.iter())
         .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(shown_deadline.as_deref().map(|at| (ENV_DEADLINE, at)))
         .collect();
+    let limits = spec.limits.over(x.settings.limits);
+    let oom_before = oom::count();
     let spawned = spawn::spawn(&SpawnRequest {
         program: &launch.program,
         args: &launch.args,
-        cwd: &cwd,
+        cwd,
         env,
         stdin: spec.stdin.is_some(),
+        limits: limits.rlimits(),
     })
-    .map_err(|error| launch::spawn_failure(&error, &launch))?;
+    .map_err(|error| launch::spawn_failure(&error, launch))?;
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -160,19 +209,20 @@ async fn execute(
         )
     };
     tokio::pin!(pumps);
-    let timeout = spec.timeout.or(x.settings.default_timeout);
-    let deadline = sleep_for(timeout);
-    tokio::pin!(deadline);
+    let stop_at = sleep_until(deadline);
+    tokio::pin!(stop_at);
     let mut drained = None;
     let ending = loop {
         tokio::select! {
             kind = group.wait_leader() => break Ending::Exited(kind),
-            () = &mut deadline => break Ending::TimedOut(timeout.unwrap_or_default()),
+            () = &mut stop_at => break Ending::TimedOut(timeout.unwrap_or_default()),
             reason = x.cancel.cancelled() => break Ending::Cancelled(reason),
             captures = &mut pumps, if drained.is_none() => drained = Some(captures),
         }
     };
 
+    // Read at once: the OOM killer counts its kill before its victim is gone.
+    let oom_killed = matches!(ending, Ending::Exited(_)) && oom::rose(oom_before, oom::count());
     let grace = x.settings.kill_grace;
     match ending {
         Ending::Exited(_) => {
@@ -192,22 +242,20 @@ async fn execute(
         None => finish_pumps(&mut pumps, &stop_pumps).await,
     };
     (run.stdout, run.stderr) = captures;
+    run.usage = group.usage();
     if x.combine {
-        if let Ok(mut combined) = combined.lock() {
-            run.combined = std::mem::take(&mut *combined);
-        }
+        run.combined = std::mem::take(&mut *crate::sync::lock(&combined));
     }
 
     match ending {
-        Ending::Exited(kind) => {
-            run.exit = Some(kind);
-            match kind {
-                ExitKind::Code(0) => Ok(()),
-                ExitKind::Code(code) => Err(Failure::Exit { code }),
-                ExitKind::Signal(signal) => Err(Failure::Signal {
-                    name: signal_name(signal),
-                }),
-            }
+        Ending::Exited(exit) => {
+            run.exit = Some(exit);
+            verdict::verdict(&verdict::Ending {
+                exit,
+                limits,
+                usage: run.usage,
+                oom_killed,
+            })
         }
         Ending::TimedOut(after) => Err(Failure::Timeout { after }),
         Ending::Cancelled(reason) => Err(Failure::Cancelled { reason }),
@@ -242,34 +290,11 @@ where
     pumps.as_mut().await
 }
 
-/// The command's working directory: the temp dir, or `workdir` inside it (created when
-/// missing). A workdir that resolves outside the temp dir — through a symlink a previous
-/// command made — is refused.
-fn working_dir(tempdir: &Path, workdir: Option<&Path>) -> Result<PathBuf, Failure> {
-    let Some(workdir) = workdir else {
-        return Ok(tempdir.to_path_buf());
-    };
-    let dir = tempdir.join(workdir);
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        Failure::input(format!(
-            "workdir '{}' cannot be created: {e}",
-            workdir.display()
-        ))
-    })?;
-    let resolved = crate::files::resolve_inside(tempdir, workdir)
-        .map_err(|e| Failure::input(format!("workdir '{}': {e}", workdir.display())))?;
-    let Some(resolved) = resolved else {
-        return Err(Failure::input(format!(
-            "workdir '{}' leads outside the request's temp dir",
-            workdir.display()
-        )));
-    };
-    Ok(resolved)
-}
-
-async fn sleep_for(timeout: Option<Duration>) {
-    match timeout {
-        Some(duration) => tokio::time::sleep(duration).await,
+/// Sleeps until the deadline; forever without one (no timeout, or one too far away to
+/// represent).
+async fn sleep_until(deadline: Option<Deadline>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.instant().into()).await,
         None => std::future::pending().await,
     }
 }
@@ -308,9 +333,7 @@ async fn pump(
             }
             let chunk = &buf[..];
             capture.push(chunk);
-            if let Ok(mut combined) = combined.lock() {
-                combined.push(chunk);
-            }
+            crate::sync::lock(combined).push(chunk);
             if let Some(framer) = framer.as_mut() {
                 framer.write(chunk).await;
             }
