@@ -4,7 +4,8 @@
 #   make test     format check, clippy, every test (the command CI runs)
 #   make static   statically linked release binary in target/static/direktiv-cmd
 #   make image    the binary-only image direktiv-cmd:dev, from that binary (no registry needed)
-#   make bench    benchmark table (also written as JSON to bench-results/)
+#   make bench    benchmark table (also written as JSON to bench-results/); STRICT=1 fails on a
+#                 missed target
 #   make soak     long mixed-load test: cancels, timeouts, disconnects, leak checks
 
 CARGO ?= cargo
@@ -49,10 +50,13 @@ image: static
 container-test: static
 	DIREKTIV_CMD_STATIC_BIN=$(STATIC_BIN) $(CARGO) test --test container
 
-# The harness is its own package (bench/), built like the runner so its floor server compares fairly.
+# The harness is its own package (bench/), built like the runner so its floor servers compare
+# fairly. It prints PASS/FAIL per target and exits 0; with STRICT=1 it exits 1 when a target is
+# missed (the table and bench-results/latest.json are written either way).
+STRICT ?=
 bench: static
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --manifest-path bench/Cargo.toml --target $(HOST_TARGET) --target-dir target/bench
-	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench --runner $(STATIC_BIN) --out bench-results/latest.json
+	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench --runner $(STATIC_BIN) --out bench-results/latest.json $(if $(filter 1 yes true,$(STRICT)),--strict)
 
 soak:
 	$(CARGO) test --release --test soak -- --ignored --nocapture
