@@ -7,6 +7,8 @@
 //! `memory.oom_control` (Linux ≥ 4.13). Both count kills by any OOM killer — the container's
 //! memory limit or the whole machine running out.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::LazyLock;
 
@@ -20,7 +22,13 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// command, never the runner (and with it every other command and the request's answer).
 const COMMAND_OOM_SCORE_ADJ: &[u8] = b"1000";
 
-/// The runner's counter, found once: the runner does not change cgroups while it serves.
+/// Room for a counter file's text: `memory.events` and `memory.oom_control` are a few short
+/// lines (about 100 bytes).
+const COUNTER_TEXT_MAX: usize = 1024;
+
+/// The runner's counter, found and opened once: the runner does not change cgroups while it
+/// serves, and a read of the open file is one system call where open, stat, read and close of
+/// the path (a long one inside a pod) were five.
 static COUNTER: LazyLock<Option<OomCounter>> = LazyLock::new(OomCounter::locate);
 
 /// OOM kills in the runner's memory cgroup so far; `None` when the count cannot be read.
@@ -34,10 +42,10 @@ pub fn rose(before: Option<u64>, after: Option<u64>) -> bool {
     matches!((before, after), (Some(before), Some(after)) if after > before)
 }
 
-/// A memory cgroup's OOM-kill counter file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A memory cgroup's OOM-kill counter file, held open.
+#[derive(Debug)]
 pub struct OomCounter {
-    file: PathBuf,
+    file: File,
 }
 
 impl OomCounter {
@@ -73,13 +81,20 @@ impl OomCounter {
         }
         let candidates = v1.into_iter().chain(v2);
         candidates
-            .map(|file| OomCounter { file })
+            .filter_map(|path| {
+                let file = File::open(path).ok()?;
+                Some(OomCounter { file })
+            })
             .find(|counter| counter.read().is_some())
     }
 
     /// The number of OOM kills so far; `None` when the file cannot be read or has no count.
+    /// A read at offset 0 makes the kernel generate a cgroup file's text afresh, and it hands
+    /// the whole text over in that one read.
     pub fn read(&self) -> Option<u64> {
-        parse_oom_kill(&std::fs::read_to_string(&self.file).ok()?)
+        let mut text = [0u8; COUNTER_TEXT_MAX];
+        let length = self.file.read_at(&mut text, 0).ok()?;
+        parse_oom_kill(std::str::from_utf8(&text[..length]).ok()?)
     }
 }
 
@@ -103,10 +118,13 @@ fn parse_oom_kill(text: &str) -> Option<u64> {
 }
 
 /// Makes a just-spawned command the OOM killer's first choice. Best effort: a process that
-/// already exited or changed its credentials cannot be adjusted, and that is no error.
+/// already exited or changed its credentials cannot be adjusted, and that is no error. The
+/// file is opened for writing only (no create, no truncate: a /proc file has neither).
 pub fn raise_oom_score(pid: Pid) {
-    let file = format!("/proc/{}/oom_score_adj", pid.as_raw_nonzero());
-    let _ = std::fs::write(file, COMMAND_OOM_SCORE_ADJ);
+    let path = format!("/proc/{}/oom_score_adj", pid.as_raw_nonzero());
+    if let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(path) {
+        let _ = std::io::Write::write_all(&mut file, COMMAND_OOM_SCORE_ADJ);
+    }
 }
 
 /// `raise_oom_score` for the calling process, for a child between fork and exec:
@@ -158,12 +176,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
         let membership = "0::/kubepods/pod1/ctr\n";
-        assert_eq!(OomCounter::locate_in(membership, root), None);
+        assert!(OomCounter::locate_in(membership, root).is_none());
 
         // A container with its own cgroup mounted at the root (no cgroup namespace).
         write(&root.join("memory.events"), "oom 0\noom_kill 4\n");
         let counter = OomCounter::locate_in(membership, root).unwrap();
-        assert_eq!(counter.file, root.join("memory.events"));
         assert_eq!(counter.read(), Some(4));
 
         // The listed cgroup, where it exists.
@@ -172,8 +189,14 @@ mod tests {
             "oom_kill 7\n",
         );
         let counter = OomCounter::locate_in(membership, root).unwrap();
-        assert_eq!(counter.file, root.join("kubepods/pod1/ctr/memory.events"));
         assert_eq!(counter.read(), Some(7));
+
+        // The file stays open and every read sees the count as it is then.
+        write(
+            &root.join("kubepods/pod1/ctr/memory.events"),
+            "oom_kill 8\n",
+        );
+        assert_eq!(counter.read(), Some(8));
     }
 
     #[test]
@@ -193,10 +216,8 @@ mod tests {
         // memory mount's root.
         std::fs::remove_dir_all(root.join("memory/docker")).unwrap();
         write(&root.join("memory/memory.oom_control"), "oom_kill 3\n");
-        assert_eq!(
-            OomCounter::locate_in(membership, root).unwrap().file,
-            root.join("memory/memory.oom_control")
-        );
+        let counter = OomCounter::locate_in(membership, root).unwrap();
+        assert_eq!(counter.read(), Some(3));
     }
 
     #[test]
@@ -207,7 +228,7 @@ mod tests {
         write(&mount.join("memory.events"), "oom_kill 1\n");
         // `/..` would lead from the mount to the file beside it.
         let counter = OomCounter::locate_in("0::/..\n", &mount).unwrap();
-        assert_eq!(counter.file, mount.join("memory.events"));
+        assert_eq!(counter.read(), Some(1));
         assert_eq!(nested(&mount, "/"), None);
         assert_eq!(nested(&mount, "/a/../b"), None);
         assert_eq!(nested(&mount, "/a/b"), Some(mount.join("a/b")));
@@ -217,8 +238,8 @@ mod tests {
     fn garbage_membership_finds_nothing() {
         let root = tempfile::tempdir().unwrap();
         write(&root.path().join("memory.events"), "oom_kill 1\n");
-        assert_eq!(OomCounter::locate_in("", root.path()), None);
-        assert_eq!(OomCounter::locate_in("nonsense\n", root.path()), None);
+        assert!(OomCounter::locate_in("", root.path()).is_none());
+        assert!(OomCounter::locate_in("nonsense\n", root.path()).is_none());
     }
 
     #[test]
