@@ -80,7 +80,8 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
         .collect::<io::Result<_>>()?;
 
     // Pipes are close-on-exec: the child gets only the dup2'ed copies on 0, 1 and 2.
-    let (stdin_read, stdin_write) = pipe_with(PipeFlags::CLOEXEC)?;
+    let stdin = Stdin::for_request(request.stdin)?;
+    let stdin_read = stdin.child_end();
     let (stdout_read, stdout_write) = pipe_with(PipeFlags::CLOEXEC)?;
     let (stderr_read, stderr_write) = pipe_with(PipeFlags::CLOEXEC)?;
 
@@ -113,19 +114,67 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
                 env,
                 cwd: request.cwd,
             },
-            [&stdin_read, &stdout_write, &stderr_write],
+            [stdin_read, &stdout_write, &stderr_write],
             request.limits,
         )?,
     };
     // The child's ends close here: EOF on stdout/stderr then means every holder is gone, and
-    // dropping the stdin writer (no stdin text) gives the child EOF at once.
-    drop((stdin_read, stdout_write, stderr_write));
+    // a stdin pipe's reader is the child's alone.
+    drop((stdout_write, stderr_write));
     Ok(Spawned {
         pid,
-        stdin: request.stdin.then_some(stdin_write),
+        stdin: stdin.into_writer(),
         stdout: stdout_read,
         stderr: stderr_read,
     })
+}
+
+/// `/dev/null` for reading, opened once, for the stdin of every command given no stdin text:
+/// EOF at once, like a pipe whose writer is gone, without making a pipe per command. `None`
+/// where there is no usable one (a bare chroot, or something other than the null device at
+/// that path): such commands get that pipe.
+static DEV_NULL: LazyLock<Option<OwnedFd>> = LazyLock::new(|| {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let fd = rustix::fs::open("/dev/null", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let stat = rustix::fs::fstat(&fd).ok()?;
+    (FileType::from_raw_mode(stat.st_mode) == FileType::CharacterDevice).then_some(fd)
+});
+
+/// A command's stdin: a pipe the runner writes the request's text to, or EOF at once.
+enum Stdin {
+    /// The reader goes to the child; the writer to the runner (`None`: nothing to write, the
+    /// writer closes as soon as the child has its copy of the reader).
+    Pipe(OwnedFd, Option<OwnedFd>),
+    /// The shared `/dev/null`.
+    Null(&'static OwnedFd),
+}
+
+impl Stdin {
+    fn for_request(has_text: bool) -> io::Result<Stdin> {
+        match DEV_NULL.as_ref() {
+            Some(null) if !has_text => Ok(Stdin::Null(null)),
+            _ => {
+                let (read, write) = pipe_with(PipeFlags::CLOEXEC)?;
+                Ok(Stdin::Pipe(read, has_text.then_some(write)))
+            }
+        }
+    }
+
+    /// The fd that becomes the child's 0.
+    fn child_end(&self) -> &OwnedFd {
+        match self {
+            Stdin::Pipe(read, _) => read,
+            Stdin::Null(null) => null,
+        }
+    }
+
+    /// The runner's end, for the stdin text; the child's end closes here.
+    fn into_writer(self) -> Option<OwnedFd> {
+        match self {
+            Stdin::Pipe(_, writer) => writer,
+            Stdin::Null(_) => None,
+        }
+    }
 }
 
 /// The runner's own environment as `KEY=value` strings, built once: it never changes while
@@ -478,6 +527,36 @@ mod tests {
             } else {
                 assert_eq!(lines[5], "512", "the limit is set before exec");
             }
+        }
+    }
+
+    #[test]
+    fn stdin_is_the_null_device_unless_there_is_text_to_feed() {
+        for limits in methods() {
+            let dir = tempfile::tempdir().unwrap();
+            let (out, code) = run(
+                "sh",
+                &["-c", "readlink /proc/self/fd/0; cat"],
+                dir.path(),
+                vec![],
+                limits,
+            );
+            assert_eq!((out.as_str(), code), ("/dev/null\n", 0));
+
+            let args = vec!["-c".to_owned(), "cat".to_owned()];
+            let mut with_text = request("sh", &args, dir.path(), vec![], limits);
+            with_text.stdin = true;
+            let spawned = spawn(&with_text).unwrap();
+            let mut writer = std::fs::File::from(spawned.stdin.unwrap());
+            std::io::Write::write_all(&mut writer, b"fed\n").unwrap();
+            drop(writer);
+            let mut out = String::new();
+            std::fs::File::from(spawned.stdout)
+                .read_to_string(&mut out)
+                .unwrap();
+            rustix::process::waitpid(Some(spawned.pid), rustix::process::WaitOptions::empty())
+                .unwrap();
+            assert_eq!(out, "fed\n");
         }
     }
 
