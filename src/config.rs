@@ -237,15 +237,15 @@ pub fn parse_size(value: &str) -> Result<usize, String> {
 }
 
 fn parse_backend(value: &str) -> Result<String, String> {
-    let url = reqwest::Url::parse(value.trim()).map_err(|e| {
+    let uri: http::Uri = value.trim().parse().map_err(|e| {
         format!("'{value}' is not a URL ({e}); expected e.g. http://127.0.0.1:8889")
     })?;
-    if url.scheme() != "http" && url.scheme() != "https" {
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
         return Err(format!(
-            "'{value}': the sidecar URL must start with http://"
+            "'{value}': the sidecar URL must start with http:// and name a host"
         ));
     }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
+    Ok(uri.to_string().trim_end_matches('/').to_owned())
 }
 
 /// `NAME=VALUE`, split at the first `=`.
@@ -349,6 +349,12 @@ mod tests {
             parse_backend("http://localhost:8889/"),
             Ok("http://localhost:8889".to_owned())
         );
+        assert_eq!(
+            parse_backend(" http://127.0.0.1:8889/base/ "),
+            Ok("http://127.0.0.1:8889/base".to_owned())
+        );
         assert!(parse_backend("127.0.0.1:8889").is_err());
+        assert!(parse_backend("ftp://127.0.0.1:8889").is_err());
+        assert!(parse_backend("http://sidecar\u{e9}:8889").is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! The floor servers: the least an HTTP server built from the runner's crates (tokio, axum,
-//! hyper, reqwest) must do to run a command per request. Whatever the runner spends beyond a
+//! hyper, hyper-util) must do to run a command per request. Whatever the runner spends beyond a
 //! floor is the price of its features.
 //!
 //! - The *spawn floor* spawns one process per `POST /` with tokio::process and answers with
@@ -7,7 +7,7 @@
 //! - The *protocol floor* does the same and, before answering, the one log POST the contract
 //!   cannot do without: the `running command '<cmd>'` line and the command's output lines,
 //!   newline-joined, to the sidecar's `/log?aid=<Direktiv-ActionID>`, over a pooled keep-alive
-//!   reqwest client built as the runner builds its own, and awaited, because every line must be
+//!   hyper-util client built as the runner builds its own, and awaited, because every line must be
 //!   at the sidecar before the response. Targets are judged against this floor.
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,10 +21,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::{BodyExt, Full};
+use hyper::header::CONTENT_TYPE;
+use hyper::{Method, Request, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::client::Error;
 
-/// The runner's log client timeouts (src/logs/mod.rs), so both clients behave alike.
+/// The runner's log client timeouts (src/logs/endpoint.rs), so both clients behave alike.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,11 +58,11 @@ impl Floor {
     }
 }
 
-/// The protocol floor's log client and the sidecar's `/log` URL, both made once at start as
-/// the runner makes them.
+/// The protocol floor's log client and the sidecar's `/log?aid=` URI prefix, both made once at
+/// start as the runner makes them.
 struct LogPost {
-    client: reqwest::Client,
-    url: reqwest::Url,
+    client: Client<HttpConnector, Full<Bytes>>,
+    uri_prefix: String,
 }
 
 /// Serves until killed. Announces its address on stderr the way the runner does, so the
@@ -124,37 +130,47 @@ async fn run(State(log): State<Option<Arc<LogPost>>>, headers: HeaderMap, body: 
 impl LogPost {
     /// The client and URL for the sidecar at `sidecar` (its base URL).
     fn new(sidecar: &str) -> Result<Self, Error> {
-        Ok(Self {
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(POST_TIMEOUT)
-                .tcp_nodelay(true)
-                .build()?,
-            url: reqwest::Url::parse(&format!("{}/log", sidecar.trim_end_matches('/')))?,
-        })
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        let uri_prefix = format!("{}/log?aid=", sidecar.trim_end_matches('/'));
+        uri_prefix.parse::<Uri>()?;
+        Ok(Self { client, uri_prefix })
     }
 
     /// One POST of `message` for `aid`; any answer but 2xx is a failure.
     async fn post(&self, aid: &str, message: Vec<u8>) -> Result<(), String> {
-        let mut url = self.url.clone();
-        url.query_pairs_mut().append_pair("aid", aid);
-        let response = self
-            .client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(message)
-            .send()
-            .await
+        let aid: String = form_urlencoded::byte_serialize(aid.as_bytes()).collect();
+        let uri: Uri = format!("{}{aid}", self.uri_prefix)
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(message)))
             .map_err(|e| e.to_string())?;
-        let status = response.status();
-        // Reading the answer to its end lets the connection go back to the pool.
-        let _ = response.bytes().await;
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("the sidecar answered {status}"))
-        }
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            // Reading the answer to its end lets the connection go back to the pool.
+            let _ = response.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("the sidecar answered {status}"))
+            }
+        };
+        tokio::time::timeout(POST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".to_owned()))
     }
 }
 

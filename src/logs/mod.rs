@@ -13,15 +13,14 @@
 //! to the sidecar, or to stdout in development mode or once the sidecar stopped answering.
 
 mod console;
+mod endpoint;
 mod framer;
 mod queue;
 mod sender;
 #[cfg(test)]
 mod tests;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -31,14 +30,9 @@ use crate::mask::Masker;
 pub use console::{Console, Stderr, Stdout};
 pub use framer::LineFramer;
 
+use endpoint::Endpoint;
 use queue::{Batch, Queue};
 use sender::{Destination, Sender};
-
-/// The sidecar is on the same host; it answers in milliseconds or not at all.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Longest wait for one POST (a 4 MiB message relayed by the sidecar included).
-const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The process-wide log client.
 #[derive(Clone)]
@@ -48,13 +42,11 @@ pub struct LogShipper {
 
 /// What every request's log stream shares.
 struct ShipperInner {
-    /// `<backend>/log`, parsed once; `None` if the backend is not a URL (output then goes to
-    /// stdout). Each request adds its `aid`.
-    log_url: Option<reqwest::Url>,
+    /// `<backend>/log` and its client; `None` if the backend is not a URL (output then goes
+    /// to stdout). Each request adds its `aid`.
+    endpoint: Option<Arc<Endpoint>>,
     /// Development mode for every request (`DIREKTIV_DEV_MODE`).
     dev_mode: bool,
-    /// `None` only if the client could not be built; output then goes to stdout.
-    client: Option<reqwest::Client>,
     /// Where development-mode and fallback lines go.
     console: Arc<dyn Console>,
 }
@@ -63,22 +55,16 @@ impl LogShipper {
     /// A shipper posting to `backend` (the sidecar's base URL), or writing to stdout for every
     /// request when `dev_mode` is set.
     pub fn new(backend: &str, dev_mode: bool) -> Self {
-        let client = build_client()
-            .inspect_err(|error| {
-                tracing::error!(%error, "cannot build the log client; output goes to stdout")
-            })
-            .ok();
-        let log_url = format!("{}/log", backend.trim_end_matches('/'));
-        let log_url = reqwest::Url::parse(&log_url)
+        let endpoint = Endpoint::new(backend)
             .inspect_err(|error| {
                 tracing::error!(%backend, %error, "invalid sidecar URL; output goes to stdout")
             })
-            .ok();
+            .ok()
+            .map(Arc::new);
         LogShipper {
             inner: Arc::new(ShipperInner {
-                log_url,
+                endpoint,
                 dev_mode,
-                client,
                 console: Arc::new(Stdout),
             }),
         }
@@ -89,9 +75,8 @@ impl LogShipper {
     pub fn with_console(self, console: Arc<dyn Console>) -> Self {
         LogShipper {
             inner: Arc::new(ShipperInner {
-                log_url: self.inner.log_url.clone(),
+                endpoint: self.inner.endpoint.clone(),
                 dev_mode: self.inner.dev_mode,
-                client: self.inner.client.clone(),
                 console,
             }),
         }
@@ -124,33 +109,20 @@ impl LogShipper {
         if self.inner.dev_mode || is_development(action_id) {
             return Destination::Console;
         }
-        match (&self.inner.client, &self.inner.log_url) {
-            (Some(client), Some(url)) => {
-                let mut url = url.clone();
-                url.query_pairs_mut().append_pair("aid", action_id);
-                Destination::Http {
-                    client: client.clone(),
-                    url,
-                }
+        let Some(endpoint) = &self.inner.endpoint else {
+            return Destination::Unreachable;
+        };
+        match endpoint.uri_for(action_id) {
+            Ok(uri) => Destination::Http {
+                endpoint: endpoint.clone(),
+                uri,
+            },
+            Err(error) => {
+                tracing::error!(%error, "this request's output goes to stdout");
+                Destination::Unreachable
             }
-            _ => Destination::Unreachable,
         }
     }
-}
-
-/// The one HTTP client of the log shipper.
-fn build_client() -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        // Direktiv sets HTTP_PROXY in user containers; the sidecar is local and must not be
-        // reached through it.
-        .no_proxy()
-        // `localhost` without /etc/hosts or NSS (scratch and distroless images). Port 0 here:
-        // reqwest keeps the port written in the URL.
-        .resolve("localhost", SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(POST_TIMEOUT)
-        .tcp_nodelay(true)
-        .build()
 }
 
 /// The log stream of one request. Clones share the same ordered queue.

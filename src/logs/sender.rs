@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::CONTENT_TYPE;
+use http::Uri;
 use tokio::sync::watch;
 
 use crate::metrics::METRICS;
 
 use super::console::Console;
+use super::endpoint::Endpoint;
 use super::queue::{Message, Queue};
 
 /// Pauses between tries of one failed POST: about a second in all, then the endpoint counts as
@@ -33,10 +34,7 @@ pub(crate) enum Destination {
     /// Development mode: stdout, as they are.
     Console,
     /// The sidecar's log endpoint (`<backend>/log?aid=<action id>`).
-    Http {
-        client: reqwest::Client,
-        url: reqwest::Url,
-    },
+    Http { endpoint: Arc<Endpoint>, uri: Uri },
     /// No usable endpoint (the URL could not be built): stdout with the action id prefix.
     Unreachable,
 }
@@ -67,8 +65,8 @@ impl Sender {
             let lines = message.lines;
             match &destination {
                 Destination::Console => write_raw(&console, message.body).await,
-                Destination::Http { client, url } if !endpoint_down => {
-                    if let Err(failed) = post_message(client, url, message).await {
+                Destination::Http { endpoint, uri } if !endpoint_down => {
+                    if let Err(failed) = post_message(endpoint, uri, message).await {
                         endpoint_down = true;
                         write_prefixed(&console, &prefix, &failed, lines).await;
                     }
@@ -81,14 +79,10 @@ impl Sender {
 }
 
 /// POSTs one message with retries; gives the body back when the endpoint did not take it.
-async fn post_message(
-    client: &reqwest::Client,
-    url: &reqwest::Url,
-    message: Message,
-) -> Result<(), Bytes> {
+async fn post_message(endpoint: &Endpoint, uri: &Uri, message: Message) -> Result<(), Bytes> {
     let lines = message.lines;
     let body = Bytes::from(message.body);
-    match post_with_retries(client, url, &body).await {
+    match post_with_retries(endpoint, uri, &body).await {
         Ok(()) => {
             METRICS.log_lines.inc_by(lines);
             METRICS.log_bytes.inc_by(body.len() as u64);
@@ -99,7 +93,7 @@ async fn post_message(
         }
         Err(error) => {
             tracing::warn!(
-                url = %url,
+                url = %uri,
                 %error,
                 "the log endpoint did not take this request's output; \
                  its remaining lines go to stdout"
@@ -110,16 +104,12 @@ async fn post_message(
 }
 
 /// Tries a POST until it succeeds or the backoff schedule is used up.
-async fn post_with_retries(
-    client: &reqwest::Client,
-    url: &reqwest::Url,
-    body: &Bytes,
-) -> Result<(), String> {
+async fn post_with_retries(endpoint: &Endpoint, uri: &Uri, body: &Bytes) -> Result<(), String> {
     let started = Instant::now();
     let mut pauses = BACKOFF.iter();
     loop {
         METRICS.log_posts.inc();
-        let error = match post(client, url, body.clone()).await {
+        let error = match endpoint.post(uri, body.clone()).await {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
@@ -131,37 +121,6 @@ async fn post_with_retries(
             _ => return Err(error),
         }
     }
-}
-
-/// One POST; any answer but 2xx is a failure.
-async fn post(client: &reqwest::Client, url: &reqwest::Url, body: Bytes) -> Result<(), String> {
-    let response = client
-        .post(url.clone())
-        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(body)
-        .send()
-        .await
-        .map_err(|error| error_chain(&error))?;
-    let status = response.status();
-    // Reading the (short) answer to its end lets the connection go back to the pool.
-    let _ = response.bytes().await;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("the endpoint answered {status}"))
-    }
-}
-
-/// An error with its causes ("error sending request: connection refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Development mode: the lines as they are.

@@ -1,0 +1,175 @@
+//! The sidecar's log endpoint (`<backend>/log?aid=<action id>`) and the one keep-alive HTTP
+//! client that posts to it.
+//!
+//! A plain hyper client: the sidecar is a fixed local address, so what a general HTTP client
+//! adds per request (redirect handling, proxy lookup, URL parsing and re-parsing) is cost
+//! without use. The address is worked out once at start; each request gets its URI once; a
+//! POST clones it (a reference count) and sends.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+/// The sidecar is on the same host; it answers in milliseconds or not at all.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest wait for one POST, answer included (a 4 MiB message relayed by the sidecar too).
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The body's type, sent with every POST.
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// The log endpoint: where to connect, and the client's pool of connections to it.
+#[derive(Clone)]
+pub(crate) struct Endpoint {
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// `http://<address>/<path>/log?aid=`: each request's URI is this and its escaped id.
+    uri_prefix: String,
+    /// The backend's host and port as configured (`localhost:8889`), for the Host header.
+    host: HeaderValue,
+}
+
+impl Endpoint {
+    /// The endpoint under `backend` (the sidecar's base URL, `http://host[:port][/path]`).
+    /// `localhost` is 127.0.0.1 without a name lookup: scratch and distroless images have no
+    /// /etc/hosts. Any other name is resolved when a connection is made.
+    pub(crate) fn new(backend: &str) -> Result<Endpoint, String> {
+        let uri: Uri = backend
+            .parse()
+            .map_err(|error| format!("'{backend}' is not a URL ({error})"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(format!("'{backend}' has no scheme or host"));
+        };
+        let address = match authority.host() {
+            host if host.eq_ignore_ascii_case("localhost") => match authority.port() {
+                Some(port) => format!("127.0.0.1:{port}"),
+                None => "127.0.0.1".to_owned(),
+            },
+            _ => authority.as_str().to_owned(),
+        };
+        let path = uri.path().trim_end_matches('/');
+        let host = HeaderValue::from_str(authority.as_str())
+            .map_err(|error| format!("'{backend}': {error}"))?;
+        Ok(Endpoint {
+            client: build_client(),
+            uri_prefix: format!("{scheme}://{address}{path}/log?aid="),
+            host,
+        })
+    }
+
+    /// The URI one request's lines go to (the action id escaped for a query).
+    pub(crate) fn uri_for(&self, action_id: &str) -> Result<Uri, String> {
+        let escaped: String = form_urlencoded::byte_serialize(action_id.as_bytes()).collect();
+        format!("{}{escaped}", self.uri_prefix)
+            .parse()
+            .map_err(|error| format!("no log URI for action id '{action_id}': {error}"))
+    }
+
+    /// One POST of `body` to `uri`; any answer but 2xx is a failure. The answer is read to
+    /// its end so the connection goes back to the pool.
+    pub(crate) async fn post(&self, uri: &Uri, body: Bytes) -> Result<(), String> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri.clone())
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, TEXT_PLAIN)
+            .body(Full::new(body))
+            .map_err(|error| error_chain(&error))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|error| format!("error sending request: {}", error_chain(&error)))?;
+            let status = response.status();
+            let _ = response.into_body().collect().await;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("the endpoint answered {status}"))
+            }
+        };
+        tokio::time::timeout(POST_TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {POST_TIMEOUT:?}")))
+    }
+}
+
+/// The pooled keep-alive client. It never consults HTTP_PROXY (Direktiv sets it in user
+/// containers; the sidecar is local and must not be reached through it).
+fn build_client() -> Client<HttpConnector, Full<Bytes>> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        // Idle connections are dropped after the pool's idle timeout, which needs a timer.
+        .pool_timer(TokioTimer::new())
+        .build(connector)
+}
+
+/// An error with its causes ("client error (Connect): tcp connect error: Connection refused").
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint_at(backend: &str) -> Endpoint {
+        Endpoint::new(backend).unwrap()
+    }
+
+    #[tokio::test]
+    async fn localhost_is_the_loopback_address_and_the_host_header_stays() {
+        let endpoint = endpoint_at("http://localhost:8889");
+        assert_eq!(
+            endpoint.uri_for("a1").unwrap(),
+            "http://127.0.0.1:8889/log?aid=a1"
+        );
+        assert_eq!(endpoint.host, "localhost:8889");
+        let endpoint = endpoint_at("http://LocalHost");
+        assert_eq!(
+            endpoint.uri_for("a1").unwrap(),
+            "http://127.0.0.1/log?aid=a1"
+        );
+    }
+
+    #[tokio::test]
+    async fn other_hosts_and_a_base_path_are_kept() {
+        let endpoint = endpoint_at("http://sidecar.local:9000/base/");
+        assert_eq!(
+            endpoint.uri_for("a1").unwrap(),
+            "http://sidecar.local:9000/base/log?aid=a1"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_action_id_is_escaped_for_the_query() {
+        let endpoint = endpoint_at("http://127.0.0.1:8889");
+        assert_eq!(
+            endpoint.uri_for("a b&c=d/é").unwrap(),
+            "http://127.0.0.1:8889/log?aid=a+b%26c%3Dd%2F%C3%A9"
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_url_is_refused() {
+        assert!(Endpoint::new("not a url").is_err());
+        assert!(Endpoint::new("127.0.0.1:8889").is_err());
+        assert!(Endpoint::new("/log").is_err());
+    }
+}
