@@ -50,12 +50,12 @@ image: static
 container-test: static
 	DIREKTIV_CMD_STATIC_BIN=$(STATIC_BIN) $(CARGO) test --test container
 
-# The harness is its own package (bench/), built like the runner so its floor servers compare
-# fairly. It prints PASS/FAIL per target and exits 0; with STRICT=1 it exits 1 when a target is
+# The harness is its own package (bench/), built and linked like the runner (build.rs: packed
+# relocations) so its floor servers compare fairly. It prints PASS/FAIL per target and exits 0; with STRICT=1 it exits 1 when a target is
 # missed (the table and bench-results/latest.json are written either way).
 STRICT ?=
 bench: static
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --manifest-path bench/Cargo.toml --target $(HOST_TARGET) --target-dir target/bench
+	RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" $(CARGO) build --release --manifest-path bench/Cargo.toml --target $(HOST_TARGET) --target-dir target/bench
 	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench --runner $(STATIC_BIN) --out bench-results/latest.json $(if $(filter 1 yes true,$(STRICT)),--strict)
 
 soak:
