@@ -11,6 +11,7 @@ use direktiv_cmd::{init, pipeline, server};
 fn main() -> ExitCode {
     // Before anything else, while the process has a single thread: fork() is only safe then.
     init::become_init_if_pid1();
+    limit_malloc_arenas();
 
     let cli = Cli::try_parse().unwrap_or_else(|error| config_error(error));
     // For `run`, the runner's own info lines (a failing command, once more) only repeat what
@@ -37,6 +38,23 @@ fn main() -> ExitCode {
             runtime.block_on(run_once(cli.config, &options, &request))
         }
     }
+}
+
+/// Arenas glibc's malloc may create: two, unless the environment sets its own limit. By
+/// default every thread that allocates gets an arena of its own, up to eight per core: each
+/// runtime worker and each blocking-pool thread then keeps a partly used heap of its own, about
+/// 0.4 MiB of the runner's peak RSS at 16 concurrent requests. Threads' own caches (tcache)
+/// still serve most small allocations without taking an arena's lock; throughput at c=16 is
+/// the same within noise.
+fn limit_malloc_arenas() {
+    const ARENAS: libc::c_int = 2;
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() || tunables.contains("arena_max") {
+        return;
+    }
+    // SAFETY: mallopt only sets a parameter of the allocator under its own lock; M_ARENA_MAX
+    // with a positive value is a documented use, valid at any time.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
 }
 
 /// Commands' exits are observed through pidfds and `waitid`, never through SIGCHLD. While a
