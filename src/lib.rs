@@ -18,4 +18,5 @@ pub mod plan;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod stdio;
 pub mod text;

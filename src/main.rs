@@ -3,10 +3,14 @@
 
 use std::io::Read;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use direktiv_cmd::config::{Cli, Config, LogFormat, Mode};
-use direktiv_cmd::{init, server};
+use direktiv_cmd::{init, server, stdio};
+
+/// At exit, how long queued output may take to reach a reader that still reads.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     // Before anything else, while the process has a single thread: fork() is only safe then.
@@ -25,10 +29,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         None => runtime.block_on(serve(cli.config)),
         Some(Mode::Run { request }) => runtime.block_on(run_once(cli.config, &request)),
-    }
+    };
+    stdio::flush(FINAL_FLUSH);
+    code
 }
 
 /// Commands' exits are observed through pidfds and `waitid`, never through SIGCHLD. While a
@@ -82,6 +88,8 @@ async fn run_once(config: Config, source: &str) -> ExitCode {
         }
     };
     let reply = server::run_local(config, &body).await;
+    // The command output shown on stderr comes before the verdict.
+    stdio::flush(FINAL_FLUSH);
     println!("{}", String::from_utf8_lossy(&reply.body));
     if let Some((code, message)) = &reply.error {
         eprintln!("direktiv-cmd: {code}: {message}");
@@ -132,7 +140,9 @@ fn init_tracing(config: &Config) {
         },
         _ => (default(), None),
     };
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Each log line is queued whole and never waited for: a stderr nobody reads must not
+    // stall the thread that logs (an async worker, in the middle of a request).
+    let layer = tracing_subscriber::fmt::layer().with_writer(stdio::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match config.log_format {
         LogFormat::Json => registry

@@ -186,9 +186,10 @@ async fn write_prefixed(console: &Arc<dyn Console>, prefix: &[u8], body: &[u8], 
     write_console(console, out).await;
 }
 
-/// Writes off the async workers: stdout may be a slow pipe.
+/// Writes off the async workers: the console may wait (about a second at most) for a slow
+/// reader of stdout.
 async fn write_console(console: &Arc<dyn Console>, bytes: Vec<u8>) {
     let console = console.clone();
     // A panicking console loses these lines only; the request carries on.
-    let _ = tokio::task::spawn_blocking(move || console.write_lines(&bytes)).await;
+    let _ = tokio::task::spawn_blocking(move || console.write_lines(bytes)).await;
 }
