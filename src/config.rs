@@ -12,6 +12,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Direktiv's own limit for one log message (the sidecar answers 413 above it).
 pub const LOG_MESSAGE_CAP: usize = 4 * 1024 * 1024;
 
+/// The longest duration a setting or a request may give: a year (humantime's `1y`, 365.25
+/// days). Far beyond any real timeout or grace period, and far below where adding it to a
+/// clock reading overflows: `Instant + Duration` panics there, so nothing larger may enter.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "direktiv-cmd",
@@ -136,16 +141,36 @@ impl Config {
     }
 }
 
-/// Durations: plain seconds (`300`, `1.5`) or humantime (`90s`, `5m`, `1h 30m`).
+/// Durations: plain seconds (`300`, `1.5`) or humantime (`90s`, `5m`, `1h 30m`), at most
+/// [`MAX_DURATION`].
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{value}' is not a duration: seconds must be 0 or more"));
+        return duration_from_secs(secs).map_err(|e| format!("'{value}': {e}"));
     }
-    humantime::parse_duration(value).map_err(|e| {
+    let duration = humantime::parse_duration(value).map_err(|e| {
         format!("'{value}' is not a duration ({e}); use seconds or a value like 90s, 5m, 1h")
-    })
+    })?;
+    at_most_a_year(duration).map_err(|e| format!("'{value}': {e}"))
+}
+
+/// A number of seconds as a duration: 0 or more, at most [`MAX_DURATION`].
+pub fn duration_from_secs(secs: f64) -> Result<Duration, String> {
+    if secs.is_nan() || secs < 0.0 {
+        return Err("seconds must be 0 or more".into());
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) => at_most_a_year(duration),
+        // Negative and NaN are ruled out above: only too large a value (or infinity) is left.
+        Err(_) => at_most_a_year(Duration::MAX),
+    }
+}
+
+fn at_most_a_year(duration: Duration) -> Result<Duration, String> {
+    if duration > MAX_DURATION {
+        return Err("more than a year, the longest duration accepted".into());
+    }
+    Ok(duration)
 }
 
 /// Sizes: plain bytes or a number with a unit (`512KiB`, `1MiB`, `1MB`, `2G`).
@@ -221,6 +246,28 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn durations_stop_at_a_year() {
+        assert_eq!(parse_duration("1y"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("365d"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
+        assert_eq!(parse_duration("31557600"), Ok(MAX_DURATION));
+        for value in [
+            "366d",
+            "2y",
+            "31557601",
+            "18446744073709551615s",
+            "1e300",
+            "inf",
+            "NaN",
+        ] {
+            let error = parse_duration(value).expect_err(value);
+            assert!(error.contains(value), "{error}");
+        }
     }
 
     #[test]

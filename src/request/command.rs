@@ -113,7 +113,8 @@ fn check_no_nul(argv: &[String]) -> Result<(), String> {
     }
 }
 
-/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"1h"`). Zero
+/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"1h"`), at most a
+/// year (`config::MAX_DURATION`). Zero
 /// means "no timeout of its own", like `CMD_TIMEOUT=0`, so the command gets the configured
 /// default instead of being stopped at once.
 fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
@@ -122,10 +123,11 @@ fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
         return Ok(None);
     };
     let parsed = match value {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or_else(|| format!("{EXPECTED}, got {n}")),
+        Value::Number(n) => match n.as_f64() {
+            Some(secs) => crate::config::duration_from_secs(secs)
+                .map_err(|e| format!("{EXPECTED}, got {n}: {e}")),
+            None => Err(format!("{EXPECTED}, got {n}")),
+        },
         Value::String(s) => {
             crate::config::parse_duration(s).map_err(|e| format!("{EXPECTED}: {e}"))
         }

@@ -370,8 +370,17 @@ fn bad_timeouts_name_the_path_and_the_expected_form() {
     let message = refused(json!({"commands": [{"command": "a", "timeout": -1}]}));
     assert_eq!(
         message,
-        "commands[0].timeout: expected seconds or a duration like \"90s\", got -1"
+        "commands[0].timeout: expected seconds or a duration like \"90s\", got -1: \
+         seconds must be 0 or more"
     );
+    for huge in [json!(1e15), json!("366d"), json!("18446744073709551615s")] {
+        let message = refused(json!({"commands": [{"command": "a", "timeout": huge}]}));
+        assert!(
+            message.starts_with("commands[0].timeout: expected seconds or a duration")
+                && message.ends_with("more than a year, the longest duration accepted"),
+            "{message}"
+        );
+    }
     let message = refused(json!({"commands": [{"command": "a", "timeout": "soon"}]}));
     assert!(
         message.starts_with("commands[0].timeout: expected seconds or a duration"),
