@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use direktiv_cmd::config::{Cli, Config, LogFormat, Mode};
-use direktiv_cmd::{init, server, stdio};
+use direktiv_cmd::{init, pipeline, server, stdio};
 
 /// At exit, how long queued output may take to reach a reader that still reads.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -87,7 +87,7 @@ async fn run_once(config: Config, source: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reply = server::run_local(config, &body).await;
+    let reply = pipeline::run_local(config, &body).await;
     // The command output shown on stderr comes before the verdict.
     stdio::flush(FINAL_FLUSH);
     println!("{}", String::from_utf8_lossy(&reply.body));

@@ -166,8 +166,7 @@ impl Write for &LossyWriter {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        // The state stays consistent under any panic (plain counters and a queue).
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.state)
     }
 
     fn wait_progress<'a>(
