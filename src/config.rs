@@ -75,6 +75,12 @@ pub struct Config {
     #[arg(long, env = "CMD_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub grace: Duration,
 
+    /// Longest wait for a request's headers, and for its whole body once they are in. An idle
+    /// keep-alive connection is closed after as long without a new request.
+    #[arg(long, env = "CMD_READ_TIMEOUT", default_value = "30s",
+          value_parser = parse_positive_duration)]
+    pub read_timeout: Duration,
+
     /// Requests run at the same time; more are answered 503 cmd.busy.
     #[arg(long, env = "CMD_MAX_INFLIGHT", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -172,6 +178,14 @@ fn at_most_a_year(duration: Duration) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A duration that must not be zero (a read timeout of 0 would refuse every request).
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    match parse_duration(value)? {
+        duration if duration.is_zero() => Err(format!("'{value}': must be more than 0")),
+        duration => Ok(duration),
+    }
+}
+
 /// Sizes: plain bytes or a number with a unit (`512KiB`, `1MiB`, `1MB`, `2G`).
 pub fn parse_size(value: &str) -> Result<usize, String> {
     let trimmed = value.trim();
@@ -267,6 +281,8 @@ mod tests {
             let error = parse_duration(value).expect_err(value);
             assert!(error.contains(value), "{error}");
         }
+        assert!(parse_positive_duration("0").is_err());
+        assert_eq!(parse_positive_duration("1s"), Ok(Duration::from_secs(1)));
     }
 
     #[test]
