@@ -129,7 +129,8 @@ async fn post_with_retries(
         };
         METRICS.log_post_failures.inc();
         match pauses.next() {
-            Some(pause) if started.elapsed() + *pause < RETRY_WINDOW => {
+            // Saturating: a sum of two short durations, but no addition here may panic.
+            Some(pause) if started.elapsed().saturating_add(*pause) < RETRY_WINDOW => {
                 tokio::time::sleep(*pause).await;
             }
             _ => return Err(error),
