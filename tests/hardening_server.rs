@@ -426,6 +426,58 @@ async fn idle_keep_alive_connections_are_closed_after_a_while() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_the_client_never_reads_is_abandoned_after_the_read_timeout() {
+    let read_timeout = Duration::from_secs(1);
+    let (sidecar, runner) = start(&[("CMD_READ_TIMEOUT", "1s"), ("CMD_MAX_OUTPUT", "4MiB")]);
+    // Four commands of 4 MiB each: a 32 MiB response (stdout and result), far more than the
+    // socket buffers hold.
+    let big = json!({"command": "head -c 4194304 /dev/zero | tr '\\0' a",
+                     "shell": true, "silent": true});
+    let body = serde_json::to_vec(&json!({"commands": [big, big, big, big]})).expect("json");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("small receive buffer");
+    let mut stream = socket.connect(runner.addr()).await.expect("connect");
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nDirektiv-ActionID: unread\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("send");
+    stream.write_all(&body).await.expect("send");
+    // The answer starts; then the client stops reading.
+    let mut first = vec![0u8; 1024];
+    let n = within(PATIENCE, "the response", stream.read(&mut first)).await;
+    let first = &first[..n.expect("read")];
+    let text = String::from_utf8_lossy(first).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    let length: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    tokio::time::sleep(read_timeout + SLACK).await;
+
+    // Reading again gets what the kernel still held, then the end: the runner gave up.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the runner still holds the connection");
+    assert!(
+        first.len() + rest.len() < length,
+        "the whole response ({length} bytes) was still there to read"
+    );
+    // The runner is fine, and the action id is free.
+    within(
+        PATIENCE,
+        "after an unread response",
+        sidecar.call(&runner, "unread", json!({"command": "echo ok"})),
+    )
+    .await
+    .assert_success();
+}
+
 // --- 3. descriptors ----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]

@@ -3,7 +3,8 @@
 //!
 //! - A request's headers must arrive within `CMD_READ_TIMEOUT` (hyper's header read timeout).
 //!   The same timer runs while a keep-alive connection waits for its next request, so an idle
-//!   connection is closed after as long. The body's deadline is `body::read`'s.
+//!   connection is closed after as long. The body's deadline is `body::read`'s; a response the
+//!   client leaves unread for as long ends the connection too (`write_timeout`).
 //! - Open connections are capped below the open-file limit, which is raised to the hard limit
 //!   at start: at the cap the runner stops accepting and new connections wait in the kernel's
 //!   backlog, instead of taking the descriptors a running request needs for its commands.
@@ -25,6 +26,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use super::write_timeout::WriteTimeout;
 
 /// After the drain: how long responses still being written get before every connection left
 /// is dropped.
@@ -50,7 +53,7 @@ const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// The open connections and the rules they live by.
 pub(crate) struct Connections {
-    /// `CMD_READ_TIMEOUT`, for headers and for idle keep-alive connections.
+    /// `CMD_READ_TIMEOUT`, for headers, idle keep-alive connections and unread responses.
     read_timeout: Duration,
     /// One permit per connection that may be open.
     slots: Arc<Semaphore>,
@@ -137,10 +140,12 @@ impl Connections {
             .header_read_timeout(self.read_timeout)
             .keep_alive(true);
         let (stopping, closing) = (self.stopping.clone(), self.closing.clone());
+        let read_timeout = self.read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             let service = TowerToHyperService::new(router);
-            let connection = builder.serve_connection(TokioIo::new(tcp), service);
+            let io = TokioIo::new(WriteTimeout::new(tcp, read_timeout));
+            let connection = builder.serve_connection(io, service);
             tokio::pin!(connection);
             // Errors here are the client's (a reset, a header timeout): nothing to report.
             tokio::select! {

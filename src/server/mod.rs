@@ -6,6 +6,7 @@ mod admission;
 mod body;
 mod connections;
 mod shutdown;
+mod write_timeout;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
