@@ -282,6 +282,80 @@ async fn stalled_bodies_take_no_slot_and_no_action_id() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn bodies_still_arriving_hold_bounded_memory_and_delay_no_small_request() {
+    // What bodies still arriving may hold: CMD_MAX_INFLIGHT × CMD_MAX_BODY = 8 MiB.
+    let (sidecar, runner) = start(&[
+        ("CMD_MAX_INFLIGHT", "1"),
+        ("CMD_MAX_BODY", "8MiB"),
+        ("CMD_READ_TIMEOUT", "120s"),
+    ]);
+    let rss = || procs::status_bytes(runner.pid(), "VmRSS").unwrap_or(0);
+    let before = rss();
+    // 40 clients send 7 MiB of an 8 MiB body, then stall: 280 MiB if the runner took it all.
+    let chunk = Arc::new(vec![b' '; 7 << 20]);
+    let mut clients = Vec::new();
+    for n in 0..40 {
+        let (addr, chunk) = (runner.addr(), Arc::clone(&chunk));
+        clients.push(tokio::spawn(async move {
+            let mut stream = stalled_post(addr, &format!("big-{n}"), 8 << 20, b"").await;
+            let _ = stream.write_all(&chunk).await;
+            tokio::time::sleep(Duration::from_secs(600)).await;
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let grown = rss().saturating_sub(before);
+    assert!(
+        grown < 100 << 20,
+        "the runner's memory grew by {} MiB for bodies it has not admitted",
+        grown >> 20
+    );
+    // An ordinary request does not wait for them.
+    within(
+        Duration::from_secs(10),
+        "a small request beside stalled big bodies",
+        sidecar.call(&runner, "small", json!({"command": "echo ok"})),
+    )
+    .await
+    .assert_success();
+    clients.iter().for_each(JoinHandle::abort);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_above_the_maximum_is_cmd_input_and_takes_no_slot() {
+    let (sidecar, runner) = start(&[("CMD_MAX_BODY", "1KiB"), ("CMD_MAX_INFLIGHT", "1")]);
+    let body = json!({"command": "echo never", "padding": "x".repeat(2048)});
+    let reply = sidecar.call(&runner, "too-big", body.clone()).await;
+    reply.assert_error("cmd.input", 400);
+    let message = reply.error_message().unwrap_or_default();
+    assert!(message.contains("CMD_MAX_BODY"), "{message}");
+
+    // Chunked, without a Content-Length: the limit applies as the bytes arrive.
+    let mut stream = stalled_chunked(runner.addr(), "too-big-chunked").await;
+    let bytes = serde_json::to_vec(&body).expect("json");
+    for piece in bytes.chunks(256) {
+        let chunk = [format!("{:x}\r\n", piece.len()).as_bytes(), piece, b"\r\n"].concat();
+        if stream.write_all(&chunk).await.is_err() {
+            break; // the runner answered and closed early
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let answer = within(
+        PATIENCE,
+        "an oversized chunked body",
+        read_response(&mut stream),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("CMD_MAX_BODY"), "{text}");
+
+    sidecar
+        .call(&runner, "fits", json!({"command": "echo ok"}))
+        .await
+        .assert_success();
+}
+
 // --- 2. read timeouts --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread")]

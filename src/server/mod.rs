@@ -33,7 +33,7 @@ use crate::plan::Dialect;
 use crate::response::{render_rejection, Reply};
 use crate::workspace::TempDirChoice;
 use admission::Admissions;
-use body::BodyLimits;
+use body::Bodies;
 use connections::Connections;
 use shutdown::Drain;
 
@@ -42,6 +42,7 @@ pub struct App {
     config: Arc<Config>,
     ctx: Context,
     admissions: Arc<Admissions>,
+    bodies: Bodies,
     drain: Drain,
 }
 
@@ -50,6 +51,7 @@ impl App {
         Arc::new(App {
             ctx: Context::new(&config),
             admissions: Arc::new(Admissions::new(config.max_inflight as usize)),
+            bodies: Bodies::new(&config),
             drain: Drain::default(),
             config: Arc::new(config),
         })
@@ -73,19 +75,20 @@ impl App {
         };
         // The whole body first: a request that is still arriving holds no slot and no action
         // id, however slowly its client sends.
-        let limits = BodyLimits {
-            max_bytes: self.config.max_body,
-            read_timeout: self.config.read_timeout,
+        let (bytes, admitted) = {
+            let arrived = match self.bodies.read(body, &self.drain).await {
+                Ok(arrived) => arrived,
+                Err(failure) => {
+                    return Answer::unread(render_rejection(&failure, Dialect::Native, key));
+                }
+            };
+            let admitted = self
+                .admissions
+                .admit(&action_id, || self.drain.is_draining());
+            // Its share of the body budget ends here (dropped with `arrived`): from now on
+            // the in-flight limit bounds what the request holds.
+            (arrived.bytes, admitted)
         };
-        let bytes = match body::read(body, &limits, &self.drain).await {
-            Ok(bytes) => bytes,
-            Err(failure) => {
-                return Answer::unread(render_rejection(&failure, Dialect::Native, key));
-            }
-        };
-        let admitted = self
-            .admissions
-            .admit(&action_id, || self.drain.is_draining());
         let admission = match admitted {
             Ok(admission) => admission,
             Err(failure) => return Answer::read(render_rejection(&failure, Dialect::Native, key)),
