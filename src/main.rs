@@ -12,6 +12,10 @@ use direktiv_cmd::{init, pipeline, server, stdio};
 /// At exit, how long queued output may take to reach a reader that still reads.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
 
+/// At exit, how long blocking work still running (file work of a request that did not end in
+/// time) may hold the process: dropping the runtime would wait for it without end.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
 fn main() -> ExitCode {
     // Before anything else, while the process has a single thread: fork() is only safe then.
     init::become_init_if_pid1();
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
         None => runtime.block_on(serve(cli.config)),
         Some(Mode::Run { request }) => runtime.block_on(run_once(cli.config, &request)),
     };
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     stdio::flush(FINAL_FLUSH);
     code
 }
