@@ -1,7 +1,8 @@
-//! The server against hostile or broken clients and surroundings (README "Guarantees",
-//! docs/compatibility.md): stalled and trickling clients hold no slot and never block shutdown,
-//! idle connections cannot exhaust descriptors, an undrained stdout or stderr never stalls a
-//! request, and absurd durations are refused instead of overflowing time arithmetic.
+//! The server against hostile or broken clients and surroundings (README "Lifecycle", "Logs"
+//! and "Configuration"; docs/compatibility.md): stalled and trickling clients hold no slot and
+//! never block shutdown, idle connections cannot exhaust descriptors, an undrained stdout or
+//! stderr never stalls a request, and absurd durations are refused instead of overflowing time
+//! arithmetic.
 //!
 //! Clients are raw TCP sockets that send exactly the bytes a test wants and then stop.
 
