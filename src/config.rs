@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::direktiv::{ENV_DEV_MODE, ENV_HTTP_BACKEND};
+use crate::limits::{self, Limits};
 
 /// The longest duration a setting or a request may give: a year (humantime's `1y`, 365.25
 /// days). Far beyond any real timeout or grace period, and far below where adding it to a
@@ -112,6 +113,43 @@ pub struct Config {
     /// Format of the runner's own log lines on stderr; the level comes from RUST_LOG.
     #[arg(long, env = "CMD_LOG_FORMAT", default_value = "text", value_enum)]
     pub log_format: LogFormat,
+
+    /// Default `memory` limit of every command: address space, in bytes or like 256Mi, 1Gi,
+    /// 500M. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_MEMORY", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_memory))]
+    pub limit_memory: LimitSetting,
+
+    /// Default `cpu` limit of every command: CPU time in seconds, or like 30s, 2m. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_CPU", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_cpu))]
+    pub limit_cpu: LimitSetting,
+
+    /// Default `file_size` limit of every command: the largest file it may write, in bytes or
+    /// like 1Gi. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_FILE_SIZE", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_bytes))]
+    pub limit_file_size: LimitSetting,
+
+    /// Default `open_files` limit of every command: open file descriptors. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_OPEN_FILES", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_open_files))]
+    pub limit_open_files: LimitSetting,
+}
+
+/// A `CMD_LIMIT_*` setting; empty (the default) sets no limit, so an image can clear a base
+/// image's default with `ENV CMD_LIMIT_CPU=""`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitSetting(pub Option<u64>);
+
+/// The parser of a `CMD_LIMIT_*` setting: empty, or a value `parse` accepts.
+fn limit_setting(
+    parse: fn(&str) -> Result<u64, String>,
+) -> impl Fn(&str) -> Result<LimitSetting, String> + Clone + Send + Sync + 'static {
+    move |value| match value.trim() {
+        "" => Ok(LimitSetting(None)),
+        _ => parse(value).map(|limit| LimitSetting(Some(limit))),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,6 +176,16 @@ impl Config {
     pub fn shell_path(&self) -> Option<PathBuf> {
         let shell = self.shell.trim();
         (!shell.is_empty()).then(|| PathBuf::from(shell))
+    }
+
+    /// The `CMD_LIMIT_*` defaults, under every request's own `limits`.
+    pub fn default_limits(&self) -> Limits {
+        Limits {
+            memory: self.limit_memory.0,
+            cpu: self.limit_cpu.0,
+            file_size: self.limit_file_size.0,
+            open_files: self.limit_open_files.0,
+        }
     }
 
     /// The default command timeout, `None` when commands run without one.
@@ -301,6 +349,19 @@ mod tests {
         let list = parse_allow_list(" aws, /usr/bin/kubectl ,,").unwrap();
         assert_eq!(list.entries, vec!["aws", "/usr/bin/kubectl"]);
         assert!(!parse_allow_list("").unwrap().is_restricted());
+    }
+
+    #[test]
+    fn limit_settings_are_empty_or_valid() {
+        let memory = limit_setting(limits::parse_memory);
+        assert_eq!(memory(""), Ok(LimitSetting(None)));
+        assert_eq!(memory("  "), Ok(LimitSetting(None)));
+        assert_eq!(memory("1Gi"), Ok(LimitSetting(Some(1 << 30))));
+        assert!(memory("256m").is_err());
+        assert_eq!(
+            limit_setting(limits::parse_cpu)("2m"),
+            Ok(LimitSetting(Some(120)))
+        );
     }
 
     #[test]

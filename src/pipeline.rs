@@ -21,6 +21,7 @@ use crate::outcome::{failure_message, result_value, CommandReport, JobFailure, J
 use crate::plan::{CommandSpec, Dialect, Plan};
 use crate::request;
 use crate::response::{self, Reply};
+use crate::trace::TraceContext;
 use crate::workspace::{TempDirChoice, Workspace};
 
 /// What every request shares: built once from the configuration.
@@ -48,25 +49,19 @@ pub(crate) struct Request<'a> {
     pub(crate) tempdir: TempDirChoice,
     pub(crate) body: &'a [u8],
     pub(crate) cancel: Cancel,
+    /// The W3C trace context of the request's headers, for every command's environment.
+    pub(crate) trace: TraceContext,
 }
 
 /// Answers one request: parse, run, render.
 pub(crate) async fn answer(ctx: &Context, request: Request<'_>) -> Reply {
-    match request::parse(request.body) {
+    let body = request.body;
+    match request::parse(body) {
         Ok(plan) => {
-            let outcome = run(
-                ctx,
-                request.action_id,
-                request.tempdir,
-                plan,
-                request.cancel,
-            )
-            .await;
+            let outcome = run(ctx, request, plan).await;
             response::render(&outcome, &ctx.result_key)
         }
-        Err(failure) => {
-            response::render_rejection(&failure, guess_dialect(request.body), &ctx.result_key)
-        }
+        Err(failure) => response::render_rejection(&failure, guess_dialect(body), &ctx.result_key),
     }
 }
 
@@ -82,6 +77,7 @@ pub async fn run_local(mut config: Config, body: &[u8]) -> Reply {
         tempdir: TempDirChoice::Private,
         body,
         cancel: Cancel::new(),
+        trace: TraceContext::default(),
     };
     answer(&ctx, request).await
 }
@@ -97,13 +93,14 @@ fn guess_dialect(body: &[u8]) -> Dialect {
 }
 
 /// Runs a parsed request to its end.
-async fn run(
-    ctx: &Context,
-    action_id: &str,
-    tempdir: TempDirChoice,
-    mut plan: Plan,
-    cancel: Cancel,
-) -> JobOutcome {
+async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome {
+    let Request {
+        action_id,
+        tempdir,
+        cancel,
+        trace,
+        ..
+    } = request;
     let masker = Arc::new(Masker::new(&plan.secrets));
     let dialect = plan.dialect;
 
@@ -124,7 +121,7 @@ async fn run(
     };
 
     let logs = ctx.shipper.open(action_id, Arc::clone(&masker));
-    let env = base_env(action_id, workspace.path(), &plan.env);
+    let env = base_env(action_id, workspace.path(), &trace, &plan.env);
     let execution = Execution {
         env: &env,
         logs: &logs,
@@ -231,10 +228,12 @@ async fn command_result(
     }
 }
 
-/// HOME, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, then the request's env (later wins).
+/// HOME, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, the trace context (TRACEPARENT, TRACESTATE,
+/// BAGGAGE), then the request's env (later wins).
 fn base_env(
     action_id: &str,
     dir: &Path,
+    trace: &TraceContext,
     request_env: &[(String, String)],
 ) -> Vec<(String, String)> {
     let dir = dir.display().to_string();
@@ -243,6 +242,11 @@ fn base_env(
         (ENV_ACTION_ID.to_owned(), action_id.to_owned()),
         (ENV_TEMP_DIR.to_owned(), dir),
     ];
+    env.extend(
+        trace
+            .env()
+            .map(|(name, value)| (name.to_owned(), value.to_owned())),
+    );
     env.extend(request_env.iter().cloned());
     env
 }

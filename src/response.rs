@@ -103,6 +103,8 @@ struct NativeEntry<'a> {
     stderr: Cow<'a, str>,
     truncated: bool,
     duration_ms: u64,
+    /// What the command used; null when it never started.
+    usage: Option<crate::exec::Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<NativeError<'a>>,
 }
@@ -127,6 +129,7 @@ fn native_entry(report: &CommandReport) -> NativeEntry<'_> {
         stderr: crate::text::lossy(run.stderr.bytes()),
         truncated: run.stdout.truncated() || run.stderr.truncated(),
         duration_ms: run.duration.as_millis() as u64,
+        usage: run.usage,
         error: run
             .failure
             .as_ref()
@@ -167,6 +170,9 @@ fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
                     failed.failure,
                     Failure::Exit { .. }
                         | Failure::Signal { .. }
+                        | Failure::Oom
+                        | Failure::CpuLimit { .. }
+                        | Failure::FileSizeLimit { .. }
                         | Failure::NotFound(_)
                         | Failure::Denied(_)
                 );

@@ -814,11 +814,12 @@ async fn stderr_not_drained_never_stalls_the_runner() {
 // --- 6. absurd durations -----------------------------------------------------------------
 
 /// Every duration setting of the runner.
-const DURATION_SETTINGS: [&str; 4] = [
+const DURATION_SETTINGS: [&str; 5] = [
     "CMD_TIMEOUT",
     "CMD_KILL_GRACE",
     "CMD_GRACE",
     "CMD_READ_TIMEOUT",
+    "CMD_LIMIT_CPU",
 ];
 
 #[test]
@@ -923,6 +924,16 @@ async fn a_request_timeout_above_a_year_is_cmd_input_naming_the_field() {
             "timeout {value}: the message must name the field: {message}"
         );
         assert!(!message.contains("overflow"), "timeout {value}: {message}");
+    }
+    // The other duration of a request: CPU time in `limits`.
+    for (i, cpu) in [json!("2y"), json!(1e15)].into_iter().enumerate() {
+        let body = json!({"commands": [{"command": "true"},
+                                       {"command": "true", "limits": {"cpu": cpu}}]});
+        let aid = format!("huge-cpu-{i}");
+        let reply = within(PATIENCE, &aid, sidecar.call(&runner, &aid, body)).await;
+        reply.assert_error("cmd.input", 400);
+        let message = reply.error_message().unwrap_or_default();
+        assert!(message.contains("commands[1].limits.cpu"), "{message}");
     }
 }
 

@@ -138,6 +138,7 @@ mod tests {
             print: true,
             continue_on_error: false,
             output: None,
+            limits: Default::default(),
         }
     }
 

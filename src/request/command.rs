@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::json::{self, Obj};
 use super::{env, paths, shell};
 use crate::error::Failure;
+use crate::limits::Limits;
 use crate::plan::{CommandSpec, Dialect, Program};
 
 /// Reads a command. `with_env` is false for the top-level `command` shorthand, whose `env`
@@ -34,6 +35,7 @@ pub(crate) fn parse(
         continue_on_error: flag(cmd, "continue", ("stop", true))?
             .unwrap_or(dialect == Dialect::DirektivCmd),
         output: relative_path(cmd, "output")?,
+        limits: limits(cmd)?,
     })
 }
 
@@ -136,6 +138,14 @@ fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
     parsed
         .map(|timeout| (!timeout.is_zero()).then_some(timeout))
         .map_err(|e| cmd.error("timeout", e))
+}
+
+/// `limits`: the command's own resource limits (the request's apply where it sets none).
+pub(crate) fn limits(obj: Obj<'_>) -> Result<Limits, Failure> {
+    match obj.get("limits") {
+        Some(value) => Limits::from_json(value, &obj.path_of("limits")),
+        None => Ok(Limits::default()),
+    }
 }
 
 /// An optional relative path field (`workdir`, `output`).

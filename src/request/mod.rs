@@ -39,7 +39,12 @@ pub fn parse(body: &[u8]) -> Result<Plan, Failure> {
         )));
     };
     let root = Obj::new(map, "");
-    let (dialect, commands) = commands(root)?;
+    let (dialect, mut commands) = commands(root)?;
+    // Request-level `limits` are every command's defaults.
+    let limits = command::limits(root)?;
+    for command in &mut commands {
+        command.limits = command.limits.over(limits);
+    }
     let files = input_files::parse(root)?;
     let env = env::parse(root)?;
     let mask = mask(root)?;

@@ -68,6 +68,7 @@ fn native_shape_with_defaults() {
             print: true,
             continue_on_error: false,
             output: None,
+            limits: Default::default(),
         }]
     );
 }
@@ -696,5 +697,64 @@ fn files_must_be_an_array_of_objects() {
     assert!(
         message.starts_with("files[0]: expected a file like"),
         "{message}"
+    );
+}
+
+#[test]
+fn limits_of_the_request_are_defaults_for_its_commands() {
+    use crate::limits::Limits;
+    let both = plan(json!({
+        "limits": {"memory": "1Gi", "cpu": 60},
+        "commands": [
+            {"command": "a"},
+            {"command": "b", "limits": {"cpu": "5s", "open_files": 64}}
+        ]
+    }));
+    assert_eq!(
+        both.commands[0].limits,
+        Limits {
+            memory: Some(1 << 30),
+            cpu: Some(60),
+            ..Limits::default()
+        }
+    );
+    assert_eq!(
+        both.commands[1].limits,
+        Limits {
+            memory: Some(1 << 30),
+            cpu: Some(5),
+            open_files: Some(64),
+            file_size: None,
+        }
+    );
+    // The one-command shorthand and the direktiv-cmd shape read them too.
+    assert_eq!(
+        command(json!({"command": "a", "limits": {"file_size": "1Mi"}})).limits,
+        Limits {
+            file_size: Some(1 << 20),
+            ..Limits::default()
+        }
+    );
+    let direktiv = plan(json!({
+        "limits": {"cpu": 2},
+        "data": {"commands": [{"command": "a", "limits": {"memory": "64Mi"}}]}
+    }));
+    assert_eq!(direktiv.commands[0].limits.cpu, Some(2));
+    assert_eq!(direktiv.commands[0].limits.memory, Some(64 << 20));
+}
+
+#[test]
+fn bad_limits_name_their_field() {
+    assert!(
+        refused(json!({"commands": [{"command": "a", "limits": {"memory": "1m"}}]}))
+            .starts_with("commands[0].limits.memory: ")
+    );
+    assert!(
+        refused(json!({"limits": {"cpu": "soon"}, "commands": [{"command": "a"}]}))
+            .starts_with("limits.cpu: ")
+    );
+    assert!(
+        refused(json!({"data": {"commands": [{"command": "a", "limits": []}]}}))
+            .starts_with("data.commands[0].limits: ")
     );
 }

@@ -36,6 +36,10 @@ const SCRUBBED_ENV: &[&str] = &[
     "CMD_RESULT_KEY",
     "CMD_LOG_FORMAT",
     "CMD_READ_TIMEOUT",
+    "CMD_LIMIT_MEMORY",
+    "CMD_LIMIT_CPU",
+    "CMD_LIMIT_FILE_SIZE",
+    "CMD_LIMIT_OPEN_FILES",
     "RUST_LOG",
 ];
 
