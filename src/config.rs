@@ -9,13 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::direktiv::{ENV_DEV_MODE, ENV_HTTP_BACKEND};
+use crate::direktiv::{DEVELOPMENT_ACTION_ID, ENV_DEV_MODE, ENV_HTTP_BACKEND};
 use crate::limits::{self, Limits};
-
-/// The longest duration a setting or a request may give: a year (humantime's `1y`, 365.25
-/// days). Far beyond any real timeout or grace period, and far below where adding it to a
-/// clock reading overflows: `Instant + Duration` panics there, so nothing larger may enter.
-pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -38,11 +33,32 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Mode {
     /// Run one request from a file (or `-` for stdin) without HTTP: logs go to stderr, the
-    /// response JSON to stdout; the exit status is 0 on success and 1 on failure.
+    /// response JSON to stdout. The exit status is 0 on success; on failure it is the failing
+    /// command's exit status when it exited with one (cmd.exit.3 exits 3), else 1.
     Run {
+        #[command(flatten)]
+        options: RunOptions,
         /// Path of the request JSON, or `-` to read it from stdin.
         request: String,
     },
+}
+
+/// What `direktiv-cmd run` sets that an HTTP request gets from Direktiv.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    /// The action id (DIREKTIV_ACTION_ID of the commands).
+    #[arg(long, default_value = DEVELOPMENT_ACTION_ID,
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub action_id: String,
+
+    /// Run in this directory, as with Direktiv-TempDir: created when missing and kept
+    /// afterwards. Without it a private temp dir is made and removed.
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+
+    /// A variable for the request's env, winning over the request's own value; repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
 }
 
 /// The runner's configuration. Cheap to share: wrapped in an `Arc` by the server.
@@ -64,7 +80,7 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true")]
     pub dev_mode: bool,
 
-    /// Default timeout of one command (seconds, or 90s/5m/1h); 0 means none.
+    /// Default timeout of one command (seconds, 90s/5m/1h30m or ISO 8601 like PT10M); 0 means none.
     #[arg(long, env = "CMD_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     pub timeout: Duration,
 
@@ -194,42 +210,16 @@ impl Config {
     }
 }
 
-/// Durations: plain seconds (`300`, `1.5`) or humantime (`90s`, `5m`, `1h 30m`), at most
-/// [`MAX_DURATION`].
+/// Durations: plain seconds (`300`, `1.5`), units (`90s`, `5m`, `1h30m`) or ISO 8601
+/// (`PT10M`), at most a year; see `crate::duration`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return duration_from_secs(secs).map_err(|e| format!("'{value}': {e}"));
-    }
-    let duration = humantime::parse_duration(value).map_err(|e| {
-        format!("'{value}' is not a duration ({e}); use seconds or a value like 90s, 5m, 1h")
-    })?;
-    at_most_a_year(duration).map_err(|e| format!("'{value}': {e}"))
-}
-
-/// A number of seconds as a duration: 0 or more, at most [`MAX_DURATION`].
-pub fn duration_from_secs(secs: f64) -> Result<Duration, String> {
-    if secs.is_nan() || secs < 0.0 {
-        return Err("seconds must be 0 or more".into());
-    }
-    match Duration::try_from_secs_f64(secs) {
-        Ok(duration) => at_most_a_year(duration),
-        // Negative and NaN are ruled out above: only too large a value (or infinity) is left.
-        Err(_) => at_most_a_year(Duration::MAX),
-    }
-}
-
-fn at_most_a_year(duration: Duration) -> Result<Duration, String> {
-    if duration > MAX_DURATION {
-        return Err("more than a year, the longest duration accepted".into());
-    }
-    Ok(duration)
+    crate::duration::parse(value)
 }
 
 /// A duration that must not be zero (a read timeout of 0 would refuse every request).
 fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     match parse_duration(value)? {
-        duration if duration.is_zero() => Err(format!("'{value}': must be more than 0")),
+        duration if duration.is_zero() => Err(format!("\"{}\" must be more than 0", value.trim())),
         duration => Ok(duration),
     }
 }
@@ -272,6 +262,14 @@ fn parse_backend(value: &str) -> Result<String, String> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// `NAME=VALUE`, split at the first `=`.
+fn parse_env_pair(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("'{value}' is not NAME=VALUE")),
+    }
+}
+
 fn parse_flag_value(value: &str) -> Result<bool, String> {
     let value = value.trim().to_ascii_lowercase();
     Ok(!matches!(value.as_str(), "" | "0" | "false" | "no" | "off"))
@@ -310,27 +308,11 @@ mod tests {
     }
 
     #[test]
-    fn durations_stop_at_a_year() {
-        assert_eq!(parse_duration("1y"), Ok(MAX_DURATION));
-        assert_eq!(
-            parse_duration("365d"),
-            Ok(Duration::from_secs(365 * 86_400))
-        );
-        assert_eq!(parse_duration("31557600"), Ok(MAX_DURATION));
-        for value in [
-            "366d",
-            "2y",
-            "31557601",
-            "18446744073709551615s",
-            "1e300",
-            "inf",
-            "NaN",
-        ] {
-            let error = parse_duration(value).expect_err(value);
-            assert!(error.contains(value), "{error}");
-        }
+    fn read_timeout_must_not_be_zero() {
         assert!(parse_positive_duration("0").is_err());
+        assert!(parse_positive_duration("0s").is_err());
         assert_eq!(parse_positive_duration("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_positive_duration("2y").is_err());
     }
 
     #[test]
@@ -349,6 +331,17 @@ mod tests {
         let list = parse_allow_list(" aws, /usr/bin/kubectl ,,").unwrap();
         assert_eq!(list.entries, vec!["aws", "/usr/bin/kubectl"]);
         assert!(!parse_allow_list("").unwrap().is_restricted());
+    }
+
+    #[test]
+    fn env_pairs_split_at_the_first_equals_sign() {
+        assert_eq!(parse_env_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(
+            parse_env_pair("EMPTY="),
+            Ok(("EMPTY".into(), String::new()))
+        );
+        assert!(parse_env_pair("NOEQUALS").is_err());
+        assert!(parse_env_pair("=value").is_err());
     }
 
     #[test]

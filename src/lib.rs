@@ -30,6 +30,7 @@
 pub(crate) mod cancel;
 pub mod config;
 pub(crate) mod direktiv;
+pub(crate) mod duration;
 pub mod error;
 pub(crate) mod exec;
 pub mod init;

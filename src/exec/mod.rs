@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use capture::Capture;
 pub(crate) use group::ExitKind;
-pub(crate) use launch::Launch;
+pub(crate) use launch::{unresolved_allow_entries, Launch};
 pub(crate) use usage::Usage;
 
 use crate::cancel::Cancel;
@@ -182,7 +182,7 @@ async fn execute(
         stdin: spec.stdin.is_some(),
         limits: limits.rlimits(),
     })
-    .map_err(|error| launch::spawn_failure(&error, launch))?;
+    .map_err(|error| launch::spawn_failure(&error, launch, cwd))?;
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {

@@ -115,24 +115,20 @@ fn check_no_nul(argv: &[String]) -> Result<(), String> {
     }
 }
 
-/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"1h"`), at most a
-/// year (`config::MAX_DURATION`). Zero
-/// means "no timeout of its own", like `CMD_TIMEOUT=0`, so the command gets the configured
-/// default instead of being stopped at once.
+/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"PT10M"`, see
+/// `crate::duration`). Zero means "no timeout of its own", like `CMD_TIMEOUT=0`, so the command
+/// gets the configured default instead of being stopped at once.
 fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
-    const EXPECTED: &str = "expected seconds or a duration like \"90s\"";
+    use crate::duration::{self, EXPECTED};
     let Some(value) = cmd.get("timeout") else {
         return Ok(None);
     };
     let parsed = match value {
         Value::Number(n) => match n.as_f64() {
-            Some(secs) => crate::config::duration_from_secs(secs)
-                .map_err(|e| format!("{EXPECTED}, got {n}: {e}")),
+            Some(secs) => duration::from_secs(secs, &n.to_string()),
             None => Err(format!("{EXPECTED}, got {n}")),
         },
-        Value::String(s) => {
-            crate::config::parse_duration(s).map_err(|e| format!("{EXPECTED}: {e}"))
-        }
+        Value::String(s) => duration::parse(s),
         other => Err(format!("{EXPECTED}, got {}", json::describe(other))),
     };
     parsed

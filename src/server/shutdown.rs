@@ -45,7 +45,7 @@ impl Drain {
                 "grace period over; cancelling requests"
             );
             admissions.cancel_all(CancelReason::Shutdown);
-            // Saturating: both are at most a year (`config::MAX_DURATION`), but an addition
+            // Saturating: both are at most a year (`duration::MAX`), but an addition
             // that cannot overflow needs no such argument.
             wait_idle(admissions, kill_grace.saturating_add(ANSWER_MARGIN)).await;
         }
