@@ -10,7 +10,7 @@ use crate::error::Failure;
 use crate::exec::{self, CommandRun, ExecSettings, Execution};
 use crate::files;
 use crate::logs::LogShipper;
-use crate::mask::Masker;
+use crate::mask::{Masker, SecretPolicy};
 use crate::plan::{CommandSpec, Dialect, Plan};
 use crate::response::{failure_message, result_value};
 
@@ -21,6 +21,8 @@ const OUT_DIRS: [&str; 3] = ["out/instance", "out/workflow", "out/namespace"];
 pub struct JobContext {
     pub settings: ExecSettings,
     pub shipper: LogShipper,
+    /// Which env values are secret by their name.
+    pub secrets: SecretPolicy,
 }
 
 /// Where a request's files go and its commands run.
@@ -91,7 +93,7 @@ pub async fn run(
     plan: Plan,
     cancel: Cancel,
 ) -> JobOutcome {
-    let masker = Arc::new(Masker::new(&plan.secrets));
+    let masker = Arc::new(Masker::new(ctx.secrets.secrets_of(&plan)));
     let dialect = plan.dialect;
 
     // Refuse what cannot run before anything is written or started.
@@ -144,10 +146,10 @@ pub async fn run(
 
         let mut run = exec::run(spec, &execution).await;
         let result = command_result(spec, dir.path(), &mut run, ctx.settings.max_output);
-        let message = run
-            .failure
-            .as_ref()
-            .map(|failure| failure_message(Some(&shown), failure, run.stderr.tail(), &masker));
+        let message = run.failure.as_ref().map(|failure| {
+            let tail = run.stderr.masked_tail(&masker.snapshot());
+            failure_message(Some(&shown), failure, &tail, &masker)
+        });
         if let Some(message) = &message {
             logs.line(message);
             tracing::info!(command = %shown, error = %message, "command failed");

@@ -77,6 +77,7 @@ impl App {
         let jobs = JobContext {
             settings: ExecSettings::from_config(&config),
             shipper: LogShipper::new(&config.backend, config.dev_mode),
+            secrets: config.secret_names.clone(),
         };
         Arc::new(App {
             config: Arc::new(config),
@@ -358,6 +359,7 @@ pub async fn run_local(mut config: Config, body: &[u8]) -> Reply {
     let jobs = JobContext {
         settings: ExecSettings::from_config(&config),
         shipper: LogShipper::new(&config.backend, true).with_console(Arc::new(crate::logs::Stderr)),
+        secrets: config.secret_names.clone(),
     };
     match request::parse(body) {
         Ok(plan) => {

@@ -433,19 +433,27 @@ async fn c8_without_stop_execution_continues() {
     assert_eq!(lines[5..], ["running command 'echo hello2'", "hello2"]);
 }
 
-/// C9 (and D2): `envs` reach the command. Unlike Direktiv, env values are secrets in the log
-/// (SPEC §5), so the logged line reads `HELLO=***`; `Output` keeps the value.
+/// C9 (and D2): `envs` reach the command and, as in Direktiv, an ordinary value shows in the
+/// log. A value marked `"secret": true` (or whose name looks secret) is masked there.
 #[tokio::test(flavor = "multi_thread")]
-async fn c9_d2_envs_reach_the_command_and_are_masked_in_logs() {
+async fn c9_d2_envs_reach_the_command_and_secret_ones_are_masked_in_logs() {
     let commands = json!([{
-        "command": "bash -c 'env | grep HELLO'",
-        "envs": [{"name": "HELLO", "value": "WORLD"}]
+        "command": "bash -c 'env | grep -E \"^(HELLO|PASS)=\" | sort'",
+        "envs": [{"name": "HELLO", "value": "WORLD"},
+                 {"name": "PASS", "value": "open-sesame", "secret": true}]
     }]);
     let (reply, lines) = special_call("c9", commands).await;
     let entries = special_entries(&reply);
-    assert_eq!(outputs(&entries), [json!("HELLO=WORLD\n")]);
-    assert!(lines.iter().any(|l| l == "HELLO=***"), "{lines:?}");
-    assert!(!lines.iter().any(|l| l.contains("WORLD")), "{lines:?}");
+    assert_eq!(
+        outputs(&entries),
+        [json!("HELLO=WORLD\nPASS=open-sesame\n")]
+    );
+    assert!(lines.iter().any(|l| l == "HELLO=WORLD"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "PASS=***"), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("open-sesame")),
+        "{lines:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-//! Secrets never leave the runner through its logs (SPEC §5): the values of request- and
-//! command-level `env`/`envs` and of `mask` become `***` in streamed lines, in the echoed
-//! `running command '…'` line, in `Direktiv-ErrorMessage` and the error body, and in the
-//! runner's own stdout/stderr. Values shorter than 4 bytes are left alone.
+//! Secrets never leave the runner (README, "Secrets"): `mask` values, env values whose name looks
+//! secret (`CMD_MASK_NAMES`) and env entries marked `"secret": true` become `***` in streamed
+//! lines, in the echoed `running command '…'` line, in `Direktiv-ErrorMessage` and the error
+//! body, and in the runner's own stdout/stderr. Other values stay readable; values shorter than
+//! 4 bytes are left alone.
 
 mod support;
 
@@ -57,13 +58,42 @@ async fn request_envs_alias_value_is_masked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn command_env_and_envs_values_are_masked() {
     let body = json!({"commands": [
-        {"command": "sh -c 'echo \"A=$A\"'", "print": false, "env": {"A": "cmd-env-secret"}},
+        {"command": "sh -c 'echo \"A=$DB_PASSWORD\"'", "print": false,
+         "env": {"DB_PASSWORD": "cmd-env-secret"}},
         {"command": "sh -c 'echo \"B=$B\"'", "print": false,
-         "envs": [{"name": "B", "value": "cmd-envs-secret"}]}
+         "envs": [{"name": "B", "value": "cmd-envs-secret", "secret": true}]}
     ]});
     let (reply, lines) = call("cmd-env", body).await;
     reply.assert_success();
     assert_eq!(lines, ["A=***", "B=***"]);
+}
+
+/// Only secrets are masked: a region, a target name, `true` and an endpoint URL stay readable
+/// in the logs, the echoed command and the error message.
+#[tokio::test(flavor = "multi_thread")]
+async fn values_that_are_not_secret_stay_readable() {
+    let body = json!({
+        "env": {"TARGET": "staging", "AWS_DEFAULT_REGION": "eu-central-1", "B": true,
+                "ENDPOINT": "https://s3.eu-central-1.amazonaws.com/"},
+        "commands": [
+            {"command": "sh -c 'echo report for $TARGET in $AWS_DEFAULT_REGION: $B'"},
+            {"command": "sh -c 'echo cannot reach \"$1\" >&2; exit 2' x https://s3.eu-central-1.amazonaws.com/"}
+        ]
+    });
+    let (reply, lines) = call("readable", body).await;
+    reply.assert_error("cmd.exit.2", 500);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "report for staging in eu-central-1: true"),
+        "{lines:?}"
+    );
+    let message = reply.error_message().unwrap_or_default();
+    assert!(
+        message.contains("https://s3.eu-central-1.amazonaws.com/"),
+        "{message}"
+    );
+    assert!(!message.contains("***") && lines.iter().all(|l| !l.contains("***")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -86,7 +116,7 @@ async fn mask_entries_are_masked_in_echoed_command_and_output() {
 #[tokio::test(flavor = "multi_thread")]
 async fn env_value_in_the_command_line_is_masked_when_echoed() {
     let body = json!({"commands": [
-        {"command": "echo cmd-env-secret", "env": {"X": "cmd-env-secret"}}
+        {"command": "echo cmd-env-secret", "env": {"X_API_KEY": "cmd-env-secret"}}
     ]});
     let (reply, lines) = call("echoed", body).await;
     reply.assert_success();
@@ -189,7 +219,7 @@ async fn special_shape_error_and_logs_are_masked() {
     let body = json!({"data": {"commands": [{
         "command": format!("sh -c 'echo bad {secret} >&2; exit 1'"),
         "stop": true,
-        "envs": [{"name": "S", "value": secret}]
+        "envs": [{"name": "S", "value": secret, "secret": true}]
     }]}});
     let (reply, lines) = call("special", body).await;
     reply.assert_error("io.direktiv.error.execution", 500);

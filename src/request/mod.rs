@@ -39,11 +39,11 @@ pub fn parse(body: &[u8]) -> Result<Plan, Failure> {
         )));
     };
     let root = Obj::new(map, "");
-    let (dialect, commands) = commands(root)?;
+    let mut marked = Vec::new();
+    let (dialect, commands) = commands(root, &mut marked)?;
     let files = input_files::parse(root)?;
-    let env = env::parse(root)?;
-    let mask = mask(root)?;
-    let secrets = secrets(&env, &commands, mask);
+    let env = env::parse(root, &mut marked)?;
+    let secrets = secrets(mask(root)?, marked);
     Ok(Plan {
         dialect,
         files,
@@ -67,8 +67,11 @@ fn body_json(body: &[u8]) -> Result<Value, Failure> {
     })
 }
 
-/// The dialect and its commands.
-fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
+/// The dialect and its commands; env values marked secret are added to `secrets`.
+fn commands(
+    root: Obj<'_>,
+    secrets: &mut Vec<String>,
+) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
     if let Some(data) = direktiv_cmd_data(root)? {
         let items = data
             .array("commands", "an array of commands")?
@@ -79,7 +82,12 @@ fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
                      {\"data\": {\"commands\": [{\"command\": \"ls -l\"}]}}",
                 )
             })?;
-        let list = command_list(items, &data.path_of("commands"), Dialect::DirektivCmd)?;
+        let list = command_list(
+            items,
+            &data.path_of("commands"),
+            Dialect::DirektivCmd,
+            secrets,
+        )?;
         return Ok((Dialect::DirektivCmd, list));
     }
     let list =
@@ -91,8 +99,8 @@ fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
                 "the request has both \"commands\" and \"command\"; use \"commands\": [...] for \
                  several commands or \"command\": \"...\" for one",
             )),
-            (Some(items), false) => command_list(items, "commands", Dialect::Native)?,
-            (None, true) => vec![command::parse(root, Dialect::Native, false)?],
+            (Some(items), false) => command_list(items, "commands", Dialect::Native, secrets)?,
+            (None, true) => vec![command::parse(root, Dialect::Native, false, secrets)?],
             (None, false) => {
                 return Err(Failure::input(format!(
                     "the request has no \"commands\"; {EXPECTED_SHAPE}"
@@ -127,10 +135,11 @@ fn command_list(
     items: &[Value],
     path: &str,
     dialect: Dialect,
+    secrets: &mut Vec<String>,
 ) -> Result<Vec<CommandSpec>, Failure> {
     json::objects(items, path, "a command like {\"command\": \"ls -l\"}")?
         .iter()
-        .map(|(item_path, map)| command::parse(Obj::new(map, item_path), dialect, true))
+        .map(|(item_path, map)| command::parse(Obj::new(map, item_path), dialect, true, secrets))
         .collect()
 }
 
@@ -153,15 +162,12 @@ fn mask(root: Obj<'_>) -> Result<Vec<String>, Failure> {
         .collect()
 }
 
-/// Every env value (request and commands) and every `mask` entry, once each.
-fn secrets(env: &[(String, String)], commands: &[CommandSpec], mask: Vec<String>) -> Vec<String> {
-    let env_values = env
-        .iter()
-        .chain(commands.iter().flat_map(|c| c.env.iter()))
-        .map(|(_, value)| value.clone());
+/// The request's own secrets: the `mask` entries, then the env values marked secret; once
+/// each. Which env names make a value secret is configuration (`mask::SecretPolicy`).
+fn secrets(mask: Vec<String>, marked: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    env_values
-        .chain(mask)
+    mask.into_iter()
+        .chain(marked)
         .filter(|secret| !secret.is_empty() && seen.insert(secret.clone()))
         .collect()
 }

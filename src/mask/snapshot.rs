@@ -1,0 +1,224 @@
+//! One immutable set of secret patterns and the automaton that finds them.
+//!
+//! Besides masking a whole text, a snapshot knows how to mask a text that is cut: a prefix of a
+//! longer stream (the response keeps the first bytes of stdout; a log message is cut at 4 MiB)
+//! or a suffix of one (error messages end with the last bytes of stderr). A cut must never
+//! leave the beginning or the end of a secret visible, so it is moved to where no pattern
+//! straddles it and the bytes that might belong to a secret on the other side of the cut are
+//! left out.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+use super::forms::forms_of;
+use super::REDACTED;
+
+/// The patterns of a set of secrets and their automaton.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// `None` when there is nothing to mask.
+    matcher: Option<AhoCorasick>,
+    /// Every pattern, for the checks at cut points.
+    patterns: Vec<Vec<u8>>,
+}
+
+impl Snapshot {
+    /// The patterns of every form of `secrets`, once each.
+    pub(super) fn build(secrets: &[String]) -> Self {
+        let mut seen = HashSet::new();
+        let mut patterns = Vec::new();
+        for secret in secrets {
+            forms_of(secret, &mut |form| {
+                if !seen.contains(&form) {
+                    seen.insert(form.clone());
+                    patterns.push(form);
+                }
+            });
+        }
+        if patterns.is_empty() {
+            return Snapshot::default();
+        }
+        let matcher = AhoCorasick::builder()
+            // Every occurrence of every pattern, overlapping ones included, so that the union
+            // of them is masked: with one secret inside another, or two overlapping in the
+            // text, leftmost-first or -longest matching would leave the rest of the second one
+            // visible.
+            .match_kind(MatchKind::Standard)
+            // The crate would pick a DFA for few patterns whatever their length: a handful of
+            // long secrets (certificates) would cost hundreds of megabytes. The contiguous NFA
+            // takes about 20 bytes per pattern byte.
+            .kind(Some(AhoCorasickKind::ContiguousNFA))
+            .build(&patterns);
+        match matcher {
+            Ok(matcher) => Snapshot {
+                matcher: Some(matcher),
+                patterns,
+            },
+            Err(error) => {
+                // Only a pattern set far beyond any request body can overflow the automaton.
+                tracing::error!(%error, "cannot build the masking automaton; masking everything");
+                Snapshot {
+                    matcher: None,
+                    patterns: vec![Vec::new()],
+                }
+            }
+        }
+    }
+
+    /// True when there is nothing to mask (lets hot paths skip the work).
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Masks a string.
+    pub fn mask<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.mask_bytes(text.as_bytes()) {
+            Cow::Borrowed(_) => Cow::Borrowed(text),
+            // Patterns are whole UTF-8 strings, so a match in UTF-8 text starts and ends on
+            // character boundaries and the result stays UTF-8; `lossy` only guards that.
+            Cow::Owned(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Cow::Owned(text),
+                Err(error) => Cow::Owned(String::from_utf8_lossy(error.as_bytes()).into_owned()),
+            },
+        }
+    }
+
+    /// Masks raw bytes (command output, which need not be UTF-8): each stretch of text covered
+    /// by secrets becomes one `***`. Allocates only when a secret is found.
+    pub fn mask_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        if self.unusable() {
+            return Cow::Owned(REDACTED.as_bytes().to_vec());
+        }
+        let Some(matcher) = &self.matcher else {
+            return Cow::Borrowed(bytes);
+        };
+        // The common case, a line without secrets, costs one scan and no allocation.
+        if !matcher.is_match(bytes) {
+            return Cow::Borrowed(bytes);
+        }
+        Cow::Owned(replace(bytes, 0, &self.covered(bytes)))
+    }
+
+    /// The stretches of `bytes` covered by occurrences of patterns, overlapping occurrences
+    /// merged, in order.
+    fn covered(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        let Some(matcher) = &self.matcher else {
+            return covered;
+        };
+        // Occurrences come in the order of their ends, so a new one can only overlap the last
+        // stretches found.
+        for found in matcher.find_overlapping_iter(bytes) {
+            let (mut start, end) = (found.start(), found.end());
+            while let Some(&(last_start, last_end)) = covered.last() {
+                if last_end <= start {
+                    break;
+                }
+                start = start.min(last_start);
+                covered.pop();
+            }
+            covered.push((start, end));
+        }
+        covered
+    }
+
+    /// Masks the start of `bytes`, a stream that goes on after them (or was cut there), up to
+    /// at most `limit` bytes. Returns the masked text and how many bytes of `bytes` it stands
+    /// for: the cut is moved back before any secret it would split, and before any bytes at
+    /// the end of `bytes` that may be the beginning of a secret whose rest is not known yet.
+    /// Bytes beyond the cut are the caller's: kept for later or dropped. The count is 0 only
+    /// when a secret starts at the very beginning and is longer than `limit`.
+    pub fn mask_prefix<'a>(&self, bytes: &'a [u8], limit: usize) -> (Cow<'a, [u8]>, usize) {
+        let mut cut = limit.min(bytes.len());
+        if let Some(start) = self.unfinished_start(bytes) {
+            cut = cut.min(start);
+        }
+        if let Some(&(start, _)) = self
+            .covered(bytes)
+            .iter()
+            .find(|&&(start, end)| start < cut && cut < end)
+        {
+            cut = start;
+        }
+        (self.mask_bytes(&bytes[..cut]), cut)
+    }
+
+    /// Masks `bytes`, the end of a longer stream whose beginning was cut off. Bytes at the
+    /// start that may be the end of a secret begun before the cut are left out.
+    pub fn mask_suffix<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        if self.unusable() {
+            return Cow::Owned(REDACTED.as_bytes().to_vec());
+        }
+        let skip = self.leading_fragment(bytes);
+        // Secrets are found in all of `bytes`: a whole secret at the start may itself begin
+        // with what looks like the end of one, and must not lose its first bytes and with
+        // them its match.
+        let covered = self.covered(bytes);
+        if covered.iter().all(|&(_, end)| end <= skip) {
+            return Cow::Borrowed(&bytes[skip..]);
+        }
+        Cow::Owned(replace(bytes, skip, &covered))
+    }
+
+    /// The earliest position from which the rest of `bytes` is a proper beginning of a pattern:
+    /// a secret that may go on after the end.
+    fn unfinished_start(&self, bytes: &[u8]) -> Option<usize> {
+        let mut earliest: Option<usize> = None;
+        for pattern in &self.patterns {
+            let Some(&first) = pattern.first() else {
+                continue;
+            };
+            // Only the last `len - 1` bytes can hold a proper beginning of this pattern.
+            let from = bytes.len().saturating_sub(pattern.len() - 1);
+            let found = memchr::memchr_iter(first, &bytes[from..])
+                .map(|i| from + i)
+                .find(|&i| pattern.starts_with(&bytes[i..]));
+            if let Some(start) = found {
+                earliest = Some(earliest.map_or(start, |e| e.min(start)));
+            }
+        }
+        earliest
+    }
+
+    /// How many bytes at the start of `bytes` may be the end of a secret (a proper end of a
+    /// pattern, or a middle piece of one when `bytes` is shorter than it).
+    fn leading_fragment(&self, bytes: &[u8]) -> usize {
+        let Some(&first) = bytes.first() else {
+            return 0;
+        };
+        let mut longest = 0;
+        for pattern in &self.patterns {
+            // A pattern's end starting at `j` (1.., so it is a proper end); the earliest such
+            // `j` that fits is the longest.
+            let fits = memchr::memchr_iter(first, pattern.get(1..).unwrap_or_default())
+                .map(|j| &pattern[j + 1..])
+                .find_map(|end| match end.len() <= bytes.len() {
+                    true => bytes.starts_with(end).then_some(end.len()),
+                    false => end.starts_with(bytes).then_some(bytes.len()),
+                });
+            longest = longest.max(fits.unwrap_or(0));
+        }
+        longest
+    }
+
+    /// The automaton could not be built: nothing can be shown safely.
+    fn unusable(&self) -> bool {
+        self.matcher.is_none() && !self.patterns.is_empty()
+    }
+}
+
+/// `bytes` from `from` on, with each stretch of `covered` (in order, disjoint) replaced by
+/// `***`; stretches ending before `from` are left out with it.
+fn replace(bytes: &[u8], from: usize, covered: &[(usize, usize)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() - from);
+    let mut copied = from;
+    for &(start, end) in covered.iter().filter(|&&(_, end)| end > from) {
+        out.extend_from_slice(&bytes[copied..start.max(from)]);
+        out.extend_from_slice(REDACTED.as_bytes());
+        copied = end;
+    }
+    out.extend_from_slice(&bytes[copied..]);
+    out
+}
