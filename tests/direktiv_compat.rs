@@ -1,9 +1,9 @@
-//! Direktiv's own acceptance scenarios (direktiv-protocol.md §9), re-run against the real
-//! binary through the fake sidecar.
+//! Direktiv's own acceptance scenarios for its command runners, re-run against the real binary
+//! through the fake sidecar.
 //!
 //! Every test names its scenario id (A1, C7, E4, ...). Where direktiv-cmd deliberately differs
-//! from Direktiv's runners (SPEC §3.2, §6.1) the test asserts our documented behaviour and says
-//! what Direktiv does instead; docs/compatibility.md lists those differences.
+//! from Direktiv's runners, the test asserts our documented behaviour and says what Direktiv
+//! does instead; docs/compatibility.md lists those differences.
 //!
 //! - A, C, D: Direktiv's special-command shape (`{"data": {"commands": [...]}}`), answered with
 //!   `[{"Error", "Output"}]`.
@@ -243,7 +243,7 @@ async fn a7_file_without_permission_gets_0644() {
 
 // ---------------------------------------------------------------------------------------------
 // B. The log stream. Direktiv's logger appends `\n` to every message; we send each line
-// without its newline (SPEC §5), one log entry per line.
+// without its newline (README, "Logs"), one log entry per line.
 // ---------------------------------------------------------------------------------------------
 
 /// What the sidecar received for one action: every POST body, and those split into lines.
@@ -434,7 +434,8 @@ async fn c8_without_stop_execution_continues() {
 }
 
 /// C9 (and D2): `envs` reach the command and, as in Direktiv, an ordinary value shows in the
-/// log. A value marked `"secret": true` (or whose name looks secret) is masked there.
+/// log and in `Output`. A value marked `"secret": true` (or whose name looks secret) is masked
+/// in both (README, "Secrets").
 #[tokio::test(flavor = "multi_thread")]
 async fn c9_d2_envs_reach_the_command_and_secret_ones_are_masked_in_logs() {
     let commands = json!([{
@@ -444,10 +445,7 @@ async fn c9_d2_envs_reach_the_command_and_secret_ones_are_masked_in_logs() {
     }]);
     let (reply, lines) = special_call("c9", commands).await;
     let entries = special_entries(&reply);
-    assert_eq!(
-        outputs(&entries),
-        [json!("HELLO=WORLD\nPASS=open-sesame\n")]
-    );
+    assert_eq!(outputs(&entries), [json!("HELLO=WORLD\nPASS=***\n")]);
     assert!(lines.iter().any(|l| l == "HELLO=WORLD"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "PASS=***"), "{lines:?}");
     assert!(
@@ -828,14 +826,23 @@ async fn karate(key: &str, body: Value) -> (Reply, Runner) {
     (reply, runner)
 }
 
-/// G1: `$Key` stays literal for the runner and is expanded by bash from the command env.
+/// G1: `$Key` stays literal for the runner and is expanded by bash from the command env. A
+/// name containing KEY holds a secret (README, "Secrets"), so the result that shows the value
+/// reads `***`, which only the expanded value gives; with `CMD_MASK_RESPONSE=false` it is the
+/// value itself, as the function-builder image returns it.
 #[tokio::test(flavor = "multi_thread")]
 async fn g1_env_is_expanded_by_the_shell_not_the_runner() {
     let body = json!({"commands": [{
         "command": "bash -c 'echo $Key'", "silent": true, "print": false,
         "envs": [{"name": "Key", "value": "Value"}]
     }]});
-    let (reply, _) = karate("bash", body).await;
+    let (reply, _) = karate("bash", body.clone()).await;
+    let results = native_results(&reply, "bash");
+    assert_eq!(result_pairs(&results), [(json!("***"), true)]);
+
+    let (sidecar, runner) =
+        start_pair(&[("CMD_RESULT_KEY", "bash"), ("CMD_MASK_RESPONSE", "false")]);
+    let reply = sidecar.call(&runner, "development", body).await;
     let results = native_results(&reply, "bash");
     assert_eq!(result_pairs(&results), [(json!("Value"), true)]);
 }

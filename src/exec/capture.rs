@@ -25,6 +25,10 @@ pub struct Capture {
     limit: usize,
     /// Bytes seen in all.
     total: usize,
+    /// Whether the stream was longer than `limit`.
+    truncated: bool,
+    /// The head was masked for the response (`redact`) and is final.
+    redacted: bool,
     /// Up to `TAIL_BYTES + OVERLAP` last bytes (only with `with_tail`).
     tail: Vec<u8>,
     keep_tail: bool,
@@ -50,8 +54,11 @@ impl Capture {
 
     pub fn push(&mut self, bytes: &[u8]) {
         self.total = self.total.saturating_add(bytes.len());
-        let room = self.head_room().saturating_sub(self.head.len());
-        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.truncated |= self.total > self.limit;
+        if !self.redacted {
+            let room = self.head_room().saturating_sub(self.head.len());
+            self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
         if self.keep_tail {
             let keep = TAIL_BYTES + OVERLAP;
             let start = bytes.len().saturating_sub(keep);
@@ -66,18 +73,25 @@ impl Capture {
         &self.head[..self.head.len().min(self.limit)]
     }
 
-    /// The first `limit` bytes, masked; where the cut would show a piece of a secret, a little
-    /// less.
-    pub fn masked(&self, secrets: &Snapshot) -> Cow<'_, [u8]> {
-        if self.truncated() {
-            secrets.mask_prefix(&self.head, self.limit).0
+    /// Masks the kept head for the response: from now on `bytes()` are the first `limit` bytes
+    /// masked, or a little less where the cut would show a piece of a secret.
+    pub fn redact(&mut self, secrets: &Snapshot) {
+        let (masked, used) = if self.truncated() {
+            secrets.mask_prefix(&self.head, self.limit)
         } else {
-            secrets.mask_bytes(&self.head)
+            (secrets.mask_bytes(&self.head), self.head.len())
+        };
+        match masked {
+            // Nothing to mask: the bytes themselves, up to the cut.
+            Cow::Borrowed(_) => self.head.truncate(used),
+            Cow::Owned(masked) => self.head = masked,
         }
+        self.limit = self.head.len();
+        self.redacted = true;
     }
 
     pub fn truncated(&self) -> bool {
-        self.total > self.limit
+        self.truncated
     }
 
     /// The last bytes of the stream, masked, without a piece of a secret at the start (only
@@ -113,8 +127,9 @@ mod tests {
         capture.push(b"defgh");
         assert_eq!(capture.bytes(), b"abcde");
         assert!(capture.truncated());
-        let nothing = Masker::default().snapshot();
-        assert_eq!(capture.masked(&nothing).as_ref(), b"abcde");
+        capture.redact(&Masker::default().snapshot());
+        assert_eq!(capture.bytes(), b"abcde");
+        assert!(capture.truncated());
     }
 
     #[test]
@@ -136,10 +151,14 @@ mod tests {
         capture.push(b"head SUPER");
         capture.push(b"SECRET and more");
         assert_eq!(capture.bytes(), b"head SUPER");
-        assert_eq!(capture.masked(&secrets).as_ref(), b"head ");
+        capture.redact(&secrets);
+        assert_eq!(capture.bytes(), b"head ");
+        assert!(capture.truncated());
         let mut whole = Capture::new(100);
         whole.push(b"head SUPERSECRET");
-        assert_eq!(whole.masked(&secrets).as_ref(), b"head ***");
+        whole.redact(&secrets);
+        assert_eq!(whole.bytes(), b"head ***");
+        assert!(!whole.truncated());
     }
 
     #[test]

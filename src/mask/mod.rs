@@ -13,6 +13,7 @@
 //! The secrets of a request can grow while it runs, so a `Masker` hands out `Snapshot`s: each
 //! is one consistent automaton, and a line is masked with one snapshot from start to end.
 
+mod declare;
 mod forms;
 mod policy;
 mod snapshot;
@@ -21,7 +22,8 @@ mod tests;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-pub use policy::{declared_secret, SecretPolicy, DEFAULT_SECRET_NAMES};
+pub use declare::{declared_secret, Declarations};
+pub use policy::{SecretPolicy, DEFAULT_SECRET_NAMES};
 pub use snapshot::Snapshot;
 
 /// What a secret is replaced with.
@@ -101,10 +103,5 @@ impl Masker {
     /// Masks a string with the current snapshot.
     pub fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         self.snapshot().mask(text)
-    }
-
-    /// Masks raw bytes with the current snapshot.
-    pub fn mask_bytes<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        self.snapshot().mask_bytes(bytes)
     }
 }

@@ -2,7 +2,6 @@
 //! (`mask`, `secret: true`); which env names look secret is configuration (`CMD_MASK_NAMES`),
 //! applied here.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
 use regex_lite::{Regex, RegexBuilder};
@@ -13,9 +12,6 @@ use crate::plan::Plan;
 /// hold secrets.
 pub const DEFAULT_SECRET_NAMES: &str = "KEY|SECRET|TOKEN|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|\
                                         AUTH|PRIVATE|SESSION|COOKIE|SIGNATURE|SALT|DSN";
-
-/// The start of a line by which a command declares a secret (GitHub Actions' convention).
-const ADD_MASK: &[u8] = b"::add-mask::";
 
 /// Which values of a request are secret.
 #[derive(Debug, Clone)]
@@ -70,16 +66,4 @@ impl SecretPolicy {
             .cloned()
             .collect()
     }
-}
-
-/// The value a line of output declares secret with `::add-mask::VALUE`, if it is such a line.
-/// Surrounding whitespace (a `\r` of a CRLF line end) is not part of the value. Bytes that are
-/// not UTF-8 are replaced, as everywhere else output becomes text.
-pub fn declared_secret(line: &[u8]) -> Option<Cow<'_, str>> {
-    let value = crate::text::lossy(line.strip_prefix(ADD_MASK)?);
-    match value {
-        Cow::Borrowed(text) => Some(Cow::Borrowed(text.trim())),
-        Cow::Owned(text) => Some(Cow::Owned(text.trim().to_owned())),
-    }
-    .filter(|value| !value.is_empty())
 }

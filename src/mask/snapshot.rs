@@ -67,7 +67,8 @@ impl Snapshot {
         }
     }
 
-    /// True when there is nothing to mask (lets hot paths skip the work).
+    /// True when there is nothing to mask.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.patterns.is_empty()
     }

@@ -57,7 +57,7 @@ fn multi_line_secrets_are_masked_whole_and_line_by_line() {
 fn bytes_that_are_not_utf8_are_masked_too() {
     let masker = Masker::new(["secret"]);
     assert_eq!(
-        masker.mask_bytes(b"\xff secret \xfe").as_ref(),
+        masker.snapshot().mask_bytes(b"\xff secret \xfe").as_ref(),
         b"\xff *** \xfe"
     );
 }
@@ -172,6 +172,56 @@ fn add_mask_lines_are_recognised() {
     assert_eq!(declared_secret(b"::add-mask::"), None);
     assert_eq!(declared_secret(b"echo ::add-mask::x"), None);
     assert_eq!(declared_secret(b"::ADD-MASK::x"), None);
+}
+
+/// Feeds `chunks` to a scanner and returns what the masker then masks `probe` to.
+fn declared_after(chunks: &[&[u8]], probe: &str) -> String {
+    let masker = Masker::default();
+    let mut declarations = Declarations::default();
+    for chunk in chunks {
+        declarations.scan(chunk, &masker);
+    }
+    declarations.finish(&masker);
+    masked(&masker, probe)
+}
+
+#[test]
+fn declarations_are_found_however_reads_cut_them() {
+    let probe = "tok-123456 other-5678";
+    assert_eq!(
+        declared_after(&[b"::add-mask::tok-123456\n"], probe),
+        "*** other-5678"
+    );
+    assert_eq!(
+        declared_after(&[b"x\n::add-", b"mask::tok-1", b"23456\r\nrest"], probe),
+        "*** other-5678"
+    );
+    assert_eq!(
+        declared_after(&[b"a\n:", b":add-mask::other-5678"], probe),
+        "tok-123456 ***"
+    );
+    assert_eq!(
+        declared_after(
+            &[b"::add-mask::tok-123456\n::add-mask::other-5678\n"],
+            probe
+        ),
+        "*** ***"
+    );
+    // Not at the start of a line: ordinary output.
+    assert_eq!(
+        declared_after(&[b"echo ::add-mask::tok-123456\n"], probe),
+        probe
+    );
+    assert_eq!(
+        declared_after(&[b"echo ", b"::add-mask::tok-123456\n"], probe),
+        probe
+    );
+    // A line far too long to be a declaration.
+    let long = [b"::add-mask::".as_slice(), &vec![b'x'; 70_000], b"\n"].concat();
+    assert_eq!(
+        declared_after(&[&long[..40_000], &long[40_000..]], probe),
+        probe
+    );
 }
 
 #[test]
@@ -441,7 +491,7 @@ mod properties {
         fn no_form_of_a_secret_survives_masking((secrets, text) in output()) {
             let masker = Masker::new(secrets.iter().cloned());
             let fragments = fragments(&secrets);
-            let shown = masker.mask_bytes(text.as_bytes());
+            let shown = masker.snapshot().mask_bytes(text.as_bytes());
             assert_no_fragment(&shown, &fragments, "whole text");
         }
 
