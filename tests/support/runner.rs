@@ -35,6 +35,8 @@ const SCRUBBED_ENV: &[&str] = &[
     "CMD_SHELL",
     "CMD_RESULT_KEY",
     "CMD_LOG_FORMAT",
+    "CMD_MASK_NAMES",
+    "CMD_MASK_RESPONSE",
     "RUST_LOG",
 ];
 

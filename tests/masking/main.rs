@@ -1,10 +1,17 @@
 //! Secrets never leave the runner (README, "Secrets"): `mask` values, env values whose name looks
-//! secret (`CMD_MASK_NAMES`) and env entries marked `"secret": true` become `***` in streamed
-//! lines, in the echoed `running command '…'` line, in `Direktiv-ErrorMessage` and the error
-//! body, and in the runner's own stdout/stderr. Other values stay readable; values shorter than
-//! 4 bytes are left alone.
+//! secret (`CMD_MASK_NAMES`), env entries marked `"secret": true` and values declared with
+//! `::add-mask::` become `***` in streamed lines, in the echoed `running command '…'` line, in
+//! `Direktiv-ErrorMessage` and the error body, in the runner's own stdout/stderr and in the
+//! response (unless `CMD_MASK_RESPONSE=false`), in every form and wherever output is cut. Other
+//! values stay readable; values shorter than 4 bytes are left alone. `props` drives all of this
+//! with generated secrets.
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod cuts;
+mod forms;
+mod props;
 
 use std::time::Duration;
 
@@ -190,25 +197,19 @@ async fn timeout_message_is_masked() {
     assert_hidden(&lines, &[SECRET]);
 }
 
-/// Asserts the masked parts of a native failure: the header, `errorMessage`, and each result's
-/// `command` and `error.message`. The results' captured `stdout`/`stderr` are the command's
-/// own output, returned unchanged like `Output` in the special-command shape.
+/// Asserts that a native failure is masked: the header, and the whole body (`errorMessage`,
+/// each result's `command`, `stdout`, `stderr`, `result` and `error.message`).
 #[track_caller]
 fn assert_masked_failure_body(reply: &Reply) {
-    let body = reply.body();
-    let mut shown = vec![
-        reply.error_message().unwrap_or_default(),
-        body["errorMessage"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-    ];
-    for result in reply.commands() {
-        shown.push(result["command"].as_str().unwrap_or_default().to_string());
-        shown.push(result["error"]["message"].to_string());
-    }
-    assert!(shown[1].contains("***"), "{body}");
-    assert_hidden(&shown, &[SECRET]);
+    let message = reply.body()["errorMessage"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("***"), "{}", reply.text);
+    assert_hidden(
+        [&reply.error_message().unwrap_or_default(), &reply.text],
+        &[SECRET],
+    );
 }
 
 /// The special-command shape masks its `envs` in the echoed command, the output, the failure
@@ -303,4 +304,181 @@ async fn fallback_to_stdout_is_masked() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_runner_output_hidden(&runner);
     assert!(sidecar.messages("fallback").is_empty());
+}
+
+/// A secret with a `'` given in `args`: the runner echoes argv re-quoted (`'p4ss'\''w0rd'`),
+/// and that form is masked in the log line, the error message and the response's `command`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_with_a_quote_in_args_is_masked_where_argv_is_echoed() {
+    let secret = "p4ss'w0rd-long";
+    let body = json!({
+        "mask": [secret],
+        "commands": [{"args": ["sh", "-c", "echo \"got $1\" >&2; exit 3", "sh", secret]}]
+    });
+    let (reply, lines) = call("quoted", body).await;
+    reply.assert_error("cmd.exit.3", 500);
+    let echoed = r#"sh -c 'echo "got $1" >&2; exit 3' sh '***'"#;
+    let message = reply.error_message().unwrap_or_default();
+    assert_eq!(
+        lines,
+        [
+            format!("running command '{echoed}'"),
+            "got ***".into(),
+            message.clone()
+        ]
+    );
+    assert_eq!(
+        message,
+        format!("command '{echoed}' exited with status 3: got ***")
+    );
+    assert_eq!(
+        reply.command(0)["command"],
+        json!("sh -c 'echo \"got $1\" >&2; exit 3' sh '***'")
+    );
+    assert_hidden([&message, &reply.text], &["w0rd-long", "p4ss'"]);
+    assert_hidden(&lines, &["w0rd-long", "p4ss'"]);
+}
+
+/// A secret the user writes with `\"` escapes inside `command` is masked as written there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_written_with_escaped_quotes_in_command_is_masked() {
+    let secret = r#"pa"ss\word-x"#;
+    let command = r#"printf '%s\n' "pa\"ss\\word-x""#;
+    let body = json!({"mask": [secret], "commands": [{"command": command}]});
+    let (reply, lines) = call("escaped", body).await;
+    reply.assert_success();
+    assert_eq!(lines, [r#"running command 'printf '%s\n' "***"'"#, "***"]);
+    assert_eq!(reply.command(0)["command"], json!(r#"printf '%s\n' "***""#));
+    assert_eq!(reply.command(0)["result"], json!("***"));
+}
+
+/// base64 (with a prefix, as in `Authorization: Basic`), URL-encoded and JSON-escaped forms of
+/// a secret are masked in the logs and the response.
+#[tokio::test(flavor = "multi_thread")]
+async fn encoded_forms_in_output_are_masked() {
+    let secret = "s3cr\"et/vä+lue";
+    let body = json!({
+        "env": {"API_TOKEN": secret},
+        "commands": [
+            {"command": "sh -c 'printf \"user:%s\" \"$API_TOKEN\" | base64'", "print": false},
+            {"command": "sh -c 'printf \"%s\" \"$API_TOKEN\" | base64'", "print": false},
+            {"args": ["echo", "q=s3cr%22et%2Fv%C3%A4%2Blue&x=1"], "print": false},
+            {"args": ["echo", r#"{"token":"s3cr\"et/vä+lue"}"#], "print": false},
+            {"args": ["echo", r#"{"token":"s3cr\"et/v\u00e4+lue"}"#], "print": false}
+        ]
+    });
+    let (reply, lines) = call("encoded", body).await;
+    reply.assert_success();
+    // "user:" is 5 bytes, 40 bits: 6 characters encode it, the 7th mixes in the secret's first
+    // bits, and the last (`U`) its last bits with padding.
+    assert_eq!(lines[0], "dXNlcjp***U=");
+    assert_eq!(
+        lines[1..],
+        [
+            "***",
+            "q=***&x=1",
+            r#"{"token":"***"}"#,
+            r#"{"token":"***"}"#
+        ]
+    );
+    let results: Vec<Value> = reply
+        .commands()
+        .iter()
+        .map(|c| c["result"].clone())
+        .collect();
+    assert_eq!(
+        results,
+        [
+            json!("dXNlcjp***U="),
+            json!("***"),
+            json!("q=***&x=1"),
+            json!({"token": "***"}),
+            json!({"token": "***"})
+        ]
+    );
+}
+
+/// The response is masked: `stdout`, `stderr`, `result` and `command`; and with
+/// `CMD_MASK_RESPONSE=false` it is not, while logs and error messages still are.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_response_is_masked_unless_configured_otherwise() {
+    let body = json!({
+        "mask": [SECRET],
+        "commands": [
+            {"args": ["echo", format!(r#"{{"key": "{SECRET}"}}"#)]},
+            {"command": format!("sh -c 'echo out {SECRET}; echo err {SECRET} >&2; exit 5'")}
+        ]
+    });
+    let (sidecar, runner) = start_pair(&[]);
+    let reply = sidecar.call(&runner, "masked", body.clone()).await;
+    reply.assert_error("cmd.exit.5", 500);
+    assert_eq!(reply.command(0)["result"], json!({"key": "***"}));
+    assert_eq!(
+        reply.command(0)["command"],
+        json!(r#"echo '{"key": "***"}'"#)
+    );
+    assert_eq!(reply.command(1)["stdout"], json!("out ***\n"));
+    assert_eq!(reply.command(1)["stderr"], json!("err ***\n"));
+    assert_hidden([&reply.text], &[SECRET]);
+
+    let (sidecar, runner) = start_pair(&[("CMD_MASK_RESPONSE", "false")]);
+    let reply = sidecar.call(&runner, "unmasked", body).await;
+    reply.assert_error("cmd.exit.5", 500);
+    assert_eq!(reply.command(0)["result"], json!({"key": SECRET}));
+    assert_eq!(reply.command(1)["stdout"], json!(format!("out {SECRET}\n")));
+    assert_eq!(reply.command(1)["stderr"], json!(format!("err {SECRET}\n")));
+    let message = reply.error_message().unwrap_or_default();
+    assert!(message.ends_with("err ***"), "{message}");
+    assert_eq!(reply.body()["errorMessage"], json!(message));
+    assert_hidden(&sidecar.lines("unmasked"), &[SECRET]);
+}
+
+/// `CMD_MASK_NAMES` decides which env names hold secrets.
+#[tokio::test(flavor = "multi_thread")]
+async fn mask_names_decides_which_env_values_are_secret() {
+    let body = json!({
+        "env": {"PIN_CODE": "9876-5432", "API_TOKEN": "tok-visible-now"},
+        "commands": [{"command": "sh -c 'echo $PIN_CODE $API_TOKEN'", "print": false}]
+    });
+    let (sidecar, runner) = start_pair(&[("CMD_MASK_NAMES", "^pin_")]);
+    let reply = sidecar.call(&runner, "names", body).await;
+    reply.assert_success();
+    assert_eq!(sidecar.lines("names"), ["*** tok-visible-now"]);
+}
+
+/// A command declares a secret with `::add-mask::VALUE` on stdout or stderr, also when it is
+/// `silent`: the line is not logged, and the value is masked from then on, in later commands
+/// and in the response.
+#[tokio::test(flavor = "multi_thread")]
+async fn declared_secrets_are_masked_from_then_on() {
+    let body = json!({
+        "commands": [
+            {"command": "sh -c 'echo ::add-mask::generated-4711; echo made generated-4711'",
+             "print": false},
+            {"command": "sh -c 'echo ::add-mask::from-stderr-0815 >&2; echo from-stderr-0815 >&2'",
+             "print": false},
+            {"command": "sh -c 'echo ::add-mask::quiet-value-42'", "silent": true, "print": false},
+            {"command": "echo generated-4711 from-stderr-0815 quiet-value-42"}
+        ]
+    });
+    let (reply, lines) = call("declared", body).await;
+    reply.assert_success();
+    assert_eq!(
+        lines,
+        [
+            "made ***",
+            "***",
+            "running command 'echo *** *** ***'",
+            "*** *** ***"
+        ]
+    );
+    assert_eq!(
+        reply.command(0)["stdout"],
+        json!("::add-mask::***\nmade ***\n")
+    );
+    assert_eq!(reply.command(3)["result"], json!("*** *** ***"));
+    assert_hidden(
+        [&reply.text],
+        &["generated-4711", "from-stderr-0815", "quiet-value-42"],
+    );
 }
