@@ -42,7 +42,11 @@ impl LineFramer {
             return;
         }
         let mut batch = Batch::with_size_hint(self.partial.len());
-        push_line(&self.partial, &self.stream.masker().snapshot(), &mut batch);
+        push_line(
+            &self.partial,
+            Some(&self.stream.masker().snapshot()),
+            &mut batch,
+        );
         self.partial = Vec::new();
         self.stream.queue().push(batch).await;
     }
@@ -52,12 +56,15 @@ impl LineFramer {
 /// `partial`. A line longer than the cap is cut once the cap is reached, so `partial` stays
 /// bounded whatever the command writes.
 fn frame(partial: &mut Vec<u8>, bytes: &[u8], secrets: &Snapshot, batch: &mut Batch) {
+    // One search of the whole read instead of one per line: most reads hold no secret.
+    let clean = !secrets.finds_any(bytes);
     let mut rest = bytes;
     if !partial.is_empty() {
         match memchr::memchr(b'\n', rest) {
             Some(end) => {
                 partial.extend_from_slice(&rest[..end]);
-                push_line(strip_cr(partial), secrets, batch);
+                // Begun in an earlier read: searched whole.
+                push_line(strip_cr(partial), Some(secrets), batch);
                 partial.clear();
                 if partial.capacity() > LOG_MESSAGE_CAP {
                     // Do not keep a huge buffer for the rest of the command's life.
@@ -74,7 +81,8 @@ fn frame(partial: &mut Vec<u8>, bytes: &[u8], secrets: &Snapshot, batch: &mut Ba
     }
     let mut start = 0;
     for end in memchr::memchr_iter(b'\n', rest) {
-        push_line(strip_cr(&rest[start..end]), secrets, batch);
+        let line = strip_cr(&rest[start..end]);
+        push_line(line, (!clean).then_some(secrets), batch);
         start = end + 1;
     }
     partial.extend_from_slice(&rest[start..]);
@@ -125,14 +133,17 @@ fn utf8_floor(bytes: &[u8], max: usize) -> usize {
         .unwrap_or(max)
 }
 
-/// Masks one complete line, converts it to text (invalid UTF-8 replaced) and adds it to the
-/// batch, cut into cap-sized pieces only if it is longer than the cap. A line declaring a
-/// secret is left out.
-fn push_line(line: &[u8], secrets: &Snapshot, batch: &mut Batch) {
+/// Masks one complete line (`None`: it is known to hold no secret), converts it to text
+/// (invalid UTF-8 replaced) and adds it to the batch, cut into cap-sized pieces only if it is
+/// longer than the cap. A line declaring a secret is left out.
+fn push_line(line: &[u8], secrets: Option<&Snapshot>, batch: &mut Batch) {
     if declared_secret(line).is_some() {
         return;
     }
-    let masked = secrets.mask_bytes(line);
+    let masked = match secrets {
+        Some(secrets) => secrets.mask_bytes(line),
+        None => std::borrow::Cow::Borrowed(line),
+    };
     let text = crate::text::lossy(&masked);
     push_pieces(&text, batch);
 }
@@ -233,7 +244,7 @@ mod tests {
         assert_eq!(lines[0], vec![b'A'; LOG_MESSAGE_CAP - 10]);
         assert!(partial.starts_with(secret));
         let mut batch = Batch::with_size_hint(0);
-        push_line(&partial, &masker.snapshot(), &mut batch);
+        push_line(&partial, Some(&masker.snapshot()), &mut batch);
         let rest = &batch.into_messages()[0].body;
         assert!(rest.starts_with(b"***BBB"));
     }

@@ -10,18 +10,31 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{packed, AhoCorasick, AhoCorasickKind, Input, MatchKind};
 
 use super::forms::forms_of;
 use super::REDACTED;
 
+/// Most patterns one SIMD searcher takes (the `packed` searcher's limit).
+const PACKED_PATTERNS: usize = 64;
+
+/// Long texts (a megabyte of stdout for the response) are searched in blocks of this size, so
+/// that the automaton, several times slower than the prefilter, only walks blocks that hold a
+/// secret.
+const BLOCK: usize = 16 * 1024;
+
 /// The patterns of a set of secrets and their automaton.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// `None` when there is nothing to mask.
+    /// Finds every occurrence; `None` when there is nothing to mask.
     matcher: Option<AhoCorasick>,
+    /// Answers "is any secret in here?" several times faster than the automaton, which nearly
+    /// all output needs to hear and nothing more. `None` where the CPU has no SIMD searcher.
+    prefilter: Option<Vec<packed::Searcher>>,
     /// Every pattern, for the checks at cut points.
     patterns: Vec<Vec<u8>>,
+    /// Length of the longest pattern.
+    longest: usize,
 }
 
 impl Snapshot {
@@ -54,6 +67,8 @@ impl Snapshot {
         match matcher {
             Ok(matcher) => Snapshot {
                 matcher: Some(matcher),
+                prefilter: prefilter(&patterns),
+                longest: patterns.iter().map(Vec::len).max().unwrap_or(0),
                 patterns,
             },
             Err(error) => {
@@ -61,9 +76,21 @@ impl Snapshot {
                 tracing::error!(%error, "cannot build the masking automaton; masking everything");
                 Snapshot {
                     matcher: None,
+                    prefilter: None,
                     patterns: vec![Vec::new()],
+                    longest: 0,
                 }
             }
+        }
+    }
+
+    /// Whether `bytes` hold an occurrence of any pattern. When a whole read of a pipe holds
+    /// none, none of its lines needs to be looked at again.
+    pub fn finds_any(&self, bytes: &[u8]) -> bool {
+        match (&self.prefilter, &self.matcher) {
+            (Some(searchers), _) => searchers.iter().any(|s| s.find(bytes).is_some()),
+            (None, Some(matcher)) => matcher.is_match(bytes),
+            (None, None) => false,
         }
     }
 
@@ -92,37 +119,47 @@ impl Snapshot {
         if self.unusable() {
             return Cow::Owned(REDACTED.as_bytes().to_vec());
         }
-        let Some(matcher) = &self.matcher else {
-            return Cow::Borrowed(bytes);
-        };
         // The common case, a line without secrets, costs one scan and no allocation.
-        if !matcher.is_match(bytes) {
+        let covered = self.covered(bytes);
+        if covered.is_empty() {
             return Cow::Borrowed(bytes);
         }
-        Cow::Owned(replace(bytes, 0, &self.covered(bytes)))
+        Cow::Owned(replace(bytes, 0, &covered))
     }
 
     /// The stretches of `bytes` covered by occurrences of patterns, overlapping occurrences
     /// merged, in order.
     fn covered(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
+        self.covered_in_blocks(bytes, BLOCK)
+    }
+
+    /// `covered`, searching blocks of `block` bytes plus an overlap of the longest pattern
+    /// less one: an occurrence across a block's end lies whole in the next block.
+    pub(super) fn covered_in_blocks(&self, bytes: &[u8], block: usize) -> Vec<(usize, usize)> {
         let mut covered: Vec<(usize, usize)> = Vec::new();
         let Some(matcher) = &self.matcher else {
             return covered;
         };
-        // Occurrences come in the order of their ends, so a new one can only overlap the last
-        // stretches found.
-        for found in matcher.find_overlapping_iter(bytes) {
-            let (mut start, end) = (found.start(), found.end());
-            while let Some(&(last_start, last_end)) = covered.last() {
-                if last_end <= start {
-                    break;
+        let overlap = self.longest.saturating_sub(1);
+        let (mut start, mut searched) = (0, 0);
+        loop {
+            let end = bytes.len().min(start + block.max(1) + overlap);
+            if self.finds_any(&bytes[start..end]) {
+                let span = Input::new(bytes).span(start..end);
+                // Occurrences come in the order of their ends, so a new one can only overlap
+                // the last stretches found. Those ending in the previous block were found there.
+                for found in matcher.find_overlapping_iter(span) {
+                    if found.end() > searched {
+                        merge(&mut covered, found.start(), found.end());
+                    }
                 }
-                start = start.min(last_start);
-                covered.pop();
             }
-            covered.push((start, end));
+            if end == bytes.len() {
+                return covered;
+            }
+            searched = end;
+            start = end - overlap;
         }
-        covered
     }
 
     /// Masks the start of `bytes`, a stream that goes on after them (or was cut there), up to
@@ -132,18 +169,28 @@ impl Snapshot {
     /// Bytes beyond the cut are the caller's: kept for later or dropped. The count is 0 only
     /// when a secret starts at the very beginning and is longer than `limit`.
     pub fn mask_prefix<'a>(&self, bytes: &'a [u8], limit: usize) -> (Cow<'a, [u8]>, usize) {
+        if self.unusable() {
+            return (
+                Cow::Owned(REDACTED.as_bytes().to_vec()),
+                limit.min(bytes.len()),
+            );
+        }
         let mut cut = limit.min(bytes.len());
         if let Some(start) = self.unfinished_start(bytes) {
             cut = cut.min(start);
         }
-        if let Some(&(start, _)) = self
-            .covered(bytes)
+        let mut covered = self.covered(bytes);
+        if let Some(&(start, _)) = covered
             .iter()
             .find(|&&(start, end)| start < cut && cut < end)
         {
             cut = start;
         }
-        (self.mask_bytes(&bytes[..cut]), cut)
+        covered.retain(|&(_, end)| end <= cut);
+        if covered.is_empty() {
+            return (Cow::Borrowed(&bytes[..cut]), cut);
+        }
+        (Cow::Owned(replace(&bytes[..cut], 0, &covered)), cut)
     }
 
     /// Masks `bytes`, the end of a longer stream whose beginning was cut off. Bytes at the
@@ -208,6 +255,31 @@ impl Snapshot {
     fn unusable(&self) -> bool {
         self.matcher.is_none() && !self.patterns.is_empty()
     }
+}
+
+/// Adds an occurrence that ends no earlier than any before it, merging it with the stretches
+/// it overlaps.
+fn merge(covered: &mut Vec<(usize, usize)>, mut start: usize, end: usize) {
+    while let Some(&(last_start, last_end)) = covered.last() {
+        if last_end <= start {
+            break;
+        }
+        start = start.min(last_start);
+        covered.pop();
+    }
+    covered.push((start, end));
+}
+
+/// SIMD searchers over all patterns, or `None` where they cannot be built.
+fn prefilter(patterns: &[Vec<u8>]) -> Option<Vec<packed::Searcher>> {
+    patterns
+        .chunks(PACKED_PATTERNS)
+        .map(|chunk| {
+            let mut builder = packed::Config::new().builder();
+            builder.extend(chunk);
+            builder.build()
+        })
+        .collect()
 }
 
 /// `bytes` from `from` on, with each stretch of `covered` (in order, disjoint) replaced by

@@ -541,6 +541,18 @@ mod properties {
             assert_no_fragment(&tail, &fragments, "tail");
         }
 
+        /// Searching long text in blocks finds exactly what one search of all of it finds.
+        #[test]
+        fn blocks_find_what_a_whole_search_finds(
+            (secrets, text) in output(),
+            block in 1usize..64,
+        ) {
+            let snapshot = Masker::new(secrets.iter().cloned()).snapshot();
+            let whole = snapshot.covered_in_blocks(text.as_bytes(), usize::MAX / 2);
+            prop_assert!(!whole.is_empty());
+            prop_assert_eq!(snapshot.covered_in_blocks(text.as_bytes(), block), whole);
+        }
+
         /// Text in which no form of a secret occurs comes back unchanged (and borrowed).
         #[test]
         fn text_without_secrets_is_unchanged(
