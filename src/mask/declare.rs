@@ -116,3 +116,73 @@ fn declare(line: &[u8], masker: &Masker) {
         masker.declare(&value);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `chunks` to a scanner and returns what the masker then masks `probe` to.
+    fn declared_after(chunks: &[&[u8]], probe: &str) -> String {
+        let masker = Masker::default();
+        let mut declarations = Declarations::default();
+        for chunk in chunks {
+            declarations.scan(chunk, &masker);
+        }
+        declarations.finish(&masker);
+        masker.mask(probe).into_owned()
+    }
+
+    #[test]
+    fn declarations_are_found_however_reads_cut_them() {
+        let probe = "tok-123456 other-5678";
+        assert_eq!(
+            declared_after(&[b"::add-mask::tok-123456\n"], probe),
+            "*** other-5678"
+        );
+        assert_eq!(
+            declared_after(&[b"x\n::add-", b"mask::tok-1", b"23456\r\nrest"], probe),
+            "*** other-5678"
+        );
+        assert_eq!(
+            declared_after(&[b"a\n:", b":add-mask::other-5678"], probe),
+            "tok-123456 ***"
+        );
+        assert_eq!(
+            declared_after(
+                &[b"::add-mask::tok-123456\n::add-mask::other-5678\n"],
+                probe
+            ),
+            "*** ***"
+        );
+        // Not at the start of a line: ordinary output.
+        assert_eq!(
+            declared_after(&[b"echo ::add-mask::tok-123456\n"], probe),
+            probe
+        );
+        assert_eq!(
+            declared_after(&[b"echo ", b"::add-mask::tok-123456\n"], probe),
+            probe
+        );
+        // A line far too long to be a declaration.
+        let long = [b"::add-mask::".as_slice(), &vec![b'x'; 70_000], b"\n"].concat();
+        assert_eq!(
+            declared_after(&[&long[..40_000], &long[40_000..]], probe),
+            probe
+        );
+    }
+
+    #[test]
+    fn add_mask_lines_are_recognised() {
+        assert_eq!(
+            declared_secret(b"::add-mask::s3cr3t\r").as_deref(),
+            Some("s3cr3t")
+        );
+        assert_eq!(
+            declared_secret(b"::add-mask::  two words ").as_deref(),
+            Some("two words")
+        );
+        assert_eq!(declared_secret(b"::add-mask::"), None);
+        assert_eq!(declared_secret(b"echo ::add-mask::x"), None);
+        assert_eq!(declared_secret(b"::ADD-MASK::x"), None);
+    }
+}

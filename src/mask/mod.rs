@@ -16,6 +16,8 @@
 mod declare;
 mod forms;
 mod policy;
+#[cfg(test)]
+mod props;
 mod snapshot;
 #[cfg(test)]
 mod tests;

@@ -67,3 +67,68 @@ impl SecretPolicy {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request;
+
+    fn plan(body: serde_json::Value) -> crate::plan::Plan {
+        request::parse(body.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn env_values_are_secret_by_name_or_by_mark() {
+        let plan = plan(serde_json::json!({
+            "env": {"AWS_SECRET_ACCESS_KEY": "wJalrXUtn", "AWS_DEFAULT_REGION": "eu-central-1"},
+            "envs": [{"name": "PLAIN", "value": "marked-value", "secret": true}],
+            "mask": ["from-mask"],
+            "commands": [
+                {"command": "a", "env": {"TARGET": "staging", "github_token": "ghp_x1"}},
+                {"command": "b", "envs": [{"name": "B", "value": "true"},
+                                          {"name": "Db_Password", "value": ""}]}
+            ]
+        }));
+        let secrets = SecretPolicy::default().secrets_of(&plan);
+        assert_eq!(
+            secrets,
+            ["from-mask", "marked-value", "wJalrXUtn", "ghp_x1"]
+        );
+        let none = SecretPolicy::parse("").unwrap().secrets_of(&plan);
+        assert_eq!(none, ["from-mask", "marked-value"]);
+        let custom = SecretPolicy::parse("^target$").unwrap().secrets_of(&plan);
+        assert_eq!(custom, ["from-mask", "marked-value", "staging"]);
+    }
+
+    #[test]
+    fn default_names() {
+        let policy = SecretPolicy::default();
+        for name in [
+            "AWS_SECRET_ACCESS_KEY",
+            "GITHUB_TOKEN",
+            "DB_PASSWORD",
+            "mysql_passwd",
+            "GPG_PASSPHRASE",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "BASIC_AUTH",
+            "PRIVATE_PEM",
+            "AWS_SESSION_TOKEN",
+            "COOKIE",
+            "REQUEST_SIGNATURE",
+            "HASH_SALT",
+            "SENTRY_DSN",
+            "api_key",
+        ] {
+            assert!(policy.is_secret_name(name), "{name}");
+        }
+        for name in ["REGION", "TARGET", "BUCKET", "B", "ENDPOINT_URL", "HOME"] {
+            assert!(!policy.is_secret_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_invalid_expression_is_refused() {
+        let error = SecretPolicy::parse("TOKEN|(").unwrap_err();
+        assert!(error.contains("TOKEN|("), "{error}");
+    }
+}
