@@ -1,5 +1,5 @@
 //! A command's process group: the unit the runner stops. Every command is spawned as the leader
-//! of a new group (`setpgid(0, 0)` through posix_spawn), so its whole tree — shells, pipelines,
+//! of a new group (`setpgid(0, 0)` through posix_spawn or the fork path), so its whole tree — shells, pipelines,
 //! background jobs — can be signalled at once with `kill(-pgid)`.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -7,9 +7,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep, timeout, Instant};
+
+use super::usage::{self, Usage};
 
 /// How often an exit or an empty group is polled for where no event announces it (no pidfd,
 /// or waiting for the last members of a group): short enough not to add noticeable latency to
@@ -42,6 +44,8 @@ pub struct ProcessGroup {
     /// Readable once the leader has exited (Linux ≥ 5.3); `None` falls back to polling.
     pidfd: Option<AsyncFd<OwnedFd>>,
     reaped: bool,
+    /// What the leader (and the descendants it waited for) used, once reaped.
+    usage: Option<Usage>,
 }
 
 impl ProcessGroup {
@@ -59,6 +63,7 @@ impl ProcessGroup {
             leader,
             pidfd,
             reaped: false,
+            usage: None,
         }
     }
 
@@ -164,10 +169,16 @@ impl ProcessGroup {
         }
     }
 
-    /// Reaps the leader (it has exited: this does not block for long).
+    /// What the leader used (see `usage`), once it has been reaped.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Reaps the leader (it has exited: this does not block for long) with wait4, which
+    /// tells what it used.
     fn reap(&mut self) {
         if !self.reaped {
-            let _ = rustix::process::waitpid(Some(self.leader), WaitOptions::empty());
+            self.usage = usage::reap(self.leader).ok().map(|(_, usage)| usage);
             self.reaped = true;
         }
     }
@@ -243,6 +254,7 @@ mod tests {
         assert!(group.has_members());
         group.terminate(Duration::from_secs(2)).await;
         assert!(!group.has_members());
+        assert!(group.usage().is_some(), "reaped with its usage");
         // Already reaped by `terminate`; this only tells the std handle so.
         let _ = child.try_wait();
     }

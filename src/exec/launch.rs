@@ -67,6 +67,28 @@ pub fn resolve(
     }
 }
 
+/// The `CMD_ALLOW` entries that name no executable here: a bare name not found in the
+/// runner's PATH, or an absolute path that is not an executable file.
+pub(crate) fn unresolved_allow_entries(allow: &AllowList) -> Vec<&str> {
+    let runner_path = std::env::var_os("PATH").unwrap_or_default();
+    allow
+        .entries
+        .iter()
+        .filter(|entry| {
+            let path = Path::new(entry.as_str());
+            let found = match (path.parent(), path.file_name()) {
+                // An absolute path is searched as a PATH of one directory: its own.
+                (Some(dir), Some(name)) if path.is_absolute() => {
+                    super::spawn::search_path(name, dir.as_os_str(), Path::new("")).is_ok()
+                }
+                _ => find_in_path(entry, &runner_path).is_some(),
+            };
+            !found
+        })
+        .map(String::as_str)
+        .collect()
+}
+
 /// The absolute path to run when `name` is allowed by the list, else `None`.
 fn allowed_executable(name: &str, allow: &AllowList) -> Option<PathBuf> {
     let runner_path = std::env::var_os("PATH").unwrap_or_default();
@@ -98,12 +120,19 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Turns a spawn error into the failure the user sees.
-pub fn spawn_failure(error: &io::Error, launch: &Launch) -> Failure {
+/// Turns a spawn error into the failure the user sees. `cwd` is the command's working
+/// directory, where a script the request wrote usually is.
+pub fn spawn_failure(error: &io::Error, launch: &Launch, cwd: &Path) -> Failure {
     let name = &launch.shown_name;
     match error.kind() {
         io::ErrorKind::NotFound if name.contains('/') => Failure::NotFound(format!(
             "failed: '{name}' not found (or the interpreter on its #! line is missing)"
+        )),
+        // A bare name is looked up in PATH only, as a shell does; `run.sh` next to the command
+        // is a common slip for `./run.sh`.
+        io::ErrorKind::NotFound if cwd.join(name).is_file() => Failure::NotFound(format!(
+            "failed: executable '{name}' not found in PATH; did you mean ./{name}? \
+             (a file in the working directory is run by its path)"
         )),
         io::ErrorKind::NotFound => {
             Failure::NotFound(format!("failed: executable '{name}' not found in PATH"))
@@ -138,6 +167,7 @@ mod tests {
             print: true,
             continue_on_error: false,
             output: None,
+            limits: Default::default(),
         }
     }
 
@@ -176,6 +206,24 @@ mod tests {
         assert!(PathBuf::from(&ok.program).is_absolute());
         let denied = resolve(&spec(Program::Argv(vec!["cat".into()])), None, &list);
         assert_eq!(denied.unwrap_err().code(), "cmd.denied");
+    }
+
+    #[test]
+    fn allow_entries_that_name_nothing_are_found() {
+        let sh = find_in_path("sh", &std::env::var_os("PATH").unwrap()).unwrap();
+        let sh = sh.display().to_string();
+        let list = allow(&[
+            "sh",
+            "no-such-tool",
+            &sh,
+            "/no/such/tool",
+            "/etc/passwd",
+            "/",
+        ]);
+        assert_eq!(
+            unresolved_allow_entries(&list),
+            ["no-such-tool", "/no/such/tool", "/etc/passwd", "/"]
+        );
     }
 
     #[test]

@@ -5,11 +5,20 @@
 //! Timeouts and cancellation meet here: `run` waits for the first of the command's exit, its
 //! deadline (`timeout`, else `CMD_TIMEOUT`) and the request's `Cancel`, then stops the group
 //! with `CMD_KILL_GRACE` between SIGTERM and SIGKILL (`group`).
+//!
+//! Accounting too: the command runs under its `limits` (set before exec), is told its
+//! deadline (`DIREKTIV_DEADLINE`), is reaped with its usage (`usage`), and an ending by
+//! itself is judged with the OOM-kill count read around it (`verdict`).
 
 mod capture;
+mod deadline;
+mod fork;
 mod group;
 mod launch;
+mod oom;
 mod spawn;
+mod usage;
+mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -21,16 +30,20 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use capture::Capture;
 pub(crate) use group::ExitKind;
-pub(crate) use launch::Launch;
+pub(crate) use launch::{unresolved_allow_entries, Launch};
+pub(crate) use usage::Usage;
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
+use crate::direktiv::ENV_DEADLINE;
 use crate::error::{CancelReason, Failure};
+use crate::limits::Limits;
 use crate::logs::LogStream;
 use crate::mask::{Declarations, Masker};
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
-use group::{signal_name, ProcessGroup};
+use deadline::Deadline;
+use group::ProcessGroup;
 use spawn::SpawnRequest;
 
 /// First and largest read size of an output pipe (64 KiB is a Linux pipe's default capacity).
@@ -49,6 +62,8 @@ pub(crate) struct ExecSettings {
     pub(crate) kill_grace: Duration,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) max_output: usize,
+    /// `CMD_LIMIT_*`: under every request's own `limits`.
+    pub(crate) limits: Limits,
 }
 
 impl ExecSettings {
@@ -59,6 +74,7 @@ impl ExecSettings {
             kill_grace: config.kill_grace,
             default_timeout: config.default_timeout(),
             max_output: config.max_output,
+            limits: config.default_limits(),
         }
     }
 
@@ -100,6 +116,8 @@ pub(crate) struct CommandRun {
     pub(crate) combined: Capture,
     /// How the main process ended, when it was started and ended by itself.
     pub(crate) exit: Option<ExitKind>,
+    /// What it used, when it was started and reaped.
+    pub(crate) usage: Option<Usage>,
     pub(crate) failure: Option<Failure>,
     pub(crate) duration: Duration,
 }
@@ -119,6 +137,7 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
         stderr: Capture::with_tail(x.settings.max_output),
         combined: Capture::new(if x.combine { x.settings.max_output } else { 0 }),
         exit: None,
+        usage: None,
         failure: None,
         duration: Duration::ZERO,
     };
@@ -131,6 +150,9 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
     }
     run.duration = started.elapsed();
     METRICS.command_duration.observe(run.duration.as_secs_f64());
+    if let Some(usage) = &run.usage {
+        METRICS.observe_usage(usage);
+    }
     run
 }
 
@@ -141,20 +163,29 @@ async fn execute(
     x: &Execution<'_>,
     run: &mut CommandRun,
 ) -> Result<(), Failure> {
+    // The deadline is fixed before the spawn, so the instant the command is told is the one
+    // it is stopped at. It is set last: the runner's fact, not overridable by `env`.
+    let timeout = spec.timeout.or(x.settings.default_timeout);
+    let deadline = timeout.and_then(Deadline::after);
+    let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
     let env: Vec<(&str, &str)> = x
         .env
         .iter()
         .chain(spec.env.iter())
         .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(shown_deadline.as_deref().map(|at| (ENV_DEADLINE, at)))
         .collect();
+    let limits = spec.limits.over(x.settings.limits);
+    let oom_before = oom::count();
     let spawned = spawn::spawn(&SpawnRequest {
         program: &launch.program,
         args: &launch.args,
         cwd,
         env,
         stdin: spec.stdin.is_some(),
+        limits: limits.rlimits(),
     })
-    .map_err(|error| launch::spawn_failure(&error, launch))?;
+    .map_err(|error| launch::spawn_failure(&error, launch, cwd))?;
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -195,19 +226,20 @@ async fn execute(
         )
     };
     tokio::pin!(pumps);
-    let timeout = spec.timeout.or(x.settings.default_timeout);
-    let deadline = sleep_for(timeout);
-    tokio::pin!(deadline);
+    let stop_at = sleep_until(deadline);
+    tokio::pin!(stop_at);
     let mut drained = None;
     let ending = loop {
         tokio::select! {
             kind = group.wait_leader() => break Ending::Exited(kind),
-            () = &mut deadline => break Ending::TimedOut(timeout.unwrap_or_default()),
+            () = &mut stop_at => break Ending::TimedOut(timeout.unwrap_or_default()),
             reason = x.cancel.cancelled() => break Ending::Cancelled(reason),
             captures = &mut pumps, if drained.is_none() => drained = Some(captures),
         }
     };
 
+    // Read at once: the OOM killer counts its kill before its victim is gone.
+    let oom_killed = matches!(ending, Ending::Exited(_)) && oom::rose(oom_before, oom::count());
     let grace = x.settings.kill_grace;
     match ending {
         Ending::Exited(_) => {
@@ -227,20 +259,20 @@ async fn execute(
         None => finish_pumps(&mut pumps, &stop_pumps).await,
     };
     (run.stdout, run.stderr) = captures;
+    run.usage = group.usage();
     if x.combine {
         run.combined = std::mem::take(&mut *crate::sync::lock(&combined));
     }
 
     match ending {
-        Ending::Exited(kind) => {
-            run.exit = Some(kind);
-            match kind {
-                ExitKind::Code(0) => Ok(()),
-                ExitKind::Code(code) => Err(Failure::Exit { code }),
-                ExitKind::Signal(signal) => Err(Failure::Signal {
-                    name: signal_name(signal),
-                }),
-            }
+        Ending::Exited(exit) => {
+            run.exit = Some(exit);
+            verdict::verdict(&verdict::Ending {
+                exit,
+                limits,
+                usage: run.usage,
+                oom_killed,
+            })
         }
         Ending::TimedOut(after) => Err(Failure::Timeout { after }),
         Ending::Cancelled(reason) => Err(Failure::Cancelled { reason }),
@@ -275,9 +307,11 @@ where
     pumps.as_mut().await
 }
 
-async fn sleep_for(timeout: Option<Duration>) {
-    match timeout {
-        Some(duration) => tokio::time::sleep(duration).await,
+/// Sleeps until the deadline; forever without one (no timeout, or one too far away to
+/// represent).
+async fn sleep_until(deadline: Option<Deadline>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.instant().into()).await,
         None => std::future::pending().await,
     }
 }

@@ -107,7 +107,8 @@ fn cut_overlong(partial: &mut Vec<u8>, secrets: &Snapshot, batch: &mut Batch) {
         let limit = utf8_floor(rest, LOG_MESSAGE_CAP);
         match secrets.mask_prefix(rest, limit) {
             (piece, used) if used > 0 => {
-                push_pieces(&crate::text::lossy(&piece), batch);
+                let shown = crate::text::as_displayed(&piece);
+                push_pieces(&crate::text::lossy(shown), batch);
                 start += used;
             }
             // Only a secret longer than the cap itself starts here: none of it is shown.
@@ -133,16 +134,18 @@ fn utf8_floor(bytes: &[u8], max: usize) -> usize {
         .unwrap_or(max)
 }
 
-/// Masks one complete line (`None`: it is known to hold no secret), converts it to text
+/// Masks one complete line as a terminal shows it (progress bars: the text after its last
+/// `\r`; `secrets` is `None` when the line is known to hold no secret), converts it to text
 /// (invalid UTF-8 replaced) and adds it to the batch, cut into cap-sized pieces only if it is
 /// longer than the cap. A line declaring a secret is left out.
 fn push_line(line: &[u8], secrets: Option<&Snapshot>, batch: &mut Batch) {
     if declared_secret(line).is_some() {
         return;
     }
+    let shown = crate::text::as_displayed(line);
     let masked = match secrets {
-        Some(secrets) => secrets.mask_bytes(line),
-        None => std::borrow::Cow::Borrowed(line),
+        Some(secrets) => secrets.mask_bytes(shown),
+        None => std::borrow::Cow::Borrowed(shown),
     };
     let text = crate::text::lossy(&masked);
     push_pieces(&text, batch);
@@ -191,9 +194,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_lines_and_lone_cr_are_kept() {
-        let (lines, _) = lines_of(&[b"\n\na\rb\r\n"], &Masker::default());
-        assert_eq!(lines, [b"".to_vec(), b"".to_vec(), b"a\rb".to_vec()]);
+    fn empty_lines_are_dropped_and_progress_lines_show_their_last_state() {
+        let (lines, _) = lines_of(&[b"\n\na\rb\r\n\r\n10%\r", b"100%\r\n"], &Masker::default());
+        assert_eq!(lines, [b"b".to_vec(), b"100%".to_vec()]);
     }
 
     #[test]

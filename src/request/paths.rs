@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-/// A path relative to the temp dir: not empty, not absolute, no `.` or `..` component, no
-/// NUL, not ending in `/`. Repeated slashes are harmless and dropped. The error is a message
-/// without a JSON path.
+/// A path relative to the temp dir: not empty, not absolute, no `..` component, no NUL, not
+/// ending in `/`. `.` components (`./run.sh`, what a shell user writes) and repeated slashes
+/// name nothing and are dropped. The error is a message without a JSON path.
 pub(crate) fn relative(raw: &str) -> Result<PathBuf, String> {
     if raw.is_empty() {
         return Err("the path is empty".into());
@@ -23,15 +23,23 @@ pub(crate) fn relative(raw: &str) -> Result<PathBuf, String> {
         return Err(format!("{} ends with '/'; name a file", quoted(raw)));
     }
     let mut path = PathBuf::new();
-    for part in raw.split('/').filter(|part| !part.is_empty()) {
-        if part == "." || part == ".." {
+    for part in raw
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+    {
+        if part == ".." {
             return Err(format!(
-                "{} contains a '{part}' component; paths must stay inside the temp dir \
-                 and name it without '.' or '..'",
+                "{} contains a '..' component; paths must stay inside the temp dir",
                 quoted(raw)
             ));
         }
         path.push(part);
+    }
+    if path.as_os_str().is_empty() {
+        return Err(format!(
+            "{} names the temp dir itself; name a file or folder inside it",
+            quoted(raw)
+        ));
     }
     Ok(path)
 }
@@ -54,16 +62,25 @@ mod tests {
     }
 
     #[test]
+    fn dot_components_are_dropped() {
+        assert_eq!(relative("./run.sh").unwrap(), PathBuf::from("run.sh"));
+        assert_eq!(relative("./sub").unwrap(), PathBuf::from("sub"));
+        assert_eq!(relative(".//./a/./b").unwrap(), PathBuf::from("a/b"));
+    }
+
+    #[test]
     fn refuses_escapes_and_oddities() {
         for (raw, needle) in [
             ("", "empty"),
             ("/etc/passwd", "absolute"),
             ("..", "'..'"),
+            ("./..", "'..'"),
+            ("./../x", "'..'"),
             ("a/../../b", "'..'"),
-            ("./a", "'.'"),
-            ("a/./b", "'.'"),
-            (".", "'.'"),
+            (".", "the temp dir itself"),
+            ("./.", "the temp dir itself"),
             ("a/", "ends with '/'"),
+            ("./", "ends with '/'"),
             ("a\0b", "NUL"),
         ] {
             let message = relative(raw).unwrap_err();

@@ -37,6 +37,10 @@ const SCRUBBED_ENV: &[&str] = &[
     "CMD_LOG_FORMAT",
     "CMD_MASK_NAMES",
     "CMD_MASK_RESPONSE",
+    "CMD_LIMIT_MEMORY",
+    "CMD_LIMIT_CPU",
+    "CMD_LIMIT_FILE_SIZE",
+    "CMD_LIMIT_OPEN_FILES",
     "RUST_LOG",
 ];
 
