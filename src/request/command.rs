@@ -12,18 +12,19 @@ use crate::limits::Limits;
 use crate::plan::{CommandSpec, Dialect, Program};
 
 /// Reads a command. `with_env` is false for the top-level `command` shorthand, whose `env`
-/// belongs to the request.
+/// belongs to the request. Env values marked secret are added to `secrets`.
 pub(crate) fn parse(
     cmd: Obj<'_>,
     dialect: Dialect,
     with_env: bool,
+    secrets: &mut Vec<String>,
 ) -> Result<CommandSpec, Failure> {
     let (program, display) = program(cmd)?;
     Ok(CommandSpec {
         display,
         program,
         env: if with_env {
-            env::parse(cmd)?
+            env::parse(cmd, secrets)?
         } else {
             Vec::new()
         },

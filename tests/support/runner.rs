@@ -36,6 +36,8 @@ const SCRUBBED_ENV: &[&str] = &[
     "CMD_RESULT_KEY",
     "CMD_LOG_FORMAT",
     "CMD_READ_TIMEOUT",
+    "CMD_MASK_NAMES",
+    "CMD_MASK_RESPONSE",
     "CMD_LIMIT_MEMORY",
     "CMD_LIMIT_CPU",
     "CMD_LIMIT_FILE_SIZE",
