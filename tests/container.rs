@@ -538,7 +538,7 @@ async fn runner_copied_into_debian_and_busybox_is_pid1() {
         // An orphan: the shell exits at once and its background `sleep` is handed to the
         // namespace's init, the runner. When the sleep ends, only PID 1 can reap it.
         pod.runner
-            .exec(&["sh", "-c", "sleep 2 >/dev/null 2>&1 & exit 0"])
+            .exec(&["sh", "-c", "sleep 5 >/dev/null 2>&1 & exit 0"])
             .expect("start the orphan");
         let orphans = processes_named(&pod.runner, "sleep");
         assert!(
