@@ -14,8 +14,8 @@
 #
 # Environment: DEBIAN_IMAGE, PYTHON_IMAGE (base images, see docker/base-image.sh);
 # IMAGE_PREFIX (put before every tag: the container tests build under their own);
-# VERSION, REVISION, CREATED (OCI labels; default: the binary's version, the commit and its
-# time, so that rebuilding the same commit keeps every layer).
+# VERSION, REVISION, CREATED (OCI labels; default: the binary's version, and the last commit
+# that changed the binary's sources or the Dockerfile, with its time).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -36,8 +36,14 @@ if ! version=$("$binary" --version 2>&1); then
     exit 1
 fi
 version=${VERSION:-${version#direktiv-cmd }}
-revision=${REVISION:-$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)}
-created=${CREATED:-$(git -C "$repo" log -1 --format=%cI 2>/dev/null || echo unknown)}
+# The last commit that changed what goes into the images, and its time: a commit that changes
+# only tests or docs builds the same images, all from cache.
+sources="src Cargo.toml Cargo.lock docker/Dockerfile docker/rootfs"
+# shellcheck disable=SC2086 # a list of paths
+revision=${REVISION:-$(git -C "$repo" log -1 --format=%h -- $sources 2>/dev/null)}
+# shellcheck disable=SC2086
+created=${CREATED:-$(git -C "$repo" log -1 --format=%cI -- $sources 2>/dev/null)}
+revision=${revision:-unknown} created=${created:-unknown}
 
 debian=$("$here/base-image.sh" debian)
 python=$("$here/base-image.sh" python)
