@@ -262,12 +262,7 @@ async fn soak_mixed_requests_leave_nothing_behind() {
 #[ignore = "long-running; run with `make soak`"]
 async fn soak_as_pid1_reaps_every_orphan() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let permitted = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .status()
-        .is_ok_and(|status| status.success());
-    if !permitted {
-        println!("soak (PID 1): skipped, `unshare --pid --fork --mount-proc` is not permitted");
+    if !support::environment::pid_namespaces("soak_as_pid1_reaps_every_orphan") {
         return;
     }
     soak(Setup::Pid1).await;
