@@ -3,10 +3,18 @@
 
 use std::io::Read;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use direktiv_cmd::config::{Cli, Config, LogFormat, Mode, RunOptions};
-use direktiv_cmd::{init, pipeline, server};
+use direktiv_cmd::{init, pipeline, server, stdio};
+
+/// At exit, how long queued output may take to reach a reader that still reads.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// At exit, how long blocking work still running (file work of a request that did not end in
+/// time) may hold the process: dropping the runtime would wait for it without end.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     // Before anything else, while the process has a single thread: fork() is only safe then.
@@ -32,12 +40,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         None => runtime.block_on(serve(cli.config)),
         Some(Mode::Run { options, request }) => {
             runtime.block_on(run_once(cli.config, &options, &request))
         }
-    }
+    };
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    stdio::flush(FINAL_FLUSH);
+    code
 }
 
 /// Arenas glibc's malloc may create: two, unless the environment sets its own limit. By
@@ -71,6 +82,9 @@ fn block_sigchld() {
 
 async fn serve(config: Config) -> ExitCode {
     let port = config.port;
+    // Everything start-up has to say (warnings about settings) comes before "listening on",
+    // the line that tells a reader the runner is up.
+    let app = server::App::new(config);
     let listener = match server::bind(port).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -82,7 +96,6 @@ async fn serve(config: Config) -> ExitCode {
         Ok(addr) => tracing::info!("listening on {addr}"),
         Err(error) => tracing::warn!(%error, "listening, address unknown"),
     }
-    let app = server::App::new(config);
     match server::serve(app, listener).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -108,6 +121,8 @@ async fn run_once(config: Config, options: &RunOptions, source: &str) -> ExitCod
         }
     };
     let run = pipeline::run_local(config, options, &body).await;
+    // The command output shown on stderr comes before the verdict.
+    stdio::flush(FINAL_FLUSH);
     println!("{}", String::from_utf8_lossy(&run.reply.body));
     if let Some(failure) = &run.unlogged_failure {
         eprintln!("direktiv-cmd: {failure}");
@@ -157,7 +172,9 @@ fn init_tracing(config: &Config, default_level: tracing::Level) {
         },
         _ => (default(), None),
     };
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Each log line is queued whole and never waited for: a stderr nobody reads must not
+    // stall the thread that logs (an async worker, in the middle of a request).
+    let layer = tracing_subscriber::fmt::layer().with_writer(stdio::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match config.log_format {
         LogFormat::Json => registry

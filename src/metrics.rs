@@ -26,6 +26,13 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// Labels of `direktiv_cmd_console_lines_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+}
+
 /// Every metric the runner exports.
 pub struct Metrics {
     registry: Registry,
@@ -45,6 +52,7 @@ pub struct Metrics {
     pub log_post_failures: Counter,
     pub log_posts_coalesced: Counter,
     pub log_lines_to_stdout: Counter<u64, AtomicU64>,
+    pub console_lines_dropped: Family<StreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -83,6 +91,7 @@ impl Metrics {
             log_post_failures: Counter::default(),
             log_posts_coalesced: Counter::default(),
             log_lines_to_stdout: Counter::default(),
+            console_lines_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -150,6 +159,19 @@ impl Metrics {
             "Lines written to the container's stdout because the sidecar could not take them",
             metrics.log_lines_to_stdout.clone(),
         );
+        // Both streams from the start, so a dashboard sees 0 rather than nothing.
+        for stream in ["stdout", "stderr"] {
+            drop(
+                metrics
+                    .console_lines_dropped
+                    .get_or_create(&StreamLabels { stream }),
+            );
+        }
+        registry.register(
+            "console_lines_dropped",
+            "Lines the runner dropped instead of waiting on a stdout or stderr nobody reads",
+            metrics.console_lines_dropped.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -162,6 +184,13 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts lines dropped on the process's `stream` (stdout or stderr).
+    pub fn count_console_drop(&self, stream: &'static str, lines: u64) {
+        self.console_lines_dropped
+            .get_or_create(&StreamLabels { stream })
+            .inc_by(lines);
     }
 
     /// Records what one command used.

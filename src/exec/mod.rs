@@ -39,6 +39,7 @@ use crate::direktiv::ENV_DEADLINE;
 use crate::error::{CancelReason, Failure};
 use crate::limits::Limits;
 use crate::logs::LogStream;
+use crate::mask::{Declarations, Masker};
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use deadline::Deadline;
@@ -90,6 +91,8 @@ pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
     pub(crate) env: &'a [(String, String)],
     pub(crate) logs: &'a LogStream,
+    /// The request's secrets; commands may add to them (`::add-mask::`).
+    pub(crate) secrets: &'a Masker,
     pub(crate) cancel: &'a Cancel,
     pub(crate) settings: &'a ExecSettings,
     /// Keep stdout and stderr interleaved as well (the direktiv-cmd `Output`).
@@ -204,8 +207,22 @@ async fn execute(
     );
     let pumps = async {
         tokio::join!(
-            pump(spawned.stdout, stdout, logs, &combined, &stop_pumps),
-            pump(spawned.stderr, stderr, logs, &combined, &stop_pumps),
+            pump(
+                spawned.stdout,
+                stdout,
+                logs,
+                x.secrets,
+                &combined,
+                &stop_pumps
+            ),
+            pump(
+                spawned.stderr,
+                stderr,
+                logs,
+                x.secrets,
+                &combined,
+                &stop_pumps
+            ),
         )
     };
     tokio::pin!(pumps);
@@ -305,14 +322,18 @@ async fn feed_stdin(mut sender: pipe::Sender, data: Vec<u8>) {
 }
 
 /// Reads one output pipe until EOF (or until told to stop), feeding the logs and the captures.
+/// Secrets the command declares are added to `secrets` before the read that declares them is
+/// logged, also when the command is `silent`.
 async fn pump(
     fd: std::os::fd::OwnedFd,
     mut capture: Capture,
     logs: Option<&LogStream>,
+    secrets: &Masker,
     combined: &Mutex<Capture>,
     stop: &CancellationToken,
 ) -> Capture {
     let mut framer = logs.map(LogStream::framer);
+    let mut declarations = Declarations::default();
     {
         let Ok(mut receiver) = pipe::Receiver::from_owned_fd(fd) else {
             return capture;
@@ -332,12 +353,14 @@ async fn pump(
                 Ok(_) => {}
             }
             let chunk = &buf[..];
+            declarations.scan(chunk, secrets);
             capture.push(chunk);
             crate::sync::lock(combined).push(chunk);
             if let Some(framer) = framer.as_mut() {
                 framer.write(chunk).await;
             }
         }
+        declarations.finish(secrets);
         if let Some(framer) = framer {
             framer.close().await;
         }
