@@ -6,7 +6,7 @@
 //! (`::add-mask::`) are not logged.
 
 use crate::direktiv::LOG_MESSAGE_CAP;
-use crate::mask::{declared_secret, Snapshot, REDACTED};
+use crate::mask::{declared_secret, may_declare, Snapshot, REDACTED};
 
 use super::queue::Batch;
 use super::LogStream;
@@ -79,14 +79,88 @@ fn frame(partial: &mut Vec<u8>, bytes: &[u8], secrets: &Snapshot, batch: &mut Ba
             }
         }
     }
+    // The complete lines of the read (without their last `\n`), then the start of the next.
+    let (lines, unfinished) = match memchr::memrchr(b'\n', rest) {
+        Some(end) => (&rest[..end], &rest[end + 1..]),
+        None => (&rest[..0], rest),
+    };
+    if !rest.is_empty() && unfinished.len() < rest.len() {
+        if clean {
+            push_unmasked_lines(lines, batch);
+        } else {
+            push_masked_lines(lines, secrets, batch);
+        }
+    }
+    partial.extend_from_slice(unfinished);
+    cut_overlong(partial, secrets, batch);
+}
+
+/// Adds complete lines (joined by `\n`) in which no secret occurs. Where they need nothing of
+/// what `push_line` does to a line — the usual case — they are copied into the batch in one go;
+/// otherwise line by line.
+fn push_unmasked_lines(lines: &[u8], batch: &mut Batch) {
+    match line_count_if_plain(lines) {
+        Some(count) => batch.push_lines(lines, count),
+        None => each_line(lines, |line| push_line(line, None, batch)),
+    }
+}
+
+/// How many lines `lines` holds if they are logged exactly as they are: valid UTF-8, no `\r`
+/// (nothing to strip or redraw), no declaring line, no empty line (those are dropped), and
+/// together within one message's cap.
+fn line_count_if_plain(lines: &[u8]) -> Option<u64> {
+    let plain = !lines.is_empty()
+        && lines.len() <= LOG_MESSAGE_CAP
+        && lines.first() != Some(&b'\n')
+        && lines.last() != Some(&b'\n')
+        && memchr::memchr(b'\r', lines).is_none()
+        && memchr::memmem::find(lines, b"\n\n").is_none()
+        && !may_declare(lines)
+        && std::str::from_utf8(lines).is_ok();
+    plain.then(|| memchr::memchr_iter(b'\n', lines).count() as u64 + 1)
+}
+
+/// Adds complete lines (joined by `\n`) of a read in which a secret occurs: the lines a
+/// secret touches are masked one by one, the stretches of lines between them go as
+/// `push_unmasked_lines` sends them. A line without an occurrence in the whole text has none
+/// of its own, so it is logged exactly as masking it alone would log it.
+fn push_masked_lines(lines: &[u8], secrets: &Snapshot, batch: &mut Batch) {
+    let Some(occurrences) = secrets.occurrences(lines) else {
+        each_line(lines, |line| push_line(line, Some(secrets), batch));
+        return;
+    };
+    let mut done = 0;
+    for (start, end) in occurrences {
+        if end <= done {
+            continue;
+        }
+        let start = start.max(done);
+        // The lines from the one the occurrence starts in to the one it ends in.
+        let first = memchr::memrchr(b'\n', &lines[done..start]).map_or(done, |at| done + at + 1);
+        let last_end =
+            memchr::memchr(b'\n', &lines[end.max(1) - 1..]).map_or(lines.len(), |at| end - 1 + at);
+        if first > done {
+            push_unmasked_lines(&lines[done..first - 1], batch);
+        }
+        each_line(&lines[first..last_end], |line| {
+            push_line(line, Some(secrets), batch)
+        });
+        done = last_end + 1;
+        if done >= lines.len() {
+            return;
+        }
+    }
+    push_unmasked_lines(&lines[done..], batch);
+}
+
+/// Calls `each` with every line of `lines` (joined by `\n`), a `\r` of a `\r\n` end removed.
+fn each_line(lines: &[u8], mut each: impl FnMut(&[u8])) {
     let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', rest) {
-        let line = strip_cr(&rest[start..end]);
-        push_line(line, (!clean).then_some(secrets), batch);
+    for end in memchr::memchr_iter(b'\n', lines) {
+        each(strip_cr(&lines[start..end]));
         start = end + 1;
     }
-    partial.extend_from_slice(&rest[start..]);
-    cut_overlong(partial, secrets, batch);
+    each(strip_cr(&lines[start..]));
 }
 
 /// A `\r` right before the `\n` belongs to the newline (`\r\n` line ends).
@@ -273,6 +347,75 @@ after
                 b"after".to_vec()
             ]
         );
+    }
+
+    /// The lines of `stream` framed one at a time, each masked on its own: what `frame` must
+    /// produce however the stream is cut into reads.
+    fn lines_one_by_one(stream: &[u8], masker: &Masker) -> Vec<Vec<u8>> {
+        let mut batch = Batch::with_size_hint(0);
+        let complete = match memchr::memrchr(b'\n', stream) {
+            Some(end) => &stream[..end],
+            None => return Vec::new(),
+        };
+        for line in complete.split(|&b| b == b'\n') {
+            push_line(strip_cr(line), Some(&masker.snapshot()), &mut batch);
+        }
+        batch
+            .into_messages()
+            .iter()
+            .flat_map(|message| message.body.split(|&b| b == b'\n').map(<[u8]>::to_vec))
+            .collect()
+    }
+
+    #[test]
+    fn plain_reads_are_queued_whole_and_counted_line_by_line() {
+        let mut partial = Vec::new();
+        let mut batch = Batch::with_size_hint(64);
+        let snapshot = Masker::default().snapshot();
+        frame(&mut partial, b"one\ntwo\nthree\nfo", &snapshot, &mut batch);
+        frame(&mut partial, b"ur\nfive\n", &snapshot, &mut batch);
+        let messages = batch.into_messages();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].body, b"one\ntwo\nthree\nfour\nfive");
+        assert_eq!(messages[0].lines, 5);
+        assert!(partial.is_empty());
+    }
+
+    #[test]
+    fn only_the_lines_a_secret_touches_change() {
+        let masker = Masker::new(["topsecret", "two\nlines"]);
+        let stream = b"a\nb topsecret c\nd\ntwo\nlines\ne\r\n\nf\xff\n::add-mask::x\ng topsecret\n";
+        let (lines, _) = lines_of(&[stream], &masker);
+        assert_eq!(lines, lines_one_by_one(stream, &masker));
+        assert_eq!(
+            lines[..3],
+            [b"a".to_vec(), b"b *** c".to_vec(), b"d".to_vec()]
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn framing_whole_reads_equals_framing_line_by_line(
+            pieces in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    &b"word"[..], b" ", b"\n", b"\n", b"\r", b"\r\n", "é".as_bytes(), b"\xff",
+                    b"::add-mask::", b"::add-mask::v4lue", b"s3cr3t", b"s3c", b"r3t",
+                ]),
+                0..60,
+            ),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+            masked in proptest::bool::ANY,
+        ) {
+            let stream: Vec<u8> = pieces.concat();
+            let masker = if masked { Masker::new(["s3cr3t"]) } else { Masker::default() };
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.push(0);
+            cuts.push(stream.len());
+            cuts.sort_unstable();
+            let chunks: Vec<&[u8]> = cuts.windows(2).map(|w| &stream[w[0]..w[1]]).collect();
+            let (lines, _) = lines_of(&chunks, &masker);
+            proptest::prop_assert_eq!(lines, lines_one_by_one(&stream, &masker));
+        }
     }
 
     #[test]

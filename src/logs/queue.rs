@@ -36,14 +36,14 @@ impl Message {
         None
     }
 
-    /// Appends one line after a `\n` when it fits within the cap.
-    fn append_line(&mut self, line: &[u8]) -> bool {
-        if self.body.len() + 1 + line.len() > LOG_MESSAGE_CAP {
+    /// Appends `count` lines (joined by `\n`) after a `\n` when they fit within the cap.
+    fn append_lines(&mut self, lines: &[u8], count: u64) -> bool {
+        if self.body.len() + 1 + lines.len() > LOG_MESSAGE_CAP {
             return false;
         }
         self.body.push(b'\n');
-        self.body.extend_from_slice(line);
-        self.lines += 1;
+        self.body.extend_from_slice(lines);
+        self.lines += count;
         true
     }
 }
@@ -70,18 +70,24 @@ impl Batch {
     /// Direktiv logs nothing for it, and every line enters the queue here, so it is dropped
     /// the same way whether it would be posted alone or joined with others.
     pub(crate) fn push_line(&mut self, line: &[u8]) {
-        debug_assert!(line.len() <= LOG_MESSAGE_CAP);
-        if line.is_empty() {
-            return;
+        if !line.is_empty() {
+            self.push_lines(line, 1);
         }
+    }
+
+    /// Adds `count` finished lines at once, joined by `\n` as they are in `lines`: none of them
+    /// empty, all of them together no longer than [`LOG_MESSAGE_CAP`]. They stay together in
+    /// one message: one copy for a whole pipe read of short lines.
+    pub(crate) fn push_lines(&mut self, lines: &[u8], count: u64) {
+        debug_assert!(lines.len() <= LOG_MESSAGE_CAP && count > 0);
         if let Some(last) = self.messages.last_mut() {
-            if last.append_line(line) {
+            if last.append_lines(lines, count) {
                 return;
             }
         }
-        let mut body = Vec::with_capacity(self.size_hint.max(line.len()));
-        body.extend_from_slice(line);
-        self.messages.push(Message { body, lines: 1 });
+        let mut body = Vec::with_capacity(self.size_hint.max(lines.len()));
+        body.extend_from_slice(lines);
+        self.messages.push(Message { body, lines: count });
     }
 
     /// True when no line was added.

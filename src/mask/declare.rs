@@ -16,6 +16,12 @@ const MARKER: &[u8] = b"::add-mask::";
 /// Longest declaring line. A longer line starting with the marker is ordinary output.
 const MAX_LINE: usize = 64 * 1024;
 
+/// Whether any line of `text` may declare a secret (the marker appears somewhere in it): one
+/// search for many lines, so that only text with the marker is looked at line by line.
+pub fn may_declare(text: &[u8]) -> bool {
+    memchr::memmem::find(text, MARKER).is_some()
+}
+
 /// The value a line declares secret, if it is a declaring line. Surrounding whitespace (a `\r`
 /// of a CRLF line end) is not part of the value; bytes that are not UTF-8 are replaced, as
 /// everywhere output becomes text.

@@ -24,7 +24,7 @@ mod tests;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-pub use declare::{declared_secret, Declarations};
+pub use declare::{declared_secret, may_declare, Declarations};
 pub use policy::{SecretPolicy, DEFAULT_SECRET_NAMES};
 pub use snapshot::Snapshot;
 

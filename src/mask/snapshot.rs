@@ -127,6 +127,13 @@ impl Snapshot {
         Cow::Owned(replace(bytes, 0, &covered))
     }
 
+    /// Where occurrences of patterns lie in `bytes`: the stretches they cover, overlapping
+    /// ones merged, in order. `None` when the snapshot cannot mask at all (then everything is
+    /// to be masked).
+    pub fn occurrences(&self, bytes: &[u8]) -> Option<Vec<(usize, usize)>> {
+        (!self.unusable()).then(|| self.covered(bytes))
+    }
+
     /// The stretches of `bytes` covered by occurrences of patterns, overlapping occurrences
     /// merged, in order.
     fn covered(&self, bytes: &[u8]) -> Vec<(usize, usize)> {
