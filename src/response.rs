@@ -55,7 +55,7 @@ fn render_native(outcome: &JobOutcome, result_key: &str) -> Reply {
         .map(|r| r.run.stdout.bytes().len() + r.run.stderr.bytes().len())
         .sum();
     let mut bytes = Vec::with_capacity(2 * outputs + 512);
-    let body = match serde_json::to_writer(&mut bytes, &body) {
+    let body = match write_native(&body, &mut bytes) {
         Ok(()) => bytes,
         Err(_) => b"{}".to_vec(),
     };
@@ -79,21 +79,103 @@ struct NativeBody<'a> {
     commands: Vec<NativeEntry<'a>>,
 }
 
-impl serde::Serialize for NativeBody<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(None)?;
-        if let (Some(code), Some(message)) = (self.error_code, self.error_message) {
-            map.serialize_entry("errorCode", code)?;
-            map.serialize_entry("errorMessage", message)?;
-        }
-        map.serialize_entry(self.result_key, &self.commands)?;
-        map.end()
+/// Writes the native body as JSON. Assembled here around serde_json's own escaping so that an
+/// output which appears twice — as `stdout`, and as `result` when that is stdout trimmed, the
+/// usual case for text — is escaped once: escaping dominated the cost of large outputs.
+fn write_native(body: &NativeBody<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    out.push(b'{');
+    if let (Some(code), Some(message)) = (body.error_code, body.error_message) {
+        field(out, "errorCode", code)?;
+        out.push(b',');
+        field(out, "errorMessage", message)?;
+        out.push(b',');
     }
+    key(out, body.result_key)?;
+    out.push(b'[');
+    for (index, entry) in body.commands.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        write_entry(entry, out)?;
+    }
+    out.extend_from_slice(b"]}");
+    Ok(())
+}
+
+/// One command's object, its fields in the order the README shows them.
+fn write_entry(entry: &NativeEntry<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
+    out.push(b'{');
+    field(out, "command", entry.command)?;
+    out.push(b',');
+    field(out, "success", &entry.success)?;
+    out.push(b',');
+    field(out, "exit_code", &entry.exit_code)?;
+    out.push(b',');
+    write_result_and_stdout(entry.result, &entry.stdout, out)?;
+    out.push(b',');
+    field(out, "stderr", &entry.stderr)?;
+    out.push(b',');
+    field(out, "truncated", &entry.truncated)?;
+    out.push(b',');
+    field(out, "duration_ms", &entry.duration_ms)?;
+    out.push(b',');
+    field(out, "usage", &entry.usage)?;
+    if let Some(error) = &entry.error {
+        out.push(b',');
+        field(out, "error", error)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// `"result":…,"stdout":…`. When `result` is the string `stdout.trim()`, its JSON is the middle
+/// of stdout's: escaping works character by character, so the escaped form of a part of a text
+/// is that part of the text's escaped form.
+fn write_result_and_stdout(
+    result: &Value,
+    stdout: &str,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    let escaped_stdout = serde_json::to_vec(stdout)?;
+    key(out, "result")?;
+    let trimmed = stdout.trim();
+    match result {
+        Value::String(text) if text.as_str() == trimmed => {
+            let start = stdout.len() - stdout.trim_start().len();
+            let end = start + trimmed.len();
+            // The escaped forms of the whitespace cut off either side (a few bytes).
+            let before = serde_json::to_vec(&stdout[..start])?.len() - 2;
+            let after = serde_json::to_vec(&stdout[end..])?.len() - 2;
+            out.push(b'"');
+            out.extend_from_slice(&escaped_stdout[1 + before..escaped_stdout.len() - 1 - after]);
+            out.push(b'"');
+        }
+        other => serde_json::to_writer(&mut *out, other)?,
+    }
+    out.push(b',');
+    key(out, "stdout")?;
+    out.extend_from_slice(&escaped_stdout);
+    Ok(())
+}
+
+/// `"name":`
+fn key(out: &mut Vec<u8>, name: &str) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *out, name)?;
+    out.push(b':');
+    Ok(())
+}
+
+/// `"name":value`
+fn field<T: serde::Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    name: &str,
+    value: &T,
+) -> serde_json::Result<()> {
+    key(out, name)?;
+    serde_json::to_writer(&mut *out, value)
 }
 
 /// One command of the native response.
-#[derive(serde::Serialize)]
 struct NativeEntry<'a> {
     command: &'a str,
     success: bool,
@@ -105,7 +187,7 @@ struct NativeEntry<'a> {
     duration_ms: u64,
     /// What the command used; null when it never started.
     usage: Option<crate::exec::Usage>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Left out when the command did not fail.
     error: Option<NativeError<'a>>,
 }
 
@@ -209,6 +291,38 @@ fn output_value(bytes: &[u8]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `write_result_and_stdout` against serde_json writing both fields itself.
+    fn check_result_and_stdout(result: &Value, stdout: &str) {
+        let mut out = b"{".to_vec();
+        write_result_and_stdout(result, stdout, &mut out).unwrap();
+        out.push(b'}');
+        let expected = serde_json::to_vec(&json!({"result": result, "stdout": stdout})).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_result_that_is_stdout_trimmed_is_written_from_stdout_s_escaped_form() {
+        for stdout in [
+            "",
+            "plain",
+            "1\n2\n3\n",
+            " \t\n \"quoted\" \\ back\u{1}slash \r\n\t ",
+            "\u{2003}em space around\u{2003}\n",
+            "é\n\"\n",
+            "\n\n\n",
+        ] {
+            let text = crate::text::lossy(stdout.as_bytes());
+            let trimmed = Value::String(text.trim().to_owned());
+            check_result_and_stdout(&trimmed, stdout);
+            // Any other result is written as it is.
+            check_result_and_stdout(&json!({"a": [1, "x\ny"]}), stdout);
+            check_result_and_stdout(&Value::String(format!("{stdout}!")), stdout);
+        }
+    }
 
     #[test]
     fn output_embeds_json() {
