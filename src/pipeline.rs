@@ -178,93 +178,102 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
         Err(failure) => return JobOutcome::rejected(dialect, failure, None, &masker),
     };
 
-    let logs = ctx.shipper.open(action_id, Arc::clone(&masker));
-    let env = base_env(action_id, workspace.path(), &trace, &plan.env);
-    let execution = Execution {
-        env: &env,
-        logs: &logs,
-        secrets: &masker,
-        cancel: &cancel,
-        settings: &ctx.settings,
-        combine: dialect == Dialect::DirektivCmd,
-    };
-    let mut outcome = JobOutcome {
-        dialect,
-        reports: Vec::with_capacity(plan.commands.len()),
-        failure: None,
-    };
-    if dialect == Dialect::DirektivCmd {
-        logs.line(&format!("running {} commands", plan.commands.len()));
-    }
-    for (index, (spec, launch)) in plan.commands.iter().zip(&launches).enumerate() {
-        if let Some(reason) = cancel.reason() {
-            let failure = Failure::Cancelled { reason };
-            let message = failure_message(None, &failure, b"", &masker.snapshot());
-            outcome.failure = Some(JobFailure {
-                failure,
-                command: None,
-                message,
-            });
-            break;
-        }
-        let shown = masker.mask(&spec.display).into_owned();
-        if spec.print {
-            logs.line(&format!("running command '{shown}'"));
-        } else if dialect == Dialect::DirektivCmd {
-            logs.line(&format!("running command {index}"));
-        }
-        tracing::debug!(command = %shown, "running command");
-
-        let command = exec::Command {
-            spec,
-            launch,
-            cwd: workspace.workdir(spec.workdir.as_deref()).await,
+    let (logs, delivery) = ctx
+        .shipper
+        .open_with_delivery(action_id, Arc::clone(&masker));
+    // The commands and the delivery of their lines side by side in this task: a line needs no
+    // hand-off to another task to leave. The delivery ends once the commands are done with the
+    // log stream (dropped at the end of this block) and every line is out.
+    let commands = async {
+        let logs = logs;
+        let env = base_env(action_id, workspace.path(), &trace, &plan.env);
+        let execution = Execution {
+            env: &env,
+            logs: &logs,
+            secrets: &masker,
+            cancel: &cancel,
+            settings: &ctx.settings,
+            combine: dialect == Dialect::DirektivCmd,
         };
-        let mut run = exec::run(command, &execution).await;
-        // With what the command declared while it ran.
-        let secrets = masker.snapshot();
-        let response_secrets = ctx.mask_response.then_some(&*secrets);
-        if let Some(secrets) = response_secrets {
-            run.stdout.redact(secrets);
-            run.stderr.redact(secrets);
-            run.combined.redact(secrets);
-        }
-        let result = command_result(spec, &workspace, &mut run, ctx, response_secrets).await;
-        let message = run.failure.as_ref().map(|failure| {
-            let tail = run.stderr.masked_tail(&secrets);
-            failure_message(Some(&spec.display), failure, &tail, &secrets)
-        });
-        if let Some(message) = &message {
-            logs.line(message);
-            tracing::info!(command = %secrets.mask(&spec.display), error = %message, "command failed");
-        }
-        let fatal = run.failure.as_ref().is_some_and(|f| is_fatal(f, spec));
-        let failure = fatal.then(|| run.failure.clone()).flatten();
-        let display = match response_secrets {
-            Some(secrets) => secrets.mask(&spec.display).into_owned(),
-            None => spec.display.clone(),
+        let mut outcome = JobOutcome {
+            dialect,
+            reports: Vec::with_capacity(plan.commands.len()),
+            failure: None,
         };
-        outcome.reports.push(CommandReport {
-            display,
-            run,
-            result,
-            message: message.clone(),
-        });
-        if let Some(failure) = failure {
-            if dialect == Dialect::DirektivCmd {
-                logs.line(&format!(
-                    "stopping execution due to error in command {index}"
-                ));
+        if dialect == Dialect::DirektivCmd {
+            logs.line(&format!("running {} commands", plan.commands.len()));
+        }
+        for (index, (spec, launch)) in plan.commands.iter().zip(&launches).enumerate() {
+            if let Some(reason) = cancel.reason() {
+                let failure = Failure::Cancelled { reason };
+                let message = failure_message(None, &failure, b"", &masker.snapshot());
+                outcome.failure = Some(JobFailure {
+                    failure,
+                    command: None,
+                    message,
+                });
+                break;
             }
-            outcome.failure = Some(JobFailure {
-                failure,
-                command: Some(index),
-                message: message.unwrap_or_default(),
+            let shown = masker.mask(&spec.display).into_owned();
+            if spec.print {
+                logs.line(&format!("running command '{shown}'"));
+            } else if dialect == Dialect::DirektivCmd {
+                logs.line(&format!("running command {index}"));
+            }
+            tracing::debug!(command = %shown, "running command");
+
+            let command = exec::Command {
+                spec,
+                launch,
+                cwd: workspace.workdir(spec.workdir.as_deref()).await,
+            };
+            let mut run = exec::run(command, &execution).await;
+            // With what the command declared while it ran.
+            let secrets = masker.snapshot();
+            let response_secrets = ctx.mask_response.then_some(&*secrets);
+            if let Some(secrets) = response_secrets {
+                run.stdout.redact(secrets);
+                run.stderr.redact(secrets);
+                run.combined.redact(secrets);
+            }
+            let result = command_result(spec, &workspace, &mut run, ctx, response_secrets).await;
+            let message = run.failure.as_ref().map(|failure| {
+                let tail = run.stderr.masked_tail(&secrets);
+                failure_message(Some(&spec.display), failure, &tail, &secrets)
             });
-            break;
+            if let Some(message) = &message {
+                logs.line(message);
+                tracing::info!(command = %secrets.mask(&spec.display), error = %message, "command failed");
+            }
+            let fatal = run.failure.as_ref().is_some_and(|f| is_fatal(f, spec));
+            let failure = fatal.then(|| run.failure.clone()).flatten();
+            let display = match response_secrets {
+                Some(secrets) => secrets.mask(&spec.display).into_owned(),
+                None => spec.display.clone(),
+            };
+            outcome.reports.push(CommandReport {
+                display,
+                run,
+                result,
+                message: message.clone(),
+            });
+            if let Some(failure) = failure {
+                if dialect == Dialect::DirektivCmd {
+                    logs.line(&format!(
+                        "stopping execution due to error in command {index}"
+                    ));
+                }
+                outcome.failure = Some(JobFailure {
+                    failure,
+                    command: Some(index),
+                    message: message.unwrap_or_default(),
+                });
+                break;
+            }
         }
-    }
-    logs.finish().await;
+        outcome
+    };
+    let (outcome, ()) = tokio::join!(commands, delivery.run());
     workspace.close().await;
     outcome
 }

@@ -2,14 +2,16 @@
 //!
 //! The pieces the rest of the runner uses:
 //! - `LogShipper`: one per process, cheap to clone; owns the keep-alive HTTP client.
-//! - `LogShipper::open(action_id, masker)` -> `LogStream`: one per request.
+//! - `LogShipper::open_with_delivery(action_id, masker)` -> (`LogStream`, `Delivery`): one per
+//!   request.
 //! - `LogStream::line(text)`: one already-complete message (e.g. `running command '...'`).
 //! - `LogStream::framer()` -> `LineFramer`: one per pipe (stdout, stderr); `write(bytes).await`
 //!   takes raw pipe reads, `close().await` flushes a last line without newline.
-//! - `LogStream::finish().await`: every queued line delivered (or given up) before it returns.
+//! - `Delivery::run().await`, driven beside the request's work: returns once every clone of the
+//!   stream is dropped and every queued line is delivered (or given up).
 //!
 //! Inside: `framer` cuts pipe bytes into masked lines, `queue` holds them (bounded, joined into
-//! as few POST bodies as possible), and one `sender` task per request drains the queue in order
+//! as few POST bodies as possible), and the `sender` of each request drains the queue in order
 //! to the sidecar, or to stdout in development mode or once the sidecar stopped answering.
 
 mod console;
@@ -21,8 +23,6 @@ mod sender;
 mod tests;
 
 use std::sync::Arc;
-
-use tokio::sync::watch;
 
 use crate::direktiv::is_development;
 use crate::mask::Masker;
@@ -82,26 +82,26 @@ impl LogShipper {
         }
     }
 
-    /// Opens the log stream of one request and starts its sender task (so it must be called
-    /// inside the tokio runtime).
-    pub fn open(&self, action_id: &str, masker: Arc<Masker>) -> LogStream {
+    /// Opens the log stream of one request and returns it with its delivery, which the
+    /// caller drives beside the request's work (`tokio::join!`) until it ends: it ends once
+    /// every clone of the stream is dropped and every queued line is delivered or given up.
+    /// In the request's own task, a line needs no hand-off to another task to leave.
+    pub fn open_with_delivery(
+        &self,
+        action_id: &str,
+        masker: Arc<Masker>,
+    ) -> (LogStream, Delivery) {
         let queue = Arc::new(Queue::default());
-        let (handled, handled_rx) = watch::channel(0);
         let sender = Sender {
             queue: queue.clone(),
             destination: self.destination(action_id),
             console: self.inner.console.clone(),
             prefix: format!("[{action_id}] ").into_bytes(),
-            handled,
         };
-        tokio::spawn(sender.run());
-        LogStream {
-            handle: Arc::new(Handle {
-                queue,
-                masker,
-                handled: handled_rx,
-            }),
-        }
+        let stream = LogStream {
+            handle: Arc::new(Handle { queue, masker }),
+        };
+        (stream, Delivery(sender))
     }
 
     /// Where one request's lines go.
@@ -125,6 +125,16 @@ impl LogShipper {
     }
 }
 
+/// The sending side of one request's log stream: a future to drive to its end.
+pub struct Delivery(Sender);
+
+impl Delivery {
+    /// Delivers every line, in order, until the stream is closed and its queue is empty.
+    pub async fn run(self) {
+        self.0.run().await;
+    }
+}
+
 /// The log stream of one request. Clones share the same ordered queue.
 #[derive(Clone)]
 pub struct LogStream {
@@ -135,8 +145,6 @@ pub struct LogStream {
 struct Handle {
     queue: Arc<Queue>,
     masker: Arc<Masker>,
-    /// Lines the sender has handled.
-    handled: watch::Receiver<u64>,
 }
 
 impl Drop for Handle {
@@ -159,14 +167,6 @@ impl LogStream {
     /// A framer for one output pipe.
     pub fn framer(&self) -> LineFramer {
         LineFramer::new(self.clone())
-    }
-
-    /// Waits until every line queued so far is delivered or given up.
-    pub async fn finish(self) {
-        let target = self.handle.queue.appended();
-        let mut handled = self.handle.handled.clone();
-        // An error means the sender is gone, so nothing is left to wait for.
-        let _ = handled.wait_for(|count| *count >= target).await;
     }
 
     fn masker(&self) -> &Masker {

@@ -1,4 +1,4 @@
-//! The bounded, coalescing queue between a request's output pipes and its sender task.
+//! The bounded, coalescing queue between a request's output pipes and its log delivery.
 //!
 //! Lines are stored already joined: the queue is a list of [`Message`]s, each one POST body of
 //! newline-joined lines of at most [`LOG_MESSAGE_CAP`] bytes. New lines are appended to the last
@@ -108,8 +108,6 @@ struct State {
     messages: VecDeque<Message>,
     /// Bytes of all queued bodies (the bound applies to this).
     bytes: usize,
-    /// Lines ever queued; `finish` waits until the sender has handled this many.
-    appended: u64,
     /// Set when the last handle of the request is gone: the sender drains and stops.
     closed: bool,
     /// The most bytes ever queued at once (lets tests check the bound).
@@ -119,7 +117,6 @@ struct State {
 impl State {
     /// Appends one message, merging it into the last queued one when there is room.
     fn append(&mut self, message: Message) {
-        self.appended += message.lines;
         let added = self.added_size(message.body.len());
         let leftover = match self.messages.back_mut() {
             Some(last) => last.absorb(message),
@@ -226,11 +223,6 @@ impl Queue {
         }
     }
 
-    /// Lines queued so far.
-    pub(crate) fn appended(&self) -> u64 {
-        self.lock().appended
-    }
-
     /// No more lines will come: the sender stops once the queue is empty.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
@@ -291,7 +283,6 @@ mod tests {
         let message = queue.next().await.unwrap();
         assert_eq!(message.body, b"one\ntwo\nthree\nfour");
         assert_eq!(message.lines, 4);
-        assert_eq!(queue.appended(), 4);
         assert!(queue.next().await.is_none());
     }
 

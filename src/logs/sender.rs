@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Uri;
-use tokio::sync::watch;
 
 use crate::metrics::METRICS;
 
@@ -39,15 +38,13 @@ pub(crate) enum Destination {
     Unreachable,
 }
 
-/// The per-request delivery task.
+/// The delivery of one request's lines.
 pub(crate) struct Sender {
     pub(crate) queue: Arc<Queue>,
     pub(crate) destination: Destination,
     pub(crate) console: Arc<dyn Console>,
     /// `[<action id>] `, put before lines that fall back to stdout.
     pub(crate) prefix: Vec<u8>,
-    /// Lines handled (delivered or given up) so far; `finish` waits on it.
-    pub(crate) handled: watch::Sender<u64>,
 }
 
 impl Sender {
@@ -58,7 +55,6 @@ impl Sender {
             destination,
             console,
             prefix,
-            handled,
         } = self;
         let mut endpoint_down = matches!(destination, Destination::Unreachable);
         while let Some(message) = queue.next().await {
@@ -73,7 +69,6 @@ impl Sender {
                 }
                 _ => write_prefixed(&console, &prefix, &message.body, lines).await,
             }
-            handled.send_modify(|count| *count += lines);
         }
     }
 }

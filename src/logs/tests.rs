@@ -120,10 +120,31 @@ fn shipper(backend: &str, dev_mode: bool) -> (LogShipper, Arc<Captured>) {
     (shipper, captured)
 }
 
-async fn finish_in_time(stream: LogStream) {
-    tokio::time::timeout(PATIENCE, stream.finish())
+/// Opens a stream whose delivery runs in a task of its own.
+fn open(
+    shipper: &LogShipper,
+    action_id: &str,
+    masker: Arc<Masker>,
+) -> (LogStream, tokio::task::JoinHandle<()>) {
+    let (stream, delivery) = shipper.open_with_delivery(action_id, masker);
+    (stream, tokio::spawn(delivery.run()))
+}
+
+/// Closes the stream and waits until its delivery has handled every line.
+async fn finish_in_time(stream: LogStream, delivery: tokio::task::JoinHandle<()>) {
+    drop(stream);
+    tokio::time::timeout(PATIENCE, delivery)
         .await
-        .expect("finish() did not return");
+        .expect("the delivery did not end")
+        .expect("the delivery panicked");
+}
+
+/// Waits until the sidecar has received `count` posts.
+async fn posts_arrive(sidecar: &Sidecar, count: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    while sidecar.posts().len() < count && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 fn numbered(count: usize) -> Vec<u8> {
@@ -142,14 +163,14 @@ fn expected_numbered(count: usize) -> Vec<Vec<u8>> {
 async fn twenty_thousand_lines_arrive_complete_and_in_order() {
     let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
     let (shipper, console) = shipper(&backend, false);
-    let stream = shipper.open("4f1c-aid/1&x", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "4f1c-aid/1&x", Arc::new(Masker::default()));
     let mut framer = stream.framer();
     // Odd chunk sizes, so lines straddle reads.
     for chunk in numbered(20_000).chunks(4093) {
         framer.write(chunk).await;
     }
     framer.close().await;
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
 
     assert_eq!(sidecar.lines(), expected_numbered(20_000));
     let posts = sidecar.posts();
@@ -164,13 +185,13 @@ async fn twenty_thousand_lines_arrive_complete_and_in_order() {
 async fn posts_reuse_one_keep_alive_connection() {
     let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
     let (shipper, _) = shipper(&backend, false);
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "aid", Arc::new(Masker::default()));
     for i in 0..10 {
         stream.line(&format!("message {i}"));
         // Wait for each message so every one is its own POST.
-        finish_in_time(stream.clone()).await;
+        posts_arrive(&sidecar, i + 1).await;
     }
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
     let posts = sidecar.posts();
     assert_eq!(posts.len(), 10);
     let peers: HashSet<SocketAddr> = posts.iter().map(|p| p.peer).collect();
@@ -181,13 +202,13 @@ async fn posts_reuse_one_keep_alive_connection() {
 async fn line_ends_invalid_utf8_and_a_last_line_without_newline() {
     let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
     let (shipper, _) = shipper(&backend, false);
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "aid", Arc::new(Masker::default()));
     let mut framer = stream.framer();
     framer
         .write(b"dos line\r\nbad \xff\xfe byte\n  indented  \n\nlast")
         .await;
     framer.close().await;
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
     let expected: Vec<Vec<u8>> = vec![
         b"dos line".to_vec(),
         "bad \u{fffd}\u{fffd} byte".as_bytes().to_vec(),
@@ -201,7 +222,7 @@ async fn line_ends_invalid_utf8_and_a_last_line_without_newline() {
 async fn a_line_over_the_cap_is_the_only_one_split() {
     let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
     let (shipper, _) = shipper(&backend, false);
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "aid", Arc::new(Masker::default()));
     let mut output = b"before\n".to_vec();
     output.extend(std::iter::repeat_n(b'x', 5 * 1024 * 1024));
     output.extend_from_slice(b"\nafter\n");
@@ -210,7 +231,7 @@ async fn a_line_over_the_cap_is_the_only_one_split() {
         framer.write(chunk).await;
     }
     framer.close().await;
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
 
     let lines = sidecar.lines();
     let lengths: Vec<usize> = lines.iter().map(Vec::len).collect();
@@ -232,13 +253,13 @@ async fn a_slow_endpoint_gets_few_coalesced_posts() {
     .await;
     let (shipper, _) = shipper(&backend, false);
     let coalesced_before = METRICS.log_posts_coalesced.get();
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "aid", Arc::new(Masker::default()));
     let mut framer = stream.framer();
     for line in numbered(2_000).split_inclusive(|&b| b == b'\n') {
         framer.write(line).await;
     }
     framer.close().await;
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
 
     assert_eq!(sidecar.lines(), expected_numbered(2_000));
     let posts = sidecar.posts().len();
@@ -255,14 +276,14 @@ async fn a_down_endpoint_sends_the_lines_to_stdout_with_the_action_id() {
     };
     let (shipper, console) = shipper(&format!("http://localhost:{port}"), false);
     let failures_before = METRICS.log_post_failures.get();
-    let stream = shipper.open("aid-7", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "aid-7", Arc::new(Masker::default()));
     stream.line("running command 'seq 3'");
     let mut framer = stream.framer();
     framer.write(b"1\n2\n3\n").await;
     framer.close().await;
 
     let started = Instant::now();
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_eq!(
         console.text(),
@@ -280,11 +301,11 @@ async fn posts_failing_twice_are_retried_without_loss() {
     })
     .await;
     let (shipper, console) = shipper(&backend, false);
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "aid", Arc::new(Masker::default()));
     let mut framer = stream.framer();
     framer.write(&numbered(500)).await;
     framer.close().await;
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
 
     assert_eq!(sidecar.lines(), expected_numbered(500));
     assert!(console.text().is_empty());
@@ -298,7 +319,7 @@ async fn a_fast_writer_is_held_at_the_queue_bound() {
     })
     .await;
     let (shipper, _) = shipper(&backend, false);
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "aid", Arc::new(Masker::default()));
     let line = [b'q'; 1023]
         .iter()
         .chain(b"\n")
@@ -312,7 +333,7 @@ async fn a_fast_writer_is_held_at_the_queue_bound() {
     }
     framer.close().await;
     let peak = stream.queue().peak();
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
 
     assert!(peak <= queue::QUEUE_BOUND, "peak {peak}");
     assert!(peak > LOG_MESSAGE_CAP, "the writer never got ahead: {peak}");
@@ -326,13 +347,13 @@ async fn secrets_are_masked_even_split_across_reads() {
     let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
     let (shipper, _) = shipper(&backend, false);
     let masker = Arc::new(Masker::new(["s3cr3t-value"]));
-    let stream = shipper.open("aid", masker);
+    let (stream, delivery) = open(&shipper, "aid", masker);
     stream.line("running command 'login s3cr3t-value'");
     let mut framer = stream.framer();
     framer.write(b"token=s3cr").await;
     framer.write(b"3t-value end\n").await;
     framer.close().await;
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
     assert_eq!(
         sidecar.lines(),
         [
@@ -347,12 +368,12 @@ async fn development_mode_writes_raw_lines_to_stdout_only() {
     let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
     for (dev_mode, action_id) in [(false, "Development"), (true, "aid-1")] {
         let (shipper, console) = shipper(&backend, dev_mode);
-        let stream = shipper.open(action_id, Arc::new(Masker::new(["hunter22"])));
+        let (stream, delivery) = open(&shipper, action_id, Arc::new(Masker::new(["hunter22"])));
         stream.line("running command 'echo hunter22'");
         let mut framer = stream.framer();
         framer.write(b"out 1\r\nout 2\n\nend").await;
         framer.close().await;
-        finish_in_time(stream).await;
+        finish_in_time(stream, delivery).await;
         assert_eq!(
             console.text(),
             "running command 'echo ***'\nout 1\nout 2\nend\n"
@@ -362,14 +383,15 @@ async fn development_mode_writes_raw_lines_to_stdout_only() {
 }
 
 #[tokio::test]
-async fn a_stream_dropped_without_finish_still_drains() {
+async fn a_dropped_stream_still_drains() {
     let (sidecar, backend) = start_sidecar(Sidecar {
         delay: Duration::from_millis(20),
         ..Sidecar::default()
     })
     .await;
     let (shipper, _) = shipper(&backend, false);
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    // Its delivery goes on by itself, nobody waiting for it.
+    let (stream, _delivery) = open(&shipper, "aid", Arc::new(Masker::default()));
     let mut framer = stream.framer();
     framer.write(&numbered(300)).await;
     drop(framer);
@@ -385,7 +407,7 @@ async fn a_stream_dropped_without_finish_still_drains() {
 async fn runner_messages_and_output_keep_their_order() {
     let (sidecar, backend) = start_sidecar(Sidecar::default()).await;
     let (shipper, _) = shipper(&backend, false);
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let (stream, delivery) = open(&shipper, "aid", Arc::new(Masker::default()));
     stream.line("running 2 commands");
     for command in ["a", "b"] {
         stream.line(&format!("running command '{command}'"));
@@ -395,7 +417,7 @@ async fn runner_messages_and_output_keep_their_order() {
             .await;
         framer.close().await;
     }
-    finish_in_time(stream).await;
+    finish_in_time(stream, delivery).await;
     let expected: Vec<Vec<u8>> = [
         "running 2 commands",
         "running command 'a'",
@@ -414,11 +436,11 @@ async fn streams_and_their_futures_can_move_between_threads() {
     fn assert_send<T: Send>(_: &T) {}
     fn assert_send_sync<T: Send + Sync>(_: &T) {}
     let (shipper, _) = shipper("http://localhost:1", true);
-    let stream = shipper.open("aid", Arc::new(Masker::default()));
+    let (stream, delivery) = shipper.open_with_delivery("aid", Arc::new(Masker::default()));
     assert_send_sync(&shipper);
     assert_send_sync(&stream);
     let mut framer = stream.framer();
     assert_send(&framer.write(b"x\n"));
     assert_send(&framer.close());
-    assert_send(&stream.finish());
+    assert_send(&delivery.run());
 }
