@@ -54,6 +54,7 @@ pub struct RunnerBuilder {
     env: Vec<(String, String)>,
     backend: Option<String>,
     wait_ready: bool,
+    current_dir: Option<PathBuf>,
 }
 
 impl Default for RunnerBuilder {
@@ -64,6 +65,7 @@ impl Default for RunnerBuilder {
             env: Vec::new(),
             backend: None,
             wait_ready: true,
+            current_dir: None,
         }
     }
 }
@@ -114,10 +116,20 @@ impl RunnerBuilder {
         self
     }
 
+    /// Starts the runner in `dir` instead of the test's working directory (images set no
+    /// WORKDIR, so a container's runner usually starts in `/`).
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
     /// The configured command, environment scrubbed of runner settings.
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.args);
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
         for key in SCRUBBED_ENV {
             command.env_remove(key);
         }
