@@ -26,10 +26,6 @@ impl Cancel {
         self.token.cancel();
     }
 
-    pub fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
     /// Resolves once the request is cancelled, with the reason.
     pub async fn cancelled(&self) -> CancelReason {
         self.token.cancelled().await;

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Direktiv's own limit for one log message (the sidecar answers 413 above it).
-pub const LOG_MESSAGE_CAP: usize = 4 * 1024 * 1024;
+use crate::direktiv::{ENV_DEV_MODE, ENV_HTTP_BACKEND};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -48,13 +47,13 @@ pub struct Config {
     pub port: u16,
 
     /// Base URL of the Direktiv sidecar; logs go to <backend>/log?aid=<action id>.
-    #[arg(long, env = "DIREKTIV_HTTP_BACKEND", default_value = "http://127.0.0.1:8889",
+    #[arg(long, env = ENV_HTTP_BACKEND, default_value = "http://127.0.0.1:8889",
           value_parser = parse_backend)]
     pub backend: String,
 
     /// Development mode: command output goes to stdout instead of the sidecar.
     /// Any non-empty value other than 0/false/no/off turns it on.
-    #[arg(long = "dev-mode", env = "DIREKTIV_DEV_MODE", default_value = "",
+    #[arg(long = "dev-mode", env = ENV_DEV_MODE, default_value = "",
           hide_default_value = true, value_parser = parse_flag_value,
           num_args = 0..=1, default_missing_value = "true")]
     pub dev_mode: bool,

@@ -1,10 +1,12 @@
-//! The `cmd.*` error taxonomy. One enum knows each failure's Direktiv error code and HTTP
-//! status; nothing else in the runner invents codes.
+//! The `cmd.*` error taxonomy. One enum knows each failure's Direktiv error code and the HTTP
+//! status it is answered with (a plain number: this module knows nothing of the HTTP stack);
+//! nothing else in the runner invents codes.
 
-use axum::http::StatusCode;
+use std::io;
+use std::sync::Arc;
 
 /// Why a request (or one of its commands) failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
     /// The request is invalid: JSON, fields, files, headers. Nothing was run.
     #[error("{0}")]
@@ -27,13 +29,31 @@ pub enum Failure {
     /// The executable is not executable, or not allowed by `CMD_ALLOW`.
     #[error("{0}")]
     Denied(String),
-    /// The runner cannot take the request now.
-    #[error("{message}")]
-    Busy { conflict: bool, message: String },
-    /// Anything else: I/O on the temp dir, a failed spawn, ...
+    /// The runner cannot take the request now (in-flight limit, shutting down): retry later
+    /// or elsewhere.
     #[error("{0}")]
-    Internal(String),
+    Busy(String),
+    /// A request with the same action id is already running.
+    #[error("{0}")]
+    Conflict(String),
+    /// Anything else: I/O on the temp dir, a failed spawn, ... `message` already ends with the
+    /// I/O error's text when there is one; `source` keeps the error itself for error chains.
+    #[error("{message}")]
+    Internal {
+        message: String,
+        #[source]
+        source: Option<Arc<io::Error>>,
+    },
 }
+
+/// Failures compare by what they report (code and message); an I/O source is not compared.
+impl PartialEq for Failure {
+    fn eq(&self, other: &Self) -> bool {
+        self.code() == other.code() && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Failure {}
 
 /// What ended a cancelled request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,20 +87,18 @@ impl Failure {
             Failure::Cancelled { .. } => "cmd.cancelled".into(),
             Failure::NotFound(_) => "cmd.notfound".into(),
             Failure::Denied(_) => "cmd.denied".into(),
-            Failure::Busy { .. } => "cmd.busy".into(),
-            Failure::Internal(_) => "cmd.internal".into(),
+            Failure::Busy(_) | Failure::Conflict(_) => "cmd.busy".into(),
+            Failure::Internal { .. } => "cmd.internal".into(),
         }
     }
 
     /// The HTTP status the failure is answered with.
-    pub fn status(&self) -> StatusCode {
+    pub fn status(&self) -> u16 {
         match self {
-            Failure::Input(_) => StatusCode::BAD_REQUEST,
-            Failure::Busy { conflict: true, .. } => StatusCode::CONFLICT,
-            Failure::Busy {
-                conflict: false, ..
-            } => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            Failure::Input(_) => 400,
+            Failure::Conflict(_) => 409,
+            Failure::Busy(_) => 503,
+            _ => 500,
         }
     }
 
@@ -89,9 +107,20 @@ impl Failure {
         Failure::Input(message.into())
     }
 
-    /// Shorthand for an internal error.
+    /// Shorthand for an internal error without an underlying I/O error.
     pub fn internal(message: impl Into<String>) -> Self {
-        Failure::Internal(message.into())
+        Failure::Internal {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An internal error caused by `error`: the message reads `<context>: <error>`.
+    pub fn io(context: impl std::fmt::Display, error: io::Error) -> Self {
+        Failure::Internal {
+            message: format!("{context}: {error}"),
+            source: Some(Arc::new(error)),
+        }
     }
 }
 
@@ -109,16 +138,21 @@ mod tests {
             .code(),
             "cmd.signal.SIGKILL"
         );
-        assert_eq!(Failure::input("x").status(), StatusCode::BAD_REQUEST);
-        let busy = |conflict| Failure::Busy {
-            conflict,
-            message: String::new(),
-        };
-        assert_eq!(busy(true).status(), StatusCode::CONFLICT);
-        assert_eq!(busy(false).status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(
-            Failure::Exit { code: 1 }.status(),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
+        assert_eq!(Failure::input("x").status(), 400);
+        assert_eq!(Failure::Conflict(String::new()).status(), 409);
+        assert_eq!(Failure::Busy(String::new()).status(), 503);
+        assert_eq!(Failure::Conflict(String::new()).code(), "cmd.busy");
+        assert_eq!(Failure::Exit { code: 1 }.status(), 500);
+    }
+
+    #[test]
+    fn io_failures_keep_their_source() {
+        use std::error::Error;
+        let failure = Failure::io("cannot create a temp dir", io::ErrorKind::NotFound.into());
+        assert_eq!(failure.code(), "cmd.internal");
+        assert!(failure
+            .to_string()
+            .starts_with("cannot create a temp dir: "));
+        assert!(failure.source().is_some());
     }
 }

@@ -1,21 +1,45 @@
 //! direktiv-cmd: the generic command runner of Direktiv function containers.
 //!
-//! The data path of one request: `server` (HTTP) → `request` (wire JSON → `Plan`) → `job`
-//! (temp dir, `files`, commands one by one through `exec`) → `logs` (output lines to the
-//! sidecar) → `response` (results or a `cmd.*` error).
+//! One request's path, each stage in its own module; `pipeline` calls them in order, and no
+//! stage imports `pipeline`, `server` or a module that imports it back:
+//!
+//! ```text
+//! server (HTTP, admission, drain)      main: `direktiv-cmd run <file>`
+//!              \                        /
+//!               pipeline::answer(ctx, request) -> Reply
+//!                 request   body → Plan (wire formats; `plan` holds the types)
+//!                 exec      resolve every executable (CMD_ALLOW, shell) before anything runs
+//!                 workspace temp dir, input files, out/, workdir and output file
+//!                 exec      one command: spawn in a process group, pumps, timeout, cancel
+//!                 logs      output lines, masked, to the sidecar (or stdout)
+//!                 outcome   reports, failure, result values, error messages
+//!                 response  Reply { status, error headers, body } in the request's dialect
+//! ```
+//!
+//! Beside the path: `direktiv` (Direktiv's wire constants), `error` (the `cmd.*` taxonomy),
+//! `cancel` (a request's cancellation, passed down as a value), `mask` (secret redaction),
+//! `config`, `init` (PID 1), `metrics`, `sync` (the lock-poison policy), `text`.
+//!
+//! Modules and items are crate-private unless the binary, the integration tests, the fuzz
+//! targets or the benchmarks use them.
 
-pub mod cancel;
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub(crate) mod cancel;
 pub mod config;
+pub(crate) mod direktiv;
 pub mod error;
-pub mod exec;
-pub mod files;
+pub(crate) mod exec;
 pub mod init;
-pub mod job;
-pub mod logs;
-pub mod mask;
-pub mod metrics;
+pub(crate) mod logs;
+pub(crate) mod mask;
+pub(crate) mod metrics;
+pub(crate) mod outcome;
+pub mod pipeline;
 pub mod plan;
 pub mod request;
 pub mod response;
 pub mod server;
-pub mod text;
+pub(crate) mod sync;
+pub(crate) mod text;
+pub mod workspace;

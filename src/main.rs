@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use direktiv_cmd::config::{Cli, Config, LogFormat, Mode};
-use direktiv_cmd::{init, server};
+use direktiv_cmd::{init, pipeline, server};
 
 fn main() -> ExitCode {
     // Before anything else, while the process has a single thread: fork() is only safe then.
@@ -81,7 +81,7 @@ async fn run_once(config: Config, source: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reply = server::run_local(config, &body).await;
+    let reply = pipeline::run_local(config, &body).await;
     println!("{}", String::from_utf8_lossy(&reply.body));
     if let Some((code, message)) = &reply.error {
         eprintln!("direktiv-cmd: {code}: {message}");

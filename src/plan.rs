@@ -1,5 +1,5 @@
 //! The validated form of one request. `request` turns wire JSON into a `Plan`; everything after
-//! it (files, execution, responses) handles a `Plan` and never sees `serde_json::Value`.
+//! it (workspace, execution, responses) handles a `Plan` and never sees `serde_json::Value`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,7 +32,7 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputFile {
     /// Relative path, already checked lexically: not empty, not absolute, no `..` or `.`
-    /// components, no NUL. Symlink escapes are checked against the disk by `files`.
+    /// components, no NUL. Symlink escapes are checked against the disk by `workspace`.
     pub path: PathBuf,
     pub data: Vec<u8>,
     /// Permission bits (e.g. 0o644).

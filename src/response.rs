@@ -1,66 +1,29 @@
 //! Outcomes → what Direktiv reads: status, `Direktiv-Error*` headers and body, in the dialect
-//! the request came in.
+//! the request came in. A pure renderer: the HTTP side turns a `Reply` into a response.
 
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use std::borrow::Cow;
 
 use serde_json::{json, Value};
 
+use crate::direktiv::DIREKTIV_CMD_ERROR;
 use crate::error::Failure;
-use crate::job::{CommandReport, JobOutcome};
 use crate::mask::Masker;
+use crate::outcome::{one_line, CommandReport, JobOutcome, MAX_MESSAGE};
 use crate::plan::Dialect;
-
-/// Longest `Direktiv-ErrorMessage`.
-pub const MAX_MESSAGE: usize = 4096;
-/// Longest part of a message spent on the command line before the stderr tail.
-const MAX_MESSAGE_HEAD: usize = 1024;
-
-/// Error code of a failing `stop` command in the direktiv-cmd shape (what Direktiv's runner sends).
-pub const DIREKTIV_CMD_ERROR: &str = "io.direktiv.error.execution";
 
 /// A rendered response, independent of the HTTP stack (also printed by `direktiv-cmd run`).
 #[derive(Debug, Clone)]
 pub struct Reply {
-    pub status: StatusCode,
+    /// The HTTP status.
+    pub status: u16,
     /// `Direktiv-ErrorCode` and `Direktiv-ErrorMessage`, set together or not at all.
     pub error: Option<(String, String)>,
     pub content_type: &'static str,
     pub body: Vec<u8>,
 }
 
-impl Reply {
-    pub fn is_success(&self) -> bool {
-        self.error.is_none()
-    }
-}
-
-impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        let mut response = (self.status, self.body).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static(self.content_type),
-        );
-        if let Some((code, message)) = self.error {
-            // Both values are single-line printable text (see `one_line`); from_str cannot
-            // fail on them, but a header is never worth a panic.
-            if let (Ok(code), Ok(message)) = (
-                HeaderValue::from_str(&code),
-                HeaderValue::from_str(&message),
-            ) {
-                headers.insert("Direktiv-ErrorCode", code);
-                headers.insert("Direktiv-ErrorMessage", message);
-            }
-        }
-        response
-    }
-}
-
 /// Renders a finished request.
-pub fn render(outcome: &JobOutcome, result_key: &str) -> Reply {
+pub(crate) fn render(outcome: &JobOutcome, result_key: &str) -> Reply {
     match outcome.dialect {
         Dialect::Native => render_native(outcome, result_key),
         Dialect::DirektivCmd => render_direktiv_cmd(outcome),
@@ -68,7 +31,7 @@ pub fn render(outcome: &JobOutcome, result_key: &str) -> Reply {
 }
 
 /// Renders a request refused before it ran (bad input, busy) in the given dialect.
-pub fn render_rejection(failure: &Failure, dialect: Dialect, result_key: &str) -> Reply {
+pub(crate) fn render_rejection(failure: &Failure, dialect: Dialect, result_key: &str) -> Reply {
     // Refused before it was parsed: there are no secrets to mask yet.
     let outcome = JobOutcome::rejected(dialect, failure.clone(), None, &Masker::default());
     render(&outcome, result_key)
@@ -100,7 +63,7 @@ fn render_native(outcome: &JobOutcome, result_key: &str) -> Reply {
         status: outcome
             .failure
             .as_ref()
-            .map_or(StatusCode::OK, |failed| failed.failure.status()),
+            .map_or(200, |failed| failed.failure.status()),
         error,
         content_type: "application/json",
         body,
@@ -190,7 +153,7 @@ fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
                 })
                 .collect();
             Reply {
-                status: StatusCode::OK,
+                status: 200,
                 error: None,
                 content_type: "application/json",
                 body: serde_json::to_vec(&entries).unwrap_or_default(),
@@ -214,7 +177,7 @@ fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
                         &format!("stopped because command {index} failed: {}", failed.message),
                         MAX_MESSAGE,
                     ),
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    500,
                 ),
                 _ => (
                     failed.failure.code(),
@@ -238,117 +201,9 @@ fn output_value(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(crate::text::lossy(bytes).into_owned()))
 }
 
-/// `result`: stdout as JSON when it is JSON; otherwise stdout without ANSI escapes and
-/// surrounding whitespace, as JSON if that now parses, else as a string.
-pub fn result_value(stdout: &[u8]) -> Value {
-    if let Ok(value) = serde_json::from_slice(stdout) {
-        return value;
-    }
-    // Stripping walks the output a character at a time; most output has no escape at all.
-    let stripped = if memchr::memchr(0x1b, stdout).is_some() {
-        std::borrow::Cow::Owned(strip_ansi_escapes::strip(stdout))
-    } else {
-        std::borrow::Cow::Borrowed(stdout)
-    };
-    let text = crate::text::lossy(&stripped);
-    let trimmed = text.trim();
-    serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(trimmed.to_owned()))
-}
-
-/// The one-line message of a failure: `command '<cmd>' <what happened>: <stderr tail>`, masked,
-/// control characters escaped, at most `MAX_MESSAGE` bytes.
-pub fn failure_message(
-    command: Option<&str>,
-    failure: &Failure,
-    stderr_tail: &[u8],
-    masker: &Masker,
-) -> String {
-    let head = match command {
-        Some(command) => format!("command '{command}' {failure}"),
-        None => failure.to_string(),
-    };
-    // With a command, room is kept for the stderr tail; without one the text is the message.
-    let head_limit = if command.is_some() {
-        MAX_MESSAGE_HEAD
-    } else {
-        MAX_MESSAGE
-    };
-    let head = one_line(&masker.mask(&head), head_limit);
-    let tail_text = String::from_utf8_lossy(stderr_tail);
-    let tail = masker.mask(tail_text.trim());
-    if tail.is_empty() {
-        return head;
-    }
-    let tail = escape_controls(&tail);
-    let budget = MAX_MESSAGE.saturating_sub(head.len() + 2);
-    format!("{head}: {}", keep_end(&tail, budget))
-}
-
-/// Escapes control characters and cuts the text to `max` bytes (on a char boundary).
-fn one_line(text: &str, max: usize) -> String {
-    let escaped = escape_controls(text);
-    if escaped.len() <= max {
-        return escaped;
-    }
-    let mut end = max.saturating_sub(3);
-    while !escaped.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &escaped[..end])
-}
-
-/// Keeps the last `max` bytes of `text`, marking the cut.
-fn keep_end(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut start = text.len() - max;
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    &text[start..]
-}
-
-/// `\n` → `\\n` and so on: header values cannot carry control characters, and Direktiv shows
-/// the message on one line.
-fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn result_embeds_json_and_trims_text() {
-        assert_eq!(result_value(b"{\"a\":1}\n"), json!({"a": 1}));
-        assert_eq!(result_value(b"Python 3.10.5\n"), json!("Python 3.10.5"));
-        assert_eq!(result_value(b"\x1b[32m  42 \x1b[0m\n"), json!(42));
-        assert_eq!(result_value(b"\x1b[1mbold\x1b[0m"), json!("bold"));
-        assert_eq!(result_value(b""), json!(""));
-    }
-
-    #[test]
-    fn message_is_one_line_and_bounded() {
-        let masker = Masker::new(["topsecret"]);
-        let failure = Failure::Exit { code: 2 };
-        let stderr = format!("{}\r\nline with topsecret\n", "x".repeat(10_000));
-        let message = failure_message(Some("cmd topsecret"), &failure, stderr.as_bytes(), &masker);
-        assert!(message.len() <= MAX_MESSAGE, "{}", message.len());
-        assert!(message.starts_with("command 'cmd ***' exited with status 2: "));
-        assert!(message.ends_with("\\r\\nline with ***"));
-        assert!(!message.contains(['\n', '\r']));
-    }
 
     #[test]
     fn output_embeds_json() {

@@ -1,6 +1,7 @@
-//! Configuration and command line of the real binary (SPEC §8): `--help` documents every
-//! variable with its default, invalid values stop start-up naming the variable, flags and
-//! variables configure the same thing, and `run` executes one request without HTTP.
+//! Configuration and command line of the real binary (README, "Configuration"): `--help`
+//! documents every variable with its default, invalid values stop start-up naming the
+//! variable, flags and variables configure the same thing, and `run` executes one request
+//! without HTTP.
 
 mod support;
 

@@ -1,5 +1,5 @@
 //! The runner core against the real binary: request shapes and fields, the execution
-//! environment and the temp dir (SPEC §2–§4).
+//! environment and the temp dir (README, "Endpoints" and "Request format").
 
 mod support;
 

@@ -1,9 +1,9 @@
-//! Direktiv's own acceptance scenarios (direktiv-protocol.md §9), re-run against the real
-//! binary through the fake sidecar.
+//! Direktiv's own acceptance scenarios for its command runners, re-run against the real binary
+//! through the fake sidecar.
 //!
 //! Every test names its scenario id (A1, C7, E4, ...). Where direktiv-cmd deliberately differs
-//! from Direktiv's runners (SPEC §3.2, §6.1) the test asserts our documented behaviour and says
-//! what Direktiv does instead; docs/compatibility.md lists those differences.
+//! from Direktiv's runners, the test asserts our documented behaviour and says what Direktiv
+//! does instead; docs/compatibility.md lists those differences.
 //!
 //! - A, C, D: Direktiv's special-command shape (`{"data": {"commands": [...]}}`), answered with
 //!   `[{"Error", "Output"}]`.
@@ -243,7 +243,7 @@ async fn a7_file_without_permission_gets_0644() {
 
 // ---------------------------------------------------------------------------------------------
 // B. The log stream. Direktiv's logger appends `\n` to every message; we send each line
-// without its newline (SPEC §5), one log entry per line.
+// without its newline (README, "Logs"), one log entry per line.
 // ---------------------------------------------------------------------------------------------
 
 /// What the sidecar received for one action: every POST body, and those split into lines.
@@ -434,7 +434,7 @@ async fn c8_without_stop_execution_continues() {
 }
 
 /// C9 (and D2): `envs` reach the command. Unlike Direktiv, env values are secrets in the log
-/// (SPEC §5), so the logged line reads `HELLO=***`; `Output` keeps the value.
+/// (README, "Logs"), so the logged line reads `HELLO=***`; `Output` keeps the value.
 #[tokio::test(flavor = "multi_thread")]
 async fn c9_d2_envs_reach_the_command_and_are_masked_in_logs() {
     let commands = json!([{

@@ -1,6 +1,6 @@
-//! Concurrent requests are independent (SPEC §7): logs, files, environment, results and
-//! cancellation never cross between action ids. Direktiv's sidecar sends up to 10 requests at
-//! once; these tests send 12.
+//! Concurrent requests are independent (README, "Lifecycle"): logs, files, environment,
+//! results and cancellation never cross between action ids. Direktiv's sidecar sends up to 10
+//! requests at once; these tests send 12.
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Log streaming to the sidecar against the real binary (SPEC §5): completeness and order,
+//! Log streaming to the sidecar against the real binary (README, "Logs"): completeness and order,
 //! slow, failing and down sidecars, long lines, invalid UTF-8, development mode, masking of the
 //! echoed command line, and no post ever arriving after the action id is gone.
 //!

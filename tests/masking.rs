@@ -1,4 +1,4 @@
-//! Secrets never leave the runner through its logs (SPEC §5): the values of request- and
+//! Secrets never leave the runner through its logs (README, "Logs"): the values of request- and
 //! command-level `env`/`envs` and of `mask` become `***` in streamed lines, in the echoed
 //! `running command '…'` line, in `Direktiv-ErrorMessage` and the error body, and in the
 //! runner's own stdout/stderr. Values shorter than 4 bytes are left alone.

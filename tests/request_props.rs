@@ -7,9 +7,9 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use direktiv_cmd::error::Failure;
-use direktiv_cmd::files::write_files;
 use direktiv_cmd::plan::Program;
 use direktiv_cmd::request::parse;
+use direktiv_cmd::workspace::write_files;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

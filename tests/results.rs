@@ -1,6 +1,6 @@
-//! Results and errors against the real binary (SPEC §6): how `result` is derived from stdout,
-//! `CMD_RESULT_KEY`, truncation, every `cmd.*` code the core produces, and the shape of error
-//! headers and bodies.
+//! Results and errors against the real binary (README, "Response format" and "Error codes"):
+//! how `result` is derived from stdout, `CMD_RESULT_KEY`, truncation, every `cmd.*` code the
+//! core produces, and the shape of error headers and bodies.
 
 mod support;
 

@@ -1,5 +1,6 @@
-//! Request `files` → `request::parse` → `files::write_files` into a fresh temp dir that already
-//! holds symlinks pointing out of it (as an earlier command or the sidecar may leave them).
+//! Request `files` → `request::parse` → `workspace::write_files` into a fresh temp dir that
+//! already holds symlinks pointing out of it (as an earlier command or the sidecar may leave
+//! them).
 //!
 //! File names are built from a small alphabet of the names planted there plus `.`, `..`, empty
 //! parts, a leading `/` and a trailing `/`, so the fuzzer spends its time on paths that could
@@ -20,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use arbitrary::Arbitrary;
 use base64::Engine;
-use direktiv_cmd::files::write_files;
+use direktiv_cmd::workspace::write_files;
 use direktiv_cmd::plan::InputFile;
 use direktiv_cmd::request;
 use libfuzzer_sys::fuzz_target;

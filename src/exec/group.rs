@@ -11,6 +11,19 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep, timeout, Instant};
 
+/// How often an exit or an empty group is polled for where no event announces it (no pidfd,
+/// or waiting for the last members of a group): short enough not to add noticeable latency to
+/// a response, long enough to cost nothing measurable while a command runs.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long the leader gets to exit after SIGKILL before it is reaped regardless: a process in
+/// uninterruptible sleep (a hung NFS read) dies only when the kernel call returns.
+const KILL_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How long the rest of a killed group gets to disappear: SIGKILL takes effect within
+/// milliseconds; this only bounds the wait for members stuck in the kernel.
+const KILLED_GROUP_WAIT: Duration = Duration::from_millis(500);
+
 /// How the leader process of a group ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExitKind {
@@ -33,8 +46,7 @@ pub struct ProcessGroup {
 
 impl ProcessGroup {
     /// Takes charge of a freshly spawned group leader.
-    pub fn new(leader_pid: u32) -> Self {
-        let leader = Pid::from_raw(leader_pid as i32).expect("a spawned child has a positive pid");
+    pub fn new(leader: Pid) -> Self {
         let pidfd = rustix::process::pidfd_open(leader, rustix::process::PidfdFlags::empty())
             .ok()
             .and_then(|fd| {
@@ -59,9 +71,9 @@ impl ProcessGroup {
             match &self.pidfd {
                 Some(fd) => match fd.readable().await {
                     Ok(mut guard) => guard.clear_ready(),
-                    Err(_) => sleep(Duration::from_millis(10)).await,
+                    Err(_) => sleep(POLL_INTERVAL).await,
                 },
-                None => sleep(Duration::from_millis(10)).await,
+                None => sleep(POLL_INTERVAL).await,
             }
         }
     }
@@ -99,8 +111,9 @@ impl ProcessGroup {
     }
 
     /// Stops the whole group: SIGTERM, then SIGKILL for whatever is left after `grace`.
-    /// Returns once the leader has exited and been reaped and the group is empty (or, for
-    /// processes stuck in uninterruptible sleep, after a short bounded wait past SIGKILL).
+    /// Returns once the leader has exited and been reaped, and the group is empty or
+    /// `KILLED_GROUP_WAIT` passed after SIGKILL. The leader is always reaped: one stuck in
+    /// uninterruptible sleep past SIGKILL and `KILL_EXIT_WAIT` is waited for until it dies.
     pub async fn terminate(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         self.signal(Signal::TERM);
@@ -113,10 +126,9 @@ impl ProcessGroup {
         }
         if !self.reaped || self.has_members() {
             self.signal(Signal::KILL);
-            let _ = timeout(Duration::from_secs(2), self.wait_leader()).await;
+            let _ = timeout(KILL_EXIT_WAIT, self.wait_leader()).await;
             self.reap();
-            self.wait_empty(Instant::now() + Duration::from_millis(500))
-                .await;
+            self.wait_empty(Instant::now() + KILLED_GROUP_WAIT).await;
         }
     }
 
@@ -130,16 +142,16 @@ impl ProcessGroup {
         self.signal(Signal::TERM);
         if !self.wait_empty(Instant::now() + grace).await {
             self.signal(Signal::KILL);
-            self.wait_empty(Instant::now() + Duration::from_millis(500))
-                .await;
+            self.wait_empty(Instant::now() + KILLED_GROUP_WAIT).await;
         }
     }
 
     /// Polls until the group has no process left or `deadline` passes; true when empty.
     ///
     /// Only called after the leader is reaped. The pgid cannot be handed to a new group while
-    /// any member lives; the window between the last member dying and our next poll (10 ms) is
-    /// far shorter than the kernel's pid allocator needs to wrap around to the same number.
+    /// any member lives; the window between the last member dying and our next poll
+    /// (`POLL_INTERVAL`) is far shorter than the kernel's pid allocator needs to wrap around
+    /// to the same number.
     async fn wait_empty(&self, deadline: Instant) -> bool {
         loop {
             if !self.has_members() {
@@ -148,7 +160,7 @@ impl ProcessGroup {
             if Instant::now() >= deadline {
                 return false;
             }
-            sleep(Duration::from_millis(10)).await;
+            sleep(POLL_INTERVAL).await;
         }
     }
 
@@ -226,7 +238,7 @@ mod tests {
             .process_group(0)
             .spawn()
             .unwrap();
-        let mut group = ProcessGroup::new(child.id());
+        let mut group = ProcessGroup::new(Pid::from_child(&child));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(group.has_members());
         group.terminate(Duration::from_secs(2)).await;

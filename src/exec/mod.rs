@@ -1,5 +1,10 @@
-//! One command's life: spawn it in its own process group, pump its output to the logs and the
-//! response, and end it on exit, timeout or cancellation — never leaving a process behind.
+//! One command's life: resolve its executable (once, before anything runs), spawn it in its own
+//! process group, pump its output to the logs and the response, and end it on exit, timeout or
+//! cancellation — never leaving a process behind.
+//!
+//! Timeouts and cancellation meet here: `run` waits for the first of the command's exit, its
+//! deadline (`timeout`, else `CMD_TIMEOUT`) and the request's `Cancel`, then stops the group
+//! with `CMD_KILL_GRACE` between SIGTERM and SIGKILL (`group`).
 
 mod capture;
 mod group;
@@ -14,17 +19,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
-pub use capture::Capture;
-pub use group::{signal_name, ExitKind};
-pub use launch::{resolve, Launch};
+pub(crate) use capture::Capture;
+pub(crate) use group::ExitKind;
+pub(crate) use launch::Launch;
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
-use crate::error::Failure;
+use crate::error::{CancelReason, Failure};
 use crate::logs::LogStream;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
-use group::ProcessGroup;
+use group::{signal_name, ProcessGroup};
 use spawn::SpawnRequest;
 
 /// First and largest read size of an output pipe (64 KiB is a Linux pipe's default capacity).
@@ -37,16 +42,16 @@ const LINGER: Duration = Duration::from_secs(1);
 
 /// The execution settings taken from the configuration.
 #[derive(Debug, Clone)]
-pub struct ExecSettings {
-    pub shell: Option<PathBuf>,
-    pub allow: AllowList,
-    pub kill_grace: Duration,
-    pub default_timeout: Option<Duration>,
-    pub max_output: usize,
+pub(crate) struct ExecSettings {
+    pub(crate) shell: Option<PathBuf>,
+    pub(crate) allow: AllowList,
+    pub(crate) kill_grace: Duration,
+    pub(crate) default_timeout: Option<Duration>,
+    pub(crate) max_output: usize,
 }
 
 impl ExecSettings {
-    pub fn from_config(config: &Config) -> Self {
+    pub(crate) fn from_config(config: &Config) -> Self {
         ExecSettings {
             shell: config.shell_path(),
             allow: config.allow.clone(),
@@ -56,45 +61,55 @@ impl ExecSettings {
         }
     }
 
-    /// Refuses, before anything runs, a command this runner will not start.
-    pub fn check(&self, spec: &CommandSpec) -> Result<(), Failure> {
-        resolve(spec, self.shell.as_deref(), &self.allow).map(|_| ())
+    /// What to execute for `spec`: refuses, before anything runs, a command this runner will
+    /// not start. The `Launch` is what `run` later spawns, so the executable `CMD_ALLOW`
+    /// allowed is the one that runs.
+    pub(crate) fn resolve(&self, spec: &CommandSpec) -> Result<Launch, Failure> {
+        launch::resolve(spec, self.shell.as_deref(), &self.allow)
     }
 }
 
 /// What a command runs with, shared by all commands of a request.
-pub struct Execution<'a> {
-    pub tempdir: &'a Path,
+pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
-    pub env: &'a [(String, String)],
-    pub logs: &'a LogStream,
-    pub cancel: &'a Cancel,
-    pub settings: &'a ExecSettings,
+    pub(crate) env: &'a [(String, String)],
+    pub(crate) logs: &'a LogStream,
+    pub(crate) cancel: &'a Cancel,
+    pub(crate) settings: &'a ExecSettings,
     /// Keep stdout and stderr interleaved as well (the direktiv-cmd `Output`).
-    pub combine: bool,
+    pub(crate) combine: bool,
+}
+
+/// One command, ready to start.
+pub(crate) struct Command<'a> {
+    pub(crate) spec: &'a CommandSpec,
+    /// Its executable, resolved once before the request ran anything.
+    pub(crate) launch: &'a Launch,
+    /// Its working directory (inside the temp dir), or why it could not be had.
+    pub(crate) cwd: Result<PathBuf, Failure>,
 }
 
 /// What happened to one command.
 #[derive(Debug)]
-pub struct CommandRun {
-    pub stdout: Capture,
-    pub stderr: Capture,
-    pub combined: Capture,
+pub(crate) struct CommandRun {
+    pub(crate) stdout: Capture,
+    pub(crate) stderr: Capture,
+    pub(crate) combined: Capture,
     /// How the main process ended, when it was started and ended by itself.
-    pub exit: Option<ExitKind>,
-    pub failure: Option<Failure>,
-    pub duration: Duration,
+    pub(crate) exit: Option<ExitKind>,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) duration: Duration,
 }
 
 /// How the wait for a command ended.
 enum Ending {
     Exited(ExitKind),
     TimedOut(Duration),
-    Cancelled(crate::error::CancelReason),
+    Cancelled(CancelReason),
 }
 
 /// Runs one command to its end.
-pub async fn run(spec: &CommandSpec, x: &Execution<'_>) -> CommandRun {
+pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
     let started = Instant::now();
     let mut run = CommandRun {
         stdout: Capture::new(x.settings.max_output),
@@ -104,7 +119,11 @@ pub async fn run(spec: &CommandSpec, x: &Execution<'_>) -> CommandRun {
         failure: None,
         duration: Duration::ZERO,
     };
-    if let Err(failure) = execute(spec, x, &mut run).await {
+    let result = match &command.cwd {
+        Ok(cwd) => execute(command.spec, command.launch, cwd, x, &mut run).await,
+        Err(failure) => Err(failure.clone()),
+    };
+    if let Err(failure) = result {
         run.failure = Some(failure);
     }
     run.duration = started.elapsed();
@@ -114,12 +133,11 @@ pub async fn run(spec: &CommandSpec, x: &Execution<'_>) -> CommandRun {
 
 async fn execute(
     spec: &CommandSpec,
+    launch: &Launch,
+    cwd: &Path,
     x: &Execution<'_>,
     run: &mut CommandRun,
 ) -> Result<(), Failure> {
-    let launch = resolve(spec, x.settings.shell.as_deref(), &x.settings.allow)?;
-    let cwd = working_dir(x.tempdir, spec.workdir.as_deref())?;
-
     let env: Vec<(&str, &str)> = x
         .env
         .iter()
@@ -129,11 +147,11 @@ async fn execute(
     let spawned = spawn::spawn(&SpawnRequest {
         program: &launch.program,
         args: &launch.args,
-        cwd: &cwd,
+        cwd,
         env,
         stdin: spec.stdin.is_some(),
     })
-    .map_err(|error| launch::spawn_failure(&error, &launch))?;
+    .map_err(|error| launch::spawn_failure(&error, launch))?;
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -193,9 +211,7 @@ async fn execute(
     };
     (run.stdout, run.stderr) = captures;
     if x.combine {
-        if let Ok(mut combined) = combined.lock() {
-            run.combined = std::mem::take(&mut *combined);
-        }
+        run.combined = std::mem::take(&mut *crate::sync::lock(&combined));
     }
 
     match ending {
@@ -242,31 +258,6 @@ where
     pumps.as_mut().await
 }
 
-/// The command's working directory: the temp dir, or `workdir` inside it (created when
-/// missing). A workdir that resolves outside the temp dir — through a symlink a previous
-/// command made — is refused.
-fn working_dir(tempdir: &Path, workdir: Option<&Path>) -> Result<PathBuf, Failure> {
-    let Some(workdir) = workdir else {
-        return Ok(tempdir.to_path_buf());
-    };
-    let dir = tempdir.join(workdir);
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        Failure::input(format!(
-            "workdir '{}' cannot be created: {e}",
-            workdir.display()
-        ))
-    })?;
-    let resolved = crate::files::resolve_inside(tempdir, workdir)
-        .map_err(|e| Failure::input(format!("workdir '{}': {e}", workdir.display())))?;
-    let Some(resolved) = resolved else {
-        return Err(Failure::input(format!(
-            "workdir '{}' leads outside the request's temp dir",
-            workdir.display()
-        )));
-    };
-    Ok(resolved)
-}
-
 async fn sleep_for(timeout: Option<Duration>) {
     match timeout {
         Some(duration) => tokio::time::sleep(duration).await,
@@ -308,9 +299,7 @@ async fn pump(
             }
             let chunk = &buf[..];
             capture.push(chunk);
-            if let Ok(mut combined) = combined.lock() {
-                combined.push(chunk);
-            }
+            crate::sync::lock(combined).push(chunk);
             if let Some(framer) = framer.as_mut() {
                 framer.write(chunk).await;
             }

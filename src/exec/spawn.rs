@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use rustix::pipe::{pipe_with, PipeFlags};
+use rustix::process::Pid;
 
 /// What to start.
 pub struct SpawnRequest<'a> {
@@ -33,7 +34,7 @@ pub struct SpawnRequest<'a> {
 
 /// A started process: the leader of its own new process group.
 pub struct Spawned {
-    pub pid: u32,
+    pub pid: Pid,
     pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
@@ -183,7 +184,7 @@ struct SpawnCall<'a> {
 }
 
 /// The raw call, with its attribute and file-action objects.
-fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<u32> {
+fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<Pid> {
     let argv = null_terminated(call.argv);
     let mut actions = FileActions::new()?;
     for (target, fd) in call.stdio.iter().enumerate() {
@@ -209,7 +210,8 @@ fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<u32> {
         )
     };
     check(result)?;
-    Ok(pid as u32)
+    // A successful posix_spawn always stores the child's (positive) pid.
+    Pid::from_raw(pid).ok_or_else(|| io::Error::other("posix_spawn gave no process id"))
 }
 
 fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -326,11 +328,11 @@ mod tests {
         std::fs::File::from(spawned.stdout)
             .read_to_string(&mut out)
             .unwrap();
-        let pid = rustix::process::Pid::from_raw(spawned.pid as i32);
-        let status = rustix::process::waitpid(pid, rustix::process::WaitOptions::empty())
-            .unwrap()
-            .unwrap()
-            .1;
+        let status =
+            rustix::process::waitpid(Some(spawned.pid), rustix::process::WaitOptions::empty())
+                .unwrap()
+                .unwrap()
+                .1;
         (out, status.exit_status().unwrap_or(-1))
     }
 

@@ -4,7 +4,7 @@
 //! The framer keeps the unfinished tail of one pipe and hands complete lines on, masked and
 //! converted to text, a whole read at a time.
 
-use crate::config::LOG_MESSAGE_CAP;
+use crate::direktiv::LOG_MESSAGE_CAP;
 use crate::mask::Masker;
 
 use super::queue::Batch;

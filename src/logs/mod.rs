@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::direktiv::is_development;
 use crate::mask::Masker;
 
 pub use console::{Console, Stderr, Stdout};
@@ -32,9 +33,6 @@ pub use framer::LineFramer;
 
 use queue::{Batch, Queue};
 use sender::{Destination, Sender};
-
-/// The action id Direktiv's SDKs and local tests use when no sidecar runs.
-const DEVELOPMENT_ACTION_ID: &str = "development";
 
 /// The sidecar is on the same host; it answers in milliseconds or not at all.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -123,7 +121,7 @@ impl LogShipper {
 
     /// Where one request's lines go.
     fn destination(&self, action_id: &str) -> Destination {
-        if self.inner.dev_mode || action_id.eq_ignore_ascii_case(DEVELOPMENT_ACTION_ID) {
+        if self.inner.dev_mode || is_development(action_id) {
             return Destination::Console;
         }
         match (&self.inner.client, &self.inner.log_url) {

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-use crate::config::LOG_MESSAGE_CAP;
+use crate::direktiv::LOG_MESSAGE_CAP;
 
 /// How many bytes of one request's lines may wait for the sender before writers are held back.
 pub(crate) const QUEUE_BOUND: usize = 2 * LOG_MESSAGE_CAP;
@@ -149,12 +149,9 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Locks the state. A panic while holding the lock leaves only plain data behind, so a
-    /// poisoned lock is still safe to use.
+    /// Locks the state (a poisoned lock is recovered: `crate::sync`).
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Queues a batch at once, ignoring the bound: for the runner's own short messages, which

@@ -13,7 +13,7 @@ use axum::routing::post;
 use axum::Router;
 
 use super::*;
-use crate::config::LOG_MESSAGE_CAP;
+use crate::direktiv::LOG_MESSAGE_CAP;
 use crate::metrics::METRICS;
 
 /// Generous: the test machine is shared and loaded.

@@ -1,6 +1,6 @@
 //! A fake Direktiv sidecar: the local `/log` and `/var` API on 127.0.0.1 and the per-action
 //! choreography (temp dir, `files:`, `out/` variables, action id lifetime) around a call to the
-//! runner, as described in direktiv-protocol.md §1–§4.
+//! runner, as Direktiv's sidecar does it (README, "Using it in Direktiv" and "Logs").
 //!
 //! It runs on its own thread with its own tokio runtime so it keeps answering while a test
 //! blocks (for example in `Runner::wait_exit`).

@@ -1,6 +1,7 @@
 //! Input files into the request's temp dir, refusing any path that would land outside it.
 //!
-//! `write_files(tempdir, files)` is all or nothing. Escapes
+//! `write_files(tempdir, files)` is all or nothing, and blocking (the workspace calls it off the
+//! async worker threads). Escapes
 //! (through a symlink already inside the temp dir) are `Failure::Input`; I/O errors are
 //! `Failure::Internal`; on any error nothing this call created is left behind.
 //!
@@ -43,15 +44,6 @@ pub fn write_files(tempdir: &Path, files: &[InputFile]) -> Result<(), Failure> {
     result
 }
 
-/// Where `relative` really leads once symlinks are resolved, when that is inside `tempdir`;
-/// `Ok(None)` when it leads outside. For paths that commands may have changed since the
-/// request was checked (a `workdir`, an `output` file).
-pub fn resolve_inside(tempdir: &Path, relative: &Path) -> io::Result<Option<PathBuf>> {
-    let root = std::fs::canonicalize(tempdir)?;
-    let resolved = std::fs::canonicalize(tempdir.join(relative))?;
-    Ok(resolved.starts_with(&root).then_some(resolved))
-}
-
 /// What the disk check found wrong with a path.
 enum Problem {
     /// The request's fault: the path goes through, or ends in, something it must not.
@@ -68,9 +60,10 @@ impl Problem {
                 "files[{index}].name: {name} {why}; input files are written only inside the \
                  temp dir"
             )),
-            Problem::Io(e) => Failure::internal(format!(
-                "cannot check where input file {name} would be written: {e}"
-            )),
+            Problem::Io(e) => Failure::io(
+                format!("cannot check where input file {name} would be written"),
+                e,
+            ),
         }
     }
 }
@@ -140,12 +133,8 @@ fn write_all(
     files: &[InputFile],
     created: &mut Vec<Created>,
 ) -> Result<(), Failure> {
-    let root = open_dir_at(rustix::fs::CWD, tempdir).map_err(|e| {
-        Failure::internal(format!(
-            "cannot open the temp dir {}: {e}",
-            tempdir.display()
-        ))
-    })?;
+    let root = open_dir_at(rustix::fs::CWD, tempdir)
+        .map_err(|e| Failure::io(format!("cannot open the temp dir {}", tempdir.display()), e))?;
     let mut replacements = Vec::new();
     for file in files {
         write_one(&root, file, created, &mut replacements)
@@ -159,10 +148,8 @@ fn write_all(
 }
 
 fn write_failure(path: &Path, e: io::Error) -> Failure {
-    Failure::internal(format!(
-        "cannot write input file {}: {e}",
-        serde_json::Value::String(path.display().to_string())
-    ))
+    let name = serde_json::Value::String(path.display().to_string());
+    Failure::io(format!("cannot write input file {name}"), e)
 }
 
 /// Creates the file's missing folders, then the file (or its replacement) with its exact mode.
@@ -436,7 +423,7 @@ mod tests {
             input("x/y/z/w", "w", 0o644),
         ];
         match write_files(dir.path(), &files) {
-            Err(Failure::Internal(message)) => {
+            Err(Failure::Internal { message, .. }) => {
                 assert!(
                     message.starts_with("cannot write input file \"x/y/z/w\""),
                     "{message}"

@@ -1,0 +1,182 @@
+//! What a request came to, before it is rendered: each command's report, and why the request
+//! failed, if it did. Also the two texts built from a command's output: its `result` value and
+//! its one-line failure message.
+
+use serde_json::Value;
+
+use crate::error::Failure;
+use crate::exec::CommandRun;
+use crate::mask::Masker;
+use crate::plan::Dialect;
+
+/// Longest `Direktiv-ErrorMessage`.
+pub(crate) const MAX_MESSAGE: usize = 4096;
+/// Longest part of a message spent on the command line before the stderr tail.
+const MAX_MESSAGE_HEAD: usize = 1024;
+
+/// One command's outcome as the response reports it.
+#[derive(Debug)]
+pub(crate) struct CommandReport {
+    /// The command line, masked.
+    pub(crate) display: String,
+    pub(crate) run: CommandRun,
+    /// `result`: stdout (or the `output` file) as JSON when it is JSON, else trimmed text.
+    pub(crate) result: Value,
+    /// The one-line failure message, when the command failed.
+    pub(crate) message: Option<String>,
+}
+
+/// Why a request failed as a whole.
+#[derive(Debug)]
+pub(crate) struct JobFailure {
+    pub(crate) failure: Failure,
+    /// The command that failed (0-based), when a command did.
+    pub(crate) command: Option<usize>,
+    /// One line, masked, at most 4 KiB.
+    pub(crate) message: String,
+}
+
+/// Everything a response is built from.
+#[derive(Debug)]
+pub(crate) struct JobOutcome {
+    pub(crate) dialect: Dialect,
+    pub(crate) reports: Vec<CommandReport>,
+    pub(crate) failure: Option<JobFailure>,
+}
+
+impl JobOutcome {
+    /// A request refused before anything ran; `command` names the command that was refused.
+    pub(crate) fn rejected(
+        dialect: Dialect,
+        failure: Failure,
+        command: Option<&str>,
+        masker: &Masker,
+    ) -> Self {
+        let command = command.map(|c| masker.mask(c).into_owned());
+        let message = failure_message(command.as_deref(), &failure, b"", masker);
+        JobOutcome {
+            dialect,
+            reports: Vec::new(),
+            failure: Some(JobFailure {
+                failure,
+                command: None,
+                message,
+            }),
+        }
+    }
+}
+
+/// `result`: stdout as JSON when it is JSON; otherwise stdout without ANSI escapes and
+/// surrounding whitespace, as JSON if that now parses, else as a string.
+pub(crate) fn result_value(stdout: &[u8]) -> Value {
+    if let Ok(value) = serde_json::from_slice(stdout) {
+        return value;
+    }
+    // Stripping walks the output a character at a time; most output has no escape at all.
+    let stripped = if memchr::memchr(0x1b, stdout).is_some() {
+        std::borrow::Cow::Owned(strip_ansi_escapes::strip(stdout))
+    } else {
+        std::borrow::Cow::Borrowed(stdout)
+    };
+    let text = crate::text::lossy(&stripped);
+    let trimmed = text.trim();
+    serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(trimmed.to_owned()))
+}
+
+/// The one-line message of a failure: `command '<cmd>' <what happened>: <stderr tail>`, masked,
+/// control characters escaped, at most `MAX_MESSAGE` bytes.
+pub(crate) fn failure_message(
+    command: Option<&str>,
+    failure: &Failure,
+    stderr_tail: &[u8],
+    masker: &Masker,
+) -> String {
+    let head = match command {
+        Some(command) => format!("command '{command}' {failure}"),
+        None => failure.to_string(),
+    };
+    // With a command, room is kept for the stderr tail; without one the text is the message.
+    let head_limit = if command.is_some() {
+        MAX_MESSAGE_HEAD
+    } else {
+        MAX_MESSAGE
+    };
+    let head = one_line(&masker.mask(&head), head_limit);
+    let tail_text = String::from_utf8_lossy(stderr_tail);
+    let tail = masker.mask(tail_text.trim());
+    if tail.is_empty() {
+        return head;
+    }
+    let tail = escape_controls(&tail);
+    let budget = MAX_MESSAGE.saturating_sub(head.len() + 2);
+    format!("{head}: {}", keep_end(&tail, budget))
+}
+
+/// Escapes control characters and cuts the text to `max` bytes (on a char boundary).
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    let escaped = escape_controls(text);
+    if escaped.len() <= max {
+        return escaped;
+    }
+    let mut end = max.saturating_sub(3);
+    while !escaped.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &escaped[..end])
+}
+
+/// Keeps the last `max` bytes of `text`, marking the cut.
+fn keep_end(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// `\n` → `\\n` and so on: header values cannot carry control characters, and Direktiv shows
+/// the message on one line.
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn result_embeds_json_and_trims_text() {
+        assert_eq!(result_value(b"{\"a\":1}\n"), json!({"a": 1}));
+        assert_eq!(result_value(b"Python 3.10.5\n"), json!("Python 3.10.5"));
+        assert_eq!(result_value(b"\x1b[32m  42 \x1b[0m\n"), json!(42));
+        assert_eq!(result_value(b"\x1b[1mbold\x1b[0m"), json!("bold"));
+        assert_eq!(result_value(b""), json!(""));
+    }
+
+    #[test]
+    fn message_is_one_line_and_bounded() {
+        let masker = Masker::new(["topsecret"]);
+        let failure = Failure::Exit { code: 2 };
+        let stderr = format!("{}\r\nline with topsecret\n", "x".repeat(10_000));
+        let message = failure_message(Some("cmd topsecret"), &failure, stderr.as_bytes(), &masker);
+        assert!(message.len() <= MAX_MESSAGE, "{}", message.len());
+        assert!(message.starts_with("command 'cmd ***' exited with status 2: "));
+        assert!(message.ends_with("\\r\\nline with ***"));
+        assert!(!message.contains(['\n', '\r']));
+    }
+}

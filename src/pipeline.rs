@@ -1,0 +1,248 @@
+//! The one path of a request, shared by the HTTP server and `direktiv-cmd run`:
+//!
+//! body → `request::parse` → `Plan` → every executable resolved (`exec`) → `Workspace` (temp
+//! dir, input files, `out/`) → commands one after another (`exec::run`, output to `logs`) →
+//! every log line out → `JobOutcome` → `response::render` → `Reply`.
+//!
+//! Admission (busy, duplicate ids, draining) and cancellation sources are the server's; this
+//! module takes a `Cancel` and honours it between and during commands.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::cancel::Cancel;
+use crate::config::Config;
+use crate::direktiv::{self, ENV_ACTION_ID, ENV_TEMP_DIR};
+use crate::error::Failure;
+use crate::exec::{self, CommandRun, ExecSettings, Execution, Launch};
+use crate::logs::LogShipper;
+use crate::mask::Masker;
+use crate::outcome::{failure_message, result_value, CommandReport, JobFailure, JobOutcome};
+use crate::plan::{CommandSpec, Dialect, Plan};
+use crate::request;
+use crate::response::{self, Reply};
+use crate::workspace::{TempDirChoice, Workspace};
+
+/// What every request shares: built once from the configuration.
+pub(crate) struct Context {
+    pub(crate) settings: ExecSettings,
+    pub(crate) shipper: LogShipper,
+    /// `CMD_RESULT_KEY`.
+    pub(crate) result_key: String,
+}
+
+impl Context {
+    /// The server's context: logs go to the sidecar (or stdout in development mode).
+    pub(crate) fn new(config: &Config) -> Self {
+        Context {
+            settings: ExecSettings::from_config(config),
+            shipper: LogShipper::new(&config.backend, config.dev_mode),
+            result_key: config.result_key.clone(),
+        }
+    }
+}
+
+/// One request as the pipeline takes it.
+pub(crate) struct Request<'a> {
+    pub(crate) action_id: &'a str,
+    pub(crate) tempdir: TempDirChoice,
+    pub(crate) body: &'a [u8],
+    pub(crate) cancel: Cancel,
+}
+
+/// Answers one request: parse, run, render.
+pub(crate) async fn answer(ctx: &Context, request: Request<'_>) -> Reply {
+    match request::parse(request.body) {
+        Ok(plan) => {
+            let outcome = run(
+                ctx,
+                request.action_id,
+                request.tempdir,
+                plan,
+                request.cancel,
+            )
+            .await;
+            response::render(&outcome, &ctx.result_key)
+        }
+        Err(failure) => {
+            response::render_rejection(&failure, guess_dialect(request.body), &ctx.result_key)
+        }
+    }
+}
+
+/// Runs one request without HTTP (`direktiv-cmd run`): development mode, logs to stderr.
+pub async fn run_local(mut config: Config, body: &[u8]) -> Reply {
+    config.dev_mode = true;
+    let ctx = Context {
+        shipper: LogShipper::new(&config.backend, true).with_console(Arc::new(crate::logs::Stderr)),
+        ..Context::new(&config)
+    };
+    let request = Request {
+        action_id: direktiv::DEVELOPMENT_ACTION_ID,
+        tempdir: TempDirChoice::Private,
+        body,
+        cancel: Cancel::new(),
+    };
+    answer(&ctx, request).await
+}
+
+/// For a body that failed to parse: answer in the direktiv-cmd dialect when it looks like one.
+fn guess_dialect(body: &[u8]) -> Dialect {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(map)) if map.get("data").is_some_and(|d| d.is_object()) => {
+            Dialect::DirektivCmd
+        }
+        _ => Dialect::Native,
+    }
+}
+
+/// Runs a parsed request to its end.
+async fn run(
+    ctx: &Context,
+    action_id: &str,
+    tempdir: TempDirChoice,
+    mut plan: Plan,
+    cancel: Cancel,
+) -> JobOutcome {
+    let masker = Arc::new(Masker::new(&plan.secrets));
+    let dialect = plan.dialect;
+
+    // Refuse what cannot run before anything is written or started.
+    let mut launches: Vec<Launch> = Vec::with_capacity(plan.commands.len());
+    for spec in &plan.commands {
+        match ctx.settings.resolve(spec) {
+            Ok(launch) => launches.push(launch),
+            Err(failure) => {
+                return JobOutcome::rejected(dialect, failure, Some(&spec.display), &masker)
+            }
+        }
+    }
+    let files = std::mem::take(&mut plan.files);
+    let workspace = match Workspace::prepare(tempdir, files).await {
+        Ok(workspace) => workspace,
+        Err(failure) => return JobOutcome::rejected(dialect, failure, None, &masker),
+    };
+
+    let logs = ctx.shipper.open(action_id, Arc::clone(&masker));
+    let env = base_env(action_id, workspace.path(), &plan.env);
+    let execution = Execution {
+        env: &env,
+        logs: &logs,
+        cancel: &cancel,
+        settings: &ctx.settings,
+        combine: dialect == Dialect::DirektivCmd,
+    };
+    let mut outcome = JobOutcome {
+        dialect,
+        reports: Vec::with_capacity(plan.commands.len()),
+        failure: None,
+    };
+    if dialect == Dialect::DirektivCmd {
+        logs.line(&format!("running {} commands", plan.commands.len()));
+    }
+    for (index, (spec, launch)) in plan.commands.iter().zip(&launches).enumerate() {
+        if let Some(reason) = cancel.reason() {
+            let failure = Failure::Cancelled { reason };
+            let message = failure_message(None, &failure, b"", &masker);
+            outcome.failure = Some(JobFailure {
+                failure,
+                command: None,
+                message,
+            });
+            break;
+        }
+        let shown = masker.mask(&spec.display).into_owned();
+        if spec.print {
+            logs.line(&format!("running command '{shown}'"));
+        } else if dialect == Dialect::DirektivCmd {
+            logs.line(&format!("running command {index}"));
+        }
+        tracing::debug!(command = %shown, "running command");
+
+        let command = exec::Command {
+            spec,
+            launch,
+            cwd: workspace.workdir(spec.workdir.as_deref()).await,
+        };
+        let mut run = exec::run(command, &execution).await;
+        let result = command_result(spec, &workspace, &mut run, ctx.settings.max_output).await;
+        let message = run
+            .failure
+            .as_ref()
+            .map(|failure| failure_message(Some(&shown), failure, run.stderr.tail(), &masker));
+        if let Some(message) = &message {
+            logs.line(message);
+            tracing::info!(command = %shown, error = %message, "command failed");
+        }
+        let fatal = run.failure.as_ref().is_some_and(|f| is_fatal(f, spec));
+        let failure = fatal.then(|| run.failure.clone()).flatten();
+        outcome.reports.push(CommandReport {
+            display: shown,
+            run,
+            result,
+            message: message.clone(),
+        });
+        if let Some(failure) = failure {
+            if dialect == Dialect::DirektivCmd {
+                logs.line(&format!(
+                    "stopping execution due to error in command {index}"
+                ));
+            }
+            outcome.failure = Some(JobFailure {
+                failure,
+                command: Some(index),
+                message: message.unwrap_or_default(),
+            });
+            break;
+        }
+    }
+    logs.finish().await;
+    workspace.close().await;
+    outcome
+}
+
+/// A failure ends the request unless the command may continue; cancellation and invalid
+/// input always end it.
+fn is_fatal(failure: &Failure, spec: &CommandSpec) -> bool {
+    match failure {
+        Failure::Cancelled { .. } | Failure::Input(_) => true,
+        _ => !spec.continue_on_error,
+    }
+}
+
+/// `result`: the `output` file when the command names one, else stdout.
+async fn command_result(
+    spec: &CommandSpec,
+    workspace: &Workspace,
+    run: &mut CommandRun,
+    max_output: usize,
+) -> serde_json::Value {
+    let Some(output) = &spec.output else {
+        return result_value(run.stdout.bytes());
+    };
+    match workspace.read_output(output, max_output).await {
+        Ok(bytes) => result_value(&bytes),
+        Err(failure) => {
+            if run.failure.is_none() {
+                run.failure = Some(failure);
+            }
+            serde_json::Value::Null
+        }
+    }
+}
+
+/// HOME, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, then the request's env (later wins).
+fn base_env(
+    action_id: &str,
+    dir: &Path,
+    request_env: &[(String, String)],
+) -> Vec<(String, String)> {
+    let dir = dir.display().to_string();
+    let mut env = vec![
+        ("HOME".to_owned(), dir.clone()),
+        (ENV_ACTION_ID.to_owned(), action_id.to_owned()),
+        (ENV_TEMP_DIR.to_owned(), dir),
+    ];
+    env.extend(request_env.iter().cloned());
+    env
+}

@@ -1,0 +1,15 @@
+//! The runner's one lock-poison policy: recover.
+//!
+//! A mutex is poisoned when a thread panicked while holding it. Every lock in the runner guards
+//! bookkeeping that stays consistent between statements (a count, a map of running requests, a
+//! queue of log lines, an output capture), so the data is still usable; refusing it would leak
+//! an admission slot, lose log lines or hang a request instead.
+
+use std::sync::{Mutex, MutexGuard};
+
+/// Locks `mutex`, taking the data over from a panicked holder if need be.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
