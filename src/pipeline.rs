@@ -162,7 +162,9 @@ async fn run(
         let command = exec::Command {
             spec,
             launch,
-            cwd: workspace.workdir(spec.workdir.as_deref()).await,
+            cwd: workspace
+                .workdir(spec.workdir.as_ref().map(|w| w.path.as_path()))
+                .await,
         };
         let mut run = exec::run(command, &execution).await;
         let result = command_result(spec, &workspace, &mut run, ctx.settings.max_output).await;
@@ -220,7 +222,7 @@ async fn command_result(
     let Some(output) = &spec.output else {
         return result_value(run.stdout.bytes());
     };
-    match workspace.read_output(output, max_output).await {
+    match workspace.read_output(&output.path, max_output).await {
         Ok(bytes) => result_value(&bytes),
         Err(failure) => {
             if run.failure.is_none() {
