@@ -108,15 +108,13 @@ async fn run(
     let dialect = plan.dialect;
 
     // Refuse what cannot run before anything is written or started.
-    let mut launches: Vec<Launch> = Vec::with_capacity(plan.commands.len());
-    for spec in &plan.commands {
-        match ctx.settings.resolve(spec) {
-            Ok(launch) => launches.push(launch),
-            Err(failure) => {
-                return JobOutcome::rejected(dialect, failure, Some(&spec.display), &masker)
-            }
+    let launches: Vec<Launch> = match ctx.settings.resolve(&plan.commands, &plan.env).await {
+        Ok(launches) => launches,
+        Err((index, failure)) => {
+            let display = plan.commands.get(index).map(|spec| spec.display.as_str());
+            return JobOutcome::rejected(dialect, failure, display, &masker);
         }
-    }
+    };
     let files = std::mem::take(&mut plan.files);
     let workspace = match Workspace::prepare(tempdir, files).await {
         Ok(workspace) => workspace,
@@ -164,7 +162,8 @@ async fn run(
             launch,
             cwd: workspace
                 .workdir(spec.workdir.as_ref().map(|w| w.path.as_path()))
-                .await,
+                .await
+                .and_then(|dir| open_dir(&dir)),
         };
         let mut run = exec::run(command, &execution).await;
         let result = command_result(spec, &workspace, &mut run, ctx.settings.max_output).await;
@@ -247,4 +246,16 @@ fn base_env(
     ];
     env.extend(request_env.iter().cloned());
     env
+}
+
+/// Opens a command's working directory, which the spawn enters by descriptor.
+fn open_dir(dir: &Path) -> Result<std::os::fd::OwnedFd, Failure> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| {
+        Failure::io(
+            format!("cannot open the working directory {}", dir.display()),
+            e.into(),
+        )
+    })
 }

@@ -11,7 +11,9 @@ mod group;
 mod launch;
 mod spawn;
 
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -30,7 +32,8 @@ use crate::logs::LogStream;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use group::{signal_name, ProcessGroup};
-use spawn::SpawnRequest;
+use launch::SearchPlace;
+use spawn::{ChildEnv, SpawnRequest, Spawned};
 
 /// First and largest read size of an output pipe (64 KiB is a Linux pipe's default capacity).
 const READ_START: usize = 4 * 1024;
@@ -61,12 +64,50 @@ impl ExecSettings {
         }
     }
 
-    /// What to execute for `spec`: refuses, before anything runs, a command this runner will
-    /// not start. The `Launch` is what `run` later spawns, so the executable `CMD_ALLOW`
-    /// allowed is the one that runs.
-    pub(crate) fn resolve(&self, spec: &CommandSpec) -> Result<Launch, Failure> {
-        launch::resolve(spec, self.shell.as_deref(), &self.allow)
+    /// What to execute for each command: refuses, before anything runs, a command this
+    /// runner will not start. `request_env` is the request-level env (its PATH counts). The
+    /// PATH search and `CMD_ALLOW` are applied again, for good, when each command starts.
+    pub(crate) async fn resolve(
+        &self,
+        commands: &[CommandSpec],
+        request_env: &[(String, String)],
+    ) -> Result<Vec<Launch>, (usize, Failure)> {
+        let (settings, commands) = (self.clone(), commands.to_vec());
+        let request_env = request_env.to_vec();
+        // Looking files up can block (a hung mount in PATH): off the async worker threads.
+        let resolved = tokio::task::spawn_blocking(move || {
+            commands
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| {
+                    let path = path_variable(request_env.iter().chain(spec.env.iter()));
+                    launch::resolve(
+                        spec,
+                        settings.shell.as_deref(),
+                        &settings.allow,
+                        path.as_deref(),
+                    )
+                    .map_err(|failure| (index, failure))
+                })
+                .collect()
+        })
+        .await;
+        resolved.unwrap_or_else(|error| {
+            Err((
+                0,
+                Failure::internal(format!("commands could not be resolved: {error}")),
+            ))
+        })
     }
+}
+
+/// The PATH a command gets: the last one its env layers set, else the runner's own.
+fn path_variable<'a>(layers: impl Iterator<Item = &'a (String, String)>) -> Option<OsString> {
+    layers
+        .filter(|(name, _)| name == "PATH")
+        .last()
+        .map(|(_, value)| OsString::from(value))
+        .or_else(|| std::env::var_os("PATH"))
 }
 
 /// What a command runs with, shared by all commands of a request.
@@ -85,8 +126,8 @@ pub(crate) struct Command<'a> {
     pub(crate) spec: &'a CommandSpec,
     /// Its executable, resolved once before the request ran anything.
     pub(crate) launch: &'a Launch,
-    /// Its working directory (inside the temp dir), or why it could not be had.
-    pub(crate) cwd: Result<PathBuf, Failure>,
+    /// Its working directory (inside the temp dir), open, or why it could not be had.
+    pub(crate) cwd: Result<OwnedFd, Failure>,
 }
 
 /// What happened to one command.
@@ -119,9 +160,9 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
         failure: None,
         duration: Duration::ZERO,
     };
-    let result = match &command.cwd {
+    let result = match command.cwd {
         Ok(cwd) => execute(command.spec, command.launch, cwd, x, &mut run).await,
-        Err(failure) => Err(failure.clone()),
+        Err(failure) => Err(failure),
     };
     if let Err(failure) = result {
         run.failure = Some(failure);
@@ -134,24 +175,11 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
 async fn execute(
     spec: &CommandSpec,
     launch: &Launch,
-    cwd: &Path,
+    cwd: OwnedFd,
     x: &Execution<'_>,
     run: &mut CommandRun,
 ) -> Result<(), Failure> {
-    let env: Vec<(&str, &str)> = x
-        .env
-        .iter()
-        .chain(spec.env.iter())
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let spawned = spawn::spawn(&SpawnRequest {
-        program: &launch.program,
-        args: &launch.args,
-        cwd,
-        env,
-        stdin: spec.stdin.is_some(),
-    })
-    .map_err(|error| launch::spawn_failure(&error, launch))?;
+    let spawned = start(spec, launch, cwd, x).await?;
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -230,17 +258,57 @@ async fn execute(
     }
 }
 
+/// Locates the executable and spawns it, on the blocking pool: looking up files can block
+/// (a hung mount in PATH), and so can the exec itself, which the vfork'ed spawn waits for.
+async fn start(
+    spec: &CommandSpec,
+    launch: &Launch,
+    cwd: OwnedFd,
+    x: &Execution<'_>,
+) -> Result<Spawned, Failure> {
+    let vars: Vec<(String, String)> = x.env.iter().chain(spec.env.iter()).cloned().collect();
+    let (launch, allow, stdin) = (
+        launch.clone(),
+        x.settings.allow.clone(),
+        spec.stdin.is_some(),
+    );
+    let started = tokio::task::spawn_blocking(move || {
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env = ChildEnv::new(&vars).map_err(|error| launch::spawn_failure(&error, &launch))?;
+        let place = SearchPlace {
+            cwd: Some(cwd.as_fd()),
+            path: env.path(),
+        };
+        let path = launch::locate(&launch, place, &allow)?;
+        spawn::spawn(&SpawnRequest {
+            path: OsStr::new(&path),
+            argv0: &launch.name,
+            args: &launch.args,
+            cwd: cwd.as_fd(),
+            env: &env,
+            stdin,
+        })
+        .map_err(|error| launch::spawn_failure(&error, &launch))
+    })
+    .await;
+    started.unwrap_or_else(|error| {
+        Err(Failure::internal(format!(
+            "the command could not be started: {error}"
+        )))
+    })
+}
+
 /// Runs `work` (stopping a process group) while the pumps keep reading: a command stopped in
 /// the middle of its output must not block on a full pipe instead of exiting.
-async fn with_pumps<W, P, T>(work: W, pumps: &mut std::pin::Pin<&mut P>, drained: &mut Option<T>)
+async fn with_pumps<W, P, T, R>(work: W, pumps: &mut std::pin::Pin<&mut P>, drained: &mut Option<T>)
 where
-    W: std::future::Future<Output = ()>,
+    W: std::future::Future<Output = R>,
     P: std::future::Future<Output = T>,
 {
     tokio::pin!(work);
     loop {
         tokio::select! {
-            () = &mut work => return,
+            _ = &mut work => return,
             captures = pumps.as_mut(), if drained.is_none() => *drained = Some(captures),
         }
     }

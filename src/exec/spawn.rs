@@ -9,10 +9,8 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use rustix::pipe::{pipe_with, PipeFlags};
@@ -20,14 +18,17 @@ use rustix::process::Pid;
 
 /// What to start.
 pub struct SpawnRequest<'a> {
-    /// A path (with `/`, relative to `cwd`) or a bare name looked up in the child's PATH.
-    pub program: &'a OsStr,
+    /// The file to execute, exactly (no PATH search); a relative path is taken from `cwd`.
+    pub path: &'a OsStr,
+    /// argv[0], as the user named the program.
+    pub argv0: &'a str,
     /// argv[1..].
     pub args: &'a [String],
-    /// The child's working directory.
-    pub cwd: &'a Path,
-    /// Variables set over the runner's own environment, in order (later wins).
-    pub env: Vec<(&'a str, &'a str)>,
+    /// The child's working directory, entered by descriptor (`fchdir`): no path is looked up
+    /// again between the workspace's checks and the exec.
+    pub cwd: BorrowedFd<'a>,
+    /// The child's environment.
+    pub env: &'a ChildEnv,
     /// Give the child a stdin pipe to write to; otherwise its stdin is at EOF at once.
     pub stdin: bool,
 }
@@ -42,11 +43,8 @@ pub struct Spawned {
 
 /// Starts the process. Errors are the exec's (`NotFound`, `PermissionDenied`, `ENOEXEC`, ...).
 pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
-    let env = ChildEnv::new(&request.env)?;
-    let path = resolve_program(request.program, request.cwd, env.path())?;
-    let path = c_string(path.as_os_str().as_bytes())?;
-    let cwd = c_string(request.cwd.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = std::iter::once(request.program.as_bytes())
+    let path = c_string(request.path.as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(request.argv0.as_bytes())
         .chain(request.args.iter().map(|a| a.as_bytes()))
         .map(c_string)
         .collect::<io::Result<_>>()?;
@@ -58,9 +56,9 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
 
     let pid = posix_spawn(&SpawnCall {
         path: &path,
-        cwd: &cwd,
+        cwd: request.cwd.as_raw_fd(),
         argv: &argv,
-        envp: &env.pointers(),
+        envp: &request.env.pointers(),
         stdio: [
             stdin_read.as_raw_fd(),
             stdout_write.as_raw_fd(),
@@ -90,13 +88,13 @@ static BASE_ENV: LazyLock<Vec<(Vec<u8>, CString)>> = LazyLock::new(|| {
 });
 
 /// A child's environment: the runner's own, with the request's variables over it.
-struct ChildEnv {
+pub struct ChildEnv {
     /// The request's variables, the last of each name only (later wins), as `KEY=value`.
     overrides: Vec<(Vec<u8>, CString)>,
 }
 
 impl ChildEnv {
-    fn new(variables: &[(&str, &str)]) -> io::Result<Self> {
+    pub fn new(variables: &[(&str, &str)]) -> io::Result<Self> {
         let mut overrides: Vec<(Vec<u8>, CString)> = Vec::with_capacity(variables.len());
         for (key, value) in variables.iter().rev() {
             if overrides.iter().all(|(k, _)| k != key.as_bytes()) {
@@ -112,7 +110,7 @@ impl ChildEnv {
     }
 
     /// The PATH the child will see.
-    fn path(&self) -> Option<&OsStr> {
+    pub fn path(&self) -> Option<&OsStr> {
         self.overrides
             .iter()
             .chain(BASE_ENV.iter())
@@ -132,37 +130,6 @@ impl ChildEnv {
     }
 }
 
-/// The file to exec: a name with `/` as given (relative to the child's cwd, where the
-/// spawn's chdir puts it); a bare name searched in the child's PATH, as execvp would.
-fn resolve_program(program: &OsStr, cwd: &Path, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
-    if program.as_bytes().contains(&b'/') {
-        return Ok(cwd.join(program));
-    }
-    let path_var = path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
-    search_path(program, path_var, cwd)
-}
-
-/// The first executable regular file called `name` in a PATH-style list, relative entries
-/// taken from `base`. `PermissionDenied` when only non-executable files of that name exist.
-pub(super) fn search_path(name: &OsStr, path_var: &OsStr, base: &Path) -> io::Result<PathBuf> {
-    let mut denied = false;
-    for dir in std::env::split_paths(path_var) {
-        let candidate = base.join(dir).join(name);
-        match std::fs::metadata(&candidate) {
-            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
-                return Ok(candidate)
-            }
-            Ok(meta) if meta.is_file() => denied = true,
-            _ => {}
-        }
-    }
-    Err(io::Error::from(if denied {
-        io::ErrorKind::PermissionDenied
-    } else {
-        io::ErrorKind::NotFound
-    }))
-}
-
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes.to_vec()).map_err(|_| {
         io::Error::new(
@@ -175,7 +142,8 @@ fn c_string(bytes: &[u8]) -> io::Result<CString> {
 /// Everything `posix_spawn` reads, borrowed for the duration of the call.
 struct SpawnCall<'a> {
     path: &'a CString,
-    cwd: &'a CString,
+    /// The working directory, an open folder.
+    cwd: i32,
     argv: &'a [CString],
     /// NUL-terminated; the strings it points to outlive the call.
     envp: &'a [*const libc::c_char],
@@ -190,7 +158,7 @@ fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<Pid> {
     for (target, fd) in call.stdio.iter().enumerate() {
         actions.dup2(*fd, target as i32)?;
     }
-    actions.chdir(call.cwd)?;
+    actions.fchdir(call.cwd)?;
     let attributes = Attributes::new()?;
     let mut pid: libc::pid_t = 0;
     // SAFETY: `pid` is a valid out-pointer; `path` is a NUL-terminated string; `actions` and
@@ -250,9 +218,10 @@ impl FileActions {
         check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut *self.0, fd, target) })
     }
 
-    fn chdir(&mut self, dir: &CString) -> io::Result<()> {
-        // SAFETY: the object was initialised in `new`; glibc copies the path string.
-        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut *self.0, dir.as_ptr()) })
+    fn fchdir(&mut self, dir: i32) -> io::Result<()> {
+        // SAFETY: the object was initialised in `new`; the descriptor is a plain integer here,
+        // and the caller keeps it open until `posix_spawn` has returned.
+        check(unsafe { libc::posix_spawn_file_actions_addfchdir_np(&mut *self.0, dir) })
     }
 
     fn as_ptr(&self) -> *const libc::posix_spawn_file_actions_t {
@@ -313,17 +282,35 @@ impl Drop for Attributes {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
-    fn run(program: &str, args: &[&str], cwd: &Path, env: Vec<(&str, &str)>) -> (String, i32) {
+    fn start(
+        program: &str,
+        args: &[&str],
+        cwd: &Path,
+        env: Vec<(&str, &str)>,
+    ) -> io::Result<Spawned> {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let spawned = spawn(&SpawnRequest {
-            program: OsStr::new(program),
-            args: &args,
+        let dir = rustix::fs::open(
             cwd,
-            env,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )?;
+        let env = ChildEnv::new(&env)?;
+        spawn(&SpawnRequest {
+            path: OsStr::new(program),
+            argv0: program,
+            args: &args,
+            cwd: dir.as_fd(),
+            env: &env,
             stdin: false,
         })
-        .unwrap();
+    }
+
+    fn run(program: &str, args: &[&str], cwd: &Path, env: Vec<(&str, &str)>) -> (String, i32) {
+        let spawned = start(program, args, cwd, env).unwrap();
         let mut out = String::new();
         std::fs::File::from(spawned.stdout)
             .read_to_string(&mut out)
@@ -340,7 +327,12 @@ mod tests {
     fn runs_in_cwd_with_env_in_its_own_group_with_eof_stdin() {
         let dir = tempfile::tempdir().unwrap();
         let script = "pwd; echo $GREETING; cat; ps -o pgid= -p $$ | tr -d ' '; echo $$";
-        let (out, code) = run("sh", &["-c", script], dir.path(), vec![("GREETING", "hi")]);
+        let (out, code) = run(
+            "/bin/sh",
+            &["-c", script],
+            dir.path(),
+            vec![("GREETING", "hi")],
+        );
         assert_eq!(code, 0);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
@@ -359,7 +351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // SIGPIPE ignored in the runner must not be ignored in the command.
         let (out, _) = run(
-            "sh",
+            "/bin/sh",
             &["-c", "grep -E '^(SigIgn|SigBlk)' /proc/self/status"],
             dir.path(),
             vec![],
@@ -375,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn relative_programs_resolve_in_cwd_and_errors_map_to_kinds() {
+    fn relative_paths_are_taken_from_the_working_directory_and_errors_map_to_kinds() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
         std::fs::set_permissions(
@@ -384,31 +376,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(run("./run.sh", &[], dir.path(), vec![]).0, "ran\n");
+        assert_eq!(run("run.sh", &[], dir.path(), vec![]).0, "ran\n");
 
-        let spawn_kind = |program: &str, env: Vec<(&str, &str)>| {
-            spawn(&SpawnRequest {
-                program: OsStr::new(program),
-                args: &[],
-                cwd: dir.path(),
-                env,
-                stdin: false,
-            })
-            .err()
-            .map(|e| e.kind())
+        let kind = |program: &str| {
+            start(program, &[], dir.path(), vec![])
+                .err()
+                .map(|e| e.kind())
         };
-        assert_eq!(
-            spawn_kind("no-such-program", vec![]),
-            Some(io::ErrorKind::NotFound)
-        );
+        assert_eq!(kind("./no-such-program"), Some(io::ErrorKind::NotFound));
         std::fs::write(dir.path().join("plain"), "x").unwrap();
-        assert_eq!(
-            spawn_kind("./plain", vec![]),
-            Some(io::ErrorKind::PermissionDenied)
-        );
-        let path = dir.path().to_str().unwrap().to_owned();
-        assert_eq!(
-            spawn_kind("plain", vec![("PATH", &path)]),
-            Some(io::ErrorKind::PermissionDenied)
-        );
+        assert_eq!(kind("./plain"), Some(io::ErrorKind::PermissionDenied));
     }
 }
