@@ -16,8 +16,9 @@ use tokio::time::{sleep, timeout, Instant};
 /// a response, long enough to cost nothing measurable while a command runs.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// How long the leader gets to exit after SIGKILL before it is reaped regardless: a process in
-/// uninterruptible sleep (a hung NFS read) dies only when the kernel call returns.
+/// How long the leader gets to exit after SIGKILL: a process in uninterruptible sleep (a hung
+/// NFS read) dies only when the kernel call returns. After that it is handed to a thread of
+/// its own to be reaped whenever it dies, never waited for on an async worker thread.
 const KILL_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// How long the rest of a killed group gets to disappear: SIGKILL takes effect within
@@ -112,8 +113,8 @@ impl ProcessGroup {
 
     /// Stops the whole group: SIGTERM, then SIGKILL for whatever is left after `grace`.
     /// Returns once the leader has exited and been reaped, and the group is empty or
-    /// `KILLED_GROUP_WAIT` passed after SIGKILL. The leader is always reaped: one stuck in
-    /// uninterruptible sleep past SIGKILL and `KILL_EXIT_WAIT` is waited for until it dies.
+    /// `KILLED_GROUP_WAIT` passed after SIGKILL. A leader stuck in uninterruptible sleep past
+    /// SIGKILL and `KILL_EXIT_WAIT` is left to a reaper thread (`reap`).
     pub async fn terminate(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         self.signal(Signal::TERM);
@@ -164,11 +165,17 @@ impl ProcessGroup {
         }
     }
 
-    /// Reaps the leader (it has exited: this does not block for long).
+    /// Reaps the leader without ever blocking: at once when it has exited, else (a process
+    /// SIGKILL has not ended yet, stuck in the kernel) on a thread of its own that waits for
+    /// it. Either way the group is done with it.
     fn reap(&mut self) {
-        if !self.reaped {
-            let _ = rustix::process::waitpid(Some(self.leader), WaitOptions::empty());
-            self.reaped = true;
+        if self.reaped {
+            return;
+        }
+        self.reaped = true;
+        let leader = self.leader;
+        if let Ok(None) = rustix::process::waitpid(Some(leader), WaitOptions::NOHANG) {
+            reap_when_it_dies(leader);
         }
     }
 }
@@ -181,6 +188,23 @@ impl Drop for ProcessGroup {
             self.signal(Signal::KILL);
             self.reap();
         }
+    }
+}
+
+/// Waits for `pid` on a thread of its own. Only for a killed process that has not died yet:
+/// blocking a thread that does nothing else is the price of never leaving a zombie.
+fn reap_when_it_dies(pid: Pid) {
+    tracing::warn!(
+        pid = pid.as_raw_nonzero().get(),
+        "a killed command has not exited yet; it is reaped when it does"
+    );
+    let spawned = std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start a thread to reap a killed command");
     }
 }
 
