@@ -34,6 +34,7 @@ pub struct Metrics {
     pub log_post_failures: Counter,
     pub log_posts_coalesced: Counter,
     pub log_lines_to_stdout: Counter<u64, AtomicU64>,
+    pub temp_dir_removal_failures: Counter,
 }
 
 impl Metrics {
@@ -68,6 +69,7 @@ impl Metrics {
             log_post_failures: Counter::default(),
             log_posts_coalesced: Counter::default(),
             log_lines_to_stdout: Counter::default(),
+            temp_dir_removal_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -119,6 +121,11 @@ impl Metrics {
             "log_lines_to_stdout",
             "Lines written to the container's stdout because the sidecar could not take them",
             metrics.log_lines_to_stdout.clone(),
+        );
+        registry.register(
+            "temp_dir_removal_failures",
+            "Private temp dirs that could not be removed completely after their request",
+            metrics.temp_dir_removal_failures.clone(),
         );
         Metrics {
             registry,

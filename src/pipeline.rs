@@ -160,10 +160,7 @@ async fn run(
         let command = exec::Command {
             spec,
             launch,
-            cwd: workspace
-                .workdir(spec.workdir.as_ref().map(|w| w.path.as_path()))
-                .await
-                .and_then(|dir| open_dir(&dir)),
+            cwd: workspace.workdir(spec.workdir.as_ref()).await,
         };
         let mut run = exec::run(command, &execution).await;
         let result = command_result(spec, &workspace, &mut run, ctx.settings.max_output).await;
@@ -221,7 +218,7 @@ async fn command_result(
     let Some(output) = &spec.output else {
         return result_value(run.stdout.bytes());
     };
-    match workspace.read_output(&output.path, max_output).await {
+    match workspace.read_output(output, max_output).await {
         Ok(bytes) => result_value(&bytes),
         Err(failure) => {
             if run.failure.is_none() {
@@ -246,16 +243,4 @@ fn base_env(
     ];
     env.extend(request_env.iter().cloned());
     env
-}
-
-/// Opens a command's working directory, which the spawn enters by descriptor.
-fn open_dir(dir: &Path) -> Result<std::os::fd::OwnedFd, Failure> {
-    use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    rustix::fs::open(dir, flags, Mode::empty()).map_err(|e| {
-        Failure::io(
-            format!("cannot open the working directory {}", dir.display()),
-            e.into(),
-        )
-    })
 }

@@ -210,9 +210,12 @@ async fn a_temp_dir_header_naming_a_file_or_fifo_is_refused() {
 /// The slowest `/healthz` answer allowed while huge trees are written or removed.
 const HEALTHZ_BOUND: Duration = Duration::from_secs(1);
 
-/// Requests at once in the huge-tree tests: more than the runtime's worker threads on a
-/// 2-core machine, so a worker-blocking runner cannot hide the stall on an idle worker.
-const HUGE_REQUESTS: usize = 3;
+/// Requests at once in the huge-tree tests: as many as the runtime has worker threads (one per
+/// CPU), so a runner that does the file work on its workers cannot hide the stall on an idle
+/// one, while the blocking pool's threads leave the workers some CPU.
+fn huge_requests() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
 
 /// Polls `/healthz` until every call has answered; returns the slowest answer and the time
 /// the calls took from now.
@@ -242,7 +245,7 @@ async fn removing_huge_private_temp_dirs_does_not_stall_healthz() {
     let go = gate.path().join("go");
     let script = "perl -e 'mkdir \"t\"; for (1..60000) { open(my $f, \">\", \"t/f$_\") or die }' \
                   && echo made && while [ ! -e \"$GO\" ]; do sleep 0.05; done";
-    let calls: Vec<_> = (0..HUGE_REQUESTS)
+    let calls: Vec<_> = (0..huge_requests())
         .map(|i| {
             let (sidecar, runner) = (sidecar.clone(), runner.clone());
             let body = json!({"env": {"GO": go.display().to_string()}, "commands": [sh(script)]});
@@ -271,7 +274,8 @@ async fn removing_huge_private_temp_dirs_does_not_stall_healthz() {
     for call in calls {
         call.await.unwrap().assert_success();
     }
-    println!("removal of {HUGE_REQUESTS} x 60000 files: {sweep:?}, slowest /healthz: {slowest:?}");
+    let requests = huge_requests();
+    println!("removal of {requests} x 60000 files: {sweep:?}, slowest /healthz: {slowest:?}");
     assert!(
         sweep > HEALTHZ_BOUND,
         "the removal took {sweep:?}: too quick to show a stall; make more files"
@@ -282,16 +286,19 @@ async fn removing_huge_private_temp_dirs_does_not_stall_healthz() {
     );
 }
 
-/// Requests with 40,000 input files each: written (and removed) without stalling `/healthz`.
+/// Input files of each request in the input-file test.
+const INPUT_FILES: usize = 20_000;
+
+/// Requests with 20,000 input files each: written (and removed) without stalling `/healthz`.
 #[tokio::test(flavor = "multi_thread")]
 async fn writing_huge_input_file_lists_does_not_stall_healthz() {
     let (sidecar, runner) = start_pair(&[]);
     let (sidecar, runner) = (Arc::new(sidecar), Arc::new(runner));
-    let files: Vec<Value> = (0..40_000)
+    let files: Vec<Value> = (0..INPUT_FILES)
         .map(|n| json!({"name": format!("d{}/f{n}", n % 100), "data": "x"}))
         .collect();
     let body = Arc::new(json!({"files": files, "commands": [{"command": "true"}]}));
-    let calls: Vec<_> = (0..HUGE_REQUESTS)
+    let calls: Vec<_> = (0..huge_requests())
         .map(|i| {
             let (sidecar, runner, body) = (sidecar.clone(), runner.clone(), body.clone());
             tokio::spawn(async move {
@@ -303,7 +310,8 @@ async fn writing_huge_input_file_lists_does_not_stall_healthz() {
     for call in calls {
         call.await.unwrap().assert_success();
     }
-    println!("{HUGE_REQUESTS} x 40000 input files: {took:?}, slowest /healthz: {slowest:?}");
+    let requests = huge_requests();
+    println!("{requests} x {INPUT_FILES} input files: {took:?}, slowest /healthz: {slowest:?}");
     assert!(
         took > HEALTHZ_BOUND,
         "the requests took {took:?}: too quick to show a stall; send more files"
