@@ -34,6 +34,7 @@ pub struct Metrics {
     pub log_post_failures: Counter,
     pub log_posts_coalesced: Counter,
     pub log_lines_to_stdout: Counter<u64, AtomicU64>,
+    pub escaped_processes_killed: Counter,
     pub temp_dir_removal_failures: Counter,
 }
 
@@ -69,6 +70,7 @@ impl Metrics {
             log_post_failures: Counter::default(),
             log_posts_coalesced: Counter::default(),
             log_lines_to_stdout: Counter::default(),
+            escaped_processes_killed: Counter::default(),
             temp_dir_removal_failures: Counter::default(),
             registry: Registry::default(),
         };
@@ -121,6 +123,12 @@ impl Metrics {
             "log_lines_to_stdout",
             "Lines written to the container's stdout because the sidecar could not take them",
             metrics.log_lines_to_stdout.clone(),
+        );
+        registry.register(
+            "escaped_processes_killed",
+            "Processes of a request that had left their command's process group (setsid, \
+             daemons) and were stopped when the command or request ended",
+            metrics.escaped_processes_killed.clone(),
         );
         registry.register(
             "temp_dir_removal_failures",

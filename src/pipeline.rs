@@ -14,7 +14,7 @@ use crate::cancel::Cancel;
 use crate::config::Config;
 use crate::direktiv::{self, ENV_ACTION_ID, ENV_TEMP_DIR};
 use crate::error::Failure;
-use crate::exec::{self, CommandRun, ExecSettings, Execution, Launch};
+use crate::exec::{self, CommandRun, ExecSettings, Execution, Launch, RequestMark};
 use crate::logs::LogShipper;
 use crate::mask::Masker;
 use crate::outcome::{failure_message, result_value, CommandReport, JobFailure, JobOutcome};
@@ -123,8 +123,10 @@ async fn run(
 
     let logs = ctx.shipper.open(action_id, Arc::clone(&masker));
     let env = base_env(action_id, workspace.path(), &plan.env);
+    let mark = RequestMark::new();
     let execution = Execution {
         env: &env,
+        mark: &mark,
         logs: &logs,
         cancel: &cancel,
         settings: &ctx.settings,
@@ -194,6 +196,8 @@ async fn run(
             break;
         }
     }
+    // Each command stopped what it left behind; this catches anything started in between.
+    mark.stop_escapees(None, ctx.settings.kill_grace).await;
     logs.finish().await;
     workspace.close().await;
     outcome

@@ -11,6 +11,8 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep, timeout, Instant};
 
+use super::procfs;
+
 /// How often an exit or an empty group is polled for where no event announces it (no pidfd,
 /// or waiting for the last members of a group): short enough not to add noticeable latency to
 /// a response, long enough to cost nothing measurable while a command runs.
@@ -215,45 +217,19 @@ pub fn signal_name(signal: i32) -> String {
         .unwrap_or_else(|_| format!("SIG{signal}"))
 }
 
-/// Whether /proc shows a process of group `pgid` that is not a zombie; `None` without /proc.
+/// Whether /proc shows a process of group `pgid` that has not exited; `None` without /proc.
 fn live_member_in_proc(pgid: i32) -> Option<bool> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    let live = entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-        .any(|stat| stat_is_live_member(&stat, pgid));
-    Some(live)
-}
-
-/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid pgrp ...`; comm may contain spaces and
-/// parentheses, so fields are counted from the last `)`.
-fn stat_is_live_member(stat: &str, pgid: i32) -> bool {
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next().unwrap_or("Z");
-    let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-    pgrp == Some(pgid) && state != "Z" && state != "X"
+    std::fs::metadata("/proc/self").ok()?;
+    Some(
+        procfs::pids().any(|pid| {
+            procfs::stat(pid).is_some_and(|stat| stat.pgrp == pgid && !stat.has_exited())
+        }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_parsing_skips_zombies_and_odd_names() {
-        assert!(stat_is_live_member("42 (sleep) S 1 40 40 0", 40));
-        assert!(!stat_is_live_member("42 (sleep) Z 1 40 40 0", 40));
-        assert!(!stat_is_live_member("42 (sleep) S 1 41 41 0", 40));
-        assert!(stat_is_live_member("42 (a ) b (c) R 1 40 40 0", 40));
-    }
 
     #[tokio::test]
     async fn terminate_stops_the_whole_group() {

@@ -7,8 +7,10 @@
 //! with `CMD_KILL_GRACE` between SIGTERM and SIGKILL (`group`).
 
 mod capture;
+mod escapees;
 mod group;
 mod launch;
+mod procfs;
 mod spawn;
 
 use std::ffi::{OsStr, OsString};
@@ -22,6 +24,7 @@ use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use capture::Capture;
+pub(crate) use escapees::{RequestMark, MARK_VARIABLE};
 pub(crate) use group::ExitKind;
 pub(crate) use launch::Launch;
 
@@ -114,6 +117,8 @@ fn path_variable<'a>(layers: impl Iterator<Item = &'a (String, String)>) -> Opti
 pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
     pub(crate) env: &'a [(String, String)],
+    /// Marks every process of the request, to find those that leave their process group.
+    pub(crate) mark: &'a RequestMark,
     pub(crate) logs: &'a LogStream,
     pub(crate) cancel: &'a Cancel,
     pub(crate) settings: &'a ExecSettings,
@@ -180,6 +185,7 @@ async fn execute(
     run: &mut CommandRun,
 ) -> Result<(), Failure> {
     let spawned = start(spec, launch, cwd, x).await?;
+    x.mark.started(spawned.pid);
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -227,10 +233,22 @@ async fn execute(
             if drained.is_none() {
                 drained = tokio::time::timeout(LINGER, pumps.as_mut()).await.ok();
             }
-            with_pumps(group.clean_up_after_exit(grace), &mut pumps, &mut drained).await;
+            let stop = async {
+                tokio::join!(
+                    group.clean_up_after_exit(grace),
+                    x.mark.stop_escapees(Some(spawned.pid), grace)
+                )
+            };
+            with_pumps(stop, &mut pumps, &mut drained).await;
         }
         Ending::TimedOut(_) | Ending::Cancelled(_) => {
-            with_pumps(group.terminate(grace), &mut pumps, &mut drained).await;
+            let stop = async {
+                tokio::join!(
+                    group.terminate(grace),
+                    x.mark.stop_escapees(Some(spawned.pid), grace)
+                )
+            };
+            with_pumps(stop, &mut pumps, &mut drained).await;
         }
     }
     let captures = match drained {
@@ -266,7 +284,14 @@ async fn start(
     cwd: OwnedFd,
     x: &Execution<'_>,
 ) -> Result<Spawned, Failure> {
-    let vars: Vec<(String, String)> = x.env.iter().chain(spec.env.iter()).cloned().collect();
+    // The mark comes last: a request's own env cannot replace it.
+    let vars: Vec<(String, String)> = x
+        .env
+        .iter()
+        .chain(spec.env.iter())
+        .cloned()
+        .chain([(MARK_VARIABLE.to_owned(), x.mark.value().to_owned())])
+        .collect();
     let (launch, allow, stdin) = (
         launch.clone(),
         x.settings.allow.clone(),
