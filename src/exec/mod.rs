@@ -1,16 +1,18 @@
-//! One command's life: resolve its executable (once, before anything runs), spawn it in its own
-//! process group, pump its output to the logs and the response, and end it on exit, timeout or
-//! cancellation — never leaving a process behind.
+//! One command's life: locate its executable (`launch`: once, where it runs), spawn it in its
+//! own process group, pump its output to the logs and the response, and end it on exit, timeout
+//! or cancellation — never leaving a process behind, not even one that left the group
+//! (`escapees`).
 //!
 //! Timeouts and cancellation meet here: `run` waits for the first of the command's exit, its
 //! deadline (`timeout`, else `CMD_TIMEOUT`) and the request's `Cancel`, then stops the group
-//! with `CMD_KILL_GRACE` between SIGTERM and SIGKILL (`group`).
+//! (`group`) and the request's escapees with `CMD_KILL_GRACE` between SIGTERM and SIGKILL.
 
 mod capture;
 mod escapees;
 mod group;
 mod launch;
 mod procfs;
+mod pumps;
 mod spawn;
 
 use std::ffi::{OsStr, OsString};
@@ -19,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
@@ -36,15 +37,8 @@ use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use group::{signal_name, ProcessGroup};
 use launch::SearchPlace;
+use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
 use spawn::{ChildEnv, SpawnRequest, Spawned};
-
-/// First and largest read size of an output pipe (64 KiB is a Linux pipe's default capacity).
-const READ_START: usize = 4 * 1024;
-const READ_MAX: usize = 64 * 1024;
-
-/// How long output is still read after a command's main process exited while something else
-/// (a background child) holds its stdout/stderr open.
-const LINGER: Duration = Duration::from_secs(1);
 
 /// The execution settings taken from the configuration.
 #[derive(Debug, Clone)]
@@ -323,84 +317,10 @@ async fn start(
     })
 }
 
-/// Runs `work` (stopping a process group) while the pumps keep reading: a command stopped in
-/// the middle of its output must not block on a full pipe instead of exiting.
-async fn with_pumps<W, P, T, R>(work: W, pumps: &mut std::pin::Pin<&mut P>, drained: &mut Option<T>)
-where
-    W: std::future::Future<Output = R>,
-    P: std::future::Future<Output = T>,
-{
-    tokio::pin!(work);
-    loop {
-        tokio::select! {
-            _ = &mut work => return,
-            captures = pumps.as_mut(), if drained.is_none() => *drained = Some(captures),
-        }
-    }
-}
-
-/// Gives the pumps LINGER to drain what is left, then stops them.
-async fn finish_pumps<F, T>(pumps: &mut std::pin::Pin<&mut F>, stop: &CancellationToken) -> T
-where
-    F: std::future::Future<Output = T>,
-{
-    if let Ok(done) = tokio::time::timeout(LINGER, pumps.as_mut()).await {
-        return done;
-    }
-    stop.cancel();
-    pumps.as_mut().await
-}
-
 async fn sleep_for(timeout: Option<Duration>) {
     match timeout {
         Some(duration) => tokio::time::sleep(duration).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn feed_stdin(mut sender: pipe::Sender, data: Vec<u8>) {
-    // A command that exits without reading its stdin closes the pipe: that is not an error.
-    let _ = sender.write_all(&data).await;
-}
-
-/// Reads one output pipe until EOF (or until told to stop), feeding the logs and the captures.
-async fn pump(
-    fd: std::os::fd::OwnedFd,
-    mut capture: Capture,
-    logs: Option<&LogStream>,
-    combined: &Mutex<Capture>,
-    stop: &CancellationToken,
-) -> Capture {
-    let mut framer = logs.map(LogStream::framer);
-    {
-        let Ok(mut receiver) = pipe::Receiver::from_owned_fd(fd) else {
-            return capture;
-        };
-        // Most commands print a few lines: start small and grow to a pipe's full 64 KiB only
-        // when reads fill the buffer (uninitialised capacity: nothing is zeroed).
-        let mut buf = bytes::BytesMut::with_capacity(READ_START);
-        loop {
-            buf.clear();
-            let read = tokio::select! {
-                read = receiver.read_buf(&mut buf) => read,
-                () = stop.cancelled() => break,
-            };
-            match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) if n == buf.capacity() && n < READ_MAX => buf.reserve(n * 4),
-                Ok(_) => {}
-            }
-            let chunk = &buf[..];
-            capture.push(chunk);
-            crate::sync::lock(combined).push(chunk);
-            if let Some(framer) = framer.as_mut() {
-                framer.write(chunk).await;
-            }
-        }
-        if let Some(framer) = framer {
-            framer.close().await;
-        }
-        capture
     }
 }
 
