@@ -1,8 +1,8 @@
 //! The one path of a request, shared by the HTTP server and `direktiv-cmd run`:
 //!
-//! body → `request::parse` → `Plan` → every executable resolved (`exec`) → `Workspace` (temp
+//! body → `request::parse` → `Plan` → what can never run refused (`exec`) → `Workspace` (temp
 //! dir, input files, `out/`) → commands one after another (`exec::run`, output to `logs`) →
-//! every log line out → `JobOutcome` → `response::render` → `Reply`.
+//! escapees stopped → every log line out → `JobOutcome` → `response::render` → `Reply`.
 //!
 //! Admission (busy, duplicate ids, draining) and cancellation sources are the server's; this
 //! module takes a `Cancel` and honours it between and during commands.
