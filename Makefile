@@ -3,8 +3,9 @@
 #   make run      start the runner locally on :8080 (development mode: logs to stdout)
 #   make test     format check, clippy, every test (the command CI runs)
 #   make static   statically linked release binary in target/static/direktiv-cmd
-#   make image    container images built from that binary (no registry needed)
-#   make bench    benchmark table (also written as JSON to bench-results/)
+#   make image    the binary-only image direktiv-cmd:dev, from that binary (no registry needed)
+#   make bench    benchmark table (also written as JSON to bench-results/); STRICT=1 fails on a
+#                 missed target
 #   make soak     long mixed-load test: cancels, timeouts, disconnects, leak checks
 
 CARGO ?= cargo
@@ -13,8 +14,9 @@ STATIC_BIN := target/static/direktiv-cmd
 
 .PHONY: run test lint unit static image container-test bench soak clean
 
+# The quick profile (Cargo.toml): optimised, but without the release build's fat LTO.
 run:
-	DIREKTIV_DEV_MODE=1 $(CARGO) run --release --
+	DIREKTIV_DEV_MODE=1 $(CARGO) run --profile quick --
 
 # Every test runs against the real binary; the static one is needed by the chroot and
 # container tests.
@@ -48,10 +50,13 @@ image: static
 container-test: static
 	DIREKTIV_CMD_STATIC_BIN=$(STATIC_BIN) $(CARGO) test --test container
 
-# The harness is its own package (bench/), built like the runner so its floor server compares fairly.
+# The harness is its own package (bench/), built like the runner so its floor servers compare
+# fairly. It prints PASS/FAIL per target and exits 0; with STRICT=1 it exits 1 when a target is
+# missed (the table and bench-results/latest.json are written either way).
+STRICT ?=
 bench: static
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --manifest-path bench/Cargo.toml --target $(HOST_TARGET) --target-dir target/bench
-	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench --runner $(STATIC_BIN) --out bench-results/latest.json
+	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench --runner $(STATIC_BIN) --out bench-results/latest.json $(if $(filter 1 yes true,$(STRICT)),--strict)
 
 soak:
 	$(CARGO) test --release --test soak -- --ignored --nocapture

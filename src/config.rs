@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::direktiv::{ENV_DEV_MODE, ENV_HTTP_BACKEND};
+use crate::direktiv::{DEVELOPMENT_ACTION_ID, ENV_DEV_MODE, ENV_HTTP_BACKEND};
+use crate::limits::{self, Limits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -32,11 +33,32 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Mode {
     /// Run one request from a file (or `-` for stdin) without HTTP: logs go to stderr, the
-    /// response JSON to stdout; the exit status is 0 on success and 1 on failure.
+    /// response JSON to stdout. The exit status is 0 on success; on failure it is the failing
+    /// command's exit status when it exited with one (cmd.exit.3 exits 3), else 1.
     Run {
+        #[command(flatten)]
+        options: RunOptions,
         /// Path of the request JSON, or `-` to read it from stdin.
         request: String,
     },
+}
+
+/// What `direktiv-cmd run` sets that an HTTP request gets from Direktiv.
+#[derive(Debug, Clone, Args)]
+pub struct RunOptions {
+    /// The action id (DIREKTIV_ACTION_ID of the commands).
+    #[arg(long, default_value = DEVELOPMENT_ACTION_ID,
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub action_id: String,
+
+    /// Run in this directory, as with Direktiv-TempDir: created when missing and kept
+    /// afterwards. Without it a private temp dir is made and removed.
+    #[arg(long, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+
+    /// A variable for the request's env, winning over the request's own value; repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
 }
 
 /// The runner's configuration. Cheap to share: wrapped in an `Arc` by the server.
@@ -58,7 +80,7 @@ pub struct Config {
           num_args = 0..=1, default_missing_value = "true")]
     pub dev_mode: bool,
 
-    /// Default timeout of one command (seconds, or 90s/5m/1h); 0 means none.
+    /// Default timeout of one command (seconds, 90s/5m/1h30m or ISO 8601 like PT10M); 0 means none.
     #[arg(long, env = "CMD_TIMEOUT", default_value = "0", value_parser = parse_duration)]
     pub timeout: Duration,
 
@@ -101,6 +123,43 @@ pub struct Config {
     /// Format of the runner's own log lines on stderr; the level comes from RUST_LOG.
     #[arg(long, env = "CMD_LOG_FORMAT", default_value = "text", value_enum)]
     pub log_format: LogFormat,
+
+    /// Default `memory` limit of every command: address space, in bytes or like 256Mi, 1Gi,
+    /// 500M. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_MEMORY", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_memory))]
+    pub limit_memory: LimitSetting,
+
+    /// Default `cpu` limit of every command: CPU time in seconds, or like 30s, 2m. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_CPU", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_cpu))]
+    pub limit_cpu: LimitSetting,
+
+    /// Default `file_size` limit of every command: the largest file it may write, in bytes or
+    /// like 1Gi. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_FILE_SIZE", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_bytes))]
+    pub limit_file_size: LimitSetting,
+
+    /// Default `open_files` limit of every command: open file descriptors. Empty: none.
+    #[arg(long, env = "CMD_LIMIT_OPEN_FILES", default_value = "", hide_default_value = true,
+          value_parser = limit_setting(limits::parse_open_files))]
+    pub limit_open_files: LimitSetting,
+}
+
+/// A `CMD_LIMIT_*` setting; empty (the default) sets no limit, so an image can clear a base
+/// image's default with `ENV CMD_LIMIT_CPU=""`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitSetting(pub Option<u64>);
+
+/// The parser of a `CMD_LIMIT_*` setting: empty, or a value `parse` accepts.
+fn limit_setting(
+    parse: fn(&str) -> Result<u64, String>,
+) -> impl Fn(&str) -> Result<LimitSetting, String> + Clone + Send + Sync + 'static {
+    move |value| match value.trim() {
+        "" => Ok(LimitSetting(None)),
+        _ => parse(value).map(|limit| LimitSetting(Some(limit))),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -129,22 +188,26 @@ impl Config {
         (!shell.is_empty()).then(|| PathBuf::from(shell))
     }
 
+    /// The `CMD_LIMIT_*` defaults, under every request's own `limits`.
+    pub fn default_limits(&self) -> Limits {
+        Limits {
+            memory: self.limit_memory.0,
+            cpu: self.limit_cpu.0,
+            file_size: self.limit_file_size.0,
+            open_files: self.limit_open_files.0,
+        }
+    }
+
     /// The default command timeout, `None` when commands run without one.
     pub fn default_timeout(&self) -> Option<Duration> {
         (!self.timeout.is_zero()).then_some(self.timeout)
     }
 }
 
-/// Durations: plain seconds (`300`, `1.5`) or humantime (`90s`, `5m`, `1h 30m`).
+/// Durations: plain seconds (`300`, `1.5`), units (`90s`, `5m`, `1h30m`) or ISO 8601
+/// (`PT10M`); see `crate::duration`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("'{value}' is not a duration: seconds must be 0 or more"));
-    }
-    humantime::parse_duration(value).map_err(|e| {
-        format!("'{value}' is not a duration ({e}); use seconds or a value like 90s, 5m, 1h")
-    })
+    crate::duration::parse(value)
 }
 
 /// Sizes: plain bytes or a number with a unit (`512KiB`, `1MiB`, `1MB`, `2G`).
@@ -183,6 +246,14 @@ fn parse_backend(value: &str) -> Result<String, String> {
         ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// `NAME=VALUE`, split at the first `=`.
+fn parse_env_pair(value: &str) -> Result<(String, String), String> {
+    match value.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err(format!("'{value}' is not NAME=VALUE")),
+    }
 }
 
 fn parse_flag_value(value: &str) -> Result<bool, String> {
@@ -238,6 +309,30 @@ mod tests {
         let list = parse_allow_list(" aws, /usr/bin/kubectl ,,").unwrap();
         assert_eq!(list.entries, vec!["aws", "/usr/bin/kubectl"]);
         assert!(!parse_allow_list("").unwrap().is_restricted());
+    }
+
+    #[test]
+    fn env_pairs_split_at_the_first_equals_sign() {
+        assert_eq!(parse_env_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(
+            parse_env_pair("EMPTY="),
+            Ok(("EMPTY".into(), String::new()))
+        );
+        assert!(parse_env_pair("NOEQUALS").is_err());
+        assert!(parse_env_pair("=value").is_err());
+    }
+
+    #[test]
+    fn limit_settings_are_empty_or_valid() {
+        let memory = limit_setting(limits::parse_memory);
+        assert_eq!(memory(""), Ok(LimitSetting(None)));
+        assert_eq!(memory("  "), Ok(LimitSetting(None)));
+        assert_eq!(memory("1Gi"), Ok(LimitSetting(Some(1 << 30))));
+        assert!(memory("256m").is_err());
+        assert_eq!(
+            limit_setting(limits::parse_cpu)("2m"),
+            Ok(LimitSetting(Some(120)))
+        );
     }
 
     #[test]

@@ -17,6 +17,16 @@ pub enum Failure {
     /// A command was killed by a signal that did not come from the runner (e.g. the OOM killer).
     #[error("was killed by signal {name}")]
     Signal { name: String },
+    /// The kernel's OOM killer killed a process of the command (the container's memory limit,
+    /// or the machine out of memory): the memory cgroup counted an OOM kill while it ran.
+    #[error("was killed by the kernel's OOM killer (out of memory)")]
+    Oom,
+    /// A command used up its `cpu` limit (SIGXCPU, or the SIGKILL of the hard limit).
+    #[error("exceeded its CPU time limit of {seconds}s")]
+    CpuLimit { seconds: u64 },
+    /// A command tried to write a file larger than its `file_size` limit (SIGXFSZ).
+    #[error("exceeded its file size limit of {bytes} bytes")]
+    FileSizeLimit { bytes: u64 },
     /// A command ran past its timeout and was stopped.
     #[error("timed out after {}", humantime::format_duration(*.after))]
     Timeout { after: std::time::Duration },
@@ -83,6 +93,9 @@ impl Failure {
             Failure::Input(_) => "cmd.input".into(),
             Failure::Exit { code } => format!("cmd.exit.{code}"),
             Failure::Signal { name } => format!("cmd.signal.{name}"),
+            Failure::Oom => "cmd.oom".into(),
+            Failure::CpuLimit { .. } => "cmd.limit.cpu".into(),
+            Failure::FileSizeLimit { .. } => "cmd.limit.file_size".into(),
             Failure::Timeout { .. } => "cmd.timeout".into(),
             Failure::Cancelled { .. } => "cmd.cancelled".into(),
             Failure::NotFound(_) => "cmd.notfound".into(),
@@ -143,6 +156,13 @@ mod tests {
         assert_eq!(Failure::Busy(String::new()).status(), 503);
         assert_eq!(Failure::Conflict(String::new()).code(), "cmd.busy");
         assert_eq!(Failure::Exit { code: 1 }.status(), 500);
+        assert_eq!(Failure::Oom.code(), "cmd.oom");
+        assert_eq!(Failure::CpuLimit { seconds: 1 }.code(), "cmd.limit.cpu");
+        assert_eq!(
+            Failure::FileSizeLimit { bytes: 1 }.code(),
+            "cmd.limit.file_size"
+        );
+        assert_eq!(Failure::Oom.status(), 500);
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!
 //! Beside the path: `direktiv` (Direktiv's wire constants), `error` (the `cmd.*` taxonomy),
 //! `cancel` (a request's cancellation, passed down as a value), `mask` (secret redaction),
-//! `config`, `init` (PID 1), `metrics`, `sync` (the lock-poison policy), `text`.
+//! `config`, `init` (PID 1), `limits` (resource limits: read by `request` and `config`, set by
+//! `exec`), `metrics`, `sync` (the lock-poison policy), `text`, `trace` (W3C trace context for
+//! commands).
 //!
 //! Modules and items are crate-private unless the binary, the integration tests, the fuzz
 //! targets or the benchmarks use them.
@@ -29,9 +31,11 @@
 pub(crate) mod cancel;
 pub mod config;
 pub(crate) mod direktiv;
+pub(crate) mod duration;
 pub mod error;
 pub(crate) mod exec;
 pub mod init;
+pub mod limits;
 pub(crate) mod logs;
 pub(crate) mod mask;
 pub(crate) mod metrics;
@@ -43,4 +47,5 @@ pub mod response;
 pub mod server;
 pub(crate) mod sync;
 pub(crate) mod text;
+pub(crate) mod trace;
 pub mod workspace;

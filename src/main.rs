@@ -5,7 +5,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use clap::Parser;
-use direktiv_cmd::config::{Cli, Config, LogFormat, Mode};
+use direktiv_cmd::config::{Cli, Config, LogFormat, Mode, RunOptions};
 use direktiv_cmd::{init, pipeline, server};
 
 fn main() -> ExitCode {
@@ -13,7 +13,13 @@ fn main() -> ExitCode {
     init::become_init_if_pid1();
 
     let cli = Cli::try_parse().unwrap_or_else(|error| config_error(error));
-    init_tracing(&cli.config);
+    // For `run`, the runner's own info lines (a failing command, once more) only repeat what
+    // the log lines on stderr show.
+    let default_level = match cli.command {
+        None => tracing::Level::INFO,
+        Some(Mode::Run { .. }) => tracing::Level::WARN,
+    };
+    init_tracing(&cli.config, default_level);
     block_sigchld();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -27,7 +33,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None => runtime.block_on(serve(cli.config)),
-        Some(Mode::Run { request }) => runtime.block_on(run_once(cli.config, &request)),
+        Some(Mode::Run { options, request }) => {
+            runtime.block_on(run_once(cli.config, &options, &request))
+        }
     }
 }
 
@@ -67,7 +75,7 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 /// `direktiv-cmd run <file|->`: one request without HTTP, for trying an image locally.
-async fn run_once(config: Config, source: &str) -> ExitCode {
+async fn run_once(config: Config, options: &RunOptions, source: &str) -> ExitCode {
     let body = if source == "-" {
         let mut body = Vec::new();
         std::io::stdin().read_to_end(&mut body).map(|_| body)
@@ -81,13 +89,12 @@ async fn run_once(config: Config, source: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let reply = pipeline::run_local(config, &body).await;
-    println!("{}", String::from_utf8_lossy(&reply.body));
-    if let Some((code, message)) = &reply.error {
-        eprintln!("direktiv-cmd: {code}: {message}");
-        return ExitCode::FAILURE;
+    let run = pipeline::run_local(config, options, &body).await;
+    println!("{}", String::from_utf8_lossy(&run.reply.body));
+    if let Some(failure) = &run.unlogged_failure {
+        eprintln!("direktiv-cmd: {failure}");
     }
-    ExitCode::SUCCESS
+    ExitCode::from(run.exit_status)
 }
 
 /// Stops start-up on a bad setting. Values mostly come from environment variables, so the
@@ -117,14 +124,14 @@ fn config_error(error: clap::Error) -> ! {
 }
 
 /// The runner's own log lines on stderr: text, or JSON with the request's span (its
-/// `action_id`) on every line; the level comes from RUST_LOG, `info` by default.
-fn init_tracing(config: &Config) {
+/// `action_id`) on every line; the level comes from RUST_LOG, else `default_level`.
+fn init_tracing(config: &Config, default_level: tracing::Level) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     // `Targets` reads the `level` and `target=level,...` forms of RUST_LOG without a regex
     // engine (span filters are not needed): about 0.5 MiB less binary, and so less memory.
-    let default = || Targets::new().with_default(tracing::Level::INFO);
+    let default = || Targets::new().with_default(default_level);
     let (filter, unreadable) = match std::env::var("RUST_LOG") {
         Ok(setting) if !setting.trim().is_empty() => match setting.parse::<Targets>() {
             Ok(filter) => (filter, None),
@@ -141,6 +148,6 @@ fn init_tracing(config: &Config) {
         LogFormat::Text => registry.with(layer.with_ansi(false)).init(),
     }
     if let Some(error) = unreadable {
-        tracing::warn!(%error, "RUST_LOG not understood; logging at info");
+        tracing::warn!(%error, "RUST_LOG not understood; logging at {default_level}");
     }
 }

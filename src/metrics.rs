@@ -9,8 +9,13 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use crate::exec::Usage;
+
+/// Buckets of the CPU-time histograms (seconds).
+const CPU_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0];
 
 /// Labels of `direktiv_cmd_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -26,6 +31,12 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub command_duration: Histogram,
+    /// Peak resident memory of each command (its largest process), from `usage`.
+    pub command_max_rss: Histogram,
+    /// CPU time of each command in user mode, from `usage`.
+    pub command_user_cpu: Histogram,
+    /// CPU time the kernel spent for each command, from `usage`.
+    pub command_system_cpu: Histogram,
     pub inflight_requests: Gauge,
     pub running_processes: Gauge,
     pub log_lines: Counter,
@@ -62,6 +73,10 @@ impl Metrics {
             command_duration: Histogram::new([
                 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0,
             ]),
+            // 1 MiB to 16 GiB, by factors of 4.
+            command_max_rss: Histogram::new(exponential_buckets(1024.0 * 1024.0, 4.0, 8)),
+            command_user_cpu: Histogram::new(CPU_BUCKETS),
+            command_system_cpu: Histogram::new(CPU_BUCKETS),
             inflight_requests: Gauge::default(),
             running_processes: Gauge::default(),
             log_lines: Counter::default(),
@@ -83,6 +98,21 @@ impl Metrics {
             "command_duration_seconds",
             "Wall time of each command run",
             metrics.command_duration.clone(),
+        );
+        registry.register(
+            "command_max_rss_bytes",
+            "Peak resident memory of each command's largest process (usage.max_rss_kib)",
+            metrics.command_max_rss.clone(),
+        );
+        registry.register(
+            "command_user_cpu_seconds",
+            "User-mode CPU time of each command (usage.user_ms)",
+            metrics.command_user_cpu.clone(),
+        );
+        registry.register(
+            "command_system_cpu_seconds",
+            "Kernel CPU time of each command (usage.sys_ms)",
+            metrics.command_system_cpu.clone(),
         );
         registry.register(
             "inflight_requests",
@@ -149,6 +179,15 @@ impl Metrics {
         out
     }
 
+    /// Records what one command used.
+    pub(crate) fn observe_usage(&self, usage: &Usage) {
+        self.command_max_rss
+            .observe(usage.max_rss_kib as f64 * 1024.0);
+        self.command_user_cpu.observe(usage.user_ms as f64 / 1000.0);
+        self.command_system_cpu
+            .observe(usage.sys_ms as f64 / 1000.0);
+    }
+
     /// Counts one answered request.
     pub fn count_request(&self, code: Option<&str>) {
         let labels = RequestLabels {
@@ -173,6 +212,21 @@ mod tests {
         let text = METRICS.render();
         assert!(text.contains("direktiv_cmd_requests_total{outcome=\"error\",code=\"cmd.exit.2\"}"));
         assert!(text.contains("# TYPE direktiv_cmd_command_duration_seconds histogram"));
+        METRICS.observe_usage(&Usage {
+            max_rss_kib: 64 * 1024,
+            user_ms: 1500,
+            sys_ms: 20,
+        });
+        let text = METRICS.render();
+        assert!(text.contains("# TYPE direktiv_cmd_command_max_rss_bytes histogram"));
+        assert!(
+            text.contains("direktiv_cmd_command_user_cpu_seconds_sum 1.5"),
+            "{text}"
+        );
+        assert!(
+            text.contains("direktiv_cmd_command_system_cpu_seconds_sum 0.02"),
+            "{text}"
+        );
         assert!(text.contains("direktiv_cmd_log_lines_total"));
         assert!(text.ends_with("# EOF\n"));
     }

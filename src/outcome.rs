@@ -66,21 +66,40 @@ impl JobOutcome {
     }
 }
 
-/// `result`: stdout as JSON when it is JSON; otherwise stdout without ANSI escapes and
+/// `result`: stdout as JSON when it is JSON; otherwise stdout without ANSI escapes, each line
+/// as a terminal shows it (progress bars redrawn with `\r` leave their last state), without
 /// surrounding whitespace, as JSON if that now parses, else as a string.
 pub(crate) fn result_value(stdout: &[u8]) -> Value {
-    if let Ok(value) = serde_json::from_slice(stdout) {
+    if let Some(value) = embeddable_json(stdout) {
         return value;
     }
+    let text = crate::text::lossy(stdout);
+    // Before the escapes go: stripping them drops carriage returns too.
+    let shown = crate::text::lines_as_displayed(&text);
     // Stripping walks the output a character at a time; most output has no escape at all.
-    let stripped = if memchr::memchr(0x1b, stdout).is_some() {
-        std::borrow::Cow::Owned(strip_ansi_escapes::strip(stdout))
+    let stripped = if shown.contains('\x1b') {
+        std::borrow::Cow::Owned(strip_ansi_escapes::strip_str(&*shown))
     } else {
-        std::borrow::Cow::Borrowed(stdout)
+        shown
     };
-    let text = crate::text::lossy(&stripped);
-    let trimmed = text.trim();
-    serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(trimmed.to_owned()))
+    let trimmed = stripped.trim();
+    embeddable_json(trimmed.as_bytes()).unwrap_or_else(|| Value::String(trimmed.to_owned()))
+}
+
+/// Output that is JSON Direktiv can take back, numbers kept as printed (`1.10` stays `1.10`,
+/// big integers keep every digit: serde_json's `arbitrary_precision`; only an exponent is
+/// rewritten, `1E3` as `1e+3`). A number beyond the range of a float64 (`1e400`) would make
+/// Direktiv's Go decoder refuse the whole response, so such output is not embedded.
+pub(crate) fn embeddable_json(bytes: &[u8]) -> Option<Value> {
+    fn numbers_in_range(value: &Value) -> bool {
+        match value {
+            Value::Number(n) => n.as_f64().is_some(),
+            Value::Array(items) => items.iter().all(numbers_in_range),
+            Value::Object(map) => map.values().all(numbers_in_range),
+            _ => true,
+        }
+    }
+    serde_json::from_slice(bytes).ok().filter(numbers_in_range)
 }
 
 /// The one-line message of a failure: `command '<cmd>' <what happened>: <stderr tail>`, masked,
@@ -166,6 +185,51 @@ mod tests {
         assert_eq!(result_value(b"\x1b[32m  42 \x1b[0m\n"), json!(42));
         assert_eq!(result_value(b"\x1b[1mbold\x1b[0m"), json!("bold"));
         assert_eq!(result_value(b""), json!(""));
+    }
+
+    #[test]
+    fn result_shows_progress_lines_as_a_terminal_does() {
+        assert_eq!(
+            result_value(b"Completed 1 of 2\rCompleted 2 of 2\rupload: ./x to s3://b/x\n"),
+            json!("upload: ./x to s3://b/x")
+        );
+        assert_eq!(result_value(b"10%\r100%\r\n42\r\n"), json!("100%\n42"));
+        assert_eq!(result_value(b"0%\r\x1b[1m42\x1b[0m\n"), json!(42));
+        assert_eq!(
+            result_value(b"\"a\\rb\"\n"),
+            json!("a\rb"),
+            "JSON stays as it is"
+        );
+    }
+
+    #[test]
+    fn result_keeps_numbers_as_printed() {
+        for printed in [
+            "1.10",
+            "123456789012345678901234",
+            "-0.0",
+            "0.1000",
+            "2.50e-3",
+        ] {
+            assert_eq!(result_value(printed.as_bytes()).to_string(), printed);
+            assert_eq!(
+                result_value(format!(" {printed}\n").as_bytes()).to_string(),
+                printed
+            );
+        }
+        assert_eq!(
+            result_value(b"{\"price\": 1.10, \"ids\": [123456789012345678901234]}").to_string(),
+            "{\"ids\":[123456789012345678901234],\"price\":1.10}"
+        );
+        // serde_json writes every exponent with its sign; the digits stay.
+        assert_eq!(result_value(b"1E3").to_string(), "1e+3");
+    }
+
+    #[test]
+    fn numbers_beyond_float64_stay_text() {
+        assert_eq!(result_value(b"1e400\n"), json!("1e400"));
+        assert_eq!(result_value(b"[1, 2e999]"), json!("[1, 2e999]"));
+        assert_eq!(embeddable_json(b"1e400"), None);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::cancel::Cancel;
-use crate::config::Config;
-use crate::direktiv::{self, ENV_ACTION_ID, ENV_TEMP_DIR};
+use crate::config::{Config, RunOptions};
+use crate::direktiv::{ENV_ACTION_ID, ENV_TEMP_DIR};
 use crate::error::Failure;
 use crate::exec::{self, CommandRun, ExecSettings, Execution, Launch, RequestMark};
 use crate::logs::LogShipper;
@@ -21,6 +21,7 @@ use crate::outcome::{failure_message, result_value, CommandReport, JobFailure, J
 use crate::plan::{CommandSpec, Dialect, Plan};
 use crate::request;
 use crate::response::{self, Reply};
+use crate::trace::TraceContext;
 use crate::workspace::{TempDirChoice, Workspace};
 
 /// What every request shares: built once from the configuration.
@@ -34,6 +35,14 @@ pub(crate) struct Context {
 impl Context {
     /// The server's context: logs go to the sidecar (or stdout in development mode).
     pub(crate) fn new(config: &Config) -> Self {
+        // An entry that names nothing allows nothing: most likely a typo or a tool the image
+        // lacks, which would otherwise show only as cmd.denied on the first request.
+        for entry in exec::unresolved_allow_entries(&config.allow) {
+            tracing::warn!(
+                "CMD_ALLOW entry '{entry}' names no executable on this runner (not found in \
+                 PATH, or not an executable file); it allows nothing"
+            );
+        }
         Context {
             settings: ExecSettings::from_config(config),
             shipper: LogShipper::new(&config.backend, config.dev_mode),
@@ -48,42 +57,81 @@ pub(crate) struct Request<'a> {
     pub(crate) tempdir: TempDirChoice,
     pub(crate) body: &'a [u8],
     pub(crate) cancel: Cancel,
+    /// The W3C trace context of the request's headers, for every command's environment.
+    pub(crate) trace: TraceContext,
 }
 
 /// Answers one request: parse, run, render.
 pub(crate) async fn answer(ctx: &Context, request: Request<'_>) -> Reply {
-    match request::parse(request.body) {
-        Ok(plan) => {
-            let outcome = run(
-                ctx,
-                request.action_id,
-                request.tempdir,
-                plan,
-                request.cancel,
-            )
-            .await;
-            response::render(&outcome, &ctx.result_key)
-        }
-        Err(failure) => {
-            response::render_rejection(&failure, guess_dialect(request.body), &ctx.result_key)
-        }
+    let outcome = outcome(ctx, request, &[]).await;
+    response::render(&outcome, &ctx.result_key)
+}
+
+/// Parses and runs one request; `env` joins the request's own (see `request::parse_with_env`).
+async fn outcome(ctx: &Context, request: Request<'_>, env: &[(String, String)]) -> JobOutcome {
+    match request::parse_with_env(request.body, env) {
+        Ok(plan) => run(ctx, request, plan).await,
+        // Refused before it was parsed: there are no secrets to mask yet.
+        Err(failure) => JobOutcome::rejected(
+            guess_dialect(request.body),
+            failure,
+            None,
+            &Masker::default(),
+        ),
     }
 }
 
+/// A request run by `direktiv-cmd run`.
+pub struct LocalRun {
+    /// The response, for stdout.
+    pub reply: Reply,
+    /// 0 on success; on failure the failing command's exit status when it exited with one
+    /// (cmd.exit.3 → 3), else 1.
+    pub exit_status: u8,
+    /// `<code>: <message>` of a failure the log lines on stderr have not shown (the request
+    /// was refused before a command ran); a command's failure is already there, once.
+    pub unlogged_failure: Option<String>,
+}
+
 /// Runs one request without HTTP (`direktiv-cmd run`): development mode, logs to stderr.
-pub async fn run_local(mut config: Config, body: &[u8]) -> Reply {
+pub async fn run_local(mut config: Config, options: &RunOptions, body: &[u8]) -> LocalRun {
     config.dev_mode = true;
     let ctx = Context {
         shipper: LogShipper::new(&config.backend, true).with_console(Arc::new(crate::logs::Stderr)),
         ..Context::new(&config)
     };
+    let tempdir = match &options.temp_dir {
+        // Like Direktiv-TempDir the directory must be absolute; on a command line a relative
+        // one means the current directory's.
+        Some(dir) => TempDirChoice::Given(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+        None => TempDirChoice::Private,
+    };
     let request = Request {
-        action_id: direktiv::DEVELOPMENT_ACTION_ID,
-        tempdir: TempDirChoice::Private,
+        action_id: &options.action_id,
+        tempdir,
         body,
         cancel: Cancel::new(),
+        trace: TraceContext::default(),
     };
-    answer(&ctx, request).await
+    let outcome = outcome(&ctx, request, &options.env).await;
+    let reply = response::render(&outcome, &ctx.result_key);
+    let failure = outcome.failure.as_ref();
+    let exit_status = match failure.map(|failed| &failed.failure) {
+        None => 0,
+        Some(Failure::Exit { code }) => u8::try_from(*code).ok().filter(|c| *c != 0).unwrap_or(1),
+        Some(_) => 1,
+    };
+    let unlogged_failure = match (failure, &reply.error) {
+        (Some(failed), Some((code, message))) if failed.command.is_none() => {
+            Some(format!("{code}: {message}"))
+        }
+        _ => None,
+    };
+    LocalRun {
+        reply,
+        exit_status,
+        unlogged_failure,
+    }
 }
 
 /// For a body that failed to parse: answer in the direktiv-cmd dialect when it looks like one.
@@ -97,13 +145,14 @@ fn guess_dialect(body: &[u8]) -> Dialect {
 }
 
 /// Runs a parsed request to its end.
-async fn run(
-    ctx: &Context,
-    action_id: &str,
-    tempdir: TempDirChoice,
-    mut plan: Plan,
-    cancel: Cancel,
-) -> JobOutcome {
+async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome {
+    let Request {
+        action_id,
+        tempdir,
+        cancel,
+        trace,
+        ..
+    } = request;
     let masker = Arc::new(Masker::new(&plan.secrets));
     let dialect = plan.dialect;
 
@@ -122,7 +171,7 @@ async fn run(
     };
 
     let logs = ctx.shipper.open(action_id, Arc::clone(&masker));
-    let env = base_env(action_id, workspace.path(), &plan.env);
+    let env = base_env(action_id, workspace.path(), &trace, &plan.env);
     let mark = RequestMark::new();
     let execution = Execution {
         env: &env,
@@ -233,10 +282,12 @@ async fn command_result(
     }
 }
 
-/// HOME, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, then the request's env (later wins).
+/// HOME, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, the trace context (TRACEPARENT, TRACESTATE,
+/// BAGGAGE), then the request's env (later wins).
 fn base_env(
     action_id: &str,
     dir: &Path,
+    trace: &TraceContext,
     request_env: &[(String, String)],
 ) -> Vec<(String, String)> {
     let dir = dir.display().to_string();
@@ -245,6 +296,11 @@ fn base_env(
         (ENV_ACTION_ID.to_owned(), action_id.to_owned()),
         (ENV_TEMP_DIR.to_owned(), dir),
     ];
+    env.extend(
+        trace
+            .env()
+            .map(|(name, value)| (name.to_owned(), value.to_owned())),
+    );
     env.extend(request_env.iter().cloned());
     env
 }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::limits::Limits;
+
 /// Which wire format the request came in; the response is answered in the same dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -71,6 +73,9 @@ pub struct CommandSpec {
     pub continue_on_error: bool,
     /// A file (relative to the temp dir) whose content becomes the command's `result`.
     pub output: Option<FieldPath>,
+    /// The command's `limits` over the request's; the configured defaults come last, at
+    /// execution.
+    pub limits: Limits,
 }
 
 /// A path relative to the temp dir, lexically checked like file paths, with the JSON path of

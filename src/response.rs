@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::direktiv::DIREKTIV_CMD_ERROR;
 use crate::error::Failure;
 use crate::mask::Masker;
-use crate::outcome::{one_line, CommandReport, JobOutcome, MAX_MESSAGE};
+use crate::outcome::{embeddable_json, one_line, CommandReport, JobOutcome, MAX_MESSAGE};
 use crate::plan::Dialect;
 
 /// A rendered response, independent of the HTTP stack (also printed by `direktiv-cmd run`).
@@ -103,6 +103,8 @@ struct NativeEntry<'a> {
     stderr: Cow<'a, str>,
     truncated: bool,
     duration_ms: u64,
+    /// What the command used; null when it never started.
+    usage: Option<crate::exec::Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<NativeError<'a>>,
 }
@@ -127,6 +129,7 @@ fn native_entry(report: &CommandReport) -> NativeEntry<'_> {
         stderr: crate::text::lossy(run.stderr.bytes()),
         truncated: run.stdout.truncated() || run.stderr.truncated(),
         duration_ms: run.duration.as_millis() as u64,
+        usage: run.usage,
         error: run
             .failure
             .as_ref()
@@ -167,6 +170,9 @@ fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
                     failed.failure,
                     Failure::Exit { .. }
                         | Failure::Signal { .. }
+                        | Failure::Oom
+                        | Failure::CpuLimit { .. }
+                        | Failure::FileSizeLimit { .. }
                         | Failure::NotFound(_)
                         | Failure::Denied(_)
                 );
@@ -197,8 +203,7 @@ fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
 
 /// The direktiv-cmd `Output`: the text, embedded as JSON when it parses as JSON.
 fn output_value(bytes: &[u8]) -> Value {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(crate::text::lossy(bytes).into_owned()))
+    embeddable_json(bytes).unwrap_or_else(|| Value::String(crate::text::lossy(bytes).into_owned()))
 }
 
 #[cfg(test)]
@@ -209,5 +214,7 @@ mod tests {
     fn output_embeds_json() {
         assert_eq!(output_value(b"444\n"), json!(444));
         assert_eq!(output_value(b"hello1\n"), json!("hello1\n"));
+        assert_eq!(output_value(b"1.10\n").to_string(), "1.10");
+        assert_eq!(output_value(b"1e400"), json!("1e400"));
     }
 }

@@ -187,8 +187,8 @@ fn run_subcommand_executes_one_request_without_http() {
         .run_to_exit(failing.as_bytes(), EXIT_TIMEOUT);
     assert_eq!(
         finished.status.and_then(|s| s.code()),
-        Some(1),
-        "{finished:?}"
+        Some(3),
+        "the failing command's exit status: {finished:?}"
     );
     let body: Value = serde_json::from_str(&finished.stdout).expect("error JSON on stdout");
     assert_eq!(body["errorCode"], "cmd.exit.3");

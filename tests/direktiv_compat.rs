@@ -7,7 +7,7 @@
 //!
 //! - A, C, D: Direktiv's special-command shape (`{"data": {"commands": [...]}}`), answered with
 //!   `[{"Error", "Output"}]`.
-//! - B: the log stream itself (one message per output line, in order).
+//! - B: the log stream itself (one log line per output line, in order; a post may carry several).
 //! - E, G: the native (function-builder) shape, with `CMD_RESULT_KEY=bash` where the original
 //!   reads `.return.bash`.
 

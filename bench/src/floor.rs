@@ -1,22 +1,71 @@
-//! The floor server: the least an HTTP server built from the runner's crates (tokio, axum,
-//! hyper) must do to run a command per request. It spawns one process per `POST /` with
-//! tokio::process and answers with that process's stdout, nothing else. Whatever the runner
-//! spends beyond this is the price of its features.
+//! The floor servers: the least an HTTP server built from the runner's crates (tokio, axum,
+//! hyper, reqwest) must do to run a command per request. Whatever the runner spends beyond a
+//! floor is the price of its features.
+//!
+//! - The *spawn floor* spawns one process per `POST /` with tokio::process and answers with
+//!   that process's stdout, nothing else.
+//! - The *protocol floor* does the same and, before answering, the one log POST the contract
+//!   cannot do without: the `running command '<cmd>'` line and the command's output lines,
+//!   newline-joined, to the sidecar's `/log?aid=<Direktiv-ActionID>`, over a pooled keep-alive
+//!   reqwest client built as the runner builds its own, and awaited, because every line must be
+//!   at the sidecar before the response. Targets are judged against this floor.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::client::Error;
 
+/// The runner's log client timeouts (src/logs/mod.rs), so both clients behave alike.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Which floor to serve.
+pub enum Floor {
+    Spawn,
+    /// Posts each request's lines to this sidecar base URL (`http://127.0.0.1:<port>`).
+    Protocol {
+        sidecar: String,
+    },
+}
+
+impl Floor {
+    /// The floor named by the command line: `floor-server` or `protocol-floor SIDECAR_URL`.
+    pub fn from_args(mode: &str, args: &[String]) -> Result<Self, Error> {
+        match (mode, args) {
+            ("floor-server", []) => Ok(Floor::Spawn),
+            ("protocol-floor", [sidecar]) => Ok(Floor::Protocol {
+                sidecar: sidecar.clone(),
+            }),
+            _ => {
+                Err(format!("usage: floor-server | protocol-floor SIDECAR_URL (got {mode})").into())
+            }
+        }
+    }
+}
+
+/// The protocol floor's log client and the sidecar's `/log` URL, both made once at start as
+/// the runner makes them.
+struct LogPost {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
 /// Serves until killed. Announces its address on stderr the way the runner does, so the
-/// harness starts and times both servers the same way.
-pub fn serve() -> Result<(), Error> {
+/// harness starts and times every server the same way.
+pub fn serve(floor: Floor) -> Result<(), Error> {
+    let log = match floor {
+        Floor::Spawn => None,
+        Floor::Protocol { sidecar } => Some(Arc::new(LogPost::new(&sidecar)?)),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -24,16 +73,21 @@ pub fn serve() -> Result<(), Error> {
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await?;
         eprintln!("floor server listening on {}", listener.local_addr()?);
-        let app = Router::new()
-            .route("/", post(run))
-            .route("/healthz", get(|| async { StatusCode::OK }));
-        axum::serve(listener, app).await?;
+        axum::serve(listener, router(log)).await?;
         Ok(())
     })
 }
 
+/// `POST /` runs a command; `GET /healthz` answers 200. With `log`, the protocol floor.
+fn router(log: Option<Arc<LogPost>>) -> Router {
+    Router::new()
+        .route("/", post(run))
+        .route("/healthz", get(|| async { StatusCode::OK }))
+        .with_state(log)
+}
+
 /// The body is the command line, split on whitespace (no JSON, no shell).
-async fn run(body: Bytes) -> Response {
+async fn run(State(log): State<Option<Arc<LogPost>>>, headers: HeaderMap, body: Bytes) -> Response {
     let line = String::from_utf8_lossy(&body);
     let mut argv = line.split_whitespace();
     let Some(program) = argv.next() else {
@@ -44,9 +98,140 @@ async fn run(body: Bytes) -> Response {
         .stdin(Stdio::null())
         .output()
         .await;
-    match output {
-        Ok(output) if output.status.success() => output.stdout.into_response(),
-        Ok(output) => (StatusCode::INTERNAL_SERVER_ERROR, output.stderr).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    let output = match output {
+        Ok(output) => output,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    if let Some(log) = log {
+        let Some(aid) = headers
+            .get("direktiv-actionid")
+            .and_then(|v| v.to_str().ok())
+        else {
+            return (StatusCode::BAD_REQUEST, "no Direktiv-ActionID").into_response();
+        };
+        let message = log_message(&line, &output.stdout, &output.stderr);
+        if let Err(e) = log.post(aid, message).await {
+            return (StatusCode::BAD_GATEWAY, e).into_response();
+        }
+    }
+    if output.status.success() {
+        output.stdout.into_response()
+    } else {
+        (StatusCode::INTERNAL_SERVER_ERROR, output.stderr).into_response()
+    }
+}
+
+impl LogPost {
+    /// The client and URL for the sidecar at `sidecar` (its base URL).
+    fn new(sidecar: &str) -> Result<Self, Error> {
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(POST_TIMEOUT)
+                .tcp_nodelay(true)
+                .build()?,
+            url: reqwest::Url::parse(&format!("{}/log", sidecar.trim_end_matches('/')))?,
+        })
+    }
+
+    /// One POST of `message` for `aid`; any answer but 2xx is a failure.
+    async fn post(&self, aid: &str, message: Vec<u8>) -> Result<(), String> {
+        let mut url = self.url.clone();
+        url.query_pairs_mut().append_pair("aid", aid);
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(message)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        // Reading the answer to its end lets the connection go back to the pool.
+        let _ = response.bytes().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the sidecar answered {status}"))
+        }
+    }
+}
+
+/// The request's whole log in one message: `running command '<cmd>'`, then every line of
+/// stdout and of stderr, newline-joined (the last newline of each stream dropped).
+fn log_message(command: &str, stdout: &[u8], stderr: &[u8]) -> Vec<u8> {
+    let mut message = Vec::with_capacity(command.len() + stdout.len() + stderr.len() + 20);
+    message.extend_from_slice(format!("running command '{command}'").as_bytes());
+    for stream in [stdout, stderr] {
+        if !stream.is_empty() {
+            message.push(b'\n');
+            message.extend_from_slice(stream.strip_suffix(b"\n").unwrap_or(stream));
+        }
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Client;
+    use crate::sidecar::Sidecar;
+
+    async fn start(log: Option<Arc<LogPost>>) -> Client {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(log)).await });
+        Client::connect(addr).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_protocol_floor_answers_only_once_its_lines_are_at_the_sidecar() {
+        let sidecar = Sidecar::start().await.unwrap();
+        let log = LogPost::new(&sidecar.url()).unwrap();
+        let mut floor = start(Some(Arc::new(log))).await;
+        let reply = floor.post("aid-1", None, "seq 1 3".into()).await.unwrap();
+        assert_eq!(
+            (reply.status.as_u16(), &reply.body[..]),
+            (200, &b"1\n2\n3\n"[..])
+        );
+        assert_eq!(
+            sidecar.lines("aid-1"),
+            ["running command 'seq 1 3'", "1", "2", "3"]
+        );
+        assert_eq!(sidecar.posts("aid-1"), 1);
+    }
+
+    #[tokio::test]
+    async fn the_protocol_floor_fails_when_the_sidecar_refuses() {
+        // A sidecar that is not there: nothing listens on the port of a dropped listener.
+        let gone = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", gone.local_addr().unwrap());
+        drop(gone);
+        let mut floor = start(Some(Arc::new(LogPost::new(&url).unwrap()))).await;
+        let reply = floor.post("aid-2", None, "true".into()).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    }
+
+    #[tokio::test]
+    async fn the_spawn_floor_answers_with_stdout_and_logs_nothing() {
+        let mut floor = start(None).await;
+        let reply = floor.post("aid-3", None, "seq 1 2".into()).await.unwrap();
+        assert_eq!(&reply.body[..], b"1\n2\n");
+        let failed = floor.post("aid-4", None, "false".into()).await.unwrap();
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn the_log_message_is_the_command_line_then_every_output_line() {
+        assert_eq!(log_message("true", b"", b""), b"running command 'true'");
+        assert_eq!(
+            log_message("seq 1 3", b"1\n2\n3\n", b""),
+            b"running command 'seq 1 3'\n1\n2\n3"
+        );
+        assert_eq!(
+            log_message("x", b"out", b"err\n"),
+            b"running command 'x'\nout\nerr"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! each request timed on its own, the whole run bounded in time.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,12 +14,21 @@ use crate::client::{Client, Error};
 /// A load run stops starting new requests after this long, whatever the count.
 const RUN_LIMIT: Duration = Duration::from_secs(120);
 
+/// Requests sent by this process so far: the tail of every action id, so no id repeats within
+/// a run whatever the prefixes (the runner rightly refuses an id it is running with 409).
+static SENT: AtomicU64 = AtomicU64::new(0);
+
+/// A `Direktiv-ActionID` no other request of this process has had: `<prefix>-<n>`.
+pub fn action_id(prefix: &str) -> String {
+    format!("{prefix}-{}", SENT.fetch_add(1, Ordering::Relaxed))
+}
+
 /// What to send: the same body and headers every time, a fresh action id per request.
 pub struct Load {
     pub concurrency: usize,
     pub requests: usize,
     pub body: Bytes,
-    /// Prefix of the `Direktiv-ActionID`; the request number is appended so ids never repeat.
+    /// Prefix of the `Direktiv-ActionID`, to tell runs apart in logs (see `action_id`).
     pub id_prefix: String,
     /// The `Direktiv-TempDir` of every request; `None` sends no header.
     pub temp_dir: Option<String>,
@@ -134,7 +143,7 @@ impl Job {
             if n >= self.total || self.started.elapsed() > RUN_LIMIT {
                 return log;
             }
-            let action_id = format!("{}-{n}", self.id_prefix);
+            let action_id = action_id(&self.id_prefix);
             let sent = Instant::now();
             let outcome = client
                 .post(&action_id, self.temp_dir.as_deref(), self.body.clone())
@@ -169,6 +178,51 @@ pub fn micros(d: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use axum::http::{HeaderMap, StatusCode};
+
+    /// A server that, like the runner for an id it is running, refuses an id it has seen.
+    async fn refusing_repeated_ids() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::post(move |headers: HeaderMap| async move {
+                let id = headers["direktiv-actionid"].to_str().unwrap().to_owned();
+                if seen.lock().unwrap().insert(id) {
+                    StatusCode::OK
+                } else {
+                    StatusCode::CONFLICT
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    #[tokio::test]
+    async fn every_request_has_its_own_action_id_even_with_the_same_prefix() {
+        let addr = refusing_repeated_ids().await;
+        let load = || Load {
+            concurrency: 4,
+            requests: 50,
+            body: Bytes::new(),
+            id_prefix: "same".to_owned(),
+            temp_dir: None,
+        };
+        for _ in 0..2 {
+            let stats = run(addr, &load()).await.unwrap().stats(4);
+            assert_eq!(
+                (stats.requests, stats.errors),
+                (50, 0),
+                "{:?}",
+                stats.first_error
+            );
+        }
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

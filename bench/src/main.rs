@@ -1,77 +1,102 @@
 //! Benchmark harness for direktiv-cmd (`make bench`).
 //!
-//! One run measures the floors (spawn+wait of `/bin/true`, and a floor server built from the
-//! same crates that only spawns a process per request and returns its stdout), then the runner
-//! against a fake sidecar, prints one table with the targets as ratios to the floor of the
-//! same run, and writes it as JSON.
+//! One run measures the floors, then the runner against a fake sidecar, prints one table with
+//! the targets as ratios to a floor of the same run, and writes it as JSON. The floors are two
+//! servers built from the same crates as the runner (floor.rs):
+//! - the *spawn floor* spawns the command and answers with its stdout;
+//! - the *protocol floor* also makes the one log POST the contract needs (the `running command`
+//!   line and the output, awaited before answering), over a pooled reqwest client like the
+//!   runner's. Every target is judged against it; the spawn floor is a second reference.
 //!
 //! How it stays fair on a small shared machine:
-//! - floor server and runner are built with the same profile and static linking, started and
-//!   timed the same way (exec → first 200 on `/healthz`), and measured by the same client;
-//! - they take turns in short rounds, alternating who goes first, so that other load on the
-//!   machine falls on both alike;
+//! - floors and runner are built with the same profile and static linking, started and timed
+//!   the same way (exec → first 200 on `/healthz`), and measured by the same client;
+//! - they take turns in short rounds, each round started by the next server, so that other
+//!   load on the machine falls on all alike;
 //! - CPU is the server process's own utime+stime (children excluded), before/after its turns;
-//! - the runner gets `CMD_MAX_INFLIGHT=64` so that c=16 measures work, not `cmd.busy`.
+//! - every request has its own `Direktiv-ActionID`, and the runner gets `CMD_MAX_INFLIGHT=64`
+//!   so that c=16 measures work, not `cmd.busy`.
 //!
 //! Which `Direktiv-TempDir` each request carries (the table's `TempDir` column, and the
 //! `direktiv_tempdir` of each row in the JSON):
 //! - `fixed`: one directory the harness makes once under its own temp dir and sends with every
 //!   request, as Direktiv main always sends `/tmp`. Direktiv ≤ v0.10 sends `/mnt/shared/<aid>`,
 //!   which its sidecar makes before the call and removes after: that work is the sidecar's, not
-//!   the runner's. The c=1 and c=16 `true` runs, the peak RSS after them, `seq 1 100000` and the
-//!   50 ms sidecar runs use it, and the targets are judged on them.
+//!   the runner's. Every target is judged on `fixed` runs.
 //! - `none`: no header, so the runner makes and removes a private temp dir for every request.
 //!   The "private temp dir" rows measure `true` at c=16 this way, for information (no target),
 //!   to show what that path costs.
 //!
-//! The floor server ignores the header; it gets the same requests as the runner.
+//! The floors ignore the header; they get the same requests as the runner.
+//!
+//! On the runner alone, with the same request with and without the feature: masking (2 MB of
+//! output, 20 secrets of 20–60 bytes in `mask`, target ≤ 1.10×) and `limits` (information).
 //!
 //! ```text
-//! direktiv-cmd-bench [--runner PATH] [--out PATH]   run everything
-//! direktiv-cmd-bench floor-server                    serve as the floor server (used by the run)
-//! direktiv-cmd-bench sidecar                         serve the fake sidecar alone (for profiling)
-//! direktiv-cmd-bench load ADDR C N BODY [TEMPDIR]     N posts of BODY at concurrency C to a
-//!                                                     loopback ADDR, with TEMPDIR as
-//!                                                     Direktiv-TempDir if given; stats as JSON
-//!                                                     (for profiling)
+//! direktiv-cmd-bench [--runner PATH] [--out PATH] [--strict]
+//!                                    run everything; --strict: exit 1 when a target is missed
+//! direktiv-cmd-bench floor-server    serve as the spawn floor (used by the run)
+//! direktiv-cmd-bench protocol-floor SIDECAR_URL
+//!                                    serve as the protocol floor (used by the run)
+//! direktiv-cmd-bench sidecar         serve the fake sidecar alone (for profiling)
+//! direktiv-cmd-bench load ADDR C N BODY [TEMPDIR]
+//!                                    N posts of BODY at concurrency C to a loopback ADDR, with
+//!                                    TEMPDIR as Direktiv-TempDir if given; stats as JSON (for
+//!                                    profiling)
 //! ```
 //! Only loopback addresses are used; every loop is bounded in count and time.
 
 mod client;
+mod compare;
+mod delivery;
 mod floor;
 mod load;
 mod measure;
 mod process;
 mod report;
 mod sidecar;
+mod table;
+mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use client::Error;
-use measure::Target;
+use floor::Floor;
 use report::Report;
 use sidecar::Sidecar;
+use target::Target;
 
 /// Spawn+wait samples of `/bin/true`.
 const SPAWN_RUNS: usize = 1_000;
 
-/// Where the runner and the JSON report are.
+/// Where the runner and the JSON report are, and whether a missed target fails the run.
 struct Options {
     runner: PathBuf,
     out: PathBuf,
+    strict: bool,
+}
+
+/// How a run ended when nothing went wrong.
+enum Verdict {
+    Done,
+    /// `--strict`, and a target was missed.
+    Missed,
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
-        Some("floor-server") => floor::serve(),
-        Some("sidecar") => sidecar::serve(),
-        Some("load") => load_only(&args[1..]),
+        Some(mode @ ("floor-server" | "protocol-floor")) => Floor::from_args(mode, &args[1..])
+            .and_then(floor::serve)
+            .map(|()| Verdict::Done),
+        Some("sidecar") => sidecar::serve().map(|()| Verdict::Done),
+        Some("load") => load_only(&args[1..]).map(|()| Verdict::Done),
         _ => options(&args).and_then(run),
     };
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Verdict::Done) => ExitCode::SUCCESS,
+        Ok(Verdict::Missed) => ExitCode::from(1),
         Err(e) => {
             eprintln!("direktiv-cmd-bench: {e}");
             ExitCode::FAILURE
@@ -110,13 +135,15 @@ fn options(args: &[String]) -> Result<Options, Error> {
     let mut options = Options {
         runner: PathBuf::from("target/static/direktiv-cmd"),
         out: PathBuf::from("bench-results/latest.json"),
+        strict: false,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--runner" => options.runner = PathBuf::from(value),
-            "--out" => options.out = PathBuf::from(value),
+            "--runner" => options.runner = PathBuf::from(value()?),
+            "--out" => options.out = PathBuf::from(value()?),
+            "--strict" => options.strict = true,
             _ => {
                 return Err(format!(
                     "unknown argument {flag}; see the doc comment of bench/src/main.rs"
@@ -135,13 +162,14 @@ fn options(args: &[String]) -> Result<Options, Error> {
     Ok(options)
 }
 
-/// The whole benchmark. Targets that fail are reported, not treated as errors: the table is
-/// the product of this run either way.
-fn run(options: Options) -> Result<(), Error> {
+/// The whole benchmark. The table and the JSON are written either way; a missed target is an
+/// error only with `--strict`.
+fn run(options: Options) -> Result<Verdict, Error> {
+    let started = std::time::Instant::now();
     let load_before = report::load_average();
     let scratch = Scratch::create()?;
     let temp_dir = scratch.fixed_temp_dir()?;
-    eprintln!("spawn floor: {SPAWN_RUNS} × /bin/true");
+    eprintln!("spawn+wait: {SPAWN_RUNS} × /bin/true");
     let spawn = measure::spawn_floor(SPAWN_RUNS)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -150,48 +178,70 @@ fn run(options: Options) -> Result<(), Error> {
     report.spawn_true_p50_us = load::micros(spawn);
     report.binary_stripped_bytes = measure::stripped_size(&options.runner)?;
     report.load_average = [load_before, report::load_average()];
+    report.strict = options.strict;
+    report.run_s = started.elapsed().as_secs_f64();
     report.judge();
     report.print();
     report.write_json(&options.out)?;
+    let failed = report.failed();
     println!(
-        "\n{} of {} targets failed; written to {}",
-        report.failed(),
+        "\n{failed} of {} targets failed in a {:.0} s run; written to {}",
         report.targets.len(),
+        report.run_s,
         options.out.display()
     );
-    Ok(())
+    Ok(if options.strict && failed > 0 {
+        Verdict::Missed
+    } else {
+        Verdict::Done
+    })
 }
 
-/// Floor server and runner side by side, then the runner alone with a slow sidecar; requests
-/// carry `temp_dir` as `Direktiv-TempDir` except in the private-temp-dir run.
+/// The floors and the runner side by side, then the runner alone: a slow sidecar, masking and
+/// `limits`. Requests carry `temp_dir` as `Direktiv-TempDir` except in the private-temp-dir run.
 async fn servers(options: &Options, temp_dir: &str) -> Result<Report, Error> {
     let sidecar = Sidecar::start().await?;
-    let floor = Target::Floor {
-        harness: std::env::current_exe()?,
-    };
-    let runner = Target::Runner {
-        binary: options.runner.clone(),
-        sidecar: sidecar.url(),
-    };
-    eprintln!(
-        "floor server and direktiv-cmd, taking turns: starts, c=1, c=16, c=16 private temp dir, seq"
-    );
-    let mut measured = measure::side_by_side(&[floor, runner.clone()], &sidecar, temp_dir).await?;
-    let (runner_report, runner_server) = measured.pop().ok_or("no runner measured")?;
-    let (floor_report, floor_server) = measured.pop().ok_or("no floor measured")?;
-    floor_server.stop().await?;
+    let harness = std::env::current_exe()?;
+    let targets = [
+        Target::SpawnFloor {
+            harness: harness.clone(),
+        },
+        Target::ProtocolFloor {
+            harness,
+            sidecar: sidecar.url(),
+        },
+        Target::Runner {
+            binary: options.runner.clone(),
+            sidecar: sidecar.url(),
+        },
+    ];
+    eprintln!("spawn floor, protocol floor and direktiv-cmd, taking turns: starts");
+    let mut measured = measure::side_by_side(&targets, &sidecar, temp_dir).await?;
+    let (runner, runner_server) = measured.pop().ok_or("no runner measured")?;
+    let (protocol_floor, protocol_server) = measured.pop().ok_or("no protocol floor measured")?;
+    let (spawn_floor, spawn_server) = measured.pop().ok_or("no spawn floor measured")?;
+    protocol_server.stop().await?;
+    spawn_server.stop().await?;
     eprintln!("direktiv-cmd: 50 ms sidecar");
-    let slow = measure::slow_sidecar(&runner_server, &runner, &sidecar, temp_dir).await?;
+    let slow_sidecar = measure::slow_sidecar(&runner_server, &sidecar, temp_dir).await?;
+    eprintln!("direktiv-cmd: masking, limits");
+    let masking = compare::masking(&runner_server, &sidecar, temp_dir).await?;
+    let limits = compare::limits(&runner_server, &sidecar, temp_dir).await?;
     runner_server.stop().await?;
 
     Ok(Report {
         direktiv_tempdir: temp_dir.to_owned(),
         spawn_true_p50_us: 0.0,
-        floor: floor_report,
-        runner: runner_report,
-        slow_sidecar: slow,
+        spawn_floor,
+        protocol_floor,
+        runner,
+        slow_sidecar,
+        masking,
+        limits,
         binary_stripped_bytes: 0,
         load_average: Default::default(),
+        strict: false,
+        run_s: 0.0,
         targets: Vec::new(),
         information: Vec::new(),
     })

@@ -1,5 +1,5 @@
 //! A command's process group: the unit the runner stops. Every command is spawned as the leader
-//! of a new group (`setpgid(0, 0)` through posix_spawn), so its whole tree — shells, pipelines,
+//! of a new group (`setpgid(0, 0)` through posix_spawn or the fork path), so its whole tree — shells, pipelines,
 //! background jobs — can be signalled at once with `kill(-pgid)`.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -7,11 +7,12 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep, timeout, Instant};
 
 use super::procfs;
+use super::usage::{self, Usage};
 
 /// How often an exit or an empty group is polled for where no event announces it (no pidfd,
 /// or waiting for the last members of a group): short enough not to add noticeable latency to
@@ -45,6 +46,8 @@ pub struct ProcessGroup {
     /// Readable once the leader has exited (Linux ≥ 5.3); `None` falls back to polling.
     pidfd: Option<AsyncFd<OwnedFd>>,
     reaped: bool,
+    /// What the leader (and the descendants it waited for) used, once reaped.
+    usage: Option<Usage>,
 }
 
 impl ProcessGroup {
@@ -62,6 +65,7 @@ impl ProcessGroup {
             leader,
             pidfd,
             reaped: false,
+            usage: None,
         }
     }
 
@@ -167,17 +171,23 @@ impl ProcessGroup {
         }
     }
 
-    /// Reaps the leader without ever blocking: at once when it has exited, else (a process
-    /// SIGKILL has not ended yet, stuck in the kernel) on a thread of its own that waits for
-    /// it. Either way the group is done with it.
+    /// What the leader used (see `usage`), once it has been reaped.
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Reaps the leader with wait4, which tells what it used, without ever blocking: at once
+    /// when it has exited, else (a process SIGKILL has not ended yet, stuck in the kernel) on
+    /// a thread of its own that waits for it. Either way the group is done with it.
     fn reap(&mut self) {
         if self.reaped {
             return;
         }
         self.reaped = true;
-        let leader = self.leader;
-        if let Ok(None) = rustix::process::waitpid(Some(leader), WaitOptions::NOHANG) {
-            reap_when_it_dies(leader);
+        match usage::reap_if_exited(self.leader) {
+            Ok(Some((_, usage))) => self.usage = Some(usage),
+            Ok(None) => reap_when_it_dies(self.leader),
+            Err(_) => {}
         }
     }
 }
@@ -203,7 +213,7 @@ fn reap_when_it_dies(pid: Pid) {
     let spawned = std::thread::Builder::new()
         .name("reaper".into())
         .spawn(move || {
-            let _ = rustix::process::waitpid(Some(pid), WaitOptions::empty());
+            let _ = usage::reap(pid);
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start a thread to reap a killed command");
@@ -243,6 +253,7 @@ mod tests {
         assert!(group.has_members());
         group.terminate(Duration::from_secs(2)).await;
         assert!(!group.has_members());
+        assert!(group.usage().is_some(), "reaped with its usage");
         // Already reaped by `terminate`; this only tells the std handle so.
         let _ = child.try_wait();
     }

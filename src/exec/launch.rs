@@ -92,6 +92,38 @@ fn launch_of(spec: &CommandSpec, shell: Option<&Path>) -> Result<Launch, Failure
     }
 }
 
+/// The `CMD_ALLOW` entries that name no executable here: a bare name not found in the
+/// runner's PATH, or an absolute path that is not an executable file.
+pub(crate) fn unresolved_allow_entries(allow: &AllowList) -> Vec<&str> {
+    let runner_path = std::env::var_os("PATH");
+    allow
+        .entries
+        .iter()
+        .filter(|entry| {
+            let path = Path::new(entry.as_str());
+            let found = match (path.parent(), path.file_name()) {
+                // An absolute path is searched as a PATH of one directory: its own.
+                (Some(dir), Some(name)) if path.is_absolute() => {
+                    let place = SearchPlace {
+                        cwd: None,
+                        path: Some(dir.as_os_str()),
+                    };
+                    search_path(name, place).is_ok()
+                }
+                _ => {
+                    let place = SearchPlace {
+                        cwd: None,
+                        path: runner_path.as_deref(),
+                    };
+                    search_path(OsStr::new(entry), place).is_ok()
+                }
+            };
+            !found
+        })
+        .map(String::as_str)
+        .collect()
+}
+
 /// The path to execute for `launch`: relative paths are relative to the command's working
 /// directory (where the spawn changes to before it executes).
 pub(super) fn locate(
@@ -106,7 +138,7 @@ pub(super) fn locate(
         }
         return search_path(name, place)
             .map(PathBuf::into_os_string)
-            .map_err(|e| spawn_failure(&e, launch));
+            .map_err(|e| spawn_failure(&e, launch, place.cwd));
     }
     let denied = |why: &str| {
         Failure::Denied(format!(
@@ -203,12 +235,19 @@ fn search_path(name: &OsStr, place: SearchPlace<'_>) -> io::Result<PathBuf> {
     }))
 }
 
-/// Turns a spawn error into the failure the user sees.
-pub fn spawn_failure(error: &io::Error, launch: &Launch) -> Failure {
+/// Turns a spawn error into the failure the user sees. `cwd` is the command's working
+/// directory, where a script the request wrote usually is (`None` before it exists).
+pub fn spawn_failure(error: &io::Error, launch: &Launch, cwd: Option<BorrowedFd<'_>>) -> Failure {
     let name = &launch.name;
     match error.kind() {
         io::ErrorKind::NotFound if name.contains('/') => Failure::NotFound(format!(
             "failed: '{name}' not found (or the interpreter on its #! line is missing)"
+        )),
+        // A bare name is looked up in PATH only, as a shell does; `run.sh` next to the command
+        // is a common slip for `./run.sh`.
+        io::ErrorKind::NotFound if is_file_in(cwd, name) => Failure::NotFound(format!(
+            "failed: executable '{name}' not found in PATH; did you mean ./{name}? \
+             (a file in the working directory is run by its path)"
         )),
         io::ErrorKind::NotFound => {
             Failure::NotFound(format!("failed: executable '{name}' not found in PATH"))
@@ -221,6 +260,12 @@ pub fn spawn_failure(error: &io::Error, launch: &Launch) -> Failure {
         )),
         _ => Failure::io(format!("failed to start '{name}'"), clone_error(error)),
     }
+}
+
+/// Whether `name` is a regular file (symlinks followed) in the folder `cwd`.
+fn is_file_in(cwd: Option<BorrowedFd<'_>>, name: &str) -> bool {
+    cwd.and_then(|cwd| rustix::fs::statat(cwd, name, AtFlags::empty()).ok())
+        .is_some_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile)
 }
 
 fn clone_error(error: &io::Error) -> io::Error {
@@ -251,6 +296,7 @@ mod tests {
             print: true,
             continue_on_error: false,
             output: None,
+            limits: Default::default(),
         }
     }
 
@@ -328,6 +374,31 @@ mod tests {
             format!("ok {}", sh.display())
         );
         assert_eq!(code(locate(&argv("cat"), place, &list)), "cmd.denied");
+    }
+
+    #[test]
+    fn allow_entries_that_name_nothing_are_found() {
+        let sh = search_path(
+            OsStr::new("sh"),
+            SearchPlace {
+                cwd: None,
+                path: std::env::var_os("PATH").as_deref(),
+            },
+        )
+        .unwrap();
+        let sh = sh.display().to_string();
+        let list = allow(&[
+            "sh",
+            "no-such-tool",
+            &sh,
+            "/no/such/tool",
+            "/etc/passwd",
+            "/",
+        ]);
+        assert_eq!(
+            unresolved_allow_entries(&list),
+            ["no-such-tool", "/no/such/tool", "/etc/passwd", "/"]
+        );
     }
 
     #[test]

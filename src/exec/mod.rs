@@ -6,14 +6,23 @@
 //! Timeouts and cancellation meet here: `run` waits for the first of the command's exit, its
 //! deadline (`timeout`, else `CMD_TIMEOUT`) and the request's `Cancel`, then stops the group
 //! (`group`) and the request's escapees with `CMD_KILL_GRACE` between SIGTERM and SIGKILL.
+//!
+//! Accounting too: the command runs under its `limits` (set before exec), is told its
+//! deadline (`DIREKTIV_DEADLINE`), is reaped with its usage (`usage`), and an ending by
+//! itself is judged with the OOM-kill count read around it (`verdict`).
 
 mod capture;
+mod deadline;
 mod escapees;
+mod fork;
 mod group;
 mod launch;
+mod oom;
 mod procfs;
 mod pumps;
 mod spawn;
+mod usage;
+mod verdict;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -27,15 +36,19 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use capture::Capture;
 pub(crate) use escapees::{RequestMark, MARK_VARIABLE};
 pub(crate) use group::ExitKind;
-pub(crate) use launch::Launch;
+pub(crate) use launch::{unresolved_allow_entries, Launch};
+pub(crate) use usage::Usage;
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
+use crate::direktiv::ENV_DEADLINE;
 use crate::error::{CancelReason, Failure};
+use crate::limits::Limits;
 use crate::logs::LogStream;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
-use group::{signal_name, ProcessGroup};
+use deadline::Deadline;
+use group::ProcessGroup;
 use launch::SearchPlace;
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
 use spawn::{ChildEnv, SpawnRequest, Spawned};
@@ -48,6 +61,8 @@ pub(crate) struct ExecSettings {
     pub(crate) kill_grace: Duration,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) max_output: usize,
+    /// `CMD_LIMIT_*`: under every request's own `limits`.
+    pub(crate) limits: Limits,
 }
 
 impl ExecSettings {
@@ -58,6 +73,7 @@ impl ExecSettings {
             kill_grace: config.kill_grace,
             default_timeout: config.default_timeout(),
             max_output: config.max_output,
+            limits: config.default_limits(),
         }
     }
 
@@ -137,6 +153,8 @@ pub(crate) struct CommandRun {
     pub(crate) combined: Capture,
     /// How the main process ended, when it was started and ended by itself.
     pub(crate) exit: Option<ExitKind>,
+    /// What it used, when it was started and reaped.
+    pub(crate) usage: Option<Usage>,
     pub(crate) failure: Option<Failure>,
     pub(crate) duration: Duration,
 }
@@ -156,6 +174,7 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
         stderr: Capture::with_tail(x.settings.max_output),
         combined: Capture::new(if x.combine { x.settings.max_output } else { 0 }),
         exit: None,
+        usage: None,
         failure: None,
         duration: Duration::ZERO,
     };
@@ -168,6 +187,9 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
     }
     run.duration = started.elapsed();
     METRICS.command_duration.observe(run.duration.as_secs_f64());
+    if let Some(usage) = &run.usage {
+        METRICS.observe_usage(usage);
+    }
     run
 }
 
@@ -178,7 +200,14 @@ async fn execute(
     x: &Execution<'_>,
     run: &mut CommandRun,
 ) -> Result<(), Failure> {
-    let spawned = start(spec, launch, cwd, x).await?;
+    // The deadline is fixed before the spawn, so the instant the command is told is the one
+    // it is stopped at.
+    let timeout = spec.timeout.or(x.settings.default_timeout);
+    let deadline = timeout.and_then(Deadline::after);
+    let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
+    let limits = spec.limits.over(x.settings.limits);
+    let oom_before = oom::count();
+    let spawned = start(spec, launch, cwd, shown_deadline, limits, x).await?;
     x.mark.started(spawned.pid);
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
@@ -206,19 +235,20 @@ async fn execute(
         )
     };
     tokio::pin!(pumps);
-    let timeout = spec.timeout.or(x.settings.default_timeout);
-    let deadline = sleep_for(timeout);
-    tokio::pin!(deadline);
+    let stop_at = sleep_until(deadline);
+    tokio::pin!(stop_at);
     let mut drained = None;
     let ending = loop {
         tokio::select! {
             kind = group.wait_leader() => break Ending::Exited(kind),
-            () = &mut deadline => break Ending::TimedOut(timeout.unwrap_or_default()),
+            () = &mut stop_at => break Ending::TimedOut(timeout.unwrap_or_default()),
             reason = x.cancel.cancelled() => break Ending::Cancelled(reason),
             captures = &mut pumps, if drained.is_none() => drained = Some(captures),
         }
     };
 
+    // Read at once: the OOM killer counts its kill before its victim is gone.
+    let oom_killed = matches!(ending, Ending::Exited(_)) && oom::rose(oom_before, oom::count());
     let grace = x.settings.kill_grace;
     match ending {
         Ending::Exited(_) => {
@@ -227,20 +257,25 @@ async fn execute(
             if drained.is_none() {
                 drained = tokio::time::timeout(LINGER, pumps.as_mut()).await.ok();
             }
+            // The group first (at once when it is empty, as it usually is), then whatever left
+            // it: a child still leaving the group while the group is looked at (`setsid -f`
+            // returns before its child has moved) is either stopped with the group or found
+            // outside it afterwards.
             let stop = async {
-                tokio::join!(
-                    group.clean_up_after_exit(grace),
-                    x.mark.stop_escapees(Some(spawned.pid), grace)
-                )
+                group.clean_up_after_exit(grace).await;
+                x.mark.stop_escapees(Some(spawned.pid), grace).await
             };
             with_pumps(stop, &mut pumps, &mut drained).await;
         }
         Ending::TimedOut(_) | Ending::Cancelled(_) => {
+            // Both at once, so one grace period covers them; then once more for a child that
+            // left the group while both looked.
             let stop = async {
                 tokio::join!(
                     group.terminate(grace),
                     x.mark.stop_escapees(Some(spawned.pid), grace)
-                )
+                );
+                x.mark.stop_escapees(Some(spawned.pid), grace).await
             };
             with_pumps(stop, &mut pumps, &mut drained).await;
         }
@@ -250,20 +285,20 @@ async fn execute(
         None => finish_pumps(&mut pumps, &stop_pumps).await,
     };
     (run.stdout, run.stderr) = captures;
+    run.usage = group.usage();
     if x.combine {
         run.combined = std::mem::take(&mut *crate::sync::lock(&combined));
     }
 
     match ending {
-        Ending::Exited(kind) => {
-            run.exit = Some(kind);
-            match kind {
-                ExitKind::Code(0) => Ok(()),
-                ExitKind::Code(code) => Err(Failure::Exit { code }),
-                ExitKind::Signal(signal) => Err(Failure::Signal {
-                    name: signal_name(signal),
-                }),
-            }
+        Ending::Exited(exit) => {
+            run.exit = Some(exit);
+            verdict::verdict(&verdict::Ending {
+                exit,
+                limits,
+                usage: run.usage,
+                oom_killed,
+            })
         }
         Ending::TimedOut(after) => Err(Failure::Timeout { after }),
         Ending::Cancelled(reason) => Err(Failure::Cancelled { reason }),
@@ -272,18 +307,23 @@ async fn execute(
 
 /// Locates the executable and spawns it, on the blocking pool: looking up files can block
 /// (a hung mount in PATH), and so can the exec itself, which the vfork'ed spawn waits for.
+/// `deadline` (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`.
 async fn start(
     spec: &CommandSpec,
     launch: &Launch,
     cwd: OwnedFd,
+    deadline: Option<String>,
+    limits: Limits,
     x: &Execution<'_>,
 ) -> Result<Spawned, Failure> {
-    // The mark comes last: a request's own env cannot replace it.
+    // The runner's facts come last: a request's own env cannot replace the deadline or the
+    // mark of its processes.
     let vars: Vec<(String, String)> = x
         .env
         .iter()
         .chain(spec.env.iter())
         .cloned()
+        .chain(deadline.map(|at| (ENV_DEADLINE.to_owned(), at)))
         .chain([(MARK_VARIABLE.to_owned(), x.mark.value().to_owned())])
         .collect();
     let (launch, allow, stdin) = (
@@ -293,21 +333,24 @@ async fn start(
     );
     let started = tokio::task::spawn_blocking(move || {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let env = ChildEnv::new(&vars).map_err(|error| launch::spawn_failure(&error, &launch))?;
+        let cwd = cwd.as_fd();
+        let env = ChildEnv::new(&vars)
+            .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))?;
         let place = SearchPlace {
-            cwd: Some(cwd.as_fd()),
+            cwd: Some(cwd),
             path: env.path(),
         };
         let path = launch::locate(&launch, place, &allow)?;
-        spawn::spawn(&SpawnRequest {
+        spawn::spawn(SpawnRequest {
             path: OsStr::new(&path),
             argv0: &launch.name,
             args: &launch.args,
-            cwd: cwd.as_fd(),
-            env: &env,
+            cwd,
+            env,
             stdin,
+            limits: limits.rlimits(),
         })
-        .map_err(|error| launch::spawn_failure(&error, &launch))
+        .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))
     })
     .await;
     started.unwrap_or_else(|error| {
@@ -317,9 +360,11 @@ async fn start(
     })
 }
 
-async fn sleep_for(timeout: Option<Duration>) {
-    match timeout {
-        Some(duration) => tokio::time::sleep(duration).await,
+/// Sleeps until the deadline; forever without one (no timeout, or one too far away to
+/// represent).
+async fn sleep_until(deadline: Option<Deadline>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.instant().into()).await,
         None => std::future::pending().await,
     }
 }

@@ -1,11 +1,15 @@
-//! Starting a command's process with `posix_spawn`.
+//! Starting a command's process with `posix_spawn`, or — for a command with resource limits,
+//! which must be set between fork and exec — with the fork path of `fork.rs`. Either way the
+//! command becomes the OOM killer's first choice (`oom`).
 //!
 //! std's `Command` uses posix_spawn (a `CLONE_VM | CLONE_VFORK` child that only execs) unless a
 //! working directory is set and `posix_spawn_file_actions_addchdir_np` cannot be found through
 //! its weak-symbol lookup — which is always the case in a static glibc binary. It then forks,
 //! copying the runner's page tables and paying copy-on-write faults afterwards: most of the
 //! runner's per-command cost. Every command has a working directory, so the runner calls
-//! posix_spawn itself, with the chdir, the new process group and the pipes as spawn actions.
+//! posix_spawn itself, with the change of directory (`fchdir` to the open folder the workspace
+//! checked: no path is looked up again), the new process group and the pipes as spawn
+//! actions. The file to execute comes located (`launch`): nothing is searched here.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -16,6 +20,9 @@ use std::sync::LazyLock;
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::Pid;
 
+use super::{fork, oom, usage};
+use crate::limits::RlimitPlan;
+
 /// What to start.
 pub struct SpawnRequest<'a> {
     /// The file to execute, exactly (no PATH search); a relative path is taken from `cwd`.
@@ -24,13 +31,35 @@ pub struct SpawnRequest<'a> {
     pub argv0: &'a str,
     /// argv[1..].
     pub args: &'a [String],
-    /// The child's working directory, entered by descriptor (`fchdir`): no path is looked up
-    /// again between the workspace's checks and the exec.
+    /// The child's working directory, an open folder entered by descriptor.
     pub cwd: BorrowedFd<'a>,
     /// The child's environment.
-    pub env: &'a ChildEnv,
+    pub env: ChildEnv,
     /// Give the child a stdin pipe to write to; otherwise its stdin is at EOF at once.
     pub stdin: bool,
+    /// Resource limits to set before exec; none keeps the fast posix_spawn path.
+    pub limits: RlimitPlan,
+}
+
+/// How a command is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// posix_spawn: no page-table copy, but no code of ours runs between fork and exec.
+    PosixSpawn,
+    /// fork, set the limits, exec (`fork.rs`).
+    Fork,
+}
+
+impl Method {
+    /// posix_spawn unless there are limits to set: then the command must never run a single
+    /// instruction unlimited, so they are set in the child before exec.
+    fn for_limits(limits: &RlimitPlan) -> Method {
+        if limits.is_empty() {
+            Method::PosixSpawn
+        } else {
+            Method::Fork
+        }
+    }
 }
 
 /// A started process: the leader of its own new process group.
@@ -42,7 +71,8 @@ pub struct Spawned {
 }
 
 /// Starts the process. Errors are the exec's (`NotFound`, `PermissionDenied`, `ENOEXEC`, ...).
-pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
+pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
+    let env = request.env;
     let path = c_string(request.path.as_bytes())?;
     let argv: Vec<CString> = std::iter::once(request.argv0.as_bytes())
         .chain(request.args.iter().map(|a| a.as_bytes()))
@@ -54,17 +84,39 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
     let (stdout_read, stdout_write) = pipe_with(PipeFlags::CLOEXEC)?;
     let (stderr_read, stderr_write) = pipe_with(PipeFlags::CLOEXEC)?;
 
-    let pid = posix_spawn(&SpawnCall {
-        path: &path,
-        cwd: request.cwd.as_raw_fd(),
-        argv: &argv,
-        envp: &request.env.pointers(),
-        stdio: [
-            stdin_read.as_raw_fd(),
-            stdout_write.as_raw_fd(),
-            stderr_write.as_raw_fd(),
-        ],
-    })?;
+    // Linux counts the memory of the image exec replaces in the command's peak RSS: with
+    // posix_spawn that is the runner's own, peak included. Resetting the runner's peak to its
+    // current size keeps an earlier busy moment of the runner out of `max_rss_kib`.
+    usage::reset_own_peak_rss();
+    let pid = match Method::for_limits(&request.limits) {
+        Method::PosixSpawn => {
+            let pid = posix_spawn(&SpawnCall {
+                path: &path,
+                cwd: request.cwd.as_raw_fd(),
+                argv: &argv,
+                envp: &env.pointers(),
+                stdio: [
+                    stdin_read.as_raw_fd(),
+                    stdout_write.as_raw_fd(),
+                    stderr_write.as_raw_fd(),
+                ],
+            })?;
+            // Only now can the score be raised; what the command forks in the microseconds
+            // before inherits the runner's score (the fork path has no such window).
+            oom::raise_oom_score(pid);
+            pid
+        }
+        Method::Fork => fork::spawn(
+            fork::Image {
+                path,
+                argv,
+                env,
+                cwd: request.cwd,
+            },
+            [&stdin_read, &stdout_write, &stderr_write],
+            request.limits,
+        )?,
+    };
     // The child's ends close here: EOF on stdout/stderr then means every holder is gone, and
     // dropping the stdin writer (no stdin text) gives the child EOF at once.
     drop((stdin_read, stdout_write, stderr_write));
@@ -88,13 +140,13 @@ static BASE_ENV: LazyLock<Vec<(Vec<u8>, CString)>> = LazyLock::new(|| {
 });
 
 /// A child's environment: the runner's own, with the request's variables over it.
-pub struct ChildEnv {
+pub(super) struct ChildEnv {
     /// The request's variables, the last of each name only (later wins), as `KEY=value`.
     overrides: Vec<(Vec<u8>, CString)>,
 }
 
 impl ChildEnv {
-    pub fn new(variables: &[(&str, &str)]) -> io::Result<Self> {
+    pub(super) fn new(variables: &[(&str, &str)]) -> io::Result<Self> {
         let mut overrides: Vec<(Vec<u8>, CString)> = Vec::with_capacity(variables.len());
         for (key, value) in variables.iter().rev() {
             if overrides.iter().all(|(k, _)| k != key.as_bytes()) {
@@ -110,7 +162,7 @@ impl ChildEnv {
     }
 
     /// The PATH the child will see.
-    pub fn path(&self) -> Option<&OsStr> {
+    pub(super) fn path(&self) -> Option<&OsStr> {
         self.overrides
             .iter()
             .chain(BASE_ENV.iter())
@@ -119,7 +171,7 @@ impl ChildEnv {
     }
 
     /// `envp` for posix_spawn (NUL-terminated); the pointers borrow from `self` and BASE_ENV.
-    fn pointers(&self) -> Vec<*const libc::c_char> {
+    pub(super) fn pointers(&self) -> Vec<*const libc::c_char> {
         BASE_ENV
             .iter()
             .filter(|(k, _)| !self.overridden(k))
@@ -182,7 +234,7 @@ fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<Pid> {
     Pid::from_raw(pid).ok_or_else(|| io::Error::other("posix_spawn gave no process id"))
 }
 
-fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+pub(super) fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
     strings
         .iter()
         .map(|s| s.as_ptr())
@@ -281,36 +333,54 @@ impl Drop for Attributes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Limits;
     use std::io::Read;
     use std::os::fd::AsFd;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
+    /// Both ways of starting a command; each test checks that they behave the same.
+    fn methods() -> [RlimitPlan; 2] {
+        let limited = Limits {
+            open_files: Some(512),
+            ..Limits::default()
+        };
+        [RlimitPlan::default(), limited.rlimits()]
+    }
+
+    /// Starts `program` (a path, as `launch` would locate it) in `cwd`.
     fn start(
         program: &str,
-        args: &[&str],
+        args: &[String],
         cwd: &Path,
         env: Vec<(&str, &str)>,
+        limits: RlimitPlan,
     ) -> io::Result<Spawned> {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let dir = rustix::fs::open(
             cwd,
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
             rustix::fs::Mode::empty(),
         )?;
-        let env = ChildEnv::new(&env)?;
-        spawn(&SpawnRequest {
+        spawn(SpawnRequest {
             path: OsStr::new(program),
-            argv0: program,
-            args: &args,
+            argv0: program.rsplit('/').next().unwrap_or(program),
+            args,
             cwd: dir.as_fd(),
-            env: &env,
+            env: ChildEnv::new(&env)?,
             stdin: false,
+            limits,
         })
     }
 
-    fn run(program: &str, args: &[&str], cwd: &Path, env: Vec<(&str, &str)>) -> (String, i32) {
-        let spawned = start(program, args, cwd, env).unwrap();
+    fn run(
+        program: &str,
+        args: &[&str],
+        cwd: &Path,
+        env: Vec<(&str, &str)>,
+        limits: RlimitPlan,
+    ) -> (String, i32) {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let spawned = start(program, &args, cwd, env, limits).unwrap();
         let mut out = String::new();
         std::fs::File::from(spawned.stdout)
             .read_to_string(&mut out)
@@ -324,67 +394,147 @@ mod tests {
     }
 
     #[test]
+    fn commands_without_limits_take_posix_spawn_and_others_fork() {
+        assert_eq!(
+            Method::for_limits(&RlimitPlan::default()),
+            Method::PosixSpawn
+        );
+        assert_eq!(
+            Method::for_limits(&Limits::default().rlimits()),
+            Method::PosixSpawn
+        );
+        for limits in [
+            Limits {
+                memory: Some(1 << 30),
+                ..Limits::default()
+            },
+            Limits {
+                cpu: Some(1),
+                ..Limits::default()
+            },
+            Limits {
+                file_size: Some(0),
+                ..Limits::default()
+            },
+            Limits {
+                open_files: Some(64),
+                ..Limits::default()
+            },
+        ] {
+            assert_eq!(
+                Method::for_limits(&limits.rlimits()),
+                Method::Fork,
+                "{limits:?}"
+            );
+        }
+    }
+
+    #[test]
     fn runs_in_cwd_with_env_in_its_own_group_with_eof_stdin() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = "pwd; echo $GREETING; cat; ps -o pgid= -p $$ | tr -d ' '; echo $$";
-        let (out, code) = run(
-            "/bin/sh",
-            &["-c", script],
-            dir.path(),
-            vec![("GREETING", "hi")],
-        );
-        assert_eq!(code, 0);
-        let lines: Vec<&str> = out.lines().collect();
-        assert_eq!(
-            lines[0],
-            dir.path().canonicalize().unwrap().to_str().unwrap()
-        );
-        assert_eq!(lines[1], "hi");
-        assert_eq!(
-            lines[2], lines[3],
-            "the command leads its own process group"
-        );
+        for limits in methods() {
+            let dir = tempfile::tempdir().unwrap();
+            let script = "pwd; echo $GREETING; cat; ps -o pgid= -p $$ | tr -d ' '; echo $$; \
+                          head -c 3 /proc/$$/cmdline | tr '\\0' _; echo; ulimit -n";
+            let (out, code) = run(
+                "/bin/sh",
+                &["-c", script],
+                dir.path(),
+                vec![("GREETING", "hi"), ("GREETING", "hello")],
+                limits,
+            );
+            assert_eq!(code, 0);
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(
+                lines[0],
+                dir.path().canonicalize().unwrap().to_str().unwrap()
+            );
+            assert_eq!(lines[1], "hello", "later variables win");
+            assert_eq!(
+                lines[2], lines[3],
+                "the command leads its own process group"
+            );
+            assert_eq!(lines[4], "sh_", "argv[0] is the program as named");
+            if limits.is_empty() {
+                assert_ne!(lines[5], "512");
+            } else {
+                assert_eq!(lines[5], "512", "the limit is set before exec");
+            }
+        }
     }
 
     #[test]
     fn signals_are_at_their_defaults() {
+        for limits in methods() {
+            let dir = tempfile::tempdir().unwrap();
+            // SIGPIPE ignored in the runner must not be ignored in the command.
+            let (out, _) = run(
+                "/bin/sh",
+                &["-c", "grep -E '^(SigIgn|SigBlk)' /proc/self/status"],
+                dir.path(),
+                vec![],
+                limits,
+            );
+            let ignored = out
+                .lines()
+                .find_map(|l| l.strip_prefix("SigIgn:\t"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .unwrap();
+            // Signals 1-31; 32 and 33 belong to glibc itself.
+            assert_eq!(ignored & 0x7fff_ffff, 0, "{out}");
+            assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+        }
+    }
+
+    #[test]
+    fn commands_are_the_oom_killers_first_choice() {
+        for limits in methods() {
+            let dir = tempfile::tempdir().unwrap();
+            // What the command starts after its first moments inherits the raised score.
+            let script = "sleep 0.5; cat /proc/$$/oom_score_adj";
+            let (out, _) = run("/bin/sh", &["-c", script], dir.path(), vec![], limits);
+            assert_eq!(out.trim(), "1000", "{limits:?}");
+        }
+        // With limits the score is raised before exec: there is no moment without it.
         let dir = tempfile::tempdir().unwrap();
-        // SIGPIPE ignored in the runner must not be ignored in the command.
+        let limited = methods()[1];
         let (out, _) = run(
-            "/bin/sh",
-            &["-c", "grep -E '^(SigIgn|SigBlk)' /proc/self/status"],
+            "/bin/cat",
+            &["/proc/self/oom_score_adj"],
             dir.path(),
             vec![],
+            limited,
         );
-        let ignored = out
-            .lines()
-            .find_map(|l| l.strip_prefix("SigIgn:\t"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .unwrap();
-        // Signals 1-31; 32 and 33 belong to glibc itself.
-        assert_eq!(ignored & 0x7fff_ffff, 0, "{out}");
-        assert!(out.contains("SigBlk:\t0000000000000000"), "{out}");
+        assert_eq!(out.trim(), "1000");
     }
 
     #[test]
     fn relative_paths_are_taken_from_the_working_directory_and_errors_map_to_kinds() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("run.sh"), "#!/bin/sh\necho ran\n").unwrap();
-        std::fs::set_permissions(
-            dir.path().join("run.sh"),
-            std::fs::Permissions::from_mode(0o755),
-        )
-        .unwrap();
-        assert_eq!(run("./run.sh", &[], dir.path(), vec![]).0, "ran\n");
-        assert_eq!(run("run.sh", &[], dir.path(), vec![]).0, "ran\n");
+        for limits in methods() {
+            let dir = tempfile::tempdir().unwrap();
+            let executable = |name: &str, text: &str| {
+                std::fs::write(dir.path().join(name), text).unwrap();
+                std::fs::set_permissions(
+                    dir.path().join(name),
+                    std::fs::Permissions::from_mode(0o755),
+                )
+                .unwrap();
+            };
+            executable("run.sh", "#!/bin/sh\necho ran\n");
+            assert_eq!(run("./run.sh", &[], dir.path(), vec![], limits).0, "ran\n");
+            assert_eq!(run("run.sh", &[], dir.path(), vec![], limits).0, "ran\n");
 
-        let kind = |program: &str| {
-            start(program, &[], dir.path(), vec![])
-                .err()
-                .map(|e| e.kind())
-        };
-        assert_eq!(kind("./no-such-program"), Some(io::ErrorKind::NotFound));
-        std::fs::write(dir.path().join("plain"), "x").unwrap();
-        assert_eq!(kind("./plain"), Some(io::ErrorKind::PermissionDenied));
+            let spawn_error = |program: &str| start(program, &[], dir.path(), vec![], limits).err();
+            let kind = |program| spawn_error(program).map(|e| e.kind());
+            assert_eq!(kind("./no-such-program"), Some(io::ErrorKind::NotFound));
+            std::fs::write(dir.path().join("plain"), "x").unwrap();
+            assert_eq!(kind("./plain"), Some(io::ErrorKind::PermissionDenied));
+            // A script without a #! line is not run by some shell: exec refuses it.
+            executable("no-shebang", "echo ran\n");
+            assert_eq!(
+                spawn_error("./no-shebang").and_then(|e| e.raw_os_error()),
+                Some(libc::ENOEXEC),
+                "{limits:?}"
+            );
+        }
     }
 }

@@ -110,10 +110,11 @@ fn utf8_floor(bytes: &[u8], max: usize) -> usize {
         .unwrap_or(max)
 }
 
-/// Masks one line, converts it to text (invalid UTF-8 replaced) and adds it to the batch, cut
-/// into cap-sized pieces only if it is longer than the cap.
+/// Masks one line as a terminal shows it (progress bars: the text after its last `\r`),
+/// converts it to text (invalid UTF-8 replaced) and adds it to the batch, cut into cap-sized
+/// pieces only if it is longer than the cap.
 pub(crate) fn push_text(line: &[u8], masker: &Masker, batch: &mut Batch) {
-    let masked = masker.mask_bytes(line);
+    let masked = masker.mask_bytes(crate::text::as_displayed(line));
     let text = crate::text::lossy(&masked);
     push_pieces(&text, batch);
 }
@@ -160,9 +161,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_lines_and_lone_cr_are_kept() {
-        let (lines, _) = lines_of(&[b"\n\na\rb\r\n"], &Masker::default());
-        assert_eq!(lines, [b"".to_vec(), b"".to_vec(), b"a\rb".to_vec()]);
+    fn empty_lines_are_dropped_and_progress_lines_show_their_last_state() {
+        let (lines, _) = lines_of(&[b"\n\na\rb\r\n\r\n10%\r", b"100%\r\n"], &Masker::default());
+        assert_eq!(lines, [b"b".to_vec(), b"100%".to_vec()]);
     }
 
     #[test]

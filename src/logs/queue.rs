@@ -66,9 +66,14 @@ impl Batch {
         }
     }
 
-    /// Adds one line, which must not exceed [`LOG_MESSAGE_CAP`].
+    /// Adds one line, which must not exceed [`LOG_MESSAGE_CAP`]. An empty line is dropped:
+    /// Direktiv logs nothing for it, and every line enters the queue here, so it is dropped
+    /// the same way whether it would be posted alone or joined with others.
     pub(crate) fn push_line(&mut self, line: &[u8]) {
         debug_assert!(line.len() <= LOG_MESSAGE_CAP);
+        if line.is_empty() {
+            return;
+        }
         if let Some(last) = self.messages.last_mut() {
             if last.append_line(line) {
                 return;
@@ -249,12 +254,25 @@ mod tests {
     #[test]
     fn batch_joins_lines_until_the_cap() {
         let big = vec![b'x'; LOG_MESSAGE_CAP - 2];
-        let messages = batch_of(&[b"a", &big, b"b", b""]).into_messages();
+        let messages = batch_of(&[b"a", &big, b"b", b"c"]).into_messages();
         assert_eq!(messages.len(), 2);
         assert_eq!(messages[0].lines, 2);
         assert_eq!(messages[0].body.len(), LOG_MESSAGE_CAP);
-        assert_eq!(messages[1].body, b"b\n");
+        assert_eq!(messages[1].body, b"b\nc");
         assert_eq!(messages[1].lines, 2);
+    }
+
+    #[test]
+    fn empty_lines_never_enter_a_batch() {
+        assert!(batch_of(&[b"", b""]).is_empty());
+        let messages = batch_of(&[b"", b"a", b"", b"", b"b", b""]).into_messages();
+        assert_eq!(
+            messages,
+            [Message {
+                body: b"a\nb".to_vec(),
+                lines: 2
+            }]
+        );
     }
 
     #[tokio::test]

@@ -86,10 +86,6 @@ async fn post_message(
     url: &reqwest::Url,
     message: Message,
 ) -> Result<(), Bytes> {
-    if message.lines == 1 && message.body.is_empty() {
-        // Direktiv logs nothing for an empty body.
-        return Ok(());
-    }
     let lines = message.lines;
     let body = Bytes::from(message.body);
     match post_with_retries(client, url, &body).await {

@@ -192,7 +192,6 @@ async fn line_ends_invalid_utf8_and_a_last_line_without_newline() {
         b"dos line".to_vec(),
         "bad \u{fffd}\u{fffd} byte".as_bytes().to_vec(),
         b"  indented  ".to_vec(),
-        b"".to_vec(),
         b"last".to_vec(),
     ];
     assert_eq!(sidecar.lines(), expected);
@@ -356,7 +355,7 @@ async fn development_mode_writes_raw_lines_to_stdout_only() {
         finish_in_time(stream).await;
         assert_eq!(
             console.text(),
-            "running command 'echo ***'\nout 1\nout 2\n\nend\n"
+            "running command 'echo ***'\nout 1\nout 2\nend\n"
         );
     }
     assert!(sidecar.posts().is_empty());

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::json::{self, Obj};
 use super::{env, paths, shell};
 use crate::error::Failure;
+use crate::limits::Limits;
 use crate::plan::{CommandSpec, Dialect, FieldPath, Program};
 
 /// Reads a command. `with_env` is false for the top-level `command` shorthand, whose `env`
@@ -33,6 +34,7 @@ pub(crate) fn parse(
         continue_on_error: flag(cmd, "continue", ("stop", true))?
             .unwrap_or(dialect == Dialect::DirektivCmd),
         output: relative_path(cmd, "output")?,
+        limits: limits(cmd)?,
     })
 }
 
@@ -112,11 +114,11 @@ fn check_no_nul(argv: &[String]) -> Result<(), String> {
     }
 }
 
-/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"1h"`). Zero
-/// means "no timeout of its own", like `CMD_TIMEOUT=0`, so the command gets the configured
-/// default instead of being stopped at once.
+/// `timeout`: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"PT10M"`, see
+/// `crate::duration`). Zero means "no timeout of its own", like `CMD_TIMEOUT=0`, so the command
+/// gets the configured default instead of being stopped at once.
 fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
-    const EXPECTED: &str = "expected seconds or a duration like \"90s\"";
+    use crate::duration::{self, EXPECTED};
     let Some(value) = cmd.get("timeout") else {
         return Ok(None);
     };
@@ -125,14 +127,20 @@ fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
             .as_f64()
             .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
             .ok_or_else(|| format!("{EXPECTED}, got {n}")),
-        Value::String(s) => {
-            crate::config::parse_duration(s).map_err(|e| format!("{EXPECTED}: {e}"))
-        }
+        Value::String(s) => duration::parse(s),
         other => Err(format!("{EXPECTED}, got {}", json::describe(other))),
     };
     parsed
         .map(|timeout| (!timeout.is_zero()).then_some(timeout))
         .map_err(|e| cmd.error("timeout", e))
+}
+
+/// `limits`: the command's own resource limits (the request's apply where it sets none).
+pub(crate) fn limits(obj: Obj<'_>) -> Result<Limits, Failure> {
+    match obj.get("limits") {
+        Some(value) => Limits::from_json(value, &obj.path_of("limits")),
+        None => Ok(Limits::default()),
+    }
 }
 
 /// An optional relative path field (`workdir`, `output`).

@@ -24,6 +24,17 @@ pub(crate) fn parse(obj: Obj<'_>) -> Result<Vec<(String, String)>, Failure> {
     Ok(vars.list)
 }
 
+/// Sets each of `overrides` in `vars`: a name already there takes the new value in place,
+/// others are added at the end.
+pub(crate) fn override_with(vars: &mut Vec<(String, String)>, overrides: &[(String, String)]) {
+    for (name, value) in overrides {
+        match vars.iter_mut().find(|(existing, _)| existing == name) {
+            Some(slot) => slot.1.clone_from(value),
+            None => vars.push((name.clone(), value.clone())),
+        }
+    }
+}
+
 /// Variables in the order given, with an index by name (a request may carry many).
 #[derive(Default)]
 struct Vars {

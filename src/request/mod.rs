@@ -31,6 +31,13 @@ const EXPECTED_SHAPE: &str =
 
 /// Parses a request body in either dialect.
 pub fn parse(body: &[u8]) -> Result<Plan, Failure> {
+    parse_with_env(body, &[])
+}
+
+/// Parses a request body, with variables that join its top-level `env` and win over a value
+/// it gives for the same name (`direktiv-cmd run --env`). They count as the request's own
+/// env in every other way, secrets included.
+pub fn parse_with_env(body: &[u8], overrides: &[(String, String)]) -> Result<Plan, Failure> {
     let value = body_json(body)?;
     let Value::Object(map) = &value else {
         return Err(Failure::input(format!(
@@ -39,9 +46,15 @@ pub fn parse(body: &[u8]) -> Result<Plan, Failure> {
         )));
     };
     let root = Obj::new(map, "");
-    let (dialect, commands) = commands(root)?;
+    let (dialect, mut commands) = commands(root)?;
+    // Request-level `limits` are every command's defaults.
+    let limits = command::limits(root)?;
+    for command in &mut commands {
+        command.limits = command.limits.over(limits);
+    }
     let files = input_files::parse(root)?;
-    let env = env::parse(root)?;
+    let mut env = env::parse(root)?;
+    env::override_with(&mut env, overrides);
     let mask = mask(root)?;
     let secrets = secrets(&env, &commands, mask);
     Ok(Plan {

@@ -13,9 +13,10 @@ const PATH_MAX: usize = 4095;
 /// How much of an over-long name a message shows.
 const SHOWN_PREFIX: usize = 40;
 
-/// A path relative to the temp dir: not empty, not absolute, no `.` or `..` component, no
-/// NUL, not ending in `/`, no name longer than the file system takes. Repeated slashes are
-/// harmless and dropped. The error is a message without a JSON path.
+/// A path relative to the temp dir: not empty, not absolute, no `..` component, no NUL, not
+/// ending in `/`, no name longer than the file system takes. `.` components (`./run.sh`, what
+/// a shell user writes) and repeated slashes name nothing and are dropped. The error is a
+/// message without a JSON path.
 pub(crate) fn relative(raw: &str) -> Result<PathBuf, String> {
     if raw.is_empty() {
         return Err("the path is empty".into());
@@ -40,7 +41,10 @@ pub(crate) fn relative(raw: &str) -> Result<PathBuf, String> {
         ));
     }
     let mut path = PathBuf::new();
-    for part in raw.split('/').filter(|part| !part.is_empty()) {
+    for part in raw
+        .split('/')
+        .filter(|part| !part.is_empty() && *part != ".")
+    {
         if part.len() > NAME_MAX {
             return Err(format!(
                 "{}... has a name of {} bytes; a file or folder name may have at most \
@@ -49,14 +53,19 @@ pub(crate) fn relative(raw: &str) -> Result<PathBuf, String> {
                 part.len()
             ));
         }
-        if part == "." || part == ".." {
+        if part == ".." {
             return Err(format!(
-                "{} contains a '{part}' component; paths must stay inside the temp dir \
-                 and name it without '.' or '..'",
+                "{} contains a '..' component; paths must stay inside the temp dir",
                 quoted(raw)
             ));
         }
         path.push(part);
+    }
+    if path.as_os_str().is_empty() {
+        return Err(format!(
+            "{} names the temp dir itself; name a file or folder inside it",
+            quoted(raw)
+        ));
     }
     Ok(path)
 }
@@ -91,16 +100,25 @@ mod tests {
     }
 
     #[test]
+    fn dot_components_are_dropped() {
+        assert_eq!(relative("./run.sh").unwrap(), PathBuf::from("run.sh"));
+        assert_eq!(relative("./sub").unwrap(), PathBuf::from("sub"));
+        assert_eq!(relative(".//./a/./b").unwrap(), PathBuf::from("a/b"));
+    }
+
+    #[test]
     fn refuses_escapes_and_oddities() {
         for (raw, needle) in [
             ("", "empty"),
             ("/etc/passwd", "absolute"),
             ("..", "'..'"),
+            ("./..", "'..'"),
+            ("./../x", "'..'"),
             ("a/../../b", "'..'"),
-            ("./a", "'.'"),
-            ("a/./b", "'.'"),
-            (".", "'.'"),
+            (".", "the temp dir itself"),
+            ("./.", "the temp dir itself"),
             ("a/", "ends with '/'"),
+            ("./", "ends with '/'"),
             ("a\0b", "NUL"),
             (&*"n".repeat(256), "name of 256 bytes"),
             (&format!("d/{}/f", "é".repeat(128)), "name of 256 bytes"),

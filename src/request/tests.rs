@@ -68,6 +68,7 @@ fn native_shape_with_defaults() {
             print: true,
             continue_on_error: false,
             output: None,
+            limits: Default::default(),
         }]
     );
 }
@@ -331,10 +332,15 @@ fn stdin_workdir_and_output() {
     let output = spec.output.as_ref().unwrap();
     assert_eq!(output.path, PathBuf::from("out/result.json"));
     assert_eq!(output.field, "commands[0].output");
+    let spec = command(json!({"commands": [
+        {"command": "cat", "workdir": "./sub", "output": "./out.json"}
+    ]}));
+    assert_eq!(spec.workdir.map(|w| w.path), Some(PathBuf::from("sub")));
+    assert_eq!(spec.output.map(|o| o.path), Some(PathBuf::from("out.json")));
     for (field, value, needle) in [
         ("workdir", "/etc", "absolute"),
         ("workdir", "../x", "'..'"),
-        ("workdir", ".", "'.'"),
+        ("workdir", ".", "the temp dir itself"),
         ("output", "a/../../b", "'..'"),
         ("output", "", "empty"),
     ] {
@@ -372,22 +378,37 @@ fn timeout_in_seconds_or_as_a_duration() {
 }
 
 #[test]
+fn timeout_as_an_iso_8601_duration() {
+    let timeout =
+        |value: &str| command(json!({"commands": [{"command": "true", "timeout": value}]})).timeout;
+    assert_eq!(timeout("PT10S"), Some(Duration::from_secs(10)));
+    assert_eq!(timeout("PT10M"), Some(Duration::from_secs(600)));
+    assert_eq!(timeout("PT1H30M"), Some(Duration::from_secs(5400)));
+    assert_eq!(timeout("P1D"), Some(Duration::from_secs(86_400)));
+    assert_eq!(timeout("PT0.5S"), Some(Duration::from_millis(500)));
+    assert_eq!(timeout("PT0S"), None, "zero falls back to the default");
+}
+
+#[test]
 fn bad_timeouts_name_the_path_and_the_expected_form() {
+    const EXPECTED: &str = "expected seconds (300), a duration like \"90s\"/\"5m\"/\"1h30m\", \
+                            or ISO 8601 like \"PT10M\"";
     assert_eq!(
         refused(json!({"commands": [{"command": "a"}, {"command": "b", "timeout": true}]})),
-        "commands[1].timeout: expected seconds or a duration like \"90s\", got true"
+        format!("commands[1].timeout: {EXPECTED}, got true")
     );
-    let message = refused(json!({"commands": [{"command": "a", "timeout": -1}]}));
     assert_eq!(
-        message,
-        "commands[0].timeout: expected seconds or a duration like \"90s\", got -1"
+        refused(json!({"commands": [{"command": "a", "timeout": -1}]})),
+        format!("commands[0].timeout: {EXPECTED}, got -1")
     );
-    let message = refused(json!({"commands": [{"command": "a", "timeout": "soon"}]}));
-    assert!(
-        message.starts_with("commands[0].timeout: expected seconds or a duration"),
-        "{message}"
+    assert_eq!(
+        refused(json!({"commands": [{"command": "a", "timeout": "soon"}]})),
+        format!("commands[0].timeout: \"soon\" is not a duration; {EXPECTED}")
     );
-    assert!(message.contains("'soon'"), "{message}");
+    assert_eq!(
+        refused(json!({"commands": [{"command": "a", "timeout": "PT10X"}]})),
+        format!("commands[0].timeout: \"PT10X\" is not a duration; {EXPECTED}")
+    );
 }
 
 #[test]
@@ -648,7 +669,7 @@ fn file_names_are_checked_lexically() {
     for (name, needle) in [
         (json!("/etc/passwd"), "absolute"),
         (json!("../x"), "'..'"),
-        (json!("a/./b"), "'.'"),
+        (json!("./../x"), "'..'"),
         (json!(""), "empty"),
         (json!("a\u{0}b"), "NUL"),
     ] {
@@ -656,6 +677,14 @@ fn file_names_are_checked_lexically() {
         assert!(message.starts_with("files[0].name: "), "{message}");
         assert!(message.contains(needle), "{message}");
     }
+    assert_eq!(
+        file(json!({"name": "./run.sh"})).path,
+        PathBuf::from("run.sh")
+    );
+    assert_eq!(
+        refused(json!({"commands": [], "files": [{"name": "./a"}, {"name": "a"}]})),
+        "files: files[0] and files[1] both write a"
+    );
     assert_eq!(
         file_refused(json!({"data": "x"})),
         "files[0].name: is missing; every file needs a relative path"
@@ -697,5 +726,64 @@ fn files_must_be_an_array_of_objects() {
     assert!(
         message.starts_with("files[0]: expected a file like"),
         "{message}"
+    );
+}
+
+#[test]
+fn limits_of_the_request_are_defaults_for_its_commands() {
+    use crate::limits::Limits;
+    let both = plan(json!({
+        "limits": {"memory": "1Gi", "cpu": 60},
+        "commands": [
+            {"command": "a"},
+            {"command": "b", "limits": {"cpu": "5s", "open_files": 64}}
+        ]
+    }));
+    assert_eq!(
+        both.commands[0].limits,
+        Limits {
+            memory: Some(1 << 30),
+            cpu: Some(60),
+            ..Limits::default()
+        }
+    );
+    assert_eq!(
+        both.commands[1].limits,
+        Limits {
+            memory: Some(1 << 30),
+            cpu: Some(5),
+            open_files: Some(64),
+            file_size: None,
+        }
+    );
+    // The one-command shorthand and the direktiv-cmd shape read them too.
+    assert_eq!(
+        command(json!({"command": "a", "limits": {"file_size": "1Mi"}})).limits,
+        Limits {
+            file_size: Some(1 << 20),
+            ..Limits::default()
+        }
+    );
+    let direktiv = plan(json!({
+        "limits": {"cpu": 2},
+        "data": {"commands": [{"command": "a", "limits": {"memory": "64Mi"}}]}
+    }));
+    assert_eq!(direktiv.commands[0].limits.cpu, Some(2));
+    assert_eq!(direktiv.commands[0].limits.memory, Some(64 << 20));
+}
+
+#[test]
+fn bad_limits_name_their_field() {
+    assert!(
+        refused(json!({"commands": [{"command": "a", "limits": {"memory": "1m"}}]}))
+            .starts_with("commands[0].limits.memory: ")
+    );
+    assert!(
+        refused(json!({"limits": {"cpu": "soon"}, "commands": [{"command": "a"}]}))
+            .starts_with("limits.cpu: ")
+    );
+    assert!(
+        refused(json!({"data": {"commands": [{"command": "a", "limits": []}]}}))
+            .starts_with("data.commands[0].limits: ")
     );
 }

@@ -28,6 +28,7 @@ use crate::metrics::METRICS;
 use crate::pipeline::{self, Context};
 use crate::plan::Dialect;
 use crate::response::{render_rejection, Reply};
+use crate::trace::{TraceContext, HEADER_BAGGAGE, HEADER_TRACEPARENT, HEADER_TRACESTATE};
 use crate::workspace::TempDirChoice;
 use admission::Admissions;
 use shutdown::Drain;
@@ -96,7 +97,28 @@ impl App {
         let app = Arc::clone(&self);
         // Direktiv-Iterator (the branch of a foreach/parallel state) is log context only.
         let iterator = header(&headers, HEADER_ITERATOR).unwrap_or_default();
-        let span = tracing::info_span!("request", action_id = %action_id, iterator = %iterator);
+        // The trace id joins the runner's own log lines to the workflow's trace.
+        let all = |name| -> Vec<&[u8]> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes)
+                .collect()
+        };
+        let trace = TraceContext::from_headers(
+            &all(HEADER_TRACEPARENT),
+            &all(HEADER_TRACESTATE),
+            &all(HEADER_BAGGAGE),
+        );
+        let span = tracing::info_span!(
+            "request",
+            action_id = %action_id,
+            iterator = %iterator,
+            trace_id = tracing::field::Empty,
+        );
+        if let Some(trace_id) = trace.trace_id() {
+            span.record("trace_id", trace_id);
+        }
         let task = tokio::spawn(
             async move {
                 let request = pipeline::Request {
@@ -104,6 +126,7 @@ impl App {
                     tempdir,
                     body: &bytes,
                     cancel,
+                    trace,
                 };
                 let reply = pipeline::answer(&app.ctx, request).await;
                 drop(admission);

@@ -55,7 +55,9 @@ impl PathError {
         let at = self.at.as_deref().map(quoted);
         let why = match (self.errno, at) {
             (Errno::XDEV, Some(at)) => {
-                format!("goes through {at}, a symbolic link leading outside the request's temp dir")
+                format!(
+                    "goes through {at}, a symbolic link that leads outside the request's temp dir"
+                )
             }
             (Errno::XDEV, None) => {
                 "leads outside the request's temp dir through a symbolic link".into()

@@ -35,6 +35,10 @@ const SCRUBBED_ENV: &[&str] = &[
     "CMD_SHELL",
     "CMD_RESULT_KEY",
     "CMD_LOG_FORMAT",
+    "CMD_LIMIT_MEMORY",
+    "CMD_LIMIT_CPU",
+    "CMD_LIMIT_FILE_SIZE",
+    "CMD_LIMIT_OPEN_FILES",
     "RUST_LOG",
 ];
 

@@ -1,0 +1,152 @@
+//! What two request features cost, each measured on the runner against the same request
+//! without it, taking turns on the same server: masking (the request's `mask` list) and
+//! `limits`.
+
+use serde::Serialize;
+
+use crate::client::Error;
+use crate::delivery::{same, Delivery, Expected};
+use crate::measure::{self, big_output_lines, big_output_script, LoadRun};
+use crate::process::Server;
+use crate::sidecar::Sidecar;
+use crate::target::{Arm, LinesAt};
+
+/// Secrets in the masking runs, and the shortest and longest of them.
+const SECRETS: usize = 20;
+const SECRET_MIN: usize = 20;
+const SECRET_MAX: usize = 60;
+/// Runs of each masking request; the median is reported.
+const MASK_RUNS: usize = 5;
+/// Requests of each `limits` arm at c=1.
+const LIMITS_REQUESTS: usize = 1_200;
+
+/// The 2 MB output with and without 20 secrets in the request's `mask` list.
+#[derive(Debug, Serialize)]
+pub struct MaskingReport {
+    pub secrets: usize,
+    pub without: Delivery,
+    pub with: Delivery,
+}
+
+/// `true` at c=1 with and without `limits` on the command.
+#[derive(Debug, Serialize)]
+pub struct LimitsReport {
+    pub limits: serde_json::Value,
+    pub without: LoadRun,
+    pub with: LoadRun,
+}
+
+/// The runner prints `key=<secret>` for each secret, then 2 MB of output, and logs all of it;
+/// once with the secrets in `mask`, once without. Every line must arrive, and with `mask` no
+/// secret may.
+pub async fn masking(
+    runner: &Server,
+    sidecar: &Sidecar,
+    temp_dir: &str,
+) -> Result<MaskingReport, Error> {
+    let secrets = secrets();
+    let script = format!(
+        "printf 'key=%s\\n' {}; {}",
+        secrets.join(" "),
+        big_output_script()
+    );
+    let command = serde_json::json!([{"command": script, "shell": true}]);
+    let without = serde_json::json!({ "commands": command });
+    let with = serde_json::json!({ "commands": command, "mask": secrets });
+    let arms = [
+        runner_arm("runner-unmasked", runner, &without),
+        runner_arm("runner-masked", runner, &with),
+    ];
+    // With `mask`, a `key=` line must have lost its secret; every other line is as printed.
+    let masked = |got: &str, want: &str| match want.strip_prefix("key=") {
+        Some(secret) => got.starts_with("key=") && !got.contains(secret),
+        None => got == want,
+    };
+    let expected = |arm: usize| Expected {
+        lines: secrets
+            .iter()
+            .map(|s| format!("key={s}"))
+            .chain(big_output_lines()),
+        matches: if arm == 0 { &same } else { &masked },
+    };
+    let mut runs = measure::deliveries(&arms, sidecar, temp_dir, MASK_RUNS, expected).await?;
+    let with = runs.pop().ok_or("no masked run")?;
+    let without = runs.pop().ok_or("no unmasked run")?;
+    Ok(MaskingReport {
+        secrets: secrets.len(),
+        without,
+        with,
+    })
+}
+
+/// `true` at c=1, with every limit set generously (nothing is hit) and without.
+pub async fn limits(
+    runner: &Server,
+    sidecar: &Sidecar,
+    temp_dir: &str,
+) -> Result<LimitsReport, Error> {
+    let limits =
+        serde_json::json!({"memory": "1Gi", "cpu": "60s", "file_size": "1Gi", "open_files": 1024});
+    let without = serde_json::json!({"commands": [{"command": "true"}]});
+    let with = serde_json::json!({"commands": [{"command": "true", "limits": limits}]});
+    let arms = [
+        runner_arm("runner-no-limits", runner, &without),
+        runner_arm("runner-limits", runner, &with),
+    ];
+    let mut runs = measure::rounds(&arms, sidecar, 1, LIMITS_REQUESTS, Some(temp_dir)).await?;
+    let with = runs.pop().ok_or("no run with limits")?;
+    let without = runs.pop().ok_or("no run without limits")?;
+    Ok(LimitsReport {
+        limits,
+        without,
+        with,
+    })
+}
+
+fn runner_arm<'a>(name: &'a str, runner: &'a Server, request: &serde_json::Value) -> Arm<'a> {
+    Arm {
+        name,
+        server: runner,
+        body: request.to_string().into(),
+        lines_at: LinesAt::Sidecar,
+    }
+}
+
+/// `SECRETS` different alphanumeric secrets, from `SECRET_MIN` to `SECRET_MAX` bytes long, the
+/// same in every run (a fixed-seed xorshift; alphanumeric so the shell prints them as they are).
+fn secrets() -> Vec<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..SECRETS)
+        .map(|i| {
+            let len = SECRET_MIN + i * (SECRET_MAX - SECRET_MIN) / (SECRETS - 1);
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    ALPHABET[(state % ALPHABET.len() as u64) as usize] as char
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn twenty_distinct_secrets_of_20_to_60_bytes() {
+        let secrets = secrets();
+        assert_eq!(secrets.len(), 20);
+        assert_eq!(secrets.first().map(String::len), Some(20));
+        assert_eq!(secrets.last().map(String::len), Some(60));
+        assert!(secrets
+            .iter()
+            .all(|s| s.bytes().all(|b| b.is_ascii_alphanumeric())));
+        let distinct: std::collections::HashSet<_> = secrets.iter().collect();
+        assert_eq!(distinct.len(), 20);
+        assert_eq!(secrets, super::secrets(), "the same secrets in every run");
+    }
+}

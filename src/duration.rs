@@ -1,0 +1,224 @@
+//! Durations as users write them: in a request's `timeout` and in the duration settings
+//! (`CMD_TIMEOUT`, `CMD_KILL_GRACE`, ...).
+//!
+//! Three spellings are accepted: plain seconds (`300`, `1.5`), short units (`90s`, `5m`,
+//! `1h30m`, read by `humantime`) and ISO 8601 durations (`PT10M`, `PT1H30M`, `P1D`, `PT0.5S`),
+//! which is how Direktiv workflows write their own timeouts. Errors say what is accepted and
+//! never pass on a parser's internal wording.
+
+use std::time::Duration;
+
+/// What every duration error ends with.
+pub const EXPECTED: &str =
+    "expected seconds (300), a duration like \"90s\"/\"5m\"/\"1h30m\", or ISO 8601 like \"PT10M\"";
+
+/// Longest part of a bad value repeated in an error message.
+const MAX_SHOWN_CHARS: usize = 40;
+
+/// Reads a duration in any of the accepted spellings.
+pub fn parse(value: &str) -> Result<Duration, String> {
+    let text = value.trim();
+    if text.starts_with('-') && text.len() > 1 {
+        return Err(format!(
+            "{} is not a duration: it must be 0 or more",
+            shown(value)
+        ));
+    }
+    let parsed = if is_decimal(text) {
+        text.parse::<f64>()
+            .ok()
+            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+    } else if text.starts_with(['P', 'p']) {
+        return iso8601(&text.to_ascii_uppercase()).map_err(|why| match why {
+            IsoError::Calendar => format!(
+                "{} counts months or years, which have no fixed length; use days, hours or \
+                 minutes (\"P30D\", \"PT1M\" for one minute)",
+                shown(value)
+            ),
+            IsoError::Malformed => not_a_duration(value),
+        });
+    } else {
+        humantime::parse_duration(text).ok()
+    };
+    parsed.ok_or_else(|| not_a_duration(value))
+}
+
+/// `"<value>" is not a duration; expected ...`.
+fn not_a_duration(value: &str) -> String {
+    format!("{} is not a duration; {EXPECTED}", shown(value))
+}
+
+/// The value quoted for a message, cut when long (it may come from a large request).
+fn shown(value: &str) -> String {
+    if value.chars().count() <= MAX_SHOWN_CHARS {
+        return format!("{value:?}");
+    }
+    let cut: String = value.chars().take(MAX_SHOWN_CHARS).collect();
+    format!("{cut:?}...")
+}
+
+/// Digits with at most one decimal point: the plain-seconds spelling. Checked by hand because
+/// `f64::from_str` also takes `inf`, `NaN` and exponents, which nobody means as a timeout.
+fn is_decimal(text: &str) -> bool {
+    let mut parts = text.splitn(2, '.');
+    let whole = parts.next().unwrap_or_default();
+    let fraction = parts.next().unwrap_or_default();
+    !(whole.is_empty() && fraction.is_empty())
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Why an ISO 8601 duration was refused.
+#[derive(Debug, PartialEq, Eq)]
+enum IsoError {
+    /// It counts years or months (`P1Y`, `P1M`), whose length depends on the calendar.
+    Calendar,
+    /// It is not `P[nW][nD][T[nH][nM][nS]]`.
+    Malformed,
+}
+
+/// `P[nW][nD][T[nH][nM][nS]]` (upper case), each number whole or with a decimal fraction (`.`
+/// or `,`), the parts in this order, at least one of them. Hand-written: this subset is a few
+/// lines, where the ISO 8601 crates bring a parser combinator library into the binary.
+fn iso8601(text: &str) -> Result<Duration, IsoError> {
+    /// Designators in the order they must appear, with their length in seconds; `None` marks
+    /// the calendar units.
+    const DATE: [(char, Option<f64>); 4] = [
+        ('Y', None),
+        ('M', None),
+        ('W', Some(7.0 * 86_400.0)),
+        ('D', Some(86_400.0)),
+    ];
+    const TIME: [(char, Option<f64>); 3] =
+        [('H', Some(3_600.0)), ('M', Some(60.0)), ('S', Some(1.0))];
+    let body = text.strip_prefix('P').ok_or(IsoError::Malformed)?;
+    let (date, time) = match body.split_once('T') {
+        Some((_, "")) => return Err(IsoError::Malformed),
+        Some((date, time)) => (date, Some(time)),
+        None => (body, None),
+    };
+    let mut seconds = 0.0;
+    let mut parts = 0;
+    for (section, units) in [(Some(date), &DATE[..]), (time, &TIME[..])] {
+        let Some(mut rest) = section else { continue };
+        let mut allowed = units;
+        while !rest.is_empty() {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ','))
+                .ok_or(IsoError::Malformed)?;
+            let number = rest[..end].replace(',', ".");
+            let designator = rest[end..].chars().next().ok_or(IsoError::Malformed)?;
+            let position = allowed
+                .iter()
+                .position(|(unit, _)| *unit == designator)
+                .ok_or(IsoError::Malformed)?;
+            if !is_decimal(&number) {
+                return Err(IsoError::Malformed);
+            }
+            let unit_seconds = allowed[position].1.ok_or(IsoError::Calendar)?;
+            let value: f64 = number.parse().map_err(|_| IsoError::Malformed)?;
+            seconds += value * unit_seconds;
+            parts += 1;
+            allowed = &allowed[position + 1..];
+            rest = &rest[end + designator.len_utf8()..];
+        }
+    }
+    if parts == 0 {
+        return Err(IsoError::Malformed);
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| IsoError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: u64) -> Result<Duration, String> {
+        Ok(Duration::from_secs(s))
+    }
+
+    #[test]
+    fn plain_seconds() {
+        assert_eq!(parse("300"), secs(300));
+        assert_eq!(parse(" 0 "), secs(0));
+        assert_eq!(parse("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse(".5"), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn short_units() {
+        assert_eq!(parse("90s"), secs(90));
+        assert_eq!(parse("5m"), secs(300));
+        assert_eq!(parse("1h"), secs(3600));
+        assert_eq!(parse("1h30m"), secs(5400));
+        assert_eq!(parse("1h 30m"), secs(5400));
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+    }
+
+    #[test]
+    fn iso_8601() {
+        assert_eq!(parse("PT10S"), secs(10));
+        assert_eq!(parse("PT10M"), secs(600));
+        assert_eq!(parse("PT1H30M"), secs(5400));
+        assert_eq!(parse("P1D"), secs(86_400));
+        assert_eq!(parse("P1DT2H"), secs(93_600));
+        assert_eq!(parse("P2W"), secs(14 * 86_400));
+        assert_eq!(parse("PT0.5S"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("PT0,5S"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse("PT1M30.25S"), Ok(Duration::from_millis(90_250)));
+        assert_eq!(parse("pt10m"), secs(600), "lower case is read too");
+        assert_eq!(parse("PT0S"), secs(0));
+    }
+
+    #[test]
+    fn malformed_iso_8601_is_refused_with_what_is_accepted() {
+        for bad in [
+            "P", "PT", "P1DT", "PT10", "PT10X", "PT1M1H", "PT1S1S", "P1H", "PTM", "PT.S",
+            "PT1..5S", "P1D2", "PT-1S",
+        ] {
+            let message = parse(bad).unwrap_err();
+            assert_eq!(
+                message,
+                format!("{bad:?} is not a duration; {EXPECTED}"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn months_and_years_are_refused_with_a_hint() {
+        for bad in ["P1M", "P1Y", "P1Y2M", "P1MT1M"] {
+            let message = parse(bad).unwrap_err();
+            assert!(message.contains("months or years"), "{bad}: {message}");
+            assert!(message.contains("PT1M"), "{bad}: {message}");
+        }
+    }
+
+    #[test]
+    fn errors_never_show_parser_internals() {
+        for bad in ["soon", "10 parsecs", "1e3", "inf", "NaN", "", "s"] {
+            let message = parse(bad).unwrap_err();
+            assert!(message.ends_with(EXPECTED), "{bad}: {message}");
+            assert!(!message.contains(" at "), "{bad}: {message}");
+        }
+        assert_eq!(
+            parse("-1").unwrap_err(),
+            "\"-1\" is not a duration: it must be 0 or more"
+        );
+        assert!(parse("-5s").unwrap_err().contains("0 or more"));
+    }
+
+    #[test]
+    fn overflow_is_an_error_not_a_panic() {
+        assert!(parse(&"9".repeat(400)).is_err());
+        assert!(parse(&format!("P{}D", "9".repeat(400))).is_err());
+        assert!(parse("99999999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let message = parse(&"x".repeat(1000)).unwrap_err();
+        assert!(message.len() < 200, "{message}");
+        assert!(message.starts_with(&format!("\"{}\"...", "x".repeat(40))));
+    }
+}
