@@ -53,6 +53,9 @@ fn block_sigchld() {
 
 async fn serve(config: Config) -> ExitCode {
     let port = config.port;
+    // Everything start-up has to say (warnings about settings) comes before "listening on",
+    // the line that tells a reader the runner is up.
+    let app = server::App::new(config);
     let listener = match server::bind(port).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -64,7 +67,6 @@ async fn serve(config: Config) -> ExitCode {
         Ok(addr) => tracing::info!("listening on {addr}"),
         Err(error) => tracing::warn!(%error, "listening, address unknown"),
     }
-    let app = server::App::new(config);
     match server::serve(app, listener).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
