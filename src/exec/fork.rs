@@ -58,6 +58,7 @@ pub(super) fn spawn(image: Image<'_>, stdio: [&OwnedFd; 3], limits: RlimitPlan) 
     unsafe {
         command.pre_exec(move || {
             default_signal_dispositions();
+            empty_signal_mask();
             // Before the limits: a tiny `open_files` would leave no descriptor to write with.
             oom::raise_own_oom_score();
             if libc::fchdir(cwd) != 0 {
@@ -111,6 +112,19 @@ impl Exec {
         unsafe {
             libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
         }
+    }
+}
+
+/// No signal blocked, as posix_spawn's `POSIX_SPAWN_SETSIGMASK` with an empty set: the
+/// runner's threads block SIGCHLD (and, under the PID-1 init, the init's signals were blocked
+/// at the fork), and a command must not inherit that. Async-signal-safe.
+fn empty_signal_mask() {
+    // SAFETY: an all-zero `sigset_t` is a valid value, and sigemptyset initialises it fully;
+    // sigprocmask is async-signal-safe and only reads the set.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
 }
 

@@ -463,6 +463,42 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_signal_of_the_runner_is_not_inherited() {
+        // The runner blocks SIGCHLD in its threads; a command must start with nothing blocked.
+        // SAFETY: plain sigset_t values initialised by sigemptyset/sigaddset; pthread_sigmask
+        // changes only this test thread's mask, restored below.
+        let previous = unsafe {
+            let mut chld: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut chld);
+            libc::sigaddset(&mut chld, libc::SIGCHLD);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &chld, &mut previous);
+            previous
+        };
+        for limits in methods() {
+            let dir = tempfile::tempdir().unwrap();
+            // grep itself, not a shell: dash clears the mask it was started with.
+            let grep = ["/bin/grep", "/usr/bin/grep"]
+                .into_iter()
+                .find(|path| Path::new(path).exists())
+                .unwrap();
+            let (out, _) = run(
+                grep,
+                &["SigBlk", "/proc/self/status"],
+                dir.path(),
+                vec![],
+                limits,
+            );
+            assert!(
+                out.contains("SigBlk:\t0000000000000000"),
+                "{limits:?}: {out}"
+            );
+        }
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    }
+
+    #[test]
     fn signals_are_at_their_defaults() {
         for limits in methods() {
             let dir = tempfile::tempdir().unwrap();
