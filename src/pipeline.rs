@@ -247,6 +247,7 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
     }
     // Each command stopped what it left behind; this catches anything started in between.
     mark.stop_escapees(None, ctx.settings.kill_grace).await;
+    mark.close();
     logs.finish().await;
     workspace.close().await;
     outcome

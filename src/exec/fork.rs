@@ -37,11 +37,18 @@ pub(super) struct Image<'a> {
     pub(super) cwd: BorrowedFd<'a>,
 }
 
-/// Starts `image` with `limits` set before exec; `stdio` become its fds 0, 1 and 2.
-pub(super) fn spawn(image: Image<'_>, stdio: [&OwnedFd; 3], limits: RlimitPlan) -> io::Result<Pid> {
+/// Starts `image` with `limits` set before exec, in the cgroup whose `cgroup.procs` is open as
+/// `cgroup`; `stdio` become its fds 0, 1 and 2.
+pub(super) fn spawn(
+    image: Image<'_>,
+    stdio: [&OwnedFd; 3],
+    limits: RlimitPlan,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<Pid> {
     let [stdin, stdout, stderr] = stdio;
     let mut command = Command::new(std::ffi::OsStr::from_bytes(image.path.as_bytes()));
     let cwd = image.cwd.as_raw_fd();
+    let cgroup = cgroup.map(|fd| fd.as_raw_fd());
     command
         .process_group(0)
         .stdin(Stdio::from(stdin.try_clone()?))
@@ -50,8 +57,9 @@ pub(super) fn spawn(image: Image<'_>, stdio: [&OwnedFd; 3], limits: RlimitPlan) 
     let exec = Exec::new(image.path, image.argv, image.env);
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
     // work is sound. It does no allocation and takes no lock: `default_signal_dispositions`
-    // and `raise_own_oom_score` make system calls on constants, `fchdir` is a system call on
-    // a descriptor the caller keeps open until `spawn` returns (the child has its copy),
+    // and `raise_own_oom_score` make system calls on constants, `fchdir` and the `write` to
+    // `cgroup.procs` are system calls on descriptors the caller keeps open until `spawn`
+    // returns (the child has its copies) and on a constant buffer,
     // `limits.apply` makes setrlimit calls on plain values copied into the closure,
     // `exec.execve` calls execve on pointers prepared before the fork, and `last_os_error`
     // only reads errno.
@@ -63,6 +71,10 @@ pub(super) fn spawn(image: Image<'_>, stdio: [&OwnedFd; 3], limits: RlimitPlan) 
             oom::raise_own_oom_score();
             if libc::fchdir(cwd) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // "0" moves the writer itself. Failing leaves the command to the mark alone.
+            if let Some(procs) = cgroup {
+                libc::write(procs, b"0".as_ptr().cast(), 1);
             }
             limits.apply()?;
             exec.execve();

@@ -12,6 +12,7 @@
 //! itself is judged with the OOM-kill count read around it (`verdict`).
 
 mod capture;
+mod cgroup;
 mod deadline;
 mod escapees;
 mod fork;
@@ -208,7 +209,6 @@ async fn execute(
     let limits = spec.limits.over(x.settings.limits);
     let oom_before = oom::count();
     let spawned = start(spec, launch, cwd, shown_deadline, limits, x).await?;
-    x.mark.started(spawned.pid);
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -326,10 +326,11 @@ async fn start(
         .chain(deadline.map(|at| (ENV_DEADLINE.to_owned(), at)))
         .chain([(MARK_VARIABLE.to_owned(), x.mark.value().to_owned())])
         .collect();
-    let (launch, allow, stdin) = (
+    let (launch, allow, stdin, mark) = (
         launch.clone(),
         x.settings.allow.clone(),
         spec.stdin.is_some(),
+        x.mark.clone(),
     );
     let started = tokio::task::spawn_blocking(move || {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -341,7 +342,8 @@ async fn start(
             path: env.path(),
         };
         let path = launch::locate(&launch, place, &allow)?;
-        spawn::spawn(SpawnRequest {
+        let cgroup = mark.cgroup_procs();
+        let spawned = spawn::spawn(SpawnRequest {
             path: OsStr::new(&path),
             argv0: &launch.name,
             args: &launch.args,
@@ -349,8 +351,11 @@ async fn start(
             env,
             stdin,
             limits: limits.rlimits(),
+            cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
         })
-        .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))
+        .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))?;
+        mark.started(spawned.pid);
+        Ok(spawned)
     })
     .await;
     started.unwrap_or_else(|error| {

@@ -39,6 +39,9 @@ pub struct SpawnRequest<'a> {
     pub stdin: bool,
     /// Resource limits to set before exec; none keeps the fast posix_spawn path.
     pub limits: RlimitPlan,
+    /// `cgroup.procs` of the request's cgroup, open for writing: the child moves itself there
+    /// before exec, so not even its first fork starts outside. Takes the fork path too.
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// How a command is started.
@@ -51,10 +54,10 @@ enum Method {
 }
 
 impl Method {
-    /// posix_spawn unless there are limits to set: then the command must never run a single
-    /// instruction unlimited, so they are set in the child before exec.
-    fn for_limits(limits: &RlimitPlan) -> Method {
-        if limits.is_empty() {
+    /// posix_spawn unless there are limits to set or a cgroup to join: then the command must
+    /// never run a single instruction unlimited or outside, so the child does it before exec.
+    fn for_command(limits: &RlimitPlan, cgroup: bool) -> Method {
+        if limits.is_empty() && !cgroup {
             Method::PosixSpawn
         } else {
             Method::Fork
@@ -88,7 +91,7 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
     // posix_spawn that is the runner's own, peak included. Resetting the runner's peak to its
     // current size keeps an earlier busy moment of the runner out of `max_rss_kib`.
     usage::reset_own_peak_rss();
-    let pid = match Method::for_limits(&request.limits) {
+    let pid = match Method::for_command(&request.limits, request.cgroup.is_some()) {
         Method::PosixSpawn => {
             let pid = posix_spawn(&SpawnCall {
                 path: &path,
@@ -115,6 +118,7 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
             },
             [&stdin_read, &stdout_write, &stderr_write],
             request.limits,
+            request.cgroup,
         )?,
     };
     // The child's ends close here: EOF on stdout/stderr then means every holder is gone, and
@@ -369,6 +373,7 @@ mod tests {
             env: ChildEnv::new(&env)?,
             stdin: false,
             limits,
+            cgroup: None,
         })
     }
 
@@ -396,11 +401,11 @@ mod tests {
     #[test]
     fn commands_without_limits_take_posix_spawn_and_others_fork() {
         assert_eq!(
-            Method::for_limits(&RlimitPlan::default()),
+            Method::for_command(&RlimitPlan::default(), false),
             Method::PosixSpawn
         );
         assert_eq!(
-            Method::for_limits(&Limits::default().rlimits()),
+            Method::for_command(&Limits::default().rlimits(), false),
             Method::PosixSpawn
         );
         for limits in [
@@ -422,7 +427,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                Method::for_limits(&limits.rlimits()),
+                Method::for_command(&limits.rlimits(), false),
                 Method::Fork,
                 "{limits:?}"
             );

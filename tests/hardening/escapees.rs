@@ -247,3 +247,59 @@ async fn the_sweep_spares_other_requests_and_outsiders() {
     let _ = outsider.wait();
     assert_eq!(runner.get("/healthz").await.status, 200);
 }
+
+/// Whether the runner can make cgroups where it runs: its (and so this test's) cgroup v2 is
+/// writable and has `cgroup.kill`. Read independently of the runner.
+fn cgroups_usable() -> bool {
+    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
+        return false;
+    };
+    let Some(own) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
+        return false;
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = mounts.lines().find_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        (rest.split_whitespace().next() == Some("cgroup2")).then_some(())?;
+        let mut fields = fields.split_whitespace();
+        let root = fields.nth(3)?;
+        let mount_point = fields.next()?;
+        let below = std::path::Path::new(own).strip_prefix(root).ok()?;
+        Some(std::path::Path::new(mount_point).join(below))
+    });
+    let Some(dir) = dir else {
+        return false;
+    };
+    let probe = dir.join(format!("hardening-probe-{}", std::process::id()));
+    if std::fs::create_dir(&probe).is_err() {
+        return false;
+    }
+    let usable = probe.join("cgroup.kill").exists();
+    let _ = std::fs::remove_dir(&probe);
+    usable
+}
+
+/// Where the runner can make a cgroup per request, a process that clears its environment
+/// (and so sheds the mark) is stopped all the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cleared_environment_does_not_escape_where_cgroups_can_be_made() {
+    if !cgroups_usable() {
+        println!(
+            "SKIPPED a_cleared_environment_does_not_escape_where_cgroups_can_be_made: no \
+             writable cgroup v2 with cgroup.kill here, so the runner tracks by the mark alone \
+             (README, \"Guarantees\")"
+        );
+        return;
+    }
+    let (sidecar, runner) = start();
+    let marker = procs::marker("cleared-env");
+    let _cleanup = KillLeftovers(marker.clone());
+    let script = format!(
+        "env -i /usr/bin/setsid -f /bin/sh -c 'while :; do sleep 1; done' {marker} \
+         >/dev/null 2>&1\nsleep 0.3"
+    );
+    let body = json!({"commands": [sh(&script), {"command": "sleep 0.3"}]});
+    let reply = sidecar.call(&runner, "cleared-env", body).await;
+    assert_none_left(&marker, "env -i");
+    reply.assert_success();
+}
