@@ -3,7 +3,8 @@
 #   make run      start the runner locally on :8080 (development mode: logs to stdout)
 #   make test     format check, clippy, every test (the command CI runs)
 #   make static   statically linked release binary in target/static/direktiv-cmd
-#   make image    the binary-only image direktiv-cmd:dev, from that binary (no registry needed)
+#   make images   the container images and the examples' images, from that binary; builds
+#                 offline too (docker/README.md)
 #   make bench    benchmark table (also written as JSON to bench-results/); STRICT=1 fails on a
 #                 missed target
 #   make soak     long mixed-load test: cancels, timeouts, disconnects, leak checks
@@ -12,7 +13,7 @@ CARGO ?= cargo
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := target/static/direktiv-cmd
 
-.PHONY: run test lint unit static image container-test bench soak clean
+.PHONY: run test lint unit static images image container-test bench soak clean
 
 # The quick profile (Cargo.toml): optimised, but without the release build's fat LTO.
 run:
@@ -42,9 +43,14 @@ static:
 	cp target/$(HOST_TARGET)/release/direktiv-cmd $(STATIC_BIN).new
 	mv -f $(STATIC_BIN).new $(STATIC_BIN)
 
-# The binary-only image direktiv-cmd:dev, FROM scratch, from that binary (docker/README.md).
-image: static
-	docker/build-offline.sh $(STATIC_BIN) direktiv-cmd:dev
+# direktiv-cmd:scratch, direktiv-cmd:debian and direktiv-cmd-example-{aws-cli,bash,python}
+# from that binary, with or without a registry: missing public base images are pulled or, when
+# that fails, made from Debian's archive (docker/base-image.sh, needs mmdebstrap). Override the
+# bases with DEBIAN_IMAGE=... PYTHON_IMAGE=...
+images: static
+	docker/build-images.sh $(STATIC_BIN)
+
+image: images
 
 # The images run as a Direktiv pod on the local Docker engine, with the release binary.
 container-test: static

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::direktiv::{DEVELOPMENT_ACTION_ID, ENV_DEV_MODE, ENV_HTTP_BACKEND};
 use crate::limits::{self, Limits};
+use crate::mask::{SecretPolicy, DEFAULT_SECRET_NAMES};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -92,6 +93,12 @@ pub struct Config {
     #[arg(long, env = "CMD_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub grace: Duration,
 
+    /// Longest wait for a request's headers, and for its whole body once they are in. An idle
+    /// keep-alive connection is closed after as long without a new request.
+    #[arg(long, env = "CMD_READ_TIMEOUT", default_value = "30s",
+          value_parser = parse_positive_duration)]
+    pub read_timeout: Duration,
+
     /// Requests run at the same time; more are answered 503 cmd.busy.
     #[arg(long, env = "CMD_MAX_INFLIGHT", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -123,6 +130,18 @@ pub struct Config {
     /// Format of the runner's own log lines on stderr; the level comes from RUST_LOG.
     #[arg(long, env = "CMD_LOG_FORMAT", default_value = "text", value_enum)]
     pub log_format: LogFormat,
+
+    /// Env variables whose NAME matches this regular expression (case-insensitive, anywhere in
+    /// the name) hold secrets: their values are masked. Empty: no name makes a value secret.
+    #[arg(long = "mask-names", env = "CMD_MASK_NAMES", default_value = DEFAULT_SECRET_NAMES,
+          value_parser = SecretPolicy::parse)]
+    pub secret_names: SecretPolicy,
+
+    /// Also mask secrets in the response (`command`, `stdout`, `stderr`, `result`), which
+    /// Direktiv keeps in the instance's data. Logs and error messages are always masked.
+    #[arg(long = "mask-response", env = "CMD_MASK_RESPONSE", default_value = "true",
+          value_parser = parse_bool, action = clap::ArgAction::Set)]
+    pub mask_response: bool,
 
     /// Default `memory` limit of every command: address space, in bytes or like 256Mi, 1Gi,
     /// 500M. Empty: none.
@@ -205,9 +224,17 @@ impl Config {
 }
 
 /// Durations: plain seconds (`300`, `1.5`), units (`90s`, `5m`, `1h30m`) or ISO 8601
-/// (`PT10M`); see `crate::duration`.
+/// (`PT10M`), at most a year; see `crate::duration`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     crate::duration::parse(value)
+}
+
+/// A duration that must not be zero (a read timeout of 0 would refuse every request).
+fn parse_positive_duration(value: &str) -> Result<Duration, String> {
+    match parse_duration(value)? {
+        duration if duration.is_zero() => Err(format!("\"{}\" must be more than 0", value.trim())),
+        duration => Ok(duration),
+    }
 }
 
 /// Sizes: plain bytes or a number with a unit (`512KiB`, `1MiB`, `1MB`, `2G`).
@@ -246,6 +273,15 @@ fn parse_backend(value: &str) -> Result<String, String> {
         ));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+/// A setting that must be clearly on or off: a typo stops start-up instead of guessing.
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("'{value}' is not a boolean; use true or false")),
+    }
 }
 
 /// `NAME=VALUE`, split at the first `=`.
@@ -291,6 +327,14 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn read_timeout_must_not_be_zero() {
+        assert!(parse_positive_duration("0").is_err());
+        assert!(parse_positive_duration("0s").is_err());
+        assert_eq!(parse_positive_duration("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_positive_duration("2y").is_err());
     }
 
     #[test]
@@ -341,6 +385,36 @@ mod tests {
         assert_eq!(parse_flag_value("false"), Ok(false));
         assert_eq!(parse_flag_value("1"), Ok(true));
         assert_eq!(parse_flag_value("yes"), Ok(true));
+    }
+
+    #[test]
+    fn booleans_are_strict() {
+        assert_eq!(parse_bool("true"), Ok(true));
+        assert_eq!(parse_bool(" Off "), Ok(false));
+        assert!(parse_bool("flase").is_err());
+        assert!(parse_bool("").is_err());
+    }
+
+    #[test]
+    fn secret_names_default_and_custom() {
+        let cli = Cli::try_parse_from(["direktiv-cmd"]).unwrap();
+        let names = &cli.config.secret_names;
+        assert!(names.is_secret_name("AWS_SECRET_ACCESS_KEY"));
+        assert!(names.is_secret_name("github_token"));
+        assert!(!names.is_secret_name("AWS_DEFAULT_REGION"));
+        assert!(cli.config.mask_response);
+        let cli = Cli::try_parse_from([
+            "direktiv-cmd",
+            "--mask-names",
+            "^PIN$",
+            "--mask-response",
+            "false",
+        ])
+        .unwrap();
+        assert!(cli.config.secret_names.is_secret_name("pin"));
+        assert!(!cli.config.secret_names.is_secret_name("API_TOKEN"));
+        assert!(!cli.config.mask_response);
+        assert!(Cli::try_parse_from(["direktiv-cmd", "--mask-names", "(unclosed"]).is_err());
     }
 
     #[test]

@@ -5,8 +5,15 @@
 //! `1h30m`, read by `humantime`) and ISO 8601 durations (`PT10M`, `PT1H30M`, `P1D`, `PT0.5S`),
 //! which is how Direktiv workflows write their own timeouts. Errors say what is accepted and
 //! never pass on a parser's internal wording.
+//!
+//! Every duration stops at [`MAX`], a year: far beyond any real timeout or grace period, and
+//! far below where adding it to a clock reading overflows (`Instant + Duration` panics there),
+//! so the rest of the runner may add any duration it was given to "now".
 
 use std::time::Duration;
+
+/// The longest duration accepted anywhere: a year (humantime's `1y`, 365.25 days).
+pub const MAX: Duration = Duration::from_secs(31_557_600);
 
 /// What every duration error ends with.
 pub const EXPECTED: &str =
@@ -15,8 +22,37 @@ pub const EXPECTED: &str =
 /// Longest part of a bad value repeated in an error message.
 const MAX_SHOWN_CHARS: usize = 40;
 
-/// Reads a duration in any of the accepted spellings.
+/// Reads a duration in any of the accepted spellings, at most [`MAX`].
 pub fn parse(value: &str) -> Result<Duration, String> {
+    let duration = parse_any_length(value)?;
+    at_most_a_year(duration, || shown(value))
+}
+
+/// A number of seconds, as a request's `"timeout": 300` gives it; `shown_as` is the number as
+/// the request wrote it.
+pub fn from_secs(secs: f64, shown_as: &str) -> Result<Duration, String> {
+    if secs.is_nan() || secs < 0.0 {
+        return Err(format!("{EXPECTED}, got {shown_as}"));
+    }
+    match Duration::try_from_secs_f64(secs) {
+        Ok(duration) => at_most_a_year(duration, || shown_as.to_owned()),
+        // Negative and NaN are ruled out above: only too large a value is left.
+        Err(_) => at_most_a_year(Duration::MAX, || shown_as.to_owned()),
+    }
+}
+
+fn at_most_a_year(duration: Duration, shown: impl Fn() -> String) -> Result<Duration, String> {
+    if duration > MAX {
+        return Err(format!(
+            "{} is more than a year, the longest duration accepted",
+            shown()
+        ));
+    }
+    Ok(duration)
+}
+
+/// Reads a duration in any of the accepted spellings, however long.
+fn parse_any_length(value: &str) -> Result<Duration, String> {
     let text = value.trim();
     if text.starts_with('-') && text.len() > 1 {
         return Err(format!(
@@ -213,6 +249,40 @@ mod tests {
         assert!(parse(&"9".repeat(400)).is_err());
         assert!(parse(&format!("P{}D", "9".repeat(400))).is_err());
         assert!(parse("99999999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn durations_stop_at_a_year() {
+        assert_eq!(parse("1y"), Ok(MAX));
+        assert_eq!(parse("365d"), secs(365 * 86_400));
+        assert_eq!(parse("31557600"), Ok(MAX));
+        assert_eq!(parse("P365D"), secs(365 * 86_400));
+        for value in [
+            "366d",
+            "2y",
+            "31557601",
+            "18446744073709551615s",
+            "P366D",
+            "P53W",
+        ] {
+            let message = parse(value).unwrap_err();
+            assert_eq!(
+                message,
+                format!("{value:?} is more than a year, the longest duration accepted")
+            );
+        }
+    }
+
+    #[test]
+    fn seconds_as_numbers_stop_at_a_year_too() {
+        assert_eq!(from_secs(300.0, "300"), secs(300));
+        assert_eq!(from_secs(1.5, "1.5"), Ok(Duration::from_millis(1500)));
+        assert!(from_secs(1e15, "1e15")
+            .unwrap_err()
+            .starts_with("1e15 is more than a year"));
+        assert!(from_secs(f64::INFINITY, "inf").is_err());
+        assert_eq!(from_secs(-1.0, "-1"), Err(format!("{EXPECTED}, got -1")));
+        assert!(from_secs(f64::NAN, "NaN").is_err());
     }
 
     #[test]

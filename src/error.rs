@@ -11,6 +11,10 @@ pub enum Failure {
     /// The request is invalid: JSON, fields, files, headers. Nothing was run.
     #[error("{0}")]
     Input(String),
+    /// The request did not arrive within `CMD_READ_TIMEOUT`: an input error like any other,
+    /// answered 408 (Request Timeout) so an HTTP client knows it may send it again.
+    #[error("{0}")]
+    ReadTimeout(String),
     /// A command exited with a non-zero status.
     #[error("exited with status {code}")]
     Exit { code: i32 },
@@ -90,7 +94,7 @@ impl Failure {
     /// The value of the `Direktiv-ErrorCode` header.
     pub fn code(&self) -> String {
         match self {
-            Failure::Input(_) => "cmd.input".into(),
+            Failure::Input(_) | Failure::ReadTimeout(_) => "cmd.input".into(),
             Failure::Exit { code } => format!("cmd.exit.{code}"),
             Failure::Signal { name } => format!("cmd.signal.{name}"),
             Failure::Oom => "cmd.oom".into(),
@@ -109,6 +113,7 @@ impl Failure {
     pub fn status(&self) -> u16 {
         match self {
             Failure::Input(_) => 400,
+            Failure::ReadTimeout(_) => 408,
             Failure::Conflict(_) => 409,
             Failure::Busy(_) => 503,
             _ => 500,
@@ -152,6 +157,8 @@ mod tests {
             "cmd.signal.SIGKILL"
         );
         assert_eq!(Failure::input("x").status(), 400);
+        assert_eq!(Failure::ReadTimeout(String::new()).code(), "cmd.input");
+        assert_eq!(Failure::ReadTimeout(String::new()).status(), 408);
         assert_eq!(Failure::Conflict(String::new()).status(), 409);
         assert_eq!(Failure::Busy(String::new()).status(), 503);
         assert_eq!(Failure::Conflict(String::new()).code(), "cmd.busy");

@@ -20,8 +20,8 @@
 //! Beside the path: `direktiv` (Direktiv's wire constants), `error` (the `cmd.*` taxonomy),
 //! `cancel` (a request's cancellation, passed down as a value), `mask` (secret redaction),
 //! `config`, `init` (PID 1), `limits` (resource limits: read by `request` and `config`, set by
-//! `exec`), `metrics`, `sync` (the lock-poison policy), `text`, `trace` (W3C trace context for
-//! commands).
+//! `exec`), `metrics`, `stdio` (the runner's own stdout and stderr, which never block), `sync`
+//! (the lock-poison policy), `text`, `trace` (W3C trace context for commands).
 //!
 //! Modules and items are crate-private unless the binary, the integration tests, the fuzz
 //! targets or the benchmarks use them.
@@ -45,6 +45,7 @@ pub mod plan;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod stdio;
 pub(crate) mod sync;
 pub(crate) mod text;
 pub(crate) mod trace;

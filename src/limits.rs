@@ -30,9 +30,10 @@ pub struct Limits {
 /// certainly a unit mistake (`256` meant as MiB), so it is refused rather than run to fail.
 const MIN_MEMORY: u64 = 1 << 20;
 
-/// `cpu` above a year is refused like any absurd duration; it also keeps `cpu + 1` (the
-/// hard limit) far from overflow.
-const MAX_CPU_SECONDS: u64 = 365 * 24 * 3600;
+/// `cpu` above a year is refused like any absurd duration (the same year as every other
+/// duration, so `1y` is accepted here too); it also keeps `cpu + 1` (the hard limit) far from
+/// overflow.
+const MAX_CPU_SECONDS: u64 = crate::duration::MAX.as_secs();
 
 /// The fields of a `limits` object, for the message about an unknown one.
 const FIELDS: &str = "memory, cpu, file_size, open_files";

@@ -3,10 +3,18 @@
 
 use std::io::Read;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use direktiv_cmd::config::{Cli, Config, LogFormat, Mode, RunOptions};
-use direktiv_cmd::{init, pipeline, server};
+use direktiv_cmd::{init, pipeline, server, stdio};
+
+/// At exit, how long queued output may take to reach a reader that still reads.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+
+/// At exit, how long blocking work still running (file work of a request that did not end in
+/// time) may hold the process: dropping the runtime would wait for it without end.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
     // Before anything else, while the process has a single thread: fork() is only safe then.
@@ -31,12 +39,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
+    let code = match cli.command {
         None => runtime.block_on(serve(cli.config)),
         Some(Mode::Run { options, request }) => {
             runtime.block_on(run_once(cli.config, &options, &request))
         }
-    }
+    };
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    stdio::flush(FINAL_FLUSH);
+    code
 }
 
 /// Commands' exits are observed through pidfds and `waitid`, never through SIGCHLD. While a
@@ -92,6 +103,8 @@ async fn run_once(config: Config, options: &RunOptions, source: &str) -> ExitCod
         }
     };
     let run = pipeline::run_local(config, options, &body).await;
+    // The command output shown on stderr comes before the verdict.
+    stdio::flush(FINAL_FLUSH);
     println!("{}", String::from_utf8_lossy(&run.reply.body));
     if let Some(failure) = &run.unlogged_failure {
         eprintln!("direktiv-cmd: {failure}");
@@ -141,7 +154,9 @@ fn init_tracing(config: &Config, default_level: tracing::Level) {
         },
         _ => (default(), None),
     };
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Each log line is queued whole and never waited for: a stderr nobody reads must not
+    // stall the thread that logs (an async worker, in the middle of a request).
+    let layer = tracing_subscriber::fmt::layer().with_writer(stdio::stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match config.log_format {
         LogFormat::Json => registry

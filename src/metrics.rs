@@ -26,6 +26,13 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// Labels of `direktiv_cmd_console_lines_dropped_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+}
+
 /// Every metric the runner exports.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +54,7 @@ pub struct Metrics {
     pub log_lines_to_stdout: Counter<u64, AtomicU64>,
     pub escaped_processes_killed: Counter,
     pub temp_dir_removal_failures: Counter,
+    pub console_lines_dropped: Family<StreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -87,6 +95,7 @@ impl Metrics {
             log_lines_to_stdout: Counter::default(),
             escaped_processes_killed: Counter::default(),
             temp_dir_removal_failures: Counter::default(),
+            console_lines_dropped: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +174,19 @@ impl Metrics {
             "Private temp dirs that could not be removed completely after their request",
             metrics.temp_dir_removal_failures.clone(),
         );
+        // Both streams from the start, so a dashboard sees 0 rather than nothing.
+        for stream in ["stdout", "stderr"] {
+            drop(
+                metrics
+                    .console_lines_dropped
+                    .get_or_create(&StreamLabels { stream }),
+            );
+        }
+        registry.register(
+            "console_lines_dropped",
+            "Lines the runner dropped instead of waiting on a stdout or stderr nobody reads",
+            metrics.console_lines_dropped.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -177,6 +199,13 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Counts lines dropped on the process's `stream` (stdout or stderr).
+    pub fn count_console_drop(&self, stream: &'static str, lines: u64) {
+        self.console_lines_dropped
+            .get_or_create(&StreamLabels { stream })
+            .inc_by(lines);
     }
 
     /// Records what one command used.

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::error::Failure;
 use crate::exec::CommandRun;
-use crate::mask::Masker;
+use crate::mask::{Masker, Snapshot};
 use crate::plan::Dialect;
 
 /// Longest `Direktiv-ErrorMessage`.
@@ -52,8 +52,7 @@ impl JobOutcome {
         command: Option<&str>,
         masker: &Masker,
     ) -> Self {
-        let command = command.map(|c| masker.mask(c).into_owned());
-        let message = failure_message(command.as_deref(), &failure, b"", masker);
+        let message = failure_message(command, &failure, b"", &masker.snapshot());
         JobOutcome {
             dialect,
             reports: Vec::new(),
@@ -103,12 +102,13 @@ pub(crate) fn embeddable_json(bytes: &[u8]) -> Option<Value> {
 }
 
 /// The one-line message of a failure: `command '<cmd>' <what happened>: <stderr tail>`, masked,
-/// control characters escaped, at most `MAX_MESSAGE` bytes.
+/// control characters escaped, at most `MAX_MESSAGE` bytes. `stderr_tail` comes masked
+/// (`Capture::masked_tail`: masking it here could not see a secret cut at its start).
 pub(crate) fn failure_message(
     command: Option<&str>,
     failure: &Failure,
     stderr_tail: &[u8],
-    masker: &Masker,
+    secrets: &Snapshot,
 ) -> String {
     let head = match command {
         Some(command) => format!("command '{command}' {failure}"),
@@ -120,13 +120,13 @@ pub(crate) fn failure_message(
     } else {
         MAX_MESSAGE
     };
-    let head = one_line(&masker.mask(&head), head_limit);
-    let tail_text = String::from_utf8_lossy(stderr_tail);
-    let tail = masker.mask(tail_text.trim());
+    let head = one_line(&secrets.mask(&head), head_limit);
+    let tail_text = crate::text::lossy(stderr_tail);
+    let tail = tail_text.trim();
     if tail.is_empty() {
         return head;
     }
-    let tail = escape_controls(&tail);
+    let tail = escape_controls(tail);
     let budget = MAX_MESSAGE.saturating_sub(head.len() + 2);
     format!("{head}: {}", keep_end(&tail, budget))
 }
@@ -234,10 +234,12 @@ mod tests {
 
     #[test]
     fn message_is_one_line_and_bounded() {
-        let masker = Masker::new(["topsecret"]);
+        let secrets = Masker::new(["topsecret"]).snapshot();
         let failure = Failure::Exit { code: 2 };
-        let stderr = format!("{}\r\nline with topsecret\n", "x".repeat(10_000));
-        let message = failure_message(Some("cmd topsecret"), &failure, stderr.as_bytes(), &masker);
+        let mut stderr = crate::exec::Capture::with_tail(0);
+        stderr.push(format!("{}\r\nline with topsecret\n", "x".repeat(10_000)).as_bytes());
+        let tail = stderr.masked_tail(&secrets);
+        let message = failure_message(Some("cmd topsecret"), &failure, &tail, &secrets);
         assert!(message.len() <= MAX_MESSAGE, "{}", message.len());
         assert!(message.starts_with("command 'cmd ***' exited with status 2: "));
         assert!(message.ends_with("\\r\\nline with ***"));

@@ -16,7 +16,7 @@ use crate::direktiv::{ENV_ACTION_ID, ENV_TEMP_DIR};
 use crate::error::Failure;
 use crate::exec::{self, CommandRun, ExecSettings, Execution, Launch, RequestMark};
 use crate::logs::LogShipper;
-use crate::mask::Masker;
+use crate::mask::{Masker, SecretPolicy, Snapshot};
 use crate::outcome::{failure_message, result_value, CommandReport, JobFailure, JobOutcome};
 use crate::plan::{CommandSpec, Dialect, Plan};
 use crate::request;
@@ -30,6 +30,10 @@ pub(crate) struct Context {
     pub(crate) shipper: LogShipper,
     /// `CMD_RESULT_KEY`.
     pub(crate) result_key: String,
+    /// `CMD_MASK_NAMES`: which env values are secret by their name.
+    pub(crate) secrets: SecretPolicy,
+    /// `CMD_MASK_RESPONSE`: mask the response too (logs and error messages always are).
+    pub(crate) mask_response: bool,
 }
 
 impl Context {
@@ -47,6 +51,8 @@ impl Context {
             settings: ExecSettings::from_config(config),
             shipper: LogShipper::new(&config.backend, config.dev_mode),
             result_key: config.result_key.clone(),
+            secrets: config.secret_names.clone(),
+            mask_response: config.mask_response,
         }
     }
 }
@@ -153,7 +159,7 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
         trace,
         ..
     } = request;
-    let masker = Arc::new(Masker::new(&plan.secrets));
+    let masker = Arc::new(Masker::new(ctx.secrets.secrets_of(&plan)));
     let dialect = plan.dialect;
 
     // Refuse what cannot run before anything is written or started.
@@ -177,6 +183,7 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
         env: &env,
         mark: &mark,
         logs: &logs,
+        secrets: &masker,
         cancel: &cancel,
         settings: &ctx.settings,
         combine: dialect == Dialect::DirektivCmd,
@@ -192,7 +199,7 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
     for (index, (spec, launch)) in plan.commands.iter().zip(&launches).enumerate() {
         if let Some(reason) = cancel.reason() {
             let failure = Failure::Cancelled { reason };
-            let message = failure_message(None, &failure, b"", &masker);
+            let message = failure_message(None, &failure, b"", &masker.snapshot());
             outcome.failure = Some(JobFailure {
                 failure,
                 command: None,
@@ -214,19 +221,31 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
             cwd: workspace.workdir(spec.workdir.as_ref()).await,
         };
         let mut run = exec::run(command, &execution).await;
-        let result = command_result(spec, &workspace, &mut run, ctx.settings.max_output).await;
-        let message = run
-            .failure
-            .as_ref()
-            .map(|failure| failure_message(Some(&shown), failure, run.stderr.tail(), &masker));
+        // With what the command declared while it ran.
+        let secrets = masker.snapshot();
+        let response_secrets = ctx.mask_response.then_some(&*secrets);
+        if let Some(secrets) = response_secrets {
+            run.stdout.redact(secrets);
+            run.stderr.redact(secrets);
+            run.combined.redact(secrets);
+        }
+        let result = command_result(spec, &workspace, &mut run, ctx, response_secrets).await;
+        let message = run.failure.as_ref().map(|failure| {
+            let tail = run.stderr.masked_tail(&secrets);
+            failure_message(Some(&spec.display), failure, &tail, &secrets)
+        });
         if let Some(message) = &message {
             logs.line(message);
-            tracing::info!(command = %shown, error = %message, "command failed");
+            tracing::info!(command = %secrets.mask(&spec.display), error = %message, "command failed");
         }
         let fatal = run.failure.as_ref().is_some_and(|f| is_fatal(f, spec));
         let failure = fatal.then(|| run.failure.clone()).flatten();
+        let display = match response_secrets {
+            Some(secrets) => secrets.mask(&spec.display).into_owned(),
+            None => spec.display.clone(),
+        };
         outcome.reports.push(CommandReport {
-            display: shown,
+            display,
             run,
             result,
             message: message.clone(),
@@ -262,18 +281,28 @@ fn is_fatal(failure: &Failure, spec: &CommandSpec) -> bool {
     }
 }
 
-/// `result`: the `output` file when the command names one, else stdout.
+/// `result`: the `output` file when the command names one, else stdout (already masked when
+/// `secrets` are given).
 async fn command_result(
     spec: &CommandSpec,
     workspace: &Workspace,
     run: &mut CommandRun,
-    max_output: usize,
+    ctx: &Context,
+    secrets: Option<&Snapshot>,
 ) -> serde_json::Value {
     let Some(output) = &spec.output else {
         return result_value(run.stdout.bytes());
     };
-    match workspace.read_output(output, max_output).await {
-        Ok(bytes) => result_value(&bytes),
+    let max = ctx.settings.max_output;
+    match workspace.read_output(output, max).await {
+        Ok(bytes) => match secrets {
+            // A file of `max` bytes may have been cut there.
+            Some(secrets) if bytes.len() >= max => {
+                result_value(&secrets.mask_prefix(&bytes, max).0)
+            }
+            Some(secrets) => result_value(&secrets.mask_bytes(&bytes)),
+            None => result_value(&bytes),
+        },
         Err(failure) => {
             if run.failure.is_none() {
                 run.failure = Some(failure);

@@ -24,9 +24,10 @@ pub struct Plan {
     /// Request-level environment, applied to every command (before the command's own env).
     pub env: Vec<(String, String)>,
     pub commands: Vec<CommandSpec>,
-    /// Strings that must never reach logs or error messages: every request- and command-level
-    /// env value plus the request's `mask` list. Values shorter than 4 bytes are filtered by
-    /// the masker, not here.
+    /// The values the request itself marks secret: its `mask` list and env entries with
+    /// `"secret": true`. Env values that are secret by their name are added by
+    /// `mask::SecretPolicy`, which knows the configuration. Values shorter than 4 bytes are
+    /// filtered by the masker, not here.
     pub secrets: Vec<String>,
 }
 

@@ -55,6 +55,8 @@ fn help_lists_every_variable_with_its_default() {
         ("CMD_SHELL", "/bin/sh"),
         ("CMD_RESULT_KEY", "commands"),
         ("CMD_LOG_FORMAT", "text"),
+        ("CMD_MASK_NAMES", "KEY|SECRET|TOKEN|PASSWORD"),
+        ("CMD_MASK_RESPONSE", "true"),
     ];
     // clap wraps long help; join the lines so a variable and its default can be searched as one.
     let flat: String = help.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -94,6 +96,8 @@ fn invalid_values_stop_startup_with_a_message_naming_the_variable() {
         ("CMD_MAX_INFLIGHT", "0"),
         ("CMD_LOG_FORMAT", "xml"),
         ("DIREKTIV_HTTP_BACKEND", "not a url"),
+        ("CMD_MASK_NAMES", "TOKEN|(unclosed"),
+        ("CMD_MASK_RESPONSE", "maybe"),
     ];
     let mut problems = Vec::new();
     for (var, value) in cases {

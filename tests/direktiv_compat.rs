@@ -433,19 +433,25 @@ async fn c8_without_stop_execution_continues() {
     assert_eq!(lines[5..], ["running command 'echo hello2'", "hello2"]);
 }
 
-/// C9 (and D2): `envs` reach the command. Unlike Direktiv, env values are secrets in the log
-/// (README, "Logs"), so the logged line reads `HELLO=***`; `Output` keeps the value.
+/// C9 (and D2): `envs` reach the command and, as in Direktiv, an ordinary value shows in the
+/// log and in `Output`. A value marked `"secret": true` (or whose name looks secret) is masked
+/// in both (README, "Secrets").
 #[tokio::test(flavor = "multi_thread")]
-async fn c9_d2_envs_reach_the_command_and_are_masked_in_logs() {
+async fn c9_d2_envs_reach_the_command_and_secret_ones_are_masked_in_logs() {
     let commands = json!([{
-        "command": "bash -c 'env | grep HELLO'",
-        "envs": [{"name": "HELLO", "value": "WORLD"}]
+        "command": "bash -c 'env | grep -E \"^(HELLO|PASS)=\" | sort'",
+        "envs": [{"name": "HELLO", "value": "WORLD"},
+                 {"name": "PASS", "value": "open-sesame", "secret": true}]
     }]);
     let (reply, lines) = special_call("c9", commands).await;
     let entries = special_entries(&reply);
-    assert_eq!(outputs(&entries), [json!("HELLO=WORLD\n")]);
-    assert!(lines.iter().any(|l| l == "HELLO=***"), "{lines:?}");
-    assert!(!lines.iter().any(|l| l.contains("WORLD")), "{lines:?}");
+    assert_eq!(outputs(&entries), [json!("HELLO=WORLD\nPASS=***\n")]);
+    assert!(lines.iter().any(|l| l == "HELLO=WORLD"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "PASS=***"), "{lines:?}");
+    assert!(
+        !lines.iter().any(|l| l.contains("open-sesame")),
+        "{lines:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -820,14 +826,23 @@ async fn karate(key: &str, body: Value) -> (Reply, Runner) {
     (reply, runner)
 }
 
-/// G1: `$Key` stays literal for the runner and is expanded by bash from the command env.
+/// G1: `$Key` stays literal for the runner and is expanded by bash from the command env. A
+/// name containing KEY holds a secret (README, "Secrets"), so the result that shows the value
+/// reads `***`, which only the expanded value gives; with `CMD_MASK_RESPONSE=false` it is the
+/// value itself, as the function-builder image returns it.
 #[tokio::test(flavor = "multi_thread")]
 async fn g1_env_is_expanded_by_the_shell_not_the_runner() {
     let body = json!({"commands": [{
         "command": "bash -c 'echo $Key'", "silent": true, "print": false,
         "envs": [{"name": "Key", "value": "Value"}]
     }]});
-    let (reply, _) = karate("bash", body).await;
+    let (reply, _) = karate("bash", body.clone()).await;
+    let results = native_results(&reply, "bash");
+    assert_eq!(result_pairs(&results), [(json!("***"), true)]);
+
+    let (sidecar, runner) =
+        start_pair(&[("CMD_RESULT_KEY", "bash"), ("CMD_MASK_RESPONSE", "false")]);
+    let reply = sidecar.call(&runner, "development", body).await;
     let results = native_results(&reply, "bash");
     assert_eq!(result_pairs(&results), [(json!("Value"), true)]);
 }

@@ -293,3 +293,51 @@ async fn example_inputs_run_end_to_end_with_harmless_commands() {
         }
     }
 }
+
+/// What a Direktiv `jq(...)` template in an example gives when the workflow's data lacks the
+/// field: its `// "default"`. Other values are kept.
+fn with_jq_defaults(value: &Value) -> Value {
+    let default = value
+        .as_str()
+        .and_then(|s| s.strip_prefix("jq(")?.strip_suffix(')'))
+        .and_then(|expr| expr.rsplit_once("//"))
+        .and_then(|(_, default)| serde_json::from_str::<Value>(default.trim()).ok());
+    default.unwrap_or_else(|| value.clone())
+}
+
+/// The bash example's script, run for real: its log says `report for staging`, as a workflow
+/// author expects, because `TARGET` is not a secret (README, "Secrets").
+#[tokio::test(flavor = "multi_thread")]
+async fn the_bash_example_logs_readable_values() {
+    let workflow = workflows()
+        .into_iter()
+        .find(|w| w.name().contains("/examples/bash/"))
+        .expect("the bash example workflow");
+    let action = workflow.actions().into_iter().next().expect("an action");
+    let mut input = action.input.clone();
+    if let Some(env) = input["env"].as_object_mut() {
+        for value in env.values_mut() {
+            *value = with_jq_defaults(value);
+        }
+    }
+    // The script only; it prints its report line before it needs jq.
+    input["commands"] = json!([action.commands()[0]]);
+    let sidecar = FakeSidecar::start();
+    let runner = runner_for(&sidecar, &action, &[]);
+    let aid = "example-bash-report";
+    let reply = sidecar.call(&runner, aid, input).await;
+    let lines = sidecar.lines(aid);
+    assert!(
+        lines.iter().any(|l| l == "report for staging"),
+        "{lines:?} {reply:?}"
+    );
+    assert!(lines.iter().all(|l| !l.contains("***")), "{lines:?}");
+    if reply.status == 200 {
+        let results = reply.results_under(&action.result_key());
+        assert_eq!(
+            results[0]["result"]["target"],
+            json!("staging"),
+            "{reply:?}"
+        );
+    }
+}

@@ -57,7 +57,7 @@ fn expected_lines(i: usize) -> Vec<String> {
         "out".into(),
         format!("own-{i}.txt"),
         "running command 'sh -c 'env | grep ^ISO_ | sort''".into(),
-        "ISO_VALUE=***".into(),
+        format!("ISO_VALUE=envval-{i}-"),
         format!(
             "running command 'sh -c 'echo tok-{i}-b >&2; echo done-{i}- > out/instance/marker''"
         ),

@@ -258,7 +258,7 @@ async fn secrets_never_reach_the_error_message() {
     let (sidecar, runner) = start_pair(&[]);
     let body = json!({
         "commands": [{"command": "sh -c 'echo leaked-$0 >&2; exit 1' pa55word",
-                      "env": {"PW": "pa55word"}}]
+                      "env": {"DB_PASSWORD": "pa55word"}}]
     });
     let reply = sidecar.call(&runner, "l1", body).await;
     reply.assert_error("cmd.exit.1", 500);

@@ -3,11 +3,10 @@
 //! the server, exits with the server's status, and never steals its commands' exit statuses.
 //!
 //! These tests need permission to create pid and mount namespaces (root, as in CI). Without it
-//! they say so and pass vacuously rather than fail for the environment.
+//! they fail under `CI=true` and are skipped visibly elsewhere (`support::environment`).
 
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use nix::sys::signal::{kill, Signal};
@@ -15,18 +14,6 @@ use nix::unistd::Pid;
 use serde_json::json;
 use support::procs;
 use support::{binary, FakeSidecar, Runner, PATIENCE};
-
-/// Whether this machine lets us create a pid namespace with its own /proc.
-fn namespaces_available() -> bool {
-    let ok = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .status()
-        .is_ok_and(|status| status.success());
-    if !ok {
-        eprintln!("skipping: `unshare --pid --fork --mount-proc` is not permitted here");
-    }
-    ok
-}
 
 /// The runner as PID 1 of a new pid namespace, pointed at `sidecar`. `--kill-child` ends the
 /// namespace if the test's handle (unshare) goes away first.
@@ -87,7 +74,7 @@ fn orphan_maker(linger: &str, then: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn forks_the_server_and_stays_behind_as_pid_1() {
-    if !namespaces_available() {
+    if !support::environment::pid_namespaces("forks_the_server_and_stays_behind_as_pid_1") {
         return;
     }
     let sidecar = FakeSidecar::start();
@@ -119,7 +106,7 @@ async fn forks_the_server_and_stays_behind_as_pid_1() {
 /// the runner stops it when its command ends (README, "Guarantees"), and the init reaps it.
 #[tokio::test(flavor = "multi_thread")]
 async fn orphaned_zombies_are_reaped() {
-    if !namespaces_available() {
+    if !support::environment::pid_namespaces("orphaned_zombies_are_reaped") {
         return;
     }
     let sidecar = FakeSidecar::start();
@@ -158,7 +145,7 @@ async fn orphaned_zombies_are_reaped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_stay_correct_under_a_load_of_orphans() {
-    if !namespaces_available() {
+    if !support::environment::pid_namespaces("exit_codes_stay_correct_under_a_load_of_orphans") {
         return;
     }
     let sidecar = Arc::new(FakeSidecar::start());
@@ -194,7 +181,7 @@ async fn exit_codes_stay_correct_under_a_load_of_orphans() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_to_the_init_drains_the_server_and_exits_0() {
-    if !namespaces_available() {
+    if !support::environment::pid_namespaces("sigterm_to_the_init_drains_the_server_and_exits_0") {
         return;
     }
     let sidecar = Arc::new(FakeSidecar::start());
@@ -233,7 +220,7 @@ async fn sigterm_to_the_init_drains_the_server_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigint_is_forwarded_to_the_server() {
-    if !namespaces_available() {
+    if !support::environment::pid_namespaces("sigint_is_forwarded_to_the_server") {
         return;
     }
     let sidecar = FakeSidecar::start();
@@ -252,7 +239,7 @@ async fn sigint_is_forwarded_to_the_server() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_init_exits_with_the_servers_status() {
-    if !namespaces_available() {
+    if !support::environment::pid_namespaces("the_init_exits_with_the_servers_status") {
         return;
     }
     let sidecar = FakeSidecar::start();
@@ -271,7 +258,7 @@ async fn the_init_exits_with_the_servers_status() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_start_with_no_signal_blocked() {
-    if !namespaces_available() {
+    if !support::environment::pid_namespaces("commands_start_with_no_signal_blocked") {
         return;
     }
     // The init blocks the signals it waits for; the server must undo that before running
@@ -300,7 +287,7 @@ async fn commands_start_with_no_signal_blocked() {
 
 #[test]
 fn run_mode_exit_status_passes_through_the_init() {
-    if !namespaces_available() {
+    if !support::environment::pid_namespaces("run_mode_exit_status_passes_through_the_init") {
         return;
     }
     let run = |request: &str| {

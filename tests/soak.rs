@@ -296,12 +296,7 @@ async fn soak_mixed_requests_leave_nothing_behind() {
 #[ignore = "long-running; run with `make soak`"]
 async fn soak_as_pid1_reaps_every_orphan() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let permitted = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
-        .status()
-        .is_ok_and(|status| status.success());
-    if !permitted {
-        println!("soak (PID 1): skipped, `unshare --pid --fork --mount-proc` is not permitted");
+    if !support::environment::pid_namespaces("soak_as_pid1_reaps_every_orphan") {
         return;
     }
     soak(Setup::Pid1).await;
@@ -362,8 +357,10 @@ async fn soak(setup: Setup) {
     drive(&soak, 0..warm_up).await;
     let fds_before = settled_fds(server);
     let started = Instant::now();
+    let stallers = Stallers::start(soak.runner.addr());
     drive(&soak, warm_up..warm_up + requests).await;
     let took = started.elapsed();
+    let (stalled, stall_problems) = stallers.finish().await;
     let leftovers = procs::wait_marker_gone(&soak.marker, PATIENCE);
     let zombies = procs::wait_no_zombies(root, PATIENCE);
     let fds_after = settled_fds(server);
@@ -395,6 +392,12 @@ async fn soak(setup: Setup) {
         failures.len(),
         &failures[..failures.len().min(10)]
     );
+    println!("{name}: {stalled} stalled client connections, all cut off by the runner");
+    assert!(
+        stall_problems.is_empty(),
+        "stalled clients: {:#?}",
+        &stall_problems[..stall_problems.len().min(10)]
+    );
     assert!(leftovers.is_empty(), "processes left behind: {leftovers:?}");
     assert!(zombies.is_empty(), "zombies left behind: {zombies:?}");
     assert!(
@@ -408,6 +411,101 @@ async fn soak(setup: Setup) {
                 nix::unistd::Pid::from_raw(init),
                 nix::sys::signal::Signal::SIGTERM,
             );
+        }
+    }
+}
+
+// --- stalled clients beside the load -----------------------------------------------------
+
+/// How a stalled client stops: after a body's first byte (with a length, or chunked), in its
+/// headers, before sending anything, or idle after one complete request.
+const STALLS: [&str; 5] = ["body", "chunked", "headers", "silent", "idle"];
+
+/// Opens one stalled connection every this often while the load runs.
+const STALL_EVERY: Duration = Duration::from_millis(200);
+
+/// The default CMD_READ_TIMEOUT, and how much later than that a stalled connection may be cut.
+const STALL_CUT_WITHIN: Duration = Duration::from_secs(30 + 30);
+
+/// Clients that open connections and stall while the soak runs. They must take no slot from
+/// the load (which would then see `cmd.busy`), and the runner must cut every one of them off
+/// (README "Lifecycle": read timeouts, idle connections).
+struct Stallers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    spawner: tokio::task::JoinHandle<Vec<tokio::task::JoinHandle<Result<(), String>>>>,
+}
+
+impl Stallers {
+    fn start(addr: std::net::SocketAddr) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let spawner = tokio::spawn(async move {
+            let mut clients = Vec::new();
+            let mut n = 0;
+            while !stopped.load(Ordering::SeqCst) {
+                clients.push(tokio::spawn(stall_once(addr, STALLS[n % STALLS.len()], n)));
+                n += 1;
+                tokio::time::sleep(STALL_EVERY).await;
+            }
+            clients
+        });
+        Stallers { stop, spawner }
+    }
+
+    /// Stops opening connections and waits until the runner cut off every one opened; returns
+    /// how many there were and what went wrong.
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let clients = self.spawner.await.expect("the staller panicked");
+        let count = clients.len();
+        let mut problems = Vec::new();
+        for client in clients {
+            match client.await {
+                Ok(Ok(())) => {}
+                Ok(Err(problem)) => problems.push(problem),
+                Err(panic) => problems.push(format!("a stalled client panicked: {panic}")),
+            }
+        }
+        (count, problems)
+    }
+}
+
+/// Opens one connection that stalls in the way `kind` says, then waits for the runner to
+/// close it.
+async fn stall_once(
+    addr: std::net::SocketAddr,
+    kind: &'static str,
+    n: usize,
+) -> Result<(), String> {
+    use tokio::io::AsyncReadExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("stalled {kind} {n}: cannot connect: {e}"))?;
+    let head = |extra: &str| {
+        format!("POST / HTTP/1.1\r\nHost: {addr}\r\nDirektiv-ActionID: stall-{n}\r\n{extra}")
+    };
+    let sent = match kind {
+        "body" => head("Content-Length: 100\r\n\r\n{"),
+        "chunked" => head("Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n"),
+        "headers" => head("X-Never-Finished: yes\r\n"),
+        "idle" => format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n"),
+        _ => String::new(),
+    };
+    stream
+        .write_all(sent.as_bytes())
+        .await
+        .map_err(|e| format!("stalled {kind} {n}: cannot send: {e}"))?;
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(STALL_CUT_WITHIN, stream.read(&mut buf)).await {
+            Err(_) => {
+                return Err(format!(
+                    "stalled {kind} {n}: still open after {STALL_CUT_WITHIN:?}"
+                ))
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(()),
+            // An answer (the idle client's /healthz, a 408): wait on for the close.
+            Ok(Ok(_)) => {}
         }
     }
 }

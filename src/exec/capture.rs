@@ -1,16 +1,35 @@
 //! Bounded copies of a command's output for the response. Logs get every byte; the response
 //! keeps the first `limit` bytes of each stream, and error messages want the *last* bytes of
 //! stderr, so a small tail is kept beside the head.
+//!
+//! Both are cut from a longer stream, and a secret may lie across a cut. So each keeps some
+//! bytes more than it shows (`OVERLAP`): the masker then sees whether what is at the cut is a
+//! secret, and leaves out what might be a piece of one (`mask::Snapshot::mask_prefix`,
+//! `mask_suffix`).
 
-/// How many trailing stderr bytes are kept for error messages.
+use std::borrow::Cow;
+
+use crate::mask::Snapshot;
+
+/// How many trailing stderr bytes error messages show at most.
 pub const TAIL_BYTES: usize = 4096;
+
+/// Bytes kept beyond each cut, so that a secret across it is recognised whole.
+const OVERLAP: usize = 4096;
 
 /// The first `limit` bytes of a stream, plus whether more was produced.
 #[derive(Debug, Clone, Default)]
 pub struct Capture {
+    /// Up to `limit + OVERLAP` first bytes.
     head: Vec<u8>,
     limit: usize,
+    /// Bytes seen in all.
+    total: usize,
+    /// Whether the stream was longer than `limit`.
     truncated: bool,
+    /// The head was masked for the response (`redact`) and is final.
+    redacted: bool,
+    /// Up to `TAIL_BYTES + OVERLAP` last bytes (only with `with_tail`).
     tail: Vec<u8>,
     keep_tail: bool,
 }
@@ -34,43 +53,81 @@ impl Capture {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        let room = self.limit.saturating_sub(self.head.len());
-        let kept = bytes.len().min(room);
-        self.head.extend_from_slice(&bytes[..kept]);
-        if kept < bytes.len() {
-            self.truncated = true;
+        self.total = self.total.saturating_add(bytes.len());
+        self.truncated |= self.total > self.limit;
+        if !self.redacted {
+            let room = self.head_room().saturating_sub(self.head.len());
+            self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
         if self.keep_tail {
-            let start = bytes.len().saturating_sub(TAIL_BYTES);
+            let keep = TAIL_BYTES + OVERLAP;
+            let start = bytes.len().saturating_sub(keep);
             self.tail.extend_from_slice(&bytes[start..]);
-            let excess = self.tail.len().saturating_sub(TAIL_BYTES);
+            let excess = self.tail.len().saturating_sub(keep);
             self.tail.drain(..excess);
         }
     }
 
+    /// The first `limit` bytes, as the command wrote them.
     pub fn bytes(&self) -> &[u8] {
-        &self.head
+        &self.head[..self.head.len().min(self.limit)]
+    }
+
+    /// Masks the kept head for the response: from now on `bytes()` are the first `limit` bytes
+    /// masked, or a little less where the cut would show a piece of a secret.
+    pub fn redact(&mut self, secrets: &Snapshot) {
+        let (masked, used) = if self.truncated() {
+            secrets.mask_prefix(&self.head, self.limit)
+        } else {
+            (secrets.mask_bytes(&self.head), self.head.len())
+        };
+        match masked {
+            // Nothing to mask: the bytes themselves, up to the cut.
+            Cow::Borrowed(_) => self.head.truncate(used),
+            Cow::Owned(masked) => self.head = masked,
+        }
+        self.limit = self.head.len();
+        self.redacted = true;
     }
 
     pub fn truncated(&self) -> bool {
         self.truncated
     }
 
-    /// The last bytes of the stream (only with `with_tail`).
-    pub fn tail(&self) -> &[u8] {
-        &self.tail
+    /// The last bytes of the stream, masked, without a piece of a secret at the start (only
+    /// with `with_tail`). May be longer than `TAIL_BYTES`: the caller cuts the masked text.
+    pub fn masked_tail(&self, secrets: &Snapshot) -> Cow<'_, [u8]> {
+        if self.total > self.tail.len() {
+            secrets.mask_suffix(&self.tail)
+        } else {
+            secrets.mask_bytes(&self.tail)
+        }
+    }
+
+    /// How many bytes of the head are kept: the limit and the overlap beyond it, unless the
+    /// limit is 0 (nothing is kept at all).
+    fn head_room(&self) -> usize {
+        match self.limit {
+            0 => 0,
+            limit => limit.saturating_add(OVERLAP),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mask::Masker;
 
     #[test]
     fn keeps_the_head_and_flags_truncation() {
         let mut capture = Capture::new(5);
         capture.push(b"abc");
+        assert!(!capture.truncated());
         capture.push(b"defgh");
+        assert_eq!(capture.bytes(), b"abcde");
+        assert!(capture.truncated());
+        capture.redact(&Masker::default().snapshot());
         assert_eq!(capture.bytes(), b"abcde");
         assert!(capture.truncated());
     }
@@ -78,10 +135,46 @@ mod tests {
     #[test]
     fn tail_follows_the_end() {
         let mut capture = Capture::with_tail(2);
-        capture.push(&vec![b'a'; TAIL_BYTES]);
+        capture.push(&vec![b'a'; 3 * TAIL_BYTES]);
         capture.push(b"end");
-        assert_eq!(capture.tail().len(), TAIL_BYTES);
-        assert!(capture.tail().ends_with(b"aaend"));
+        let nothing = Masker::default().snapshot();
+        let tail = capture.masked_tail(&nothing);
+        assert!(tail.len() >= TAIL_BYTES);
+        assert!(tail.ends_with(b"aaend"));
         assert_eq!(capture.bytes(), b"aa");
+    }
+
+    #[test]
+    fn a_secret_across_the_limit_is_left_out_of_the_masked_head() {
+        let secrets = Masker::new(["SUPERSECRET"]).snapshot();
+        let mut capture = Capture::new(10);
+        capture.push(b"head SUPER");
+        capture.push(b"SECRET and more");
+        assert_eq!(capture.bytes(), b"head SUPER");
+        capture.redact(&secrets);
+        assert_eq!(capture.bytes(), b"head ");
+        assert!(capture.truncated());
+        let mut whole = Capture::new(100);
+        whole.push(b"head SUPERSECRET");
+        whole.redact(&secrets);
+        assert_eq!(whole.bytes(), b"head ***");
+        assert!(!whole.truncated());
+    }
+
+    #[test]
+    fn a_tail_that_starts_inside_a_secret_does_not_show_its_end() {
+        let secrets = Masker::new(["SUPERSECRET"]).snapshot();
+        let mut capture = Capture::with_tail(0);
+        capture.push(&vec![b'x'; 2 * (TAIL_BYTES + OVERLAP)]);
+        capture.push(b"SUPERSECRET");
+        // Cut so that the kept tail starts with `ERSECRET`.
+        capture.push(&vec![b'.'; TAIL_BYTES + OVERLAP - 8]);
+        let tail = capture.masked_tail(&secrets);
+        assert!(
+            tail.iter().all(|&b| b == b'.'),
+            "{:?}",
+            String::from_utf8_lossy(&tail[..20])
+        );
+        assert_eq!(tail.len(), TAIL_BYTES + OVERLAP - 8);
     }
 }

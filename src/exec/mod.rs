@@ -46,6 +46,7 @@ use crate::direktiv::ENV_DEADLINE;
 use crate::error::{CancelReason, Failure};
 use crate::limits::Limits;
 use crate::logs::LogStream;
+use crate::mask::Masker;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use deadline::Deadline;
@@ -131,6 +132,8 @@ pub(crate) struct Execution<'a> {
     /// Marks every process of the request, to find those that leave their process group.
     pub(crate) mark: &'a RequestMark,
     pub(crate) logs: &'a LogStream,
+    /// The request's secrets; commands may add to them (`::add-mask::`).
+    pub(crate) secrets: &'a Masker,
     pub(crate) cancel: &'a Cancel,
     pub(crate) settings: &'a ExecSettings,
     /// Keep stdout and stderr interleaved as well (the direktiv-cmd `Output`).
@@ -230,8 +233,22 @@ async fn execute(
     );
     let pumps = async {
         tokio::join!(
-            pump(spawned.stdout, stdout, logs, &combined, &stop_pumps),
-            pump(spawned.stderr, stderr, logs, &combined, &stop_pumps),
+            pump(
+                spawned.stdout,
+                stdout,
+                logs,
+                x.secrets,
+                &combined,
+                &stop_pumps
+            ),
+            pump(
+                spawned.stderr,
+                stderr,
+                logs,
+                x.secrets,
+                &combined,
+                &stop_pumps
+            ),
         )
     };
     tokio::pin!(pumps);

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Capture;
 use crate::logs::LogStream;
+use crate::mask::{Declarations, Masker};
 
 /// First and largest read size of an output pipe (64 KiB is a Linux pipe's default capacity).
 const READ_START: usize = 4 * 1024;
@@ -59,14 +60,18 @@ pub(super) async fn feed_stdin(mut sender: pipe::Sender, data: Vec<u8>) {
 }
 
 /// Reads one output pipe until EOF (or until told to stop), feeding the logs and the captures.
+/// Secrets the command declares are added to `secrets` before the read that declares them is
+/// logged, also when the command is `silent`.
 pub(super) async fn pump(
     fd: std::os::fd::OwnedFd,
     mut capture: Capture,
     logs: Option<&LogStream>,
+    secrets: &Masker,
     combined: &Mutex<Capture>,
     stop: &CancellationToken,
 ) -> Capture {
     let mut framer = logs.map(LogStream::framer);
+    let mut declarations = Declarations::default();
     {
         let Ok(mut receiver) = pipe::Receiver::from_owned_fd(fd) else {
             return capture;
@@ -86,12 +91,14 @@ pub(super) async fn pump(
                 Ok(_) => {}
             }
             let chunk = &buf[..];
+            declarations.scan(chunk, secrets);
             capture.push(chunk);
             crate::sync::lock(combined).push(chunk);
             if let Some(framer) = framer.as_mut() {
                 framer.write(chunk).await;
             }
         }
+        declarations.finish(secrets);
         if let Some(framer) = framer {
             framer.close().await;
         }

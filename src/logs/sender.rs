@@ -125,7 +125,8 @@ async fn post_with_retries(
         };
         METRICS.log_post_failures.inc();
         match pauses.next() {
-            Some(pause) if started.elapsed() + *pause < RETRY_WINDOW => {
+            // Saturating: a sum of two short durations, but no addition here may panic.
+            Some(pause) if started.elapsed().saturating_add(*pause) < RETRY_WINDOW => {
                 tokio::time::sleep(*pause).await;
             }
             _ => return Err(error),
@@ -182,9 +183,10 @@ async fn write_prefixed(console: &Arc<dyn Console>, prefix: &[u8], body: &[u8], 
     write_console(console, out).await;
 }
 
-/// Writes off the async workers: stdout may be a slow pipe.
+/// Writes off the async workers: the console may wait (about a second at most) for a slow
+/// reader of stdout.
 async fn write_console(console: &Arc<dyn Console>, bytes: Vec<u8>) {
     let console = console.clone();
     // A panicking console loses these lines only; the request carries on.
-    let _ = tokio::task::spawn_blocking(move || console.write_lines(&bytes)).await;
+    let _ = tokio::task::spawn_blocking(move || console.write_lines(bytes)).await;
 }

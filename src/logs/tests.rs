@@ -103,8 +103,8 @@ async fn start_sidecar(sidecar: Sidecar) -> (Arc<Sidecar>, String) {
 struct Captured(Mutex<Vec<u8>>);
 
 impl Console for Captured {
-    fn write_lines(&self, lines: &[u8]) {
-        self.0.lock().unwrap().extend_from_slice(lines);
+    fn write_lines(&self, lines: Vec<u8>) {
+        self.0.lock().unwrap().extend_from_slice(&lines);
     }
 }
 

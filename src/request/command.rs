@@ -11,18 +11,19 @@ use crate::limits::Limits;
 use crate::plan::{CommandSpec, Dialect, FieldPath, Program};
 
 /// Reads a command. `with_env` is false for the top-level `command` shorthand, whose `env`
-/// belongs to the request.
+/// belongs to the request. Env values marked secret are added to `secrets`.
 pub(crate) fn parse(
     cmd: Obj<'_>,
     dialect: Dialect,
     with_env: bool,
+    secrets: &mut Vec<String>,
 ) -> Result<CommandSpec, Failure> {
     let (program, display) = program(cmd)?;
     Ok(CommandSpec {
         display,
         program,
         env: if with_env {
-            env::parse(cmd)?
+            env::parse(cmd, secrets)?
         } else {
             Vec::new()
         },
@@ -123,10 +124,10 @@ fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
         return Ok(None);
     };
     let parsed = match value {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-            .ok_or_else(|| format!("{EXPECTED}, got {n}")),
+        Value::Number(n) => match n.as_f64() {
+            Some(secs) => duration::from_secs(secs, &n.to_string()),
+            None => Err(format!("{EXPECTED}, got {n}")),
+        },
         Value::String(s) => duration::parse(s),
         other => Err(format!("{EXPECTED}, got {}", json::describe(other))),
     };

@@ -1,5 +1,6 @@
 //! `env` (`{"NAME": "value"}`) and its alias `envs` (`[{"name": ..., "value": ...}]`), at
-//! request and at command level.
+//! request and at command level. An `envs` entry may say `"secret": true`: its value is then
+//! masked whatever the variable is called.
 
 use std::collections::HashMap;
 
@@ -9,8 +10,12 @@ use super::json::{self, Obj};
 use crate::error::Failure;
 
 /// The variables of `env` and `envs` of one object, merged. The same name twice is fine with
-/// the same value and refused with different ones (which one should win is a guess).
-pub(crate) fn parse(obj: Obj<'_>) -> Result<Vec<(String, String)>, Failure> {
+/// the same value and refused with different ones (which one should win is a guess). Values
+/// marked `"secret": true` are added to `secrets`.
+pub(crate) fn parse(
+    obj: Obj<'_>,
+    secrets: &mut Vec<String>,
+) -> Result<Vec<(String, String)>, Failure> {
     let mut vars = Vars::default();
     if let Some(map) = obj.object("env", "an object like {\"NAME\": \"value\"}")? {
         from_object(map, &obj.path_of("env"), &mut vars)?;
@@ -19,7 +24,7 @@ pub(crate) fn parse(obj: Obj<'_>) -> Result<Vec<(String, String)>, Failure> {
         "envs",
         "an array like [{\"name\": \"NAME\", \"value\": \"value\"}]",
     )? {
-        from_list(items, &obj.path_of("envs"), &mut vars)?;
+        from_list(items, &obj.path_of("envs"), &mut vars, secrets)?;
     }
     Ok(vars.list)
 }
@@ -53,8 +58,13 @@ fn from_object(map: &Map<String, Value>, path: &str, vars: &mut Vars) -> Result<
     Ok(())
 }
 
-/// `[{"name": "NAME", "value": "value"}, ...]`.
-fn from_list(items: &[Value], path: &str, vars: &mut Vars) -> Result<(), Failure> {
+/// `[{"name": "NAME", "value": "value", "secret": true}, ...]` (`secret` optional).
+fn from_list(
+    items: &[Value],
+    path: &str,
+    vars: &mut Vars,
+    secrets: &mut Vec<String>,
+) -> Result<(), Failure> {
     for (item_path, map) in
         json::objects(items, path, "{\"name\": \"NAME\", \"value\": \"value\"}")?
     {
@@ -67,6 +77,9 @@ fn from_list(items: &[Value], path: &str, vars: &mut Vars) -> Result<(), Failure
             None => String::new(),
             Some(value) => value_text(value).map_err(|e| entry.error("value", e))?,
         };
+        if entry.boolean("secret")?.unwrap_or(false) && !value.is_empty() {
+            secrets.push(value.clone());
+        }
         add(vars, name, value, &entry.path_of("value"))?;
     }
     Ok(())

@@ -46,17 +46,23 @@ pub fn parse_with_env(body: &[u8], overrides: &[(String, String)]) -> Result<Pla
         )));
     };
     let root = Obj::new(map, "");
-    let (dialect, mut commands) = commands(root)?;
+    let mut marked = Vec::new();
+    let (dialect, mut commands) = commands(root, &mut marked)?;
     // Request-level `limits` are every command's defaults.
     let limits = command::limits(root)?;
     for command in &mut commands {
         command.limits = command.limits.over(limits);
     }
     let files = input_files::parse(root)?;
-    let mut env = env::parse(root)?;
+    let mut env = env::parse(root, &mut marked)?;
+    // A variable marked secret stays secret with the value that overrides it.
+    for (name, value) in overrides {
+        if env.iter().any(|(n, v)| n == name && marked.contains(v)) {
+            marked.push(value.clone());
+        }
+    }
     env::override_with(&mut env, overrides);
-    let mask = mask(root)?;
-    let secrets = secrets(&env, &commands, mask);
+    let secrets = secrets(mask(root)?, marked);
     Ok(Plan {
         dialect,
         files,
@@ -80,8 +86,11 @@ fn body_json(body: &[u8]) -> Result<Value, Failure> {
     })
 }
 
-/// The dialect and its commands.
-fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
+/// The dialect and its commands; env values marked secret are added to `secrets`.
+fn commands(
+    root: Obj<'_>,
+    secrets: &mut Vec<String>,
+) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
     if let Some(data) = direktiv_cmd_data(root)? {
         let items = data
             .array("commands", "an array of commands")?
@@ -92,7 +101,12 @@ fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
                      {\"data\": {\"commands\": [{\"command\": \"ls -l\"}]}}",
                 )
             })?;
-        let list = command_list(items, &data.path_of("commands"), Dialect::DirektivCmd)?;
+        let list = command_list(
+            items,
+            &data.path_of("commands"),
+            Dialect::DirektivCmd,
+            secrets,
+        )?;
         return Ok((Dialect::DirektivCmd, list));
     }
     let list =
@@ -104,8 +118,8 @@ fn commands(root: Obj<'_>) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
                 "the request has both \"commands\" and \"command\"; use \"commands\": [...] for \
                  several commands or \"command\": \"...\" for one",
             )),
-            (Some(items), false) => command_list(items, "commands", Dialect::Native)?,
-            (None, true) => vec![command::parse(root, Dialect::Native, false)?],
+            (Some(items), false) => command_list(items, "commands", Dialect::Native, secrets)?,
+            (None, true) => vec![command::parse(root, Dialect::Native, false, secrets)?],
             (None, false) => {
                 return Err(Failure::input(format!(
                     "the request has no \"commands\"; {EXPECTED_SHAPE}"
@@ -140,10 +154,11 @@ fn command_list(
     items: &[Value],
     path: &str,
     dialect: Dialect,
+    secrets: &mut Vec<String>,
 ) -> Result<Vec<CommandSpec>, Failure> {
     json::objects(items, path, "a command like {\"command\": \"ls -l\"}")?
         .iter()
-        .map(|(item_path, map)| command::parse(Obj::new(map, item_path), dialect, true))
+        .map(|(item_path, map)| command::parse(Obj::new(map, item_path), dialect, true, secrets))
         .collect()
 }
 
@@ -166,15 +181,12 @@ fn mask(root: Obj<'_>) -> Result<Vec<String>, Failure> {
         .collect()
 }
 
-/// Every env value (request and commands) and every `mask` entry, once each.
-fn secrets(env: &[(String, String)], commands: &[CommandSpec], mask: Vec<String>) -> Vec<String> {
-    let env_values = env
-        .iter()
-        .chain(commands.iter().flat_map(|c| c.env.iter()))
-        .map(|(_, value)| value.clone());
+/// The request's own secrets: the `mask` entries, then the env values marked secret; once
+/// each. Which env names make a value secret is configuration (`mask::SecretPolicy`).
+fn secrets(mask: Vec<String>, marked: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
-    env_values
-        .chain(mask)
+    mask.into_iter()
+        .chain(marked)
         .filter(|secret| !secret.is_empty() && seen.insert(secret.clone()))
         .collect()
 }

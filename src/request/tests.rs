@@ -409,6 +409,19 @@ fn bad_timeouts_name_the_path_and_the_expected_form() {
         refused(json!({"commands": [{"command": "a", "timeout": "PT10X"}]})),
         format!("commands[0].timeout: \"PT10X\" is not a duration; {EXPECTED}")
     );
+    for (huge, shown) in [
+        (json!(1e15), "1000000000000000.0"),
+        (json!("366d"), "\"366d\""),
+        (json!("P400D"), "\"P400D\""),
+        (json!("18446744073709551615s"), "\"18446744073709551615s\""),
+    ] {
+        assert_eq!(
+            refused(json!({"commands": [{"command": "a", "timeout": huge}]})),
+            format!(
+                "commands[0].timeout: {shown} is more than a year, the longest duration accepted"
+            )
+        );
+    }
 }
 
 #[test]
@@ -549,25 +562,50 @@ fn env_numbers_and_booleans_become_their_text() {
 }
 
 #[test]
-fn secrets_are_every_env_value_and_the_mask() {
+fn secrets_are_the_mask_and_the_env_values_marked_secret() {
     let all = plan(json!({
-        "env": {"A": "request-secret"},
-        "envs": [{"name": "B", "value": "shared"}],
+        "env": {"API_TOKEN": "by-name-is-not-decided-here"},
+        "envs": [{"name": "B", "value": "request-marked", "secret": true},
+                 {"name": "C", "value": "not-marked", "secret": false}],
         "commands": [
-            {"command": "a", "env": {"C": "command-secret", "D": "shared"}},
-            {"command": "b", "envs": [{"name": "E", "value": ""}]}
+            {"command": "a", "envs": [{"name": "D", "value": "command-marked", "secret": true},
+                                      {"name": "E", "value": "", "secret": true}]},
+            {"command": "b", "envs": [{"name": "F", "value": "extra", "secret": true}]}
         ],
-        "mask": ["extra", "request-secret"]
+        "mask": ["extra", "from-mask"]
     }));
     assert_eq!(
         all.secrets,
-        ["request-secret", "shared", "command-secret", "extra"]
+        ["extra", "from-mask", "command-marked", "request-marked"]
     );
     let numbers = plan(json!({"mask": ["pin", 123456], "commands": []}));
     assert_eq!(numbers.secrets, ["pin", "123456"]);
     assert_eq!(
         refused(json!({"mask": ["a", true], "commands": []})),
         "mask[1]: expected a string, got true"
+    );
+}
+
+#[test]
+fn a_value_overriding_a_variable_marked_secret_is_secret() {
+    let body = json!({"envs": [{"name": "PIN", "value": "old-pin-1", "secret": true}],
+                      "commands": []});
+    let overrides = [("PIN".to_owned(), "new-pin-2".to_owned())];
+    let plan = super::parse_with_env(body.to_string().as_bytes(), &overrides).unwrap();
+    assert_eq!(plan.env, [("PIN".to_owned(), "new-pin-2".to_owned())]);
+    assert_eq!(plan.secrets, ["old-pin-1", "new-pin-2"]);
+}
+
+#[test]
+fn secret_must_be_a_boolean() {
+    assert_eq!(
+        refused(json!({"envs": [{"name": "A", "value": "x", "secret": "yes"}], "commands": []})),
+        "envs[0].secret: expected true or false, got \"yes\""
+    );
+    assert_eq!(
+        refused(json!({"commands": [{"command": "a",
+            "envs": [{"name": "A", "value": "x", "secret": 1}]}]})),
+        "commands[0].envs[0].secret: expected true or false, got 1"
     );
 }
 

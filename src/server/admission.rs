@@ -13,6 +13,11 @@ use crate::error::{CancelReason, Failure};
 use crate::metrics::METRICS;
 use crate::sync::lock;
 
+/// The refusal of a request that arrives (or is still arriving) while the runner drains.
+pub(crate) fn shutting_down() -> Failure {
+    Failure::Busy("the runner is shutting down; retry on another instance".into())
+}
+
 /// The requests running now, and the rules for admitting more.
 pub(crate) struct Admissions {
     registry: Mutex<Registry>,
@@ -78,9 +83,7 @@ impl Admissions {
     ) -> Result<Admission, Failure> {
         let mut registry = lock(&self.registry);
         if draining() {
-            return Err(Failure::Busy(
-                "the runner is shutting down; retry on another instance".into(),
-            ));
+            return Err(shutting_down());
         }
         if !is_development(action_id) && registry.running.contains_key(action_id) {
             return Err(Failure::Conflict(format!(

@@ -3,13 +3,16 @@
 //! it may run, hands it over, and writes the `Reply` back.
 
 mod admission;
+mod body;
+mod connections;
 mod shutdown;
+mod write_timeout;
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +34,8 @@ use crate::response::{render_rejection, Reply};
 use crate::trace::{TraceContext, HEADER_BAGGAGE, HEADER_TRACEPARENT, HEADER_TRACESTATE};
 use crate::workspace::TempDirChoice;
 use admission::Admissions;
+use body::Bodies;
+use connections::Connections;
 use shutdown::Drain;
 
 /// State shared by every request.
@@ -38,6 +43,7 @@ pub struct App {
     config: Arc<Config>,
     ctx: Context,
     admissions: Arc<Admissions>,
+    bodies: Bodies,
     drain: Drain,
 }
 
@@ -46,6 +52,7 @@ impl App {
         Arc::new(App {
             ctx: Context::new(&config),
             admissions: Arc::new(Admissions::new(config.max_inflight as usize)),
+            bodies: Bodies::new(&config),
             drain: Drain::default(),
             config: Arc::new(config),
         })
@@ -58,32 +65,47 @@ impl App {
         self.drain.run(&self.admissions, grace, kill_grace).await;
     }
 
-    /// Admits one request, reads its body and has the pipeline answer it.
-    async fn handle(self: Arc<Self>, headers: HeaderMap, body: Body) -> Reply {
+    /// Reads one request's body, admits the request and has the pipeline answer it.
+    async fn handle(self: Arc<Self>, headers: HeaderMap, body: Body) -> Answer {
         let key = &self.ctx.result_key;
         let Some(action_id) = header(&headers, HEADER_ACTION_ID).filter(|id| !id.is_empty()) else {
             let failure = Failure::input(
                 "missing Direktiv-ActionID header (use 'development' when calling by hand)",
             );
-            return render_rejection(&failure, Dialect::Native, key);
+            return Answer::unread(render_rejection(&failure, Dialect::Native, key));
         };
-        let admitted = self
-            .admissions
-            .admit(&action_id, || self.drain.is_draining());
+        // The whole body first: a request that is still arriving holds no slot and no action
+        // id, however slowly its client sends.
+        let (bytes, admitted) = {
+            let arrived = match self.bodies.read(body, &self.drain).await {
+                Ok(arrived) => arrived,
+                Err(failure) => {
+                    return Answer::unread(render_rejection(&failure, Dialect::Native, key));
+                }
+            };
+            let admitted = self
+                .admissions
+                .admit(&action_id, || self.drain.is_draining());
+            // Its share of the body budget ends here (dropped with `arrived`): from now on
+            // the in-flight limit bounds what the request holds.
+            (arrived.bytes, admitted)
+        };
         let admission = match admitted {
             Ok(admission) => admission,
-            Err(failure) => return render_rejection(&failure, Dialect::Native, key),
+            Err(failure) => return Answer::read(render_rejection(&failure, Dialect::Native, key)),
         };
-        let bytes = match axum::body::to_bytes(body, self.config.max_body).await {
-            Ok(bytes) => bytes,
-            Err(_) => {
-                let failure = Failure::input(format!(
-                    "the request body could not be read or is larger than CMD_MAX_BODY ({} bytes)",
-                    self.config.max_body
-                ));
-                return render_rejection(&failure, Dialect::Native, key);
-            }
-        };
+        Answer::read(self.run(headers, action_id, bytes, admission).await)
+    }
+
+    /// Runs an admitted request through the pipeline.
+    async fn run(
+        self: Arc<Self>,
+        headers: HeaderMap,
+        action_id: String,
+        bytes: Bytes,
+        admission: admission::Admission,
+    ) -> Reply {
+        let key = &self.ctx.result_key;
         let tempdir = match header(&headers, HEADER_TEMP_DIR).filter(|d| !d.is_empty()) {
             Some(dir) => TempDirChoice::Given(PathBuf::from(dir)),
             None => TempDirChoice::Private,
@@ -147,6 +169,30 @@ impl App {
     }
 }
 
+/// A reply, and whether the request's body was read to its end.
+struct Answer {
+    reply: Reply,
+    /// False when the reply was decided before the whole body arrived: the connection cannot
+    /// carry another request (the rest of the body would be read as one), so it is closed.
+    body_read: bool,
+}
+
+impl Answer {
+    fn read(reply: Reply) -> Self {
+        Answer {
+            reply,
+            body_read: true,
+        }
+    }
+
+    fn unread(reply: Reply) -> Self {
+        Answer {
+            reply,
+            body_read: false,
+        }
+    }
+}
+
 /// A header as text (names are matched case-insensitively by the HTTP stack).
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
@@ -190,9 +236,16 @@ fn router(app: Arc<App>) -> Router {
 }
 
 async fn run_request(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let reply = app.handle(headers, body).await;
+    let Answer { reply, body_read } = app.handle(headers, body).await;
     METRICS.count_request(reply.error.as_ref().map(|(code, _)| code.as_str()));
-    reply.into_response()
+    let mut response = reply.into_response();
+    if !body_read {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn cancel_request(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
@@ -230,20 +283,24 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     }
 }
 
-/// Serves until SIGTERM/SIGINT, then drains and returns once every response is sent.
+/// Serves until SIGTERM/SIGINT, then drains and returns once every response is sent: at the
+/// latest `CMD_GRACE` + `CMD_KILL_GRACE` and a few seconds after the signal, whatever clients
+/// do with their connections.
 pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let open_files = connections::raise_open_file_limit();
+    let connections = Connections::new(
+        app.config.read_timeout,
+        open_files,
+        app.config.max_inflight as usize,
+    );
     let drain_app = Arc::clone(&app);
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            drain_app.drain().await;
-            tracing::info!("drained; exiting");
-        })
-        .await
+    let drained = async move {
+        shutdown_signal().await;
+        drain_app.drain().await;
+        tracing::info!("drained; exiting");
+    };
+    connections.serve(listener, router(app), drained).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -32,6 +32,7 @@
 // Each test file compiles this module on its own and uses only part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod environment;
 pub mod procs;
 pub mod reply;
 pub mod runner;

@@ -35,6 +35,9 @@ const SCRUBBED_ENV: &[&str] = &[
     "CMD_SHELL",
     "CMD_RESULT_KEY",
     "CMD_LOG_FORMAT",
+    "CMD_READ_TIMEOUT",
+    "CMD_MASK_NAMES",
+    "CMD_MASK_RESPONSE",
     "CMD_LIMIT_MEMORY",
     "CMD_LIMIT_CPU",
     "CMD_LIMIT_FILE_SIZE",
@@ -59,6 +62,19 @@ pub struct RunnerBuilder {
     backend: Option<String>,
     wait_ready: bool,
     current_dir: Option<PathBuf>,
+    stdout: Drain,
+    stderr: Drain,
+    nofile: Option<(u64, u64)>,
+}
+
+/// Whether the test reads one of the runner's output pipes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// Every line is read and collected.
+    Always,
+    /// The pipe is held open but never read (stdout), or read only up to the `listening on`
+    /// line (stderr): once the pipe buffer is full, the runner's writes to it cannot complete.
+    Stalled,
 }
 
 impl Default for RunnerBuilder {
@@ -70,6 +86,9 @@ impl Default for RunnerBuilder {
             backend: None,
             wait_ready: true,
             current_dir: None,
+            stdout: Drain::Always,
+            stderr: Drain::Always,
+            nofile: None,
         }
     }
 }
@@ -127,9 +146,45 @@ impl RunnerBuilder {
         self
     }
 
+    /// Holds the runner's stdout pipe open without ever reading it, like a container whose log
+    /// collector stopped reading.
+    pub fn stdout_not_drained(mut self) -> Self {
+        self.stdout = Drain::Stalled;
+        self
+    }
+
+    /// Reads the runner's stderr only up to its `listening on` line, then holds the pipe open
+    /// without reading.
+    pub fn stderr_not_drained(mut self) -> Self {
+        self.stderr = Drain::Stalled;
+        self
+    }
+
+    /// Starts the runner with this soft and hard `RLIMIT_NOFILE`.
+    pub fn nofile_limit(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
+        self
+    }
+
     /// The configured command, environment scrubbed of runner settings.
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
+        if let Some((soft, hard)) = self.nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = rustix::process::Rlimit {
+                current: Some(soft),
+                maximum: Some(hard),
+            };
+            // SAFETY: the closure runs in the forked child before exec, where only
+            // async-signal-safe work is allowed. It makes one setrlimit system call on a value
+            // built before the fork: no allocation, no lock, no other library state.
+            unsafe {
+                command.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
         command.args(&self.args);
         if let Some(dir) = &self.current_dir {
             command.current_dir(dir);
@@ -158,11 +213,19 @@ impl RunnerBuilder {
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
         let (addr_tx, addr_rx) = mpsc::channel();
+        let (release, held) = mpsc::channel();
+        let (stdout_lines, held_stdout) = match self.stdout {
+            Drain::Always => (collect_stdout(stdout), None),
+            Drain::Stalled => (Lines::default(), Some(stdout)),
+        };
+        let hold = (self.stderr == Drain::Stalled).then_some(held);
         let mut runner = Runner {
             child,
             addr: None,
-            stdout: collect_stdout(stdout),
-            stderr: collect_stderr(stderr, addr_tx),
+            stdout: stdout_lines,
+            stderr: collect_stderr(stderr, addr_tx, hold),
+            _held_stdout: held_stdout,
+            _release_stderr: release,
         };
         runner.addr = Some(runner.await_address(&addr_rx));
         if self.wait_ready {
@@ -209,6 +272,10 @@ pub struct Runner {
     addr: Option<SocketAddr>,
     stdout: Lines,
     stderr: Lines,
+    /// The stdout pipe, held unread (see [`RunnerBuilder::stdout_not_drained`]).
+    _held_stdout: Option<ChildStdout>,
+    /// Dropping it lets a stderr reader that stopped reading close the pipe.
+    _release_stderr: Sender<()>,
 }
 
 impl Runner {
@@ -455,19 +522,39 @@ fn collect_stdout(stdout: ChildStdout) -> Lines {
     lines
 }
 
-fn collect_stderr(stderr: ChildStderr, addr_tx: Sender<SocketAddr>) -> Lines {
+/// Collects stderr lines and reports the `listening on` address. With `hold`, reading stops
+/// after that line and the pipe stays open, unread, until `hold`'s sender is dropped.
+fn collect_stderr(
+    stderr: ChildStderr,
+    addr_tx: Sender<SocketAddr>,
+    hold: Option<Receiver<()>>,
+) -> Lines {
     let lines = Lines::default();
     let sink = lines.clone();
     std::thread::spawn(move || {
-        let mut sent = false;
-        read_lines(stderr, |line| {
-            if !sent {
-                if let Some(addr) = parse_listening(&line) {
-                    sent = addr_tx.send(addr).is_ok();
+        let mut reader = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+            }
+            let line = String::from_utf8_lossy(&buf).into_owned();
+            let listening = parse_listening(&line);
+            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            if let Some(addr) = listening {
+                let _ = addr_tx.send(addr);
+                if let Some(hold) = &hold {
+                    // Blocks until the runner handle is dropped; `reader` keeps the pipe open.
+                    let _ = hold.recv();
+                    return;
                 }
             }
-            sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-        })
+        }
     });
     lines
 }
