@@ -8,9 +8,10 @@
 //!              \                        /
 //!               pipeline::answer(ctx, request) -> Reply
 //!                 request   body → Plan (wire formats; `plan` holds the types)
-//!                 exec      resolve every executable (CMD_ALLOW, shell) before anything runs
+//!                 exec      refuse what can never run (CMD_ALLOW, shell) before anything runs
 //!                 workspace temp dir, input files, out/, workdir and output file
-//!                 exec      one command: spawn in a process group, pumps, timeout, cancel
+//!                 exec      one command: locate, spawn in a process group, pumps, timeout,
+//!                           cancel, stop the group and the request's escapees
 //!                 logs      output lines, masked, to the sidecar (or stdout)
 //!                 outcome   reports, failure, result values, error messages
 //!                 response  Reply { status, error headers, body } in the request's dialect

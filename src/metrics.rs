@@ -52,6 +52,8 @@ pub struct Metrics {
     pub log_post_failures: Counter,
     pub log_posts_coalesced: Counter,
     pub log_lines_to_stdout: Counter<u64, AtomicU64>,
+    pub escaped_processes_killed: Counter,
+    pub temp_dir_removal_failures: Counter,
     pub console_lines_dropped: Family<StreamLabels, Counter>,
 }
 
@@ -91,6 +93,8 @@ impl Metrics {
             log_post_failures: Counter::default(),
             log_posts_coalesced: Counter::default(),
             log_lines_to_stdout: Counter::default(),
+            escaped_processes_killed: Counter::default(),
+            temp_dir_removal_failures: Counter::default(),
             console_lines_dropped: Family::default(),
             registry: Registry::default(),
         };
@@ -158,6 +162,17 @@ impl Metrics {
             "log_lines_to_stdout",
             "Lines written to the container's stdout because the sidecar could not take them",
             metrics.log_lines_to_stdout.clone(),
+        );
+        registry.register(
+            "escaped_processes_killed",
+            "Processes of a request that had left their command's process group (setsid, \
+             daemons) and were stopped when the command or request ended",
+            metrics.escaped_processes_killed.clone(),
+        );
+        registry.register(
+            "temp_dir_removal_failures",
+            "Private temp dirs that could not be removed completely after their request",
+            metrics.temp_dir_removal_failures.clone(),
         );
         // Both streams from the start, so a dashboard sees 0 rather than nothing.
         for stream in ["stdout", "stderr"] {

@@ -1,8 +1,8 @@
 //! The one path of a request, shared by the HTTP server and `direktiv-cmd run`:
 //!
-//! body → `request::parse` → `Plan` → every executable resolved (`exec`) → `Workspace` (temp
+//! body → `request::parse` → `Plan` → what can never run refused (`exec`) → `Workspace` (temp
 //! dir, input files, `out/`) → commands one after another (`exec::run`, output to `logs`) →
-//! every log line out → `JobOutcome` → `response::render` → `Reply`.
+//! escapees stopped → every log line out → `JobOutcome` → `response::render` → `Reply`.
 //!
 //! Admission (busy, duplicate ids, draining) and cancellation sources are the server's; this
 //! module takes a `Cancel` and honours it between and during commands.
@@ -14,7 +14,7 @@ use crate::cancel::Cancel;
 use crate::config::{Config, RunOptions};
 use crate::direktiv::{ENV_ACTION_ID, ENV_TEMP_DIR};
 use crate::error::Failure;
-use crate::exec::{self, CommandRun, ExecSettings, Execution, Launch};
+use crate::exec::{self, CommandRun, ExecSettings, Execution, Launch, RequestMark};
 use crate::logs::LogShipper;
 use crate::mask::{Masker, SecretPolicy, Snapshot};
 use crate::outcome::{failure_message, result_value, CommandReport, JobFailure, JobOutcome};
@@ -163,15 +163,13 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
     let dialect = plan.dialect;
 
     // Refuse what cannot run before anything is written or started.
-    let mut launches: Vec<Launch> = Vec::with_capacity(plan.commands.len());
-    for spec in &plan.commands {
-        match ctx.settings.resolve(spec) {
-            Ok(launch) => launches.push(launch),
-            Err(failure) => {
-                return JobOutcome::rejected(dialect, failure, Some(&spec.display), &masker)
-            }
+    let launches: Vec<Launch> = match ctx.settings.resolve(&plan.commands, &plan.env).await {
+        Ok(launches) => launches,
+        Err((index, failure)) => {
+            let display = plan.commands.get(index).map(|spec| spec.display.as_str());
+            return JobOutcome::rejected(dialect, failure, display, &masker);
         }
-    }
+    };
     let files = std::mem::take(&mut plan.files);
     let workspace = match Workspace::prepare(tempdir, files).await {
         Ok(workspace) => workspace,
@@ -187,8 +185,10 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
     let commands = async {
         let logs = logs;
         let env = base_env(action_id, workspace.path(), &trace, &plan.env);
+        let mark = RequestMark::new();
         let execution = Execution {
             env: &env,
+            mark: &mark,
             logs: &logs,
             secrets: &masker,
             cancel: &cancel,
@@ -225,7 +225,7 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
             let command = exec::Command {
                 spec,
                 launch,
-                cwd: workspace.workdir(spec.workdir.as_deref()).await,
+                cwd: workspace.workdir(spec.workdir.as_ref()).await,
             };
             let mut run = exec::run(command, &execution).await;
             // With what the command declared while it ran.
@@ -271,6 +271,9 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
                 break;
             }
         }
+        // Each command stopped what it left behind; this catches anything started in between.
+        mark.stop_escapees(None, ctx.settings.kill_grace).await;
+        mark.close();
         outcome
     };
     let (outcome, ()) = tokio::join!(commands, delivery.run());

@@ -63,7 +63,7 @@ pub struct CommandSpec {
     /// Bytes fed to stdin; `None` gives the command an empty stdin (EOF at once).
     pub stdin: Option<Vec<u8>>,
     /// Working directory relative to the temp dir, lexically checked like file paths.
-    pub workdir: Option<PathBuf>,
+    pub workdir: Option<FieldPath>,
     /// The command's own timeout; `None` falls back to the configured default.
     pub timeout: Option<Duration>,
     /// Do not stream this command's output to the log endpoint.
@@ -73,8 +73,18 @@ pub struct CommandSpec {
     /// When this command fails, go on with the next one instead of failing the request.
     pub continue_on_error: bool,
     /// A file (relative to the temp dir) whose content becomes the command's `result`.
-    pub output: Option<PathBuf>,
+    pub output: Option<FieldPath>,
     /// The command's `limits` over the request's; the configured defaults come last, at
     /// execution.
     pub limits: Limits,
+}
+
+/// A path relative to the temp dir, lexically checked like file paths, with the JSON path of
+/// the field that named it (`commands[1].workdir`): what the disk refuses later is reported
+/// against that field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath {
+    pub path: PathBuf,
+    /// The field's JSON path in the request.
+    pub field: String,
 }

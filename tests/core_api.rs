@@ -550,7 +550,7 @@ async fn workdir_and_output_cannot_escape_through_a_symlink_made_by_a_command() 
     reply.assert_error("cmd.input", 400);
     let message = reply.error_message().unwrap_or_default();
     assert!(
-        message.contains("workdir 'escape' leads outside"),
+        message.contains("commands[1].workdir: \"escape\" leads outside"),
         "{message}"
     );
     assert_eq!(reply.commands().len(), 2, "{reply:?}");
@@ -563,7 +563,7 @@ async fn workdir_and_output_cannot_escape_through_a_symlink_made_by_a_command() 
     reply.assert_error("cmd.input", 400);
     let message = reply.error_message().unwrap_or_default();
     assert!(
-        message.contains("output file 'escape/hostname' leads outside"),
+        message.contains("commands[1].output: \"escape/hostname\" leads outside"),
         "{message}"
     );
 }

@@ -1,5 +1,6 @@
 //! Long mixed load against one runner: normal, failing, cancelled, timed-out, disconnected and
-//! background-leaving requests with bounded concurrency. At the end no process of any request
+//! background-leaving requests, requests whose processes leave their group (`setsid`) and
+//! requests naming a FIFO as `output`, with bounded concurrency. At the end no process of any request
 //! and no zombie may be left, and the runner's open file descriptors must be back where they
 //! were after a warm-up (no leaked pipes, sockets or temp dirs).
 //!
@@ -36,9 +37,11 @@ enum Kind {
     TimedOut,
     Disconnected,
     Background,
+    Escapee,
+    FifoOutput,
 }
 
-const MIX: [Kind; 10] = [
+const MIX: [Kind; 12] = [
     Kind::Echo,
     Kind::Lines,
     Kind::Echo,
@@ -49,6 +52,8 @@ const MIX: [Kind; 10] = [
     Kind::Disconnected,
     Kind::Background,
     Kind::Lines,
+    Kind::Escapee,
+    Kind::FifoOutput,
 ];
 
 /// Shared by all workers.
@@ -116,7 +121,36 @@ impl Soak {
                 expect(&reply, 200, None)?;
                 expect_result(&reply, json!("bg"))
             }
+            Kind::Escapee => self.escapee(&aid, n).await,
+            Kind::FifoOutput => self.fifo_output(&aid).await,
         }
+    }
+
+    /// A command leaves a process in a session of its own, outside its process group: it must
+    /// be gone by the time the response arrives.
+    async fn escapee(&self, aid: &str, n: usize) -> Result<(), String> {
+        let own = format!("{}-escapee-{n}", self.marker);
+        let body = json!({"env": {"SOAK_MARK": &self.marker, "SOAK_OWN": &own},
+                          "commands": [{"command": "setsid -f sleep 60; echo esc", "shell": true}]});
+        let reply = self.sidecar.call(&self.runner, aid, body).await;
+        expect(&reply, 200, None)?;
+        expect_result(&reply, json!("esc"))?;
+        let left = tokio::task::spawn_blocking(move || procs::with_marker(&own))
+            .await
+            .unwrap_or_default();
+        left.is_empty()
+            .then_some(())
+            .ok_or_else(|| format!("{aid}: left running after the response: {left:?}"))
+    }
+
+    /// A FIFO as `output`: refused at once as `cmd.input`, without blocking the runner.
+    async fn fifo_output(&self, aid: &str) -> Result<(), String> {
+        let commands = json!([{"command": "mkfifo o"}, {"command": "true", "output": "o"}]);
+        let call = self.call(aid, commands);
+        let reply = tokio::time::timeout(PATIENCE, call)
+            .await
+            .map_err(|_| format!("{aid}: a FIFO as output got no answer"))?;
+        expect(&reply, 400, Some("cmd.input"))
     }
 
     async fn call(&self, aid: &str, commands: Value) -> Reply {

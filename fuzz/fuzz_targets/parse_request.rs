@@ -32,10 +32,10 @@ fn check_plan(plan: &Plan) {
     }
     for (i, command) in plan.commands.iter().enumerate() {
         if let Some(workdir) = &command.workdir {
-            check_relative(workdir, &format!("commands[{i}].workdir"));
+            check_relative(&workdir.path, &workdir.field);
         }
         if let Some(output) = &command.output {
-            check_relative(output, &format!("commands[{i}].output"));
+            check_relative(&output.path, &output.field);
         }
         if let Program::Argv(argv) = &command.program {
             assert!(!argv.is_empty(), "commands[{i}] has an empty argv");

@@ -2,19 +2,19 @@
 //! code of ours between its fork and its exec, so a command with `limits` takes this slower
 //! path; without it there would be a window in which the command runs unlimited.
 //!
-//! std's `Command` does the fork, the stdio pipes, the working directory, the process group,
-//! the empty signal mask and the reporting of an exec error back to the parent. Its `pre_exec`
-//! hook then resets every signal's disposition, raises the OOM score, sets the limits and
-//! execs with `execve` itself — the same call posix_spawn makes. std's own exec would be
+//! std's `Command` does the fork, the stdio pipes, the process group, the empty signal mask and
+//! the reporting of an exec error back to the parent. Its `pre_exec` hook then resets every
+//! signal's disposition, raises the OOM score, enters the working directory by descriptor
+//! (`fchdir`, as the posix_spawn path does), sets the limits and execs with `execve` itself —
+//! the same call posix_spawn makes. std's own exec would be
 //! `execvp`, which runs a file without a `#!` line through /bin/sh instead of refusing it as
 //! posix_spawn does; the hook never returns to it unless the exec failed.
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use rustix::process::Pid;
@@ -33,15 +33,23 @@ pub(super) struct Image<'a> {
     /// argv, argv[0] the program as the user named it.
     pub(super) argv: Vec<CString>,
     pub(super) env: ChildEnv,
-    pub(super) cwd: &'a Path,
+    /// The working directory, an open folder.
+    pub(super) cwd: BorrowedFd<'a>,
 }
 
-/// Starts `image` with `limits` set before exec; `stdio` become its fds 0, 1 and 2.
-pub(super) fn spawn(image: Image<'_>, stdio: [&OwnedFd; 3], limits: RlimitPlan) -> io::Result<Pid> {
+/// Starts `image` with `limits` set before exec, in the cgroup whose `cgroup.procs` is open as
+/// `cgroup`; `stdio` become its fds 0, 1 and 2.
+pub(super) fn spawn(
+    image: Image<'_>,
+    stdio: [&OwnedFd; 3],
+    limits: RlimitPlan,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<Pid> {
     let [stdin, stdout, stderr] = stdio;
     let mut command = Command::new(std::ffi::OsStr::from_bytes(image.path.as_bytes()));
+    let cwd = image.cwd.as_raw_fd();
+    let cgroup = cgroup.map(|fd| fd.as_raw_fd());
     command
-        .current_dir(image.cwd)
         .process_group(0)
         .stdin(Stdio::from(stdin.try_clone()?))
         .stdout(Stdio::from(stdout.try_clone()?))
@@ -49,14 +57,25 @@ pub(super) fn spawn(image: Image<'_>, stdio: [&OwnedFd; 3], limits: RlimitPlan) 
     let exec = Exec::new(image.path, image.argv, image.env);
     // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
     // work is sound. It does no allocation and takes no lock: `default_signal_dispositions`
-    // and `raise_own_oom_score` make system calls on constants, `limits.apply` makes
-    // setrlimit calls on plain values copied into the closure, `exec.execve` calls execve on
-    // pointers prepared before the fork, and `last_os_error` only reads errno.
+    // and `raise_own_oom_score` make system calls on constants, `fchdir` and the `write` to
+    // `cgroup.procs` are system calls on descriptors the caller keeps open until `spawn`
+    // returns (the child has its copies) and on a constant buffer,
+    // `limits.apply` makes setrlimit calls on plain values copied into the closure,
+    // `exec.execve` calls execve on pointers prepared before the fork, and `last_os_error`
+    // only reads errno.
     unsafe {
         command.pre_exec(move || {
             default_signal_dispositions();
+            empty_signal_mask();
             // Before the limits: a tiny `open_files` would leave no descriptor to write with.
             oom::raise_own_oom_score();
+            if libc::fchdir(cwd) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // "0" moves the writer itself. Failing leaves the command to the mark alone.
+            if let Some(procs) = cgroup {
+                libc::write(procs, b"0".as_ptr().cast(), 1);
+            }
             limits.apply()?;
             exec.execve();
             Err(io::Error::last_os_error())
@@ -105,6 +124,19 @@ impl Exec {
         unsafe {
             libc::execve(self.path.as_ptr(), self.argv.as_ptr(), self.envp.as_ptr());
         }
+    }
+}
+
+/// No signal blocked, as posix_spawn's `POSIX_SPAWN_SETSIGMASK` with an empty set: the
+/// runner's threads block SIGCHLD (and, under the PID-1 init, the init's signals were blocked
+/// at the fork), and a command must not inherit that. Async-signal-safe.
+fn empty_signal_mask() {
+    // SAFETY: an all-zero `sigset_t` is a valid value, and sigemptyset initialises it fully;
+    // sigprocmask is async-signal-safe and only reads the set.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
 }
 

@@ -11,6 +11,7 @@ use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use tokio::io::unix::AsyncFd;
 use tokio::time::{sleep, timeout, Instant};
 
+use super::procfs;
 use super::usage::{self, Usage};
 
 /// How often an exit or an empty group is polled for where no event announces it (no pidfd,
@@ -18,8 +19,9 @@ use super::usage::{self, Usage};
 /// a response, long enough to cost nothing measurable while a command runs.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// How long the leader gets to exit after SIGKILL before it is reaped regardless: a process in
-/// uninterruptible sleep (a hung NFS read) dies only when the kernel call returns.
+/// How long the leader gets to exit after SIGKILL: a process in uninterruptible sleep (a hung
+/// NFS read) dies only when the kernel call returns. After that it is handed to a thread of
+/// its own to be reaped whenever it dies, never waited for on an async worker thread.
 const KILL_EXIT_WAIT: Duration = Duration::from_secs(2);
 
 /// How long the rest of a killed group gets to disappear: SIGKILL takes effect within
@@ -117,8 +119,8 @@ impl ProcessGroup {
 
     /// Stops the whole group: SIGTERM, then SIGKILL for whatever is left after `grace`.
     /// Returns once the leader has exited and been reaped, and the group is empty or
-    /// `KILLED_GROUP_WAIT` passed after SIGKILL. The leader is always reaped: one stuck in
-    /// uninterruptible sleep past SIGKILL and `KILL_EXIT_WAIT` is waited for until it dies.
+    /// `KILLED_GROUP_WAIT` passed after SIGKILL. A leader stuck in uninterruptible sleep past
+    /// SIGKILL and `KILL_EXIT_WAIT` is left to a reaper thread (`reap`).
     pub async fn terminate(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
         self.signal(Signal::TERM);
@@ -174,12 +176,18 @@ impl ProcessGroup {
         self.usage
     }
 
-    /// Reaps the leader (it has exited: this does not block for long) with wait4, which
-    /// tells what it used.
+    /// Reaps the leader with wait4, which tells what it used, without ever blocking: at once
+    /// when it has exited, else (a process SIGKILL has not ended yet, stuck in the kernel) on
+    /// a thread of its own that waits for it. Either way the group is done with it.
     fn reap(&mut self) {
-        if !self.reaped {
-            self.usage = usage::reap(self.leader).ok().map(|(_, usage)| usage);
-            self.reaped = true;
+        if self.reaped {
+            return;
+        }
+        self.reaped = true;
+        match usage::reap_if_exited(self.leader) {
+            Ok(Some((_, usage))) => self.usage = Some(usage),
+            Ok(None) => reap_when_it_dies(self.leader),
+            Err(_) => {}
         }
     }
 }
@@ -195,6 +203,23 @@ impl Drop for ProcessGroup {
     }
 }
 
+/// Waits for `pid` on a thread of its own. Only for a killed process that has not died yet:
+/// blocking a thread that does nothing else is the price of never leaving a zombie.
+fn reap_when_it_dies(pid: Pid) {
+    tracing::warn!(
+        pid = pid.as_raw_nonzero().get(),
+        "a killed command has not exited yet; it is reaped when it does"
+    );
+    let spawned = std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(move || {
+            let _ = usage::reap(pid);
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot start a thread to reap a killed command");
+    }
+}
+
 /// The conventional name of a signal number (`SIGKILL`), for `cmd.signal.NAME`.
 pub fn signal_name(signal: i32) -> String {
     nix::sys::signal::Signal::try_from(signal)
@@ -202,45 +227,19 @@ pub fn signal_name(signal: i32) -> String {
         .unwrap_or_else(|_| format!("SIG{signal}"))
 }
 
-/// Whether /proc shows a process of group `pgid` that is not a zombie; `None` without /proc.
+/// Whether /proc shows a process of group `pgid` that has not exited; `None` without /proc.
 fn live_member_in_proc(pgid: i32) -> Option<bool> {
-    let entries = std::fs::read_dir("/proc").ok()?;
-    let live = entries
-        .filter_map(Result::ok)
-        .filter(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
-        .any(|stat| stat_is_live_member(&stat, pgid));
-    Some(live)
-}
-
-/// Parses `/proc/<pid>/stat`: `pid (comm) state ppid pgrp ...`; comm may contain spaces and
-/// parentheses, so fields are counted from the last `)`.
-fn stat_is_live_member(stat: &str, pgid: i32) -> bool {
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return false;
-    };
-    let mut fields = rest.split_ascii_whitespace();
-    let state = fields.next().unwrap_or("Z");
-    let pgrp = fields.nth(1).and_then(|f| f.parse::<i32>().ok());
-    pgrp == Some(pgid) && state != "Z" && state != "X"
+    std::fs::metadata("/proc/self").ok()?;
+    Some(
+        procfs::pids().any(|pid| {
+            procfs::stat(pid).is_some_and(|stat| stat.pgrp == pgid && !stat.has_exited())
+        }),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_parsing_skips_zombies_and_odd_names() {
-        assert!(stat_is_live_member("42 (sleep) S 1 40 40 0", 40));
-        assert!(!stat_is_live_member("42 (sleep) Z 1 40 40 0", 40));
-        assert!(!stat_is_live_member("42 (sleep) S 1 41 41 0", 40));
-        assert!(stat_is_live_member("42 (a ) b (c) R 1 40 40 0", 40));
-    }
 
     #[tokio::test]
     async fn terminate_stops_the_whole_group() {

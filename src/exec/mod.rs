@@ -1,34 +1,41 @@
-//! One command's life: resolve its executable (once, before anything runs), spawn it in its own
-//! process group, pump its output to the logs and the response, and end it on exit, timeout or
-//! cancellation — never leaving a process behind.
+//! One command's life: locate its executable (`launch`: once, where it runs), spawn it in its
+//! own process group, pump its output to the logs and the response, and end it on exit, timeout
+//! or cancellation — never leaving a process behind, not even one that left the group
+//! (`escapees`).
 //!
 //! Timeouts and cancellation meet here: `run` waits for the first of the command's exit, its
 //! deadline (`timeout`, else `CMD_TIMEOUT`) and the request's `Cancel`, then stops the group
-//! with `CMD_KILL_GRACE` between SIGTERM and SIGKILL (`group`).
+//! (`group`) and the request's escapees with `CMD_KILL_GRACE` between SIGTERM and SIGKILL.
 //!
 //! Accounting too: the command runs under its `limits` (set before exec), is told its
 //! deadline (`DIREKTIV_DEADLINE`), is reaped with its usage (`usage`), and an ending by
 //! itself is judged with the OOM-kill count read around it (`verdict`).
 
 mod capture;
+mod cgroup;
 mod deadline;
+mod escapees;
 mod fork;
 mod group;
 mod launch;
 mod oom;
+mod procfs;
+mod pumps;
 mod spawn;
 mod usage;
 mod verdict;
 
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use capture::Capture;
+pub(crate) use escapees::{RequestMark, MARK_VARIABLE};
 pub(crate) use group::ExitKind;
 pub(crate) use launch::{unresolved_allow_entries, Launch};
 pub(crate) use usage::Usage;
@@ -39,20 +46,14 @@ use crate::direktiv::ENV_DEADLINE;
 use crate::error::{CancelReason, Failure};
 use crate::limits::Limits;
 use crate::logs::LogStream;
-use crate::mask::{Declarations, Masker};
+use crate::mask::Masker;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use deadline::Deadline;
 use group::ProcessGroup;
-use spawn::SpawnRequest;
-
-/// First and largest read size of an output pipe (64 KiB is a Linux pipe's default capacity).
-const READ_START: usize = 4 * 1024;
-const READ_MAX: usize = 64 * 1024;
-
-/// How long output is still read after a command's main process exited while something else
-/// (a background child) holds its stdout/stderr open.
-const LINGER: Duration = Duration::from_secs(1);
+use launch::SearchPlace;
+use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
+use spawn::{ChildEnv, SpawnRequest, Spawned};
 
 /// The execution settings taken from the configuration.
 #[derive(Debug, Clone)]
@@ -78,18 +79,58 @@ impl ExecSettings {
         }
     }
 
-    /// What to execute for `spec`: refuses, before anything runs, a command this runner will
-    /// not start. The `Launch` is what `run` later spawns, so the executable `CMD_ALLOW`
-    /// allowed is the one that runs.
-    pub(crate) fn resolve(&self, spec: &CommandSpec) -> Result<Launch, Failure> {
-        launch::resolve(spec, self.shell.as_deref(), &self.allow)
+    /// What to execute for each command: refuses, before anything runs, a command this
+    /// runner will not start. `request_env` is the request-level env (its PATH counts). The
+    /// PATH search and `CMD_ALLOW` are applied again, for good, when each command starts.
+    pub(crate) async fn resolve(
+        &self,
+        commands: &[CommandSpec],
+        request_env: &[(String, String)],
+    ) -> Result<Vec<Launch>, (usize, Failure)> {
+        let (settings, commands) = (self.clone(), commands.to_vec());
+        let request_env = request_env.to_vec();
+        // Looking files up can block (a hung mount in PATH): off the async worker threads.
+        let resolved = tokio::task::spawn_blocking(move || {
+            commands
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| {
+                    let path = path_variable(request_env.iter().chain(spec.env.iter()));
+                    launch::resolve(
+                        spec,
+                        settings.shell.as_deref(),
+                        &settings.allow,
+                        path.as_deref(),
+                    )
+                    .map_err(|failure| (index, failure))
+                })
+                .collect()
+        })
+        .await;
+        resolved.unwrap_or_else(|error| {
+            Err((
+                0,
+                Failure::internal(format!("commands could not be resolved: {error}")),
+            ))
+        })
     }
+}
+
+/// The PATH a command gets: the last one its env layers set, else the runner's own.
+fn path_variable<'a>(layers: impl Iterator<Item = &'a (String, String)>) -> Option<OsString> {
+    layers
+        .filter(|(name, _)| name == "PATH")
+        .last()
+        .map(|(_, value)| OsString::from(value))
+        .or_else(|| std::env::var_os("PATH"))
 }
 
 /// What a command runs with, shared by all commands of a request.
 pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
     pub(crate) env: &'a [(String, String)],
+    /// Marks every process of the request, to find those that leave their process group.
+    pub(crate) mark: &'a RequestMark,
     pub(crate) logs: &'a LogStream,
     /// The request's secrets; commands may add to them (`::add-mask::`).
     pub(crate) secrets: &'a Masker,
@@ -104,8 +145,8 @@ pub(crate) struct Command<'a> {
     pub(crate) spec: &'a CommandSpec,
     /// Its executable, resolved once before the request ran anything.
     pub(crate) launch: &'a Launch,
-    /// Its working directory (inside the temp dir), or why it could not be had.
-    pub(crate) cwd: Result<PathBuf, Failure>,
+    /// Its working directory (inside the temp dir), open, or why it could not be had.
+    pub(crate) cwd: Result<OwnedFd, Failure>,
 }
 
 /// What happened to one command.
@@ -141,9 +182,9 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
         failure: None,
         duration: Duration::ZERO,
     };
-    let result = match &command.cwd {
+    let result = match command.cwd {
         Ok(cwd) => execute(command.spec, command.launch, cwd, x, &mut run).await,
-        Err(failure) => Err(failure.clone()),
+        Err(failure) => Err(failure),
     };
     if let Err(failure) = result {
         run.failure = Some(failure);
@@ -159,33 +200,18 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
 async fn execute(
     spec: &CommandSpec,
     launch: &Launch,
-    cwd: &Path,
+    cwd: OwnedFd,
     x: &Execution<'_>,
     run: &mut CommandRun,
 ) -> Result<(), Failure> {
     // The deadline is fixed before the spawn, so the instant the command is told is the one
-    // it is stopped at. It is set last: the runner's fact, not overridable by `env`.
+    // it is stopped at.
     let timeout = spec.timeout.or(x.settings.default_timeout);
     let deadline = timeout.and_then(Deadline::after);
     let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
-    let env: Vec<(&str, &str)> = x
-        .env
-        .iter()
-        .chain(spec.env.iter())
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(shown_deadline.as_deref().map(|at| (ENV_DEADLINE, at)))
-        .collect();
     let limits = spec.limits.over(x.settings.limits);
     let oom_before = oom::count();
-    let spawned = spawn::spawn(&SpawnRequest {
-        program: &launch.program,
-        args: &launch.args,
-        cwd,
-        env,
-        stdin: spec.stdin.is_some(),
-        limits: limits.rlimits(),
-    })
-    .map_err(|error| launch::spawn_failure(&error, launch, cwd))?;
+    let spawned = start(spec, launch, cwd, shown_deadline, limits, x).await?;
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -248,10 +274,27 @@ async fn execute(
             if drained.is_none() {
                 drained = tokio::time::timeout(LINGER, pumps.as_mut()).await.ok();
             }
-            with_pumps(group.clean_up_after_exit(grace), &mut pumps, &mut drained).await;
+            // The group first (at once when it is empty, as it usually is), then whatever left
+            // it: a child still leaving the group while the group is looked at (`setsid -f`
+            // returns before its child has moved) is either stopped with the group or found
+            // outside it afterwards.
+            let stop = async {
+                group.clean_up_after_exit(grace).await;
+                x.mark.stop_escapees(Some(spawned.pid), grace).await
+            };
+            with_pumps(stop, &mut pumps, &mut drained).await;
         }
         Ending::TimedOut(_) | Ending::Cancelled(_) => {
-            with_pumps(group.terminate(grace), &mut pumps, &mut drained).await;
+            // Both at once, so one grace period covers them; then once more for a child that
+            // left the group while both looked.
+            let stop = async {
+                tokio::join!(
+                    group.terminate(grace),
+                    x.mark.stop_escapees(Some(spawned.pid), grace)
+                );
+                x.mark.stop_escapees(Some(spawned.pid), grace).await
+            };
+            with_pumps(stop, &mut pumps, &mut drained).await;
         }
     }
     let captures = match drained {
@@ -279,32 +322,64 @@ async fn execute(
     }
 }
 
-/// Runs `work` (stopping a process group) while the pumps keep reading: a command stopped in
-/// the middle of its output must not block on a full pipe instead of exiting.
-async fn with_pumps<W, P, T>(work: W, pumps: &mut std::pin::Pin<&mut P>, drained: &mut Option<T>)
-where
-    W: std::future::Future<Output = ()>,
-    P: std::future::Future<Output = T>,
-{
-    tokio::pin!(work);
-    loop {
-        tokio::select! {
-            () = &mut work => return,
-            captures = pumps.as_mut(), if drained.is_none() => *drained = Some(captures),
-        }
-    }
-}
-
-/// Gives the pumps LINGER to drain what is left, then stops them.
-async fn finish_pumps<F, T>(pumps: &mut std::pin::Pin<&mut F>, stop: &CancellationToken) -> T
-where
-    F: std::future::Future<Output = T>,
-{
-    if let Ok(done) = tokio::time::timeout(LINGER, pumps.as_mut()).await {
-        return done;
-    }
-    stop.cancel();
-    pumps.as_mut().await
+/// Locates the executable and spawns it, on the blocking pool: looking up files can block
+/// (a hung mount in PATH), and so can the exec itself, which the vfork'ed spawn waits for.
+/// `deadline` (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`.
+async fn start(
+    spec: &CommandSpec,
+    launch: &Launch,
+    cwd: OwnedFd,
+    deadline: Option<String>,
+    limits: Limits,
+    x: &Execution<'_>,
+) -> Result<Spawned, Failure> {
+    // The runner's facts come last: a request's own env cannot replace the deadline or the
+    // mark of its processes.
+    let vars: Vec<(String, String)> = x
+        .env
+        .iter()
+        .chain(spec.env.iter())
+        .cloned()
+        .chain(deadline.map(|at| (ENV_DEADLINE.to_owned(), at)))
+        .chain([(MARK_VARIABLE.to_owned(), x.mark.value().to_owned())])
+        .collect();
+    let (launch, allow, stdin, mark) = (
+        launch.clone(),
+        x.settings.allow.clone(),
+        spec.stdin.is_some(),
+        x.mark.clone(),
+    );
+    let started = tokio::task::spawn_blocking(move || {
+        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let cwd = cwd.as_fd();
+        let env = ChildEnv::new(&vars)
+            .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))?;
+        let place = SearchPlace {
+            cwd: Some(cwd),
+            path: env.path(),
+        };
+        let path = launch::locate(&launch, place, &allow)?;
+        let cgroup = mark.cgroup_procs();
+        let spawned = spawn::spawn(SpawnRequest {
+            path: OsStr::new(&path),
+            argv0: &launch.name,
+            args: &launch.args,
+            cwd,
+            env,
+            stdin,
+            limits: limits.rlimits(),
+            cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
+        })
+        .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))?;
+        mark.started(spawned.pid);
+        Ok(spawned)
+    })
+    .await;
+    started.unwrap_or_else(|error| {
+        Err(Failure::internal(format!(
+            "the command could not be started: {error}"
+        )))
+    })
 }
 
 /// Sleeps until the deadline; forever without one (no timeout, or one too far away to
@@ -313,58 +388,6 @@ async fn sleep_until(deadline: Option<Deadline>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.instant().into()).await,
         None => std::future::pending().await,
-    }
-}
-
-async fn feed_stdin(mut sender: pipe::Sender, data: Vec<u8>) {
-    // A command that exits without reading its stdin closes the pipe: that is not an error.
-    let _ = sender.write_all(&data).await;
-}
-
-/// Reads one output pipe until EOF (or until told to stop), feeding the logs and the captures.
-/// Secrets the command declares are added to `secrets` before the read that declares them is
-/// logged, also when the command is `silent`.
-async fn pump(
-    fd: std::os::fd::OwnedFd,
-    mut capture: Capture,
-    logs: Option<&LogStream>,
-    secrets: &Masker,
-    combined: &Mutex<Capture>,
-    stop: &CancellationToken,
-) -> Capture {
-    let mut framer = logs.map(LogStream::framer);
-    let mut declarations = Declarations::default();
-    {
-        let Ok(mut receiver) = pipe::Receiver::from_owned_fd(fd) else {
-            return capture;
-        };
-        // Most commands print a few lines: start small and grow to a pipe's full 64 KiB only
-        // when reads fill the buffer (uninitialised capacity: nothing is zeroed).
-        let mut buf = bytes::BytesMut::with_capacity(READ_START);
-        loop {
-            buf.clear();
-            let read = tokio::select! {
-                read = receiver.read_buf(&mut buf) => read,
-                () = stop.cancelled() => break,
-            };
-            match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) if n == buf.capacity() && n < READ_MAX => buf.reserve(n * 4),
-                Ok(_) => {}
-            }
-            let chunk = &buf[..];
-            declarations.scan(chunk, secrets);
-            capture.push(chunk);
-            crate::sync::lock(combined).push(chunk);
-            if let Some(framer) = framer.as_mut() {
-                framer.write(chunk).await;
-            }
-        }
-        declarations.finish(secrets);
-        if let Some(framer) = framer {
-            framer.close().await;
-        }
-        capture
     }
 }
 

@@ -7,14 +7,14 @@
 //! its weak-symbol lookup — which is always the case in a static glibc binary. It then forks,
 //! copying the runner's page tables and paying copy-on-write faults afterwards: most of the
 //! runner's per-command cost. Every command has a working directory, so the runner calls
-//! posix_spawn itself, with the chdir, the new process group and the pipes as spawn actions.
+//! posix_spawn itself, with the change of directory (`fchdir` to the open folder the workspace
+//! checked: no path is looked up again), the new process group and the pipes as spawn
+//! actions. The file to execute comes located (`launch`): nothing is searched here.
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use rustix::pipe::{pipe_with, PipeFlags};
@@ -25,18 +25,23 @@ use crate::limits::RlimitPlan;
 
 /// What to start.
 pub struct SpawnRequest<'a> {
-    /// A path (with `/`, relative to `cwd`) or a bare name looked up in the child's PATH.
-    pub program: &'a OsStr,
+    /// The file to execute, exactly (no PATH search); a relative path is taken from `cwd`.
+    pub path: &'a OsStr,
+    /// argv[0], as the user named the program.
+    pub argv0: &'a str,
     /// argv[1..].
     pub args: &'a [String],
-    /// The child's working directory.
-    pub cwd: &'a Path,
-    /// Variables set over the runner's own environment, in order (later wins).
-    pub env: Vec<(&'a str, &'a str)>,
+    /// The child's working directory, an open folder entered by descriptor.
+    pub cwd: BorrowedFd<'a>,
+    /// The child's environment.
+    pub env: ChildEnv,
     /// Give the child a stdin pipe to write to; otherwise its stdin is at EOF at once.
     pub stdin: bool,
     /// Resource limits to set before exec; none keeps the fast posix_spawn path.
     pub limits: RlimitPlan,
+    /// `cgroup.procs` of the request's cgroup, open for writing: the child moves itself there
+    /// before exec, so not even its first fork starts outside. Takes the fork path too.
+    pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// How a command is started.
@@ -49,10 +54,10 @@ enum Method {
 }
 
 impl Method {
-    /// posix_spawn unless there are limits to set: then the command must never run a single
-    /// instruction unlimited, so they are set in the child before exec.
-    fn for_limits(limits: &RlimitPlan) -> Method {
-        if limits.is_empty() {
+    /// posix_spawn unless there are limits to set or a cgroup to join: then the command must
+    /// never run a single instruction unlimited or outside, so the child does it before exec.
+    fn for_command(limits: &RlimitPlan, cgroup: bool) -> Method {
+        if limits.is_empty() && !cgroup {
             Method::PosixSpawn
         } else {
             Method::Fork
@@ -69,12 +74,10 @@ pub struct Spawned {
 }
 
 /// Starts the process. Errors are the exec's (`NotFound`, `PermissionDenied`, `ENOEXEC`, ...).
-pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
-    let env = ChildEnv::new(&request.env)?;
-    let path = resolve_program(request.program, request.cwd, env.path())?;
-    let path = c_string(path.as_os_str().as_bytes())?;
-    let cwd = c_string(request.cwd.as_os_str().as_bytes())?;
-    let argv: Vec<CString> = std::iter::once(request.program.as_bytes())
+pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
+    let env = request.env;
+    let path = c_string(request.path.as_bytes())?;
+    let argv: Vec<CString> = std::iter::once(request.argv0.as_bytes())
         .chain(request.args.iter().map(|a| a.as_bytes()))
         .map(c_string)
         .collect::<io::Result<_>>()?;
@@ -89,11 +92,11 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
     // posix_spawn that is the runner's own, peak included. Resetting the runner's peak to its
     // current size keeps an earlier busy moment of the runner out of `max_rss_kib`.
     usage::reset_own_peak_rss();
-    let pid = match Method::for_limits(&request.limits) {
+    let pid = match Method::for_command(&request.limits, request.cgroup.is_some()) {
         Method::PosixSpawn => {
             let pid = posix_spawn(&SpawnCall {
                 path: &path,
-                cwd: &cwd,
+                cwd: request.cwd.as_raw_fd(),
                 argv: &argv,
                 envp: &env.pointers(),
                 stdio: [
@@ -116,6 +119,7 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<Spawned> {
             },
             [stdin_read, &stdout_write, &stderr_write],
             request.limits,
+            request.cgroup,
         )?,
     };
     // The child's ends close here: EOF on stdout/stderr then means every holder is gone, and
@@ -195,7 +199,7 @@ pub(super) struct ChildEnv {
 }
 
 impl ChildEnv {
-    fn new(variables: &[(&str, &str)]) -> io::Result<Self> {
+    pub(super) fn new(variables: &[(&str, &str)]) -> io::Result<Self> {
         let mut overrides: Vec<(Vec<u8>, CString)> = Vec::with_capacity(variables.len());
         for (key, value) in variables.iter().rev() {
             if overrides.iter().all(|(k, _)| k != key.as_bytes()) {
@@ -211,7 +215,7 @@ impl ChildEnv {
     }
 
     /// The PATH the child will see.
-    fn path(&self) -> Option<&OsStr> {
+    pub(super) fn path(&self) -> Option<&OsStr> {
         self.overrides
             .iter()
             .chain(BASE_ENV.iter())
@@ -231,37 +235,6 @@ impl ChildEnv {
     }
 }
 
-/// The file to exec: a name with `/` as given (relative to the child's cwd, where the
-/// spawn's chdir puts it); a bare name searched in the child's PATH, as execvp would.
-fn resolve_program(program: &OsStr, cwd: &Path, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
-    if program.as_bytes().contains(&b'/') {
-        return Ok(cwd.join(program));
-    }
-    let path_var = path_var.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin"));
-    search_path(program, path_var, cwd)
-}
-
-/// The first executable regular file called `name` in a PATH-style list, relative entries
-/// taken from `base`. `PermissionDenied` when only non-executable files of that name exist.
-pub(super) fn search_path(name: &OsStr, path_var: &OsStr, base: &Path) -> io::Result<PathBuf> {
-    let mut denied = false;
-    for dir in std::env::split_paths(path_var) {
-        let candidate = base.join(dir).join(name);
-        match std::fs::metadata(&candidate) {
-            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => {
-                return Ok(candidate)
-            }
-            Ok(meta) if meta.is_file() => denied = true,
-            _ => {}
-        }
-    }
-    Err(io::Error::from(if denied {
-        io::ErrorKind::PermissionDenied
-    } else {
-        io::ErrorKind::NotFound
-    }))
-}
-
 fn c_string(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes.to_vec()).map_err(|_| {
         io::Error::new(
@@ -274,7 +247,8 @@ fn c_string(bytes: &[u8]) -> io::Result<CString> {
 /// Everything `posix_spawn` reads, borrowed for the duration of the call.
 struct SpawnCall<'a> {
     path: &'a CString,
-    cwd: &'a CString,
+    /// The working directory, an open folder.
+    cwd: i32,
     argv: &'a [CString],
     /// NUL-terminated; the strings it points to outlive the call.
     envp: &'a [*const libc::c_char],
@@ -289,7 +263,7 @@ fn posix_spawn(call: &SpawnCall<'_>) -> io::Result<Pid> {
     for (target, fd) in call.stdio.iter().enumerate() {
         actions.dup2(*fd, target as i32)?;
     }
-    actions.chdir(call.cwd)?;
+    actions.fchdir(call.cwd)?;
     let attributes = Attributes::new()?;
     let mut pid: libc::pid_t = 0;
     // SAFETY: `pid` is a valid out-pointer; `path` is a NUL-terminated string; `actions` and
@@ -349,9 +323,10 @@ impl FileActions {
         check(unsafe { libc::posix_spawn_file_actions_adddup2(&mut *self.0, fd, target) })
     }
 
-    fn chdir(&mut self, dir: &CString) -> io::Result<()> {
-        // SAFETY: the object was initialised in `new`; glibc copies the path string.
-        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(&mut *self.0, dir.as_ptr()) })
+    fn fchdir(&mut self, dir: i32) -> io::Result<()> {
+        // SAFETY: the object was initialised in `new`; the descriptor is a plain integer here,
+        // and the caller keeps it open until `posix_spawn` has returned.
+        check(unsafe { libc::posix_spawn_file_actions_addfchdir_np(&mut *self.0, dir) })
     }
 
     fn as_ptr(&self) -> *const libc::posix_spawn_file_actions_t {
@@ -413,6 +388,9 @@ mod tests {
     use super::*;
     use crate::limits::Limits;
     use std::io::Read;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     /// Both ways of starting a command; each test checks that they behave the same.
     fn methods() -> [RlimitPlan; 2] {
@@ -423,21 +401,29 @@ mod tests {
         [RlimitPlan::default(), limited.rlimits()]
     }
 
-    fn request<'a>(
-        program: &'a str,
-        args: &'a [String],
-        cwd: &'a Path,
-        env: Vec<(&'a str, &'a str)>,
+    /// Starts `program` (a path, as `launch` would locate it) in `cwd`.
+    fn start(
+        program: &str,
+        args: &[String],
+        cwd: &Path,
+        env: Vec<(&str, &str)>,
         limits: RlimitPlan,
-    ) -> SpawnRequest<'a> {
-        SpawnRequest {
-            program: OsStr::new(program),
-            args,
+    ) -> io::Result<Spawned> {
+        let dir = rustix::fs::open(
             cwd,
-            env,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )?;
+        spawn(SpawnRequest {
+            path: OsStr::new(program),
+            argv0: program.rsplit('/').next().unwrap_or(program),
+            args,
+            cwd: dir.as_fd(),
+            env: ChildEnv::new(&env)?,
             stdin: false,
             limits,
-        }
+            cgroup: None,
+        })
     }
 
     fn run(
@@ -448,7 +434,7 @@ mod tests {
         limits: RlimitPlan,
     ) -> (String, i32) {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let spawned = spawn(&request(program, &args, cwd, env, limits)).unwrap();
+        let spawned = start(program, &args, cwd, env, limits).unwrap();
         let mut out = String::new();
         std::fs::File::from(spawned.stdout)
             .read_to_string(&mut out)
@@ -464,11 +450,11 @@ mod tests {
     #[test]
     fn commands_without_limits_take_posix_spawn_and_others_fork() {
         assert_eq!(
-            Method::for_limits(&RlimitPlan::default()),
+            Method::for_command(&RlimitPlan::default(), false),
             Method::PosixSpawn
         );
         assert_eq!(
-            Method::for_limits(&Limits::default().rlimits()),
+            Method::for_command(&Limits::default().rlimits(), false),
             Method::PosixSpawn
         );
         for limits in [
@@ -490,7 +476,7 @@ mod tests {
             },
         ] {
             assert_eq!(
-                Method::for_limits(&limits.rlimits()),
+                Method::for_command(&limits.rlimits(), false),
                 Method::Fork,
                 "{limits:?}"
             );
@@ -504,7 +490,7 @@ mod tests {
             let script = "pwd; echo $GREETING; cat; ps -o pgid= -p $$ | tr -d ' '; echo $$; \
                           head -c 3 /proc/$$/cmdline | tr '\\0' _; echo; ulimit -n";
             let (out, code) = run(
-                "sh",
+                "/bin/sh",
                 &["-c", script],
                 dir.path(),
                 vec![("GREETING", "hi"), ("GREETING", "hello")],
@@ -535,7 +521,7 @@ mod tests {
         for limits in methods() {
             let dir = tempfile::tempdir().unwrap();
             let (out, code) = run(
-                "sh",
+                "/bin/sh",
                 &["-c", "readlink /proc/self/fd/0; cat"],
                 dir.path(),
                 vec![],
@@ -543,10 +529,24 @@ mod tests {
             );
             assert_eq!((out.as_str(), code), ("/dev/null\n", 0));
 
+            let cwd = rustix::fs::open(
+                dir.path(),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap();
             let args = vec!["-c".to_owned(), "cat".to_owned()];
-            let mut with_text = request("sh", &args, dir.path(), vec![], limits);
-            with_text.stdin = true;
-            let spawned = spawn(&with_text).unwrap();
+            let spawned = spawn(SpawnRequest {
+                path: OsStr::new("/bin/sh"),
+                argv0: "sh",
+                args: &args,
+                cwd: cwd.as_fd(),
+                env: ChildEnv::new(&[]).unwrap(),
+                stdin: true,
+                limits,
+                cgroup: None,
+            })
+            .unwrap();
             let mut writer = std::fs::File::from(spawned.stdin.unwrap());
             std::io::Write::write_all(&mut writer, b"fed\n").unwrap();
             drop(writer);
@@ -561,12 +561,48 @@ mod tests {
     }
 
     #[test]
+    fn a_blocked_signal_of_the_runner_is_not_inherited() {
+        // The runner blocks SIGCHLD in its threads; a command must start with nothing blocked.
+        // SAFETY: plain sigset_t values initialised by sigemptyset/sigaddset; pthread_sigmask
+        // changes only this test thread's mask, restored below.
+        let previous = unsafe {
+            let mut chld: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut chld);
+            libc::sigaddset(&mut chld, libc::SIGCHLD);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &chld, &mut previous);
+            previous
+        };
+        for limits in methods() {
+            let dir = tempfile::tempdir().unwrap();
+            // grep itself, not a shell: dash clears the mask it was started with.
+            let grep = ["/bin/grep", "/usr/bin/grep"]
+                .into_iter()
+                .find(|path| Path::new(path).exists())
+                .unwrap();
+            let (out, _) = run(
+                grep,
+                &["SigBlk", "/proc/self/status"],
+                dir.path(),
+                vec![],
+                limits,
+            );
+            assert!(
+                out.contains("SigBlk:\t0000000000000000"),
+                "{limits:?}: {out}"
+            );
+        }
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+    }
+
+    #[test]
     fn signals_are_at_their_defaults() {
         for limits in methods() {
             let dir = tempfile::tempdir().unwrap();
             // SIGPIPE ignored in the runner must not be ignored in the command.
             let (out, _) = run(
-                "sh",
+                "/bin/sh",
                 &["-c", "grep -E '^(SigIgn|SigBlk)' /proc/self/status"],
                 dir.path(),
                 vec![],
@@ -589,14 +625,14 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             // What the command starts after its first moments inherits the raised score.
             let script = "sleep 0.5; cat /proc/$$/oom_score_adj";
-            let (out, _) = run("sh", &["-c", script], dir.path(), vec![], limits);
+            let (out, _) = run("/bin/sh", &["-c", script], dir.path(), vec![], limits);
             assert_eq!(out.trim(), "1000", "{limits:?}");
         }
         // With limits the score is raised before exec: there is no moment without it.
         let dir = tempfile::tempdir().unwrap();
         let limited = methods()[1];
         let (out, _) = run(
-            "cat",
+            "/bin/cat",
             &["/proc/self/oom_score_adj"],
             dir.path(),
             vec![],
@@ -606,7 +642,7 @@ mod tests {
     }
 
     #[test]
-    fn relative_programs_resolve_in_cwd_and_errors_map_to_kinds() {
+    fn relative_paths_are_taken_from_the_working_directory_and_errors_map_to_kinds() {
         for limits in methods() {
             let dir = tempfile::tempdir().unwrap();
             let executable = |name: &str, text: &str| {
@@ -619,29 +655,17 @@ mod tests {
             };
             executable("run.sh", "#!/bin/sh\necho ran\n");
             assert_eq!(run("./run.sh", &[], dir.path(), vec![], limits).0, "ran\n");
+            assert_eq!(run("run.sh", &[], dir.path(), vec![], limits).0, "ran\n");
 
-            let spawn_error = |program: &str, env: Vec<(&str, &str)>| {
-                spawn(&request(program, &[], dir.path(), env, limits)).err()
-            };
-            let kind = |program, env| spawn_error(program, env).map(|e| e.kind());
-            assert_eq!(
-                kind("no-such-program", vec![]),
-                Some(io::ErrorKind::NotFound)
-            );
+            let spawn_error = |program: &str| start(program, &[], dir.path(), vec![], limits).err();
+            let kind = |program| spawn_error(program).map(|e| e.kind());
+            assert_eq!(kind("./no-such-program"), Some(io::ErrorKind::NotFound));
             std::fs::write(dir.path().join("plain"), "x").unwrap();
-            assert_eq!(
-                kind("./plain", vec![]),
-                Some(io::ErrorKind::PermissionDenied)
-            );
-            let path = dir.path().to_str().unwrap().to_owned();
-            assert_eq!(
-                kind("plain", vec![("PATH", &path)]),
-                Some(io::ErrorKind::PermissionDenied)
-            );
+            assert_eq!(kind("./plain"), Some(io::ErrorKind::PermissionDenied));
             // A script without a #! line is not run by some shell: exec refuses it.
             executable("no-shebang", "echo ran\n");
             assert_eq!(
-                spawn_error("./no-shebang", vec![]).and_then(|e| e.raw_os_error()),
+                spawn_error("./no-shebang").and_then(|e| e.raw_os_error()),
                 Some(libc::ENOEXEC),
                 "{limits:?}"
             );

@@ -73,9 +73,25 @@ pub fn reset_own_peak_rss() {
 }
 
 /// Reaps the child `pid` with `wait4`, waiting for it to exit (call it for a process known
-/// to have exited or just killed): how it ended and what it used. An error means it is not
-/// (or no longer) a child of this process (`ECHILD`).
+/// to have exited or just killed, and only where blocking is fine): how it ended and what it
+/// used. An error means it is not (or no longer) a child of this process (`ECHILD`).
 pub fn reap(pid: Pid) -> io::Result<(ExitKind, Usage)> {
+    loop {
+        if let Some(reaped) = wait4(pid, 0)? {
+            return Ok(reaped);
+        }
+    }
+}
+
+/// Reaps the child `pid` with `wait4` if it has exited, without waiting: `None` while it has
+/// not (a process SIGKILL has not ended yet).
+pub fn reap_if_exited(pid: Pid) -> io::Result<Option<(ExitKind, Usage)>> {
+    wait4(pid, libc::WNOHANG)
+}
+
+/// One `wait4` for `pid` (retried when a signal interrupts it); `None` when `WNOHANG` found
+/// it still running.
+fn wait4(pid: Pid, options: libc::c_int) -> io::Result<Option<(ExitKind, Usage)>> {
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct of integers.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -83,9 +99,13 @@ pub fn reap(pid: Pid) -> io::Result<(ExitKind, Usage)> {
         // SAFETY: `status` and `usage` are valid, writable locals of the types wait4 writes;
         // the kernel writes them only during the call. `pid` is positive (a `Pid`), so wait4
         // waits for that one child and never for an arbitrary one.
-        let reaped = unsafe { libc::wait4(pid.as_raw_nonzero().get(), &mut status, 0, &mut usage) };
+        let reaped =
+            unsafe { libc::wait4(pid.as_raw_nonzero().get(), &mut status, options, &mut usage) };
         if reaped > 0 {
-            return Ok((exit_kind(status), Usage::from_rusage(&usage)));
+            return Ok(Some((exit_kind(status), Usage::from_rusage(&usage))));
+        }
+        if reaped == 0 {
+            return Ok(None);
         }
         let error = io::Error::last_os_error();
         if error.kind() != io::ErrorKind::Interrupted {

@@ -1,6 +1,5 @@
 //! One command object → `CommandSpec`, with aliases and defaults resolved.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -9,7 +8,7 @@ use super::json::{self, Obj};
 use super::{env, paths, shell};
 use crate::error::Failure;
 use crate::limits::Limits;
-use crate::plan::{CommandSpec, Dialect, Program};
+use crate::plan::{CommandSpec, Dialect, FieldPath, Program};
 
 /// Reads a command. `with_env` is false for the top-level `command` shorthand, whose `env`
 /// belongs to the request. Env values marked secret are added to `secrets`.
@@ -146,9 +145,15 @@ pub(crate) fn limits(obj: Obj<'_>) -> Result<Limits, Failure> {
 }
 
 /// An optional relative path field (`workdir`, `output`).
-fn relative_path(cmd: Obj<'_>, key: &str) -> Result<Option<PathBuf>, Failure> {
+fn relative_path(cmd: Obj<'_>, key: &str) -> Result<Option<FieldPath>, Failure> {
     cmd.string(key)?
-        .map(|raw| paths::relative(raw).map_err(|e| cmd.error(key, e)))
+        .map(|raw| match paths::relative(raw) {
+            Ok(path) => Ok(FieldPath {
+                path,
+                field: cmd.path_of(key),
+            }),
+            Err(e) => Err(cmd.error(key, e)),
+        })
         .transpose()
 }
 

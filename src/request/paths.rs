@@ -3,9 +3,20 @@
 
 use std::path::PathBuf;
 
+/// The longest name of one file or folder Linux file systems take (`NAME_MAX`, in bytes).
+const NAME_MAX: usize = 255;
+
+/// The longest path the kernel takes in one call (`PATH_MAX` less its NUL, in bytes); a
+/// longer one could be made step by step, but no command could then name it.
+const PATH_MAX: usize = 4095;
+
+/// How much of an over-long name a message shows.
+const SHOWN_PREFIX: usize = 40;
+
 /// A path relative to the temp dir: not empty, not absolute, no `..` component, no NUL, not
-/// ending in `/`. `.` components (`./run.sh`, what a shell user writes) and repeated slashes
-/// name nothing and are dropped. The error is a message without a JSON path.
+/// ending in `/`, no name longer than the file system takes. `.` components (`./run.sh`, what
+/// a shell user writes) and repeated slashes name nothing and are dropped. The error is a
+/// message without a JSON path.
 pub(crate) fn relative(raw: &str) -> Result<PathBuf, String> {
     if raw.is_empty() {
         return Err("the path is empty".into());
@@ -22,11 +33,26 @@ pub(crate) fn relative(raw: &str) -> Result<PathBuf, String> {
     if raw.ends_with('/') {
         return Err(format!("{} ends with '/'; name a file", quoted(raw)));
     }
+    if raw.len() > PATH_MAX {
+        return Err(format!(
+            "{}... is {} bytes long; a path may have at most {PATH_MAX}",
+            quoted(prefix(raw)),
+            raw.len()
+        ));
+    }
     let mut path = PathBuf::new();
     for part in raw
         .split('/')
         .filter(|part| !part.is_empty() && *part != ".")
     {
+        if part.len() > NAME_MAX {
+            return Err(format!(
+                "{}... has a name of {} bytes; a file or folder name may have at most \
+                 {NAME_MAX}",
+                quoted(prefix(raw)),
+                part.len()
+            ));
+        }
         if part == ".." {
             return Err(format!(
                 "{} contains a '..' component; paths must stay inside the temp dir",
@@ -44,6 +70,15 @@ pub(crate) fn relative(raw: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The start of an over-long name, cut at a character boundary.
+fn prefix(text: &str) -> &str {
+    let mut end = SHOWN_PREFIX.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// A path as a JSON string, for messages.
 fn quoted(raw: &str) -> String {
     serde_json::Value::String(raw.to_owned()).to_string()
@@ -59,6 +94,9 @@ mod tests {
         assert_eq!(relative("a//b/c").unwrap(), PathBuf::from("a/b/c"));
         assert_eq!(relative("..a/b..").unwrap(), PathBuf::from("..a/b.."));
         assert_eq!(relative(".hidden").unwrap(), PathBuf::from(".hidden"));
+        let longest = vec!["n".repeat(NAME_MAX); 16].join("/");
+        assert_eq!(longest.len(), PATH_MAX);
+        assert_eq!(relative(&longest).unwrap().as_os_str().len(), PATH_MAX);
     }
 
     #[test]
@@ -82,6 +120,9 @@ mod tests {
             ("a/", "ends with '/'"),
             ("./", "ends with '/'"),
             ("a\0b", "NUL"),
+            (&*"n".repeat(256), "name of 256 bytes"),
+            (&format!("d/{}/f", "é".repeat(128)), "name of 256 bytes"),
+            (&vec!["p".repeat(200); 21].join("/"), "is 4220 bytes long"),
         ] {
             let message = relative(raw).unwrap_err();
             assert!(message.contains(needle), "{raw:?}: {message}");

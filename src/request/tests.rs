@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::parse;
 use crate::error::Failure;
-use crate::plan::{CommandSpec, Dialect, InputFile, Plan, Program};
+use crate::plan::{CommandSpec, Dialect, FieldPath, InputFile, Plan, Program};
 
 fn plan(body: Value) -> Plan {
     match parse(body.to_string().as_bytes()) {
@@ -100,7 +100,13 @@ fn direktiv_cmd_shape_takes_every_native_command_field() {
     assert_eq!(spec.program, argv(&["echo", "a b"]));
     assert_eq!(spec.display, "echo 'a b'");
     assert_eq!(spec.timeout, Some(Duration::from_secs(300)));
-    assert_eq!(spec.workdir, Some(PathBuf::from("w")));
+    assert_eq!(
+        spec.workdir,
+        Some(FieldPath {
+            path: PathBuf::from("w"),
+            field: "data.commands[0].workdir".into()
+        })
+    );
     assert!(!spec.continue_on_error);
 }
 
@@ -320,13 +326,17 @@ fn stdin_workdir_and_output() {
         {"command": "cat", "stdin": "hello\n", "workdir": "sub/dir", "output": "out/result.json"}
     ]}));
     assert_eq!(spec.stdin.as_deref(), Some(&b"hello\n"[..]));
-    assert_eq!(spec.workdir, Some(PathBuf::from("sub/dir")));
-    assert_eq!(spec.output, Some(PathBuf::from("out/result.json")));
+    let workdir = spec.workdir.as_ref().unwrap();
+    assert_eq!(workdir.path, PathBuf::from("sub/dir"));
+    assert_eq!(workdir.field, "commands[0].workdir");
+    let output = spec.output.as_ref().unwrap();
+    assert_eq!(output.path, PathBuf::from("out/result.json"));
+    assert_eq!(output.field, "commands[0].output");
     let spec = command(json!({"commands": [
         {"command": "cat", "workdir": "./sub", "output": "./out.json"}
     ]}));
-    assert_eq!(spec.workdir, Some(PathBuf::from("sub")));
-    assert_eq!(spec.output, Some(PathBuf::from("out.json")));
+    assert_eq!(spec.workdir.map(|w| w.path), Some(PathBuf::from("sub")));
+    assert_eq!(spec.output.map(|o| o.path), Some(PathBuf::from("out.json")));
     for (field, value, needle) in [
         ("workdir", "/etc", "absolute"),
         ("workdir", "../x", "'..'"),

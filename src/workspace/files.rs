@@ -1,9 +1,10 @@
 //! Input files into the request's temp dir, refusing any path that would land outside it.
 //!
 //! `write_files(tempdir, files)` is all or nothing, and blocking (the workspace calls it off the
-//! async worker threads). Escapes
-//! (through a symlink already inside the temp dir) are `Failure::Input`; I/O errors are
-//! `Failure::Internal`; on any error nothing this call created is left behind.
+//! async worker threads). Escapes (through a symlink already inside the temp dir) and names
+//! the file system refuses (too long, through a file) are `Failure::Input` naming the file;
+//! the runner's own I/O errors are `Failure::Internal`; on any error nothing this call created
+//! is left behind. Every lookup is relative to a descriptor of the temp dir.
 //!
 //! Paths arrive lexically clean from `request` (relative, no `.`/`..`), so the only way out of
 //! the temp dir is a symlink that is already there (left by an earlier command in a shared
@@ -16,11 +17,12 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::error::Failure;
 use crate::plan::InputFile;
@@ -28,18 +30,25 @@ use crate::plan::InputFile;
 /// Mode of folders created for files in sub-folders (before the umask).
 const DIR_MODE: u32 = 0o755;
 
-/// Writes every file of a request, or none.
+/// Writes every file of a request into the folder `tempdir`, or none.
 pub fn write_files(tempdir: &Path, files: &[InputFile]) -> Result<(), Failure> {
     if files.is_empty() {
         return Ok(());
     }
+    let root = open_dir_at(rustix::fs::CWD, tempdir)
+        .map_err(|e| Failure::io(format!("cannot open the temp dir {}", tempdir.display()), e))?;
+    write_files_at(root.as_fd(), files)
+}
+
+/// Writes every file of a request into the open folder `root`, or none.
+pub(crate) fn write_files_at(root: BorrowedFd<'_>, files: &[InputFile]) -> Result<(), Failure> {
     for (index, file) in files.iter().enumerate() {
-        check_on_disk(tempdir, file).map_err(|problem| problem.into_failure(index, file))?;
+        check_on_disk(root, file).map_err(|problem| problem.into_failure(index, file))?;
     }
     let mut created = Vec::new();
-    let result = write_all(tempdir, files, &mut created);
+    let result = write_all(root, files, &mut created);
     if result.is_err() {
-        remove_created(tempdir, &created);
+        remove_created(root, &created);
     }
     result
 }
@@ -60,51 +69,62 @@ impl Problem {
                 "files[{index}].name: {name} {why}; input files are written only inside the \
                  temp dir"
             )),
-            Problem::Io(e) => Failure::io(
-                format!("cannot check where input file {name} would be written"),
-                e,
-            ),
+            Problem::Io(e) => match refused_name(&e) {
+                Some(why) => Problem::Refused(why.into()).into_failure(index, file),
+                None => Failure::io(
+                    format!("cannot check where input file {name} would be written"),
+                    e,
+                ),
+            },
         }
     }
 }
 
+/// Why the file system refuses a name, when an error says the request's name is at fault;
+/// `None` for the runner's own trouble (no space, I/O error).
+fn refused_name(error: &io::Error) -> Option<&'static str> {
+    Some(match Errno::from_io_error(error)? {
+        Errno::NAMETOOLONG => "is longer than the file system allows",
+        Errno::NOTDIR => "goes through something that is not a folder",
+        Errno::LOOP => "goes through a symbolic link",
+        Errno::EXIST | Errno::ISDIR => "is in the way of something that already exists",
+        _ => return None,
+    })
+}
+
 /// Walks the existing part of a file's path: every folder on the way must be a real folder
 /// (not a symlink), and the file itself, when it exists, a regular file.
-fn check_on_disk(tempdir: &Path, file: &InputFile) -> Result<(), Problem> {
+fn check_on_disk(root: BorrowedFd<'_>, file: &InputFile) -> Result<(), Problem> {
     let parts: Vec<&OsStr> = file.path.iter().collect();
-    let mut current = tempdir.to_path_buf();
+    let mut current = PathBuf::new();
     for (i, part) in parts.iter().enumerate() {
         current.push(part);
-        let shown = || {
-            let prefix: PathBuf = parts[..=i].iter().collect();
-            serde_json::Value::String(prefix.display().to_string())
-        };
-        let meta = match std::fs::symlink_metadata(&current) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Problem::Io(e)),
+        let shown = || serde_json::Value::String(current.display().to_string());
+        let kind = match rustix::fs::statat(root, &current, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) => FileType::from_raw_mode(stat.st_mode),
+            Err(Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(Problem::Io(e.into())),
         };
         let last = i + 1 == parts.len();
-        let kind = meta.file_type();
-        if kind.is_symlink() && last {
+        if kind == FileType::Symlink && last {
             return Err(Problem::Refused("is a symbolic link".into()));
         }
-        if kind.is_symlink() {
+        if kind == FileType::Symlink {
             return Err(Problem::Refused(format!(
                 "goes through {}, which is a symbolic link",
                 shown()
             )));
         }
-        if !last && !kind.is_dir() {
+        if !last && kind != FileType::Directory {
             return Err(Problem::Refused(format!(
                 "needs {} to be a folder, but it is not one",
                 shown()
             )));
         }
-        if last && kind.is_dir() {
+        if last && kind == FileType::Directory {
             return Err(Problem::Refused("is an existing folder".into()));
         }
-        if last && !kind.is_file() {
+        if last && kind != FileType::RegularFile {
             return Err(Problem::Refused("exists and is not a regular file".into()));
         }
     }
@@ -125,36 +145,42 @@ struct Replacement {
     dir: OwnedFd,
     staged: OsString,
     name: OsString,
+    /// The file's index in the request, for messages.
+    index: usize,
 }
 
 /// Writes the files one by one, recording what it creates, then puts replacements in place.
 fn write_all(
-    tempdir: &Path,
+    root: BorrowedFd<'_>,
     files: &[InputFile],
     created: &mut Vec<Created>,
 ) -> Result<(), Failure> {
-    let root = open_dir_at(rustix::fs::CWD, tempdir)
-        .map_err(|e| Failure::io(format!("cannot open the temp dir {}", tempdir.display()), e))?;
     let mut replacements = Vec::new();
-    for file in files {
-        write_one(&root, file, created, &mut replacements)
-            .map_err(|e| write_failure(&file.path, e))?;
+    for (index, file) in files.iter().enumerate() {
+        write_one(root, index, file, created, &mut replacements)
+            .map_err(|e| write_failure(index, file, e))?;
     }
     for r in &replacements {
         rustix::fs::renameat(&r.dir, &r.staged, &r.dir, &r.name)
-            .map_err(|e| write_failure(Path::new(&r.name), e.into()))?;
+            .map_err(|e| write_failure(r.index, &files[r.index], e.into()))?;
     }
     Ok(())
 }
 
-fn write_failure(path: &Path, e: io::Error) -> Failure {
-    let name = serde_json::Value::String(path.display().to_string());
+/// A failed write: the request's fault when the file system refuses the name (named by its
+/// field), else the runner's.
+fn write_failure(index: usize, file: &InputFile, e: io::Error) -> Failure {
+    if refused_name(&e).is_some() {
+        return Problem::Io(e).into_failure(index, file);
+    }
+    let name = serde_json::Value::String(file.path.display().to_string());
     Failure::io(format!("cannot write input file {name}"), e)
 }
 
 /// Creates the file's missing folders, then the file (or its replacement) with its exact mode.
 fn write_one(
-    root: &OwnedFd,
+    root: BorrowedFd<'_>,
+    index: usize,
     file: &InputFile,
     created: &mut Vec<Created>,
     replacements: &mut Vec<Replacement>,
@@ -167,10 +193,10 @@ fn write_one(
     let mut dir: Option<OwnedFd> = None;
     for folder in folders {
         relative.push(folder);
-        let parent = dir.as_ref().unwrap_or(root);
+        let parent = dir.as_ref().map_or(root, |fd| fd.as_fd());
         dir = Some(enter_or_create_dir(parent, folder, &relative, created)?);
     }
-    let parent = dir.as_ref().unwrap_or(root);
+    let parent = dir.as_ref().map_or(root, |fd| fd.as_fd());
     let mut out = match create_new(parent, name)? {
         Some(out) => {
             created.push(Created::File(relative.join(name)));
@@ -183,9 +209,10 @@ fn write_one(
             })?;
             created.push(Created::File(relative.join(&staged)));
             replacements.push(Replacement {
-                dir: parent.try_clone()?,
+                dir: parent.try_clone_to_owned()?,
                 staged,
                 name: name.to_os_string(),
+                index,
             });
             out
         }
@@ -207,7 +234,7 @@ fn open_dir_at(
 
 /// Opens the sub-folder `name` of `parent`, creating it when missing.
 fn enter_or_create_dir(
-    parent: &OwnedFd,
+    parent: BorrowedFd<'_>,
     name: &OsStr,
     relative: &Path,
     created: &mut Vec<Created>,
@@ -222,7 +249,7 @@ fn enter_or_create_dir(
 
 /// Creates `name` as a new file; `None` when something already has that name.
 /// `O_EXCL` with `O_NOFOLLOW` never opens an existing file or a symlink's target.
-fn create_new(parent: &OwnedFd, name: &OsStr) -> io::Result<Option<File>> {
+fn create_new(parent: BorrowedFd<'_>, name: &OsStr) -> io::Result<Option<File>> {
     let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     match rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600)) {
         Ok(fd) => Ok(Some(File::from(fd))),
@@ -241,13 +268,13 @@ fn staging_name() -> OsString {
 
 /// Undoes what `write_all` created, newest first (files before their folders). Best effort:
 /// the request already fails, and a leftover is reported in the runner's log.
-fn remove_created(tempdir: &Path, created: &[Created]) {
+fn remove_created(root: BorrowedFd<'_>, created: &[Created]) {
     for item in created.iter().rev() {
         let (path, flags) = match item {
             Created::File(path) => (path, AtFlags::empty()),
             Created::Dir(path) => (path, AtFlags::REMOVEDIR),
         };
-        match rustix::fs::unlinkat(rustix::fs::CWD, tempdir.join(path), flags) {
+        match rustix::fs::unlinkat(root, path, flags) {
             // A staged replacement already renamed into place is gone under its staging name.
             Ok(()) | Err(rustix::io::Errno::NOENT) => {}
             Err(e) => tracing::warn!(
@@ -416,21 +443,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("kept"), "old").unwrap();
         // `x/y/z` is written as a file, so `x/y/z/w` then fails on disk (the request parser
-        // refuses such a pair; here it stands for any I/O error after the first writes).
+        // refuses such a pair; here it stands for any error after the first writes). The file
+        // system refusing the name is the request's fault, named by its field.
         let files = [
             input("kept", "new", 0o644),
             input("x/y/z", "z", 0o644),
             input("x/y/z/w", "w", 0o644),
         ];
-        match write_files(dir.path(), &files) {
-            Err(Failure::Internal { message, .. }) => {
-                assert!(
-                    message.starts_with("cannot write input file \"x/y/z/w\""),
-                    "{message}"
-                )
-            }
-            other => panic!("expected an internal failure, got {other:?}"),
-        }
+        let message = refused(dir.path(), &files);
+        assert!(
+            message.starts_with(
+                "files[2].name: \"x/y/z/w\" goes through something that is not a folder"
+            ),
+            "{message}"
+        );
         assert_eq!(tree(dir.path()), [PathBuf::from("kept")]);
         assert_eq!(
             std::fs::read_to_string(dir.path().join("kept")).unwrap(),

@@ -3,19 +3,33 @@
 //! command's working directory and `output` file, and removed when private.
 //!
 //! Every piece of file-system work here runs on tokio's blocking pool, never on an async
-//! worker thread: a slow disk or a big input file must not stall other requests' output pumps.
-//! Every error is mapped to a `cmd.*` failure in one place, `Problem::failure`.
+//! worker thread: a slow disk, a FIFO or a huge tree must not stall the server. The temp dir is
+//! held open as a descriptor and every path inside it is looked up relative to that
+//! descriptor (`beneath`), so nothing is created, opened or entered outside it, whatever
+//! symlinks commands leave. Names the file system refuses are `cmd.input` naming the field;
+//! the runner's own I/O trouble is `cmd.internal`.
 
+mod beneath;
 mod files;
+mod removal;
 
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 pub use files::write_files;
 
 use crate::direktiv::OUT_DIRS;
 use crate::error::Failure;
-use crate::plan::InputFile;
+use crate::plan::{FieldPath, InputFile};
+use beneath::{quoted, PathError};
+
+/// The header that names a given temp dir, for messages.
+const TEMP_DIR_HEADER: &str = "Direktiv-TempDir";
 
 /// Where a request's files go and its commands run.
 pub(crate) enum TempDirChoice {
@@ -28,8 +42,10 @@ pub(crate) enum TempDirChoice {
 /// A request's prepared temp dir: input files written, `out/` folders in place.
 pub(crate) struct Workspace {
     root: PathBuf,
-    /// The private directory, removed by `close`; `None` for a given one.
-    private: Option<tempfile::TempDir>,
+    /// The temp dir itself, opened once: every later lookup starts here.
+    dir: Arc<OwnedFd>,
+    /// A temp dir the runner made, until it is removed (`close`, or dropping the workspace).
+    private: Option<PathBuf>,
 }
 
 impl Workspace {
@@ -41,35 +57,50 @@ impl Workspace {
     ) -> Result<Workspace, Failure> {
         if let TempDirChoice::Given(path) = &choice {
             if !path.is_absolute() {
-                return Err(Problem::TempDirNotAbsolute(path.clone()).failure());
+                return Err(Failure::input(format!(
+                    "{TEMP_DIR_HEADER} must be an absolute path, got '{}'",
+                    path.display()
+                )));
             }
         }
         blocking(move || {
             let workspace = match choice {
-                TempDirChoice::Given(path) => {
-                    std::fs::create_dir_all(&path)
-                        .map_err(|e| Problem::TempDirCreate(path.clone(), e).failure())?;
-                    Workspace {
-                        root: path,
-                        private: None,
-                    }
-                }
+                TempDirChoice::Given(path) => Workspace {
+                    dir: Arc::new(open_given(&path)?),
+                    root: path,
+                    private: None,
+                },
                 TempDirChoice::Private => {
-                    let dir = tempfile::Builder::new()
+                    let made = tempfile::Builder::new()
                         .prefix("direktiv-cmd-")
                         .tempdir()
-                        .map_err(|e| Problem::PrivateCreate(e).failure())?;
-                    Workspace {
-                        root: dir.path().to_path_buf(),
-                        private: Some(dir),
+                        .map_err(|e| Failure::io("cannot create a temp dir", e))?;
+                    let root = made.keep();
+                    match open_dir(&root) {
+                        Ok(dir) => Workspace {
+                            private: Some(root.clone()),
+                            root,
+                            dir: Arc::new(dir),
+                        },
+                        Err(e) => {
+                            let _ = std::fs::remove_dir(&root);
+                            return Err(Failure::io("cannot open the new temp dir", e));
+                        }
                     }
                 }
             };
-            write_files(&workspace.root, &files)?;
-            workspace
-                .make_out_dirs()
-                .map_err(|e| Problem::OutDirs(e).failure())?;
-            Ok(workspace)
+            // From here on a failure must not leave a private dir behind.
+            let filled = files::write_files_at(workspace.dir.as_fd(), &files)
+                .and_then(|()| workspace.make_out_dirs());
+            match filled {
+                Ok(()) => Ok(workspace),
+                Err(failure) => {
+                    if let Some(root) = workspace.into_private() {
+                        removal::remove_private(&root);
+                    }
+                    Err(failure)
+                }
+            }
         })
         .await
     }
@@ -79,127 +110,164 @@ impl Workspace {
         &self.root
     }
 
-    /// A command's working directory: the temp dir, or `workdir` inside it (created when
-    /// missing). A workdir that resolves outside the temp dir — through a symlink a previous
-    /// command made — is refused.
-    pub(crate) async fn workdir(&self, workdir: Option<&Path>) -> Result<PathBuf, Failure> {
-        let Some(workdir) = workdir else {
-            return Ok(self.root.clone());
-        };
-        let (root, workdir) = (self.root.clone(), workdir.to_path_buf());
-        blocking(move || {
-            std::fs::create_dir_all(root.join(&workdir))
-                .map_err(|e| Problem::WorkdirCreate(workdir.clone(), e).failure())?;
-            match resolve_inside(&root, &workdir) {
-                Ok(Some(resolved)) => Ok(resolved),
-                Ok(None) => Err(Problem::WorkdirOutside(workdir).failure()),
-                Err(e) => Err(Problem::WorkdirResolve(workdir, e).failure()),
-            }
+    /// A command's working directory, opened: the temp dir, or `workdir` inside it (made when
+    /// missing).
+    pub(crate) async fn workdir(&self, workdir: Option<&FieldPath>) -> Result<OwnedFd, Failure> {
+        let dir = Arc::clone(&self.dir);
+        let workdir = workdir.cloned();
+        blocking(move || match workdir {
+            None => dir
+                .try_clone()
+                .map_err(|e| Failure::io("cannot open the temp dir", e)),
+            Some(workdir) => beneath::make_dirs(dir.as_fd(), &workdir.path)
+                .map_err(|e| refused_path(&workdir, "cannot be used as the working directory", e)),
         })
         .await
     }
 
-    /// Reads at most `max` bytes of a command's `output` file, refusing one that resolves
-    /// outside the temp dir.
-    pub(crate) async fn read_output(&self, output: &Path, max: usize) -> Result<Vec<u8>, Failure> {
-        let (root, output) = (self.root.clone(), output.to_path_buf());
+    /// Reads at most `max` bytes of a command's `output` file, which must be a regular file
+    /// inside the temp dir. It is opened without blocking (`O_NONBLOCK`: a FIFO would wait for
+    /// a writer) and checked with `fstat` before anything is read.
+    pub(crate) async fn read_output(
+        &self,
+        output: &FieldPath,
+        max: usize,
+    ) -> Result<Vec<u8>, Failure> {
+        let (dir, output) = (Arc::clone(&self.dir), output.clone());
         blocking(move || {
-            use std::io::Read;
-            let unreadable = |e| Problem::OutputRead(output.clone(), e).failure();
-            let Some(path) = resolve_inside(&root, &output).map_err(unreadable)? else {
-                return Err(Problem::OutputOutside(output).failure());
-            };
-            let file = std::fs::File::open(&path).map_err(unreadable)?;
+            let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+            let fd = beneath::open(dir.as_fd(), &output.path, flags)
+                .map_err(|e| refused_path(&output, "cannot be read", e))?;
+            let stat = rustix::fs::fstat(&fd)
+                .map_err(|e| Failure::io(format!("{}: cannot be read", output.field), e.into()))?;
+            if let Some(kind) = not_regular(FileType::from_raw_mode(stat.st_mode)) {
+                return Err(Failure::input(format!(
+                    "{}: {} is {kind}; output must be a regular file",
+                    output.field,
+                    quoted(&output.path)
+                )));
+            }
             let mut bytes = Vec::new();
-            file.take(max as u64)
+            std::fs::File::from(fd)
+                .take(max as u64)
                 .read_to_end(&mut bytes)
-                .map_err(unreadable)?;
+                .map_err(|e| Failure::io(format!("{}: cannot be read", output.field), e))?;
             Ok(bytes)
         })
         .await
     }
 
-    /// Removes a private directory (a given one belongs to the sidecar).
-    ///
-    /// Most commands leave nothing behind, so the skeleton this runner made is removed with
-    /// five `rmdir`s; only when one fails (something was left) is the tree walked.
+    /// Removes a private temp dir (a given one belongs to the sidecar), off the async worker
+    /// threads: a command may have left a huge tree.
     pub(crate) async fn close(self) {
-        let Some(dir) = self.private else {
+        let Some(root) = self.into_private() else {
             return;
         };
         let span = tracing::Span::current();
         let removed =
-            tokio::task::spawn_blocking(move || span.in_scope(|| remove_private(dir))).await;
+            tokio::task::spawn_blocking(move || span.in_scope(|| removal::remove_private(&root)))
+                .await;
         if let Err(error) = removed {
             tracing::warn!(%error, "could not remove the request's private temp dir");
         }
     }
 
-    /// `out/instance`, `out/workflow`, `out/namespace`, where missing. A private dir is fresh,
-    /// so plain mkdirs do (input files may already have made some: that is fine); a given dir
-    /// usually has them from the sidecar.
-    fn make_out_dirs(&self) -> io::Result<()> {
-        let root = &self.root;
-        match self.private {
-            Some(_) => std::iter::once("out")
-                .chain(OUT_DIRS)
-                .try_for_each(|d| create_dir_if_missing(&root.join(d))),
-            None => OUT_DIRS
-                .iter()
-                .try_for_each(|d| std::fs::create_dir_all(root.join(d))),
+    /// The private temp dir, now the caller's to remove.
+    fn into_private(mut self) -> Option<PathBuf> {
+        self.private.take()
+    }
+
+    /// `out/instance`, `out/workflow`, `out/namespace`, where missing (a given temp dir usually
+    /// has them from the sidecar). Never made through a symlink leading out: a reused temp dir
+    /// may hold one.
+    fn make_out_dirs(&self) -> Result<(), Failure> {
+        for out in OUT_DIRS {
+            let path = Path::new(out);
+            beneath::make_dirs(self.dir.as_fd(), path).map_err(|e| match e.refusal() {
+                Some(why) => Failure::input(format!(
+                    "{TEMP_DIR_HEADER}: {} {why}; the out/ folders are made only inside the \
+                     temp dir",
+                    quoted(path)
+                )),
+                None => Failure::io(
+                    "cannot create the out/ folders in the temp dir",
+                    io::Error::from(e.errno),
+                ),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Workspace {
+    /// A workspace dropped without `close` (a panic in the pipeline) still removes its private
+    /// temp dir, on the blocking pool when there is a runtime.
+    fn drop(&mut self) {
+        let Some(root) = self.private.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || removal::remove_private(&root))),
+            Err(_) => removal::remove_private(&root),
         }
     }
 }
 
-/// What went wrong with the temp dir (input files map their own errors, in `files`).
-enum Problem {
-    TempDirNotAbsolute(PathBuf),
-    TempDirCreate(PathBuf, io::Error),
-    PrivateCreate(io::Error),
-    OutDirs(io::Error),
-    WorkdirCreate(PathBuf, io::Error),
-    WorkdirResolve(PathBuf, io::Error),
-    WorkdirOutside(PathBuf),
-    OutputRead(PathBuf, io::Error),
-    OutputOutside(PathBuf),
+/// The `cmd.*` failure for a request path the disk refused: `cmd.input` naming the field
+/// when the request is at fault, else `cmd.internal`.
+fn refused_path(path: &FieldPath, doing: &str, error: PathError) -> Failure {
+    match error.refusal() {
+        Some(why) => Failure::input(format!("{}: {} {why}", path.field, quoted(&path.path))),
+        None => Failure::io(
+            format!("{}: {} {doing}", path.field, quoted(&path.path)),
+            io::Error::from(error.errno),
+        ),
+    }
 }
 
-impl Problem {
-    /// The one mapping to `cmd.*`: the request's own paths are `cmd.input`, the runner's I/O
-    /// is `cmd.internal`.
-    fn failure(self) -> Failure {
-        match self {
-            Problem::TempDirNotAbsolute(path) => Failure::input(format!(
-                "Direktiv-TempDir must be an absolute path, got '{}'",
-                path.display()
-            )),
-            Problem::TempDirCreate(path, e) => Failure::io(
-                format!("temp dir '{}' cannot be created", path.display()),
-                e,
-            ),
-            Problem::PrivateCreate(e) => Failure::io("cannot create a temp dir", e),
-            Problem::OutDirs(e) => Failure::io("cannot create the out/ folders in the temp dir", e),
-            Problem::WorkdirCreate(workdir, e) => Failure::input(format!(
-                "workdir '{}' cannot be created: {e}",
-                workdir.display()
-            )),
-            Problem::WorkdirResolve(workdir, e) => {
-                Failure::input(format!("workdir '{}': {e}", workdir.display()))
-            }
-            Problem::WorkdirOutside(workdir) => Failure::input(format!(
-                "workdir '{}' leads outside the request's temp dir",
-                workdir.display()
-            )),
-            Problem::OutputRead(output, e) => Failure::io(
-                format!("failed: output file '{}' cannot be read", output.display()),
-                e,
-            ),
-            Problem::OutputOutside(output) => Failure::input(format!(
-                "output file '{}' leads outside the request's temp dir",
-                output.display()
-            )),
+/// What a file that is not a regular file is, for messages; `None` for a regular file.
+fn not_regular(kind: FileType) -> Option<&'static str> {
+    Some(match kind {
+        FileType::RegularFile => return None,
+        FileType::Directory => "a folder",
+        FileType::Fifo => "a FIFO",
+        FileType::Socket => "a socket",
+        FileType::CharacterDevice => "a character device",
+        FileType::BlockDevice => "a block device",
+        FileType::Symlink => "a symbolic link",
+        FileType::Unknown => "not a regular file",
+    })
+}
+
+/// Opens a given temp dir, making it when missing. A header naming something that cannot be
+/// a folder (a file, a FIFO, a path through a file, a name too long) is the request's fault.
+fn open_given(path: &Path) -> Result<OwnedFd, Failure> {
+    let opened = match open_dir(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(path).and_then(|()| open_dir(path))
         }
-    }
+        other => other,
+    };
+    opened.map_err(|e| {
+        let errno = e.raw_os_error().map(Errno::from_raw_os_error);
+        match errno {
+            Some(Errno::NOTDIR | Errno::EXIST) => Failure::input(format!(
+                "{TEMP_DIR_HEADER}: {} is not a folder, or goes through something that is not one",
+                quoted(path)
+            )),
+            Some(Errno::LOOP | Errno::NAMETOOLONG) => Failure::input(format!(
+                "{TEMP_DIR_HEADER}: {} cannot be used: {e}",
+                quoted(path)
+            )),
+            _ => Failure::io(format!("temp dir '{}' cannot be opened", path.display()), e),
+        }
+    })
+}
+
+/// Opens a folder (symlinks followed: the sidecar or the runner chose this path).
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    Ok(rustix::fs::open(path, flags, Mode::empty())?)
 }
 
 /// Runs file-system work on the blocking pool.
@@ -218,41 +286,4 @@ where
                 "the temp dir could not be prepared: {error}"
             )))
         })
-}
-
-/// Where `relative` really leads once symlinks are resolved, when that is inside `tempdir`;
-/// `Ok(None)` when it leads outside. For paths that commands may have changed since the
-/// request was checked (a `workdir`, an `output` file).
-fn resolve_inside(tempdir: &Path, relative: &Path) -> io::Result<Option<PathBuf>> {
-    let root = std::fs::canonicalize(tempdir)?;
-    let resolved = std::fs::canonicalize(tempdir.join(relative))?;
-    Ok(resolved.starts_with(&root).then_some(resolved))
-}
-
-/// Removes a private temp dir: the empty skeleton with `rmdir`s, else the whole tree.
-fn remove_private(dir: tempfile::TempDir) {
-    let root = dir.keep();
-    let skeleton = OUT_DIRS
-        .iter()
-        .map(|out| root.join(out))
-        .chain([root.join("out"), root.clone()]);
-    let mut emptied = true;
-    for path in skeleton {
-        if std::fs::remove_dir(&path).is_err() {
-            emptied = false;
-            break;
-        }
-    }
-    if !emptied {
-        if let Err(error) = std::fs::remove_dir_all(&root) {
-            tracing::warn!(%error, dir = %root.display(), "could not remove the request's private temp dir");
-        }
-    }
-}
-
-fn create_dir_if_missing(path: &Path) -> io::Result<()> {
-    match std::fs::create_dir(path) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
-        other => other,
-    }
 }

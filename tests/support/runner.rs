@@ -61,6 +61,7 @@ pub struct RunnerBuilder {
     env: Vec<(String, String)>,
     backend: Option<String>,
     wait_ready: bool,
+    current_dir: Option<PathBuf>,
     stdout: Drain,
     stderr: Drain,
     nofile: Option<(u64, u64)>,
@@ -84,6 +85,7 @@ impl Default for RunnerBuilder {
             env: Vec::new(),
             backend: None,
             wait_ready: true,
+            current_dir: None,
             stdout: Drain::Always,
             stderr: Drain::Always,
             nofile: None,
@@ -137,6 +139,13 @@ impl RunnerBuilder {
         self
     }
 
+    /// Starts the runner in `dir` instead of the test's working directory (images set no
+    /// WORKDIR, so a container's runner usually starts in `/`).
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.current_dir = Some(dir.into());
+        self
+    }
+
     /// Holds the runner's stdout pipe open without ever reading it, like a container whose log
     /// collector stopped reading.
     pub fn stdout_not_drained(mut self) -> Self {
@@ -177,6 +186,9 @@ impl RunnerBuilder {
             }
         }
         command.args(&self.args);
+        if let Some(dir) = &self.current_dir {
+            command.current_dir(dir);
+        }
         for key in SCRUBBED_ENV {
             command.env_remove(key);
         }

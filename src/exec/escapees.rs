@@ -1,0 +1,322 @@
+//! Processes that left their command's process group: `setsid`, `setpgid`, daemonizing tools.
+//! A process group cannot hold them, so a request's processes are also tracked by something
+//! they cannot shed:
+//!
+//! - a mark in the environment of every command, `DIREKTIV_CMD_REQUEST=<unique value>`, which
+//!   everything it starts inherits whatever group or session it moves to, found through
+//!   /proc/<pid>/environ;
+//! - where the runner may make one, a cgroup per request (`cgroup`), which no process can
+//!   leave by itself, whatever it does to its environment.
+//!
+//! At the end of every command and of the request the runner stops the live processes found
+//! either way like a group: SIGTERM, then SIGKILL (and `cgroup.kill`) for whatever is left after
+//! the grace period.
+//!
+//! What the mark alone cannot catch (README), where there is no cgroup: a process that starts
+//! a program with a cleared or rewritten environment (`env -i`, a daemon that overwrites its
+//! environment for its process title), or that runs as another user whose environment the
+//! runner may not read.
+//!
+//! The mark is set last, over the request's own `env`, so a request cannot untrack itself by
+//! setting the variable. The runner itself never carries a mark of its own and is skipped,
+//! as is its parent (the init when the runner is PID 1); a request only ever stops its own
+//! processes.
+
+use std::collections::HashSet;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use rustix::process::{Pid, PidfdFlags, Signal};
+use tokio::time::{sleep, Instant};
+
+use super::cgroup::RequestCgroup;
+use super::procfs;
+use crate::metrics::METRICS;
+
+/// The variable that marks a request's processes.
+pub(crate) const MARK_VARIABLE: &str = "DIREKTIV_CMD_REQUEST";
+
+/// How often /proc is looked through again while escapees are being stopped.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long escapees get to disappear after SIGKILL: it takes effect within milliseconds;
+/// this only bounds the wait for processes stuck in the kernel.
+const KILLED_WAIT: Duration = Duration::from_secs(2);
+
+/// How long one look through /proc may take before the request goes on without it (a process
+/// stuck with its memory map locked would hold the read of its environment).
+const PROC_WAIT: Duration = Duration::from_secs(5);
+
+/// How one request's processes are found: cheap to clone, shared with the blocking pool.
+#[derive(Clone)]
+pub(crate) struct RequestMark(Arc<Tracking>);
+
+struct Tracking {
+    /// `DIREKTIV_CMD_REQUEST=<value>`, as it appears in /proc/<pid>/environ.
+    entry: String,
+    /// Start time (clock ticks since boot) of the request's first process: nothing started
+    /// earlier can carry the mark, so older processes are not even read.
+    first_start: AtomicU64,
+    /// The request's cgroup, made when its first command starts; `None` where the runner
+    /// cannot make one.
+    cgroup: OnceLock<Option<RequestCgroup>>,
+}
+
+impl RequestMark {
+    /// A mark no other request of this runner (or of another runner on the machine) has.
+    pub(crate) fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let serial = NEXT.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos());
+        let value = format!("{}-{serial}-{nanos:x}", std::process::id());
+        RequestMark(Arc::new(Tracking {
+            entry: format!("{MARK_VARIABLE}={value}"),
+            first_start: AtomicU64::new(u64::MAX),
+            cgroup: OnceLock::new(),
+        }))
+    }
+
+    /// The variable's value, set in every command's environment.
+    pub(crate) fn value(&self) -> &str {
+        &self.0.entry[MARK_VARIABLE.len() + 1..]
+    }
+
+    /// `cgroup.procs` of the request's cgroup (made now for the first command), open for the
+    /// command to move itself in before exec; `None` where there is no cgroup. Blocking.
+    pub(crate) fn cgroup_procs(&self) -> Option<OwnedFd> {
+        self.cgroup()?.procs()
+    }
+
+    /// Notes a process the request started, to narrow later searches to newer processes.
+    /// Blocking.
+    pub(crate) fn started(&self, pid: Pid) {
+        if let Some(stat) = procfs::stat(pid.as_raw_nonzero().get()) {
+            self.0
+                .first_start
+                .fetch_min(stat.start_time, Ordering::Relaxed);
+        }
+    }
+
+    fn cgroup(&self) -> Option<&RequestCgroup> {
+        self.0.cgroup.get_or_init(RequestCgroup::create).as_ref()
+    }
+
+    /// Stops every live process of the request, except members of `group` (a command's own
+    /// process group, stopped with the group): SIGTERM, SIGKILL for what is left after
+    /// `grace`. Returns once none is left (or `KILLED_WAIT` after SIGKILL); counts what it
+    /// stopped in `direktiv_cmd_escaped_processes_killed`.
+    pub(crate) async fn stop_escapees(&self, group: Option<Pid>, grace: Duration) -> usize {
+        let mut signalled: HashSet<i32> = HashSet::new();
+        let term_until = Instant::now() + grace;
+        let kill_until = term_until + KILLED_WAIT;
+        loop {
+            let kill = Instant::now() >= term_until;
+            let Some(round) = self.round(group, kill, &signalled).await else {
+                break;
+            };
+            if round.found == 0 {
+                break;
+            }
+            signalled.extend(round.newly_signalled);
+            if Instant::now() >= kill_until {
+                tracing::warn!(
+                    "processes that left their command's group did not die after SIGKILL"
+                );
+                break;
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+        if !signalled.is_empty() {
+            tracing::info!(
+                count = signalled.len(),
+                "stopped processes that had left their command's process group"
+            );
+            METRICS
+                .escaped_processes_killed
+                .inc_by(signalled.len() as u64);
+        }
+        signalled.len()
+    }
+
+    /// Removes the request's cgroup (its processes are stopped by now) on the blocking pool,
+    /// without waiting: its last processes may take a moment to be gone, and the response
+    /// need not wait for that.
+    pub(crate) fn close(&self) {
+        if self.0.cgroup.get().is_some_and(Option::is_some) {
+            let mark = self.clone();
+            drop(tokio::task::spawn_blocking(move || {
+                if let Some(cgroup) = mark.cgroup_if_made() {
+                    cgroup.remove();
+                }
+            }));
+        }
+    }
+
+    /// One look, on the blocking pool (reading another process's environment waits for its
+    /// memory map lock): SIGTERM to the request's processes not signalled yet, or SIGKILL to
+    /// all of them once `kill`. `None` when /proc did not answer in time.
+    async fn round(
+        &self,
+        group: Option<Pid>,
+        kill: bool,
+        signalled: &HashSet<i32>,
+    ) -> Option<Round> {
+        let mark = self.clone();
+        let group = group.map(|pid| pid.as_raw_nonzero().get());
+        let signalled = signalled.clone();
+        let work = tokio::task::spawn_blocking(move || mark.signal_round(group, kill, &signalled));
+        match tokio::time::timeout(PROC_WAIT, work).await {
+            Ok(Ok(round)) => Some(round),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("could not look through /proc for processes that left their group");
+                None
+            }
+        }
+    }
+
+    /// `round`'s blocking part.
+    fn signal_round(&self, group: Option<i32>, kill: bool, signalled: &HashSet<i32>) -> Round {
+        let found = self.live_processes(group);
+        let signal = if kill { Signal::KILL } else { Signal::TERM };
+        if kill {
+            if let Some(cgroup) = self.cgroup_if_made() {
+                cgroup.kill();
+            }
+        }
+        let mut newly_signalled = Vec::new();
+        for &pid in &found {
+            let new = !signalled.contains(&pid);
+            if kill || new {
+                self.send(pid, signal);
+            }
+            if new {
+                newly_signalled.push(pid);
+            }
+        }
+        Round {
+            found: found.len(),
+            newly_signalled,
+        }
+    }
+
+    /// The cgroup, only if one was made (never makes one).
+    fn cgroup_if_made(&self) -> Option<&RequestCgroup> {
+        self.0.cgroup.get().and_then(Option::as_ref)
+    }
+
+    /// Live processes of the request outside `group`, never the runner or its parent: those
+    /// in its cgroup, and those started since its first command whose environment carries
+    /// the mark.
+    fn live_processes(&self, group: Option<i32>) -> Vec<i32> {
+        let me = std::process::id() as i32;
+        let parent = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
+        let ours = |pid: &i32| *pid != me && *pid != parent;
+        let live_outside_group = |pid: i32, since: u64| {
+            procfs::stat(pid).is_some_and(|stat| {
+                !stat.has_exited() && stat.start_time >= since && Some(stat.pgrp) != group
+            })
+        };
+        let mut found: Vec<i32> = self
+            .cgroup_if_made()
+            .map(RequestCgroup::members)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(ours)
+            .filter(|&pid| live_outside_group(pid, 0))
+            .collect();
+        let since = self.0.first_start.load(Ordering::Relaxed);
+        let entry = self.0.entry.as_bytes();
+        let marked = procfs::pids()
+            .filter(ours)
+            .filter(|pid| !found.contains(pid))
+            .filter(|&pid| live_outside_group(pid, since))
+            .filter(|&pid| procfs::environ_has(pid, entry))
+            .collect::<Vec<_>>();
+        found.extend(marked);
+        found
+    }
+
+    /// Signals `pid` through a pidfd after checking, with the pidfd open, that it is still
+    /// the request's: a number reused by an unrelated process in the meantime is never
+    /// signalled.
+    fn send(&self, pid: i32, signal: Signal) {
+        let Some(pid_value) = Pid::from_raw(pid) else {
+            return;
+        };
+        let Ok(pidfd) = rustix::process::pidfd_open(pid_value, PidfdFlags::empty()) else {
+            return;
+        };
+        let ours = self
+            .cgroup_if_made()
+            .is_some_and(|cgroup| cgroup.holds(pid))
+            || procfs::environ_has(pid, self.0.entry.as_bytes());
+        if ours {
+            let _ = rustix::process::pidfd_send_signal(&pidfd, signal);
+        }
+    }
+}
+
+/// What one look found and did.
+struct Round {
+    /// The request's processes alive.
+    found: usize,
+    /// Those among them signalled for the first time.
+    newly_signalled: Vec<i32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn stops_marked_processes_outside_the_group_and_nothing_else() {
+        let mark = RequestMark::new();
+        let mut unmarked = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut escapee = std::process::Command::new("sleep")
+            .arg("30")
+            .env(MARK_VARIABLE, mark.value())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut member = std::process::Command::new("sleep")
+            .arg("30")
+            .env(MARK_VARIABLE, mark.value())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let group = Pid::from_child(&member);
+        mark.started(Pid::from_child(&escapee));
+        let stopped = mark
+            .stop_escapees(Some(group), Duration::from_secs(1))
+            .await;
+        assert_eq!(stopped, 1);
+        assert!(
+            escapee.wait().unwrap().signal().is_some(),
+            "the escapee was stopped"
+        );
+        assert!(
+            member.try_wait().unwrap().is_none(),
+            "the group is the group's business"
+        );
+        assert!(unmarked.try_wait().unwrap().is_none());
+        for mut child in [member, unmarked] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        mark.close();
+    }
+
+    #[test]
+    fn marks_differ() {
+        assert_ne!(RequestMark::new().value(), RequestMark::new().value());
+    }
+}
