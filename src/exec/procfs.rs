@@ -30,9 +30,37 @@ pub(super) fn pids() -> impl Iterator<Item = i32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
 }
 
-/// `/proc/<pid>/stat`, when the process still exists.
+/// Room for a `/proc/<pid>/stat` line: 52 numbers and a name of at most 64 bytes.
+const STAT_MAX: usize = 2048;
+
+/// `/proc/<pid>/stat`, when the process still exists. Read with one `read` into a buffer on
+/// the stack (the kernel writes the whole line at once): open, read, close. Scans of /proc read
+/// this for every process on the machine, twice a request.
 pub(super) fn stat(pid: i32) -> Option<Stat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    use rustix::fs::{Mode, OFlags};
+    let path = format!("/proc/{pid}/stat");
+    let fd = rustix::fs::open(
+        path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut line = [0u8; STAT_MAX];
+    let mut length = 0;
+    while length < line.len() {
+        match rustix::io::read(&fd, &mut line[length..]) {
+            Ok(0) => break,
+            Ok(read) => length += read,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+        // The line ends with a newline; stop without another read to hear the end.
+        if line[..length].ends_with(b"\n") {
+            break;
+        }
+    }
+    // A name is any bytes a process chose; the fields after it are ASCII.
+    parse_stat(&String::from_utf8_lossy(&line[..length]))
 }
 
 /// Parses `pid (comm) state ppid pgrp ...`; comm may contain spaces and parentheses, so the
@@ -77,6 +105,25 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("42 (x) Z 1 40"), None);
+    }
+
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_read_too() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join(std::ffi::OsStr::from_bytes(b"sl\xffep"));
+        std::os::unix::fs::symlink("/bin/sleep", &program).unwrap();
+        let mut child = std::process::Command::new(&program)
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // The name is set by the exec, which the spawn has waited for.
+        let stat = stat(pid);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let stat = stat.expect("the process is read");
+        assert!(!stat.has_exited());
     }
 
     #[test]
