@@ -87,6 +87,18 @@ impl ExecSettings {
         commands: &[CommandSpec],
         request_env: &[(String, String)],
     ) -> Result<Vec<Launch>, (usize, Failure)> {
+        // Without CMD_ALLOW nothing is looked up here (only shell mode is applied): no file
+        // system work, so no trip to the blocking pool and back.
+        if !self.allow.is_restricted() {
+            return commands
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| {
+                    launch::resolve(spec, self.shell.as_deref(), &self.allow, None)
+                        .map_err(|failure| (index, failure))
+                })
+                .collect();
+        }
         let (settings, commands) = (self.clone(), commands.to_vec());
         let request_env = request_env.to_vec();
         // Looking files up can block (a hung mount in PATH): off the async worker threads.
