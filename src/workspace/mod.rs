@@ -113,14 +113,18 @@ impl Workspace {
     /// A command's working directory, opened: the temp dir, or `workdir` inside it (made when
     /// missing).
     pub(crate) async fn workdir(&self, workdir: Option<&FieldPath>) -> Result<OwnedFd, Failure> {
-        let dir = Arc::clone(&self.dir);
-        let workdir = workdir.cloned();
-        blocking(move || match workdir {
-            None => dir
+        let Some(workdir) = workdir.cloned() else {
+            // The temp dir itself: another descriptor of the one held open (a dup), which
+            // touches no file system and so needs no trip to the blocking pool.
+            return self
+                .dir
                 .try_clone()
-                .map_err(|e| Failure::io("cannot open the temp dir", e)),
-            Some(workdir) => beneath::make_dirs(dir.as_fd(), &workdir.path)
-                .map_err(|e| refused_path(&workdir, "cannot be used as the working directory", e)),
+                .map_err(|e| Failure::io("cannot open the temp dir", e));
+        };
+        let dir = Arc::clone(&self.dir);
+        blocking(move || {
+            beneath::make_dirs(dir.as_fd(), &workdir.path)
+                .map_err(|e| refused_path(&workdir, "cannot be used as the working directory", e))
         })
         .await
     }
@@ -183,6 +187,13 @@ impl Workspace {
     fn make_out_dirs(&self) -> Result<(), Failure> {
         for out in OUT_DIRS {
             let path = Path::new(out);
+            // A given temp dir usually has them already (the sidecar makes them): one lookup
+            // beneath the temp dir finds a folder there, and only what is missing is made (a
+            // make and an open per component, most of them failing with EEXIST).
+            let folder = OFlags::PATH | OFlags::DIRECTORY;
+            if beneath::open(self.dir.as_fd(), path, folder).is_ok() {
+                continue;
+            }
             beneath::make_dirs(self.dir.as_fd(), path).map_err(|e| match e.refusal() {
                 Some(why) => Failure::input(format!(
                     "{TEMP_DIR_HEADER}: {} {why}; the out/ folders are made only inside the \
