@@ -15,7 +15,6 @@ mod capture;
 mod cgroup;
 mod deadline;
 mod escapees;
-mod fork;
 mod group;
 mod launch;
 mod oom;
@@ -24,6 +23,7 @@ mod pumps;
 mod spawn;
 mod usage;
 mod verdict;
+mod vfork;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
