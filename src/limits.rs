@@ -308,7 +308,7 @@ fn size_multiplier(suffix: &str) -> Result<u128, String> {
 /// CPU time: seconds (`30`, `1.5`) or a duration (`30s`, `2m`), rounded up to whole seconds
 /// (the kernel counts CPU limits in seconds); at least one second, at most a year.
 pub fn parse_cpu(text: &str) -> Result<u64, String> {
-    let duration = crate::config::parse_duration(text)?;
+    let duration = crate::duration::parse(text)?;
     cpu_seconds(duration.as_secs_f64(), &format!("\"{}\"", text.trim()))
 }
 

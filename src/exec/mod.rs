@@ -192,7 +192,7 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
     run.duration = started.elapsed();
     METRICS.command_duration.observe(run.duration.as_secs_f64());
     if let Some(usage) = &run.usage {
-        METRICS.observe_usage(usage);
+        METRICS.observe_usage(usage.max_rss_kib, usage.user_ms, usage.sys_ms);
     }
     run
 }
