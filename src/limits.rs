@@ -140,7 +140,8 @@ impl Limits {
     }
 }
 
-/// Resource limits ready to be set in a forked child: plain values, no allocation left to do.
+/// Resource limits ready to be set in a child before exec: plain values, no allocation left to
+/// do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RlimitPlan {
     entries: [Option<(Resource, Rlimit)>; 4],
@@ -153,11 +154,11 @@ impl RlimitPlan {
     }
 
     /// Sets the limits on the calling process. Async-signal-safe: one `prlimit64` system
-    /// call per limit, no allocation, no lock, so it may run in a child between fork and exec.
-    pub fn apply(&self) -> std::io::Result<()> {
+    /// call per limit, no allocation, no lock, no errno written, so it may run in a child
+    /// between fork and exec, even one that shares the runner's memory.
+    pub fn apply(&self) -> rustix::io::Result<()> {
         for (resource, rlimit) in self.entries.iter().flatten() {
-            rustix::process::setrlimit(*resource, *rlimit)
-                .map_err(|errno| std::io::Error::from_raw_os_error(errno.raw_os_error()))?;
+            rustix::process::setrlimit(*resource, *rlimit)?;
         }
         Ok(())
     }
@@ -307,7 +308,7 @@ fn size_multiplier(suffix: &str) -> Result<u128, String> {
 /// CPU time: seconds (`30`, `1.5`) or a duration (`30s`, `2m`), rounded up to whole seconds
 /// (the kernel counts CPU limits in seconds); at least one second, at most a year.
 pub fn parse_cpu(text: &str) -> Result<u64, String> {
-    let duration = crate::config::parse_duration(text)?;
+    let duration = crate::duration::parse(text)?;
     cpu_seconds(duration.as_secs_f64(), &format!("\"{}\"", text.trim()))
 }
 
@@ -597,7 +598,7 @@ mod tests {
         command.arg("/proc/self/limits");
         // SAFETY: `apply` only makes setrlimit system calls on plain values copied into the
         // closure: no allocation and no lock, so it is sound between fork and exec.
-        unsafe { command.pre_exec(move || plan.apply()) };
+        unsafe { command.pre_exec(move || plan.apply().map_err(std::io::Error::from)) };
         let output = command.output().unwrap();
         let text = String::from_utf8(output.stdout).unwrap();
         let row = |name: &str| {

@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::exec::Usage;
-
 /// Buckets of the CPU-time histograms (seconds).
 const CPU_BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0];
 
@@ -208,13 +206,12 @@ impl Metrics {
             .inc_by(lines);
     }
 
-    /// Records what one command used.
-    pub(crate) fn observe_usage(&self, usage: &Usage) {
-        self.command_max_rss
-            .observe(usage.max_rss_kib as f64 * 1024.0);
-        self.command_user_cpu.observe(usage.user_ms as f64 / 1000.0);
-        self.command_system_cpu
-            .observe(usage.sys_ms as f64 / 1000.0);
+    /// Records what one command used: peak RSS in KiB, user and system CPU in milliseconds
+    /// (plain numbers, so that metrics depend on no other module).
+    pub(crate) fn observe_usage(&self, max_rss_kib: u64, user_ms: u64, sys_ms: u64) {
+        self.command_max_rss.observe(max_rss_kib as f64 * 1024.0);
+        self.command_user_cpu.observe(user_ms as f64 / 1000.0);
+        self.command_system_cpu.observe(sys_ms as f64 / 1000.0);
     }
 
     /// Counts one answered request.
@@ -241,11 +238,7 @@ mod tests {
         let text = METRICS.render();
         assert!(text.contains("direktiv_cmd_requests_total{outcome=\"error\",code=\"cmd.exit.2\"}"));
         assert!(text.contains("# TYPE direktiv_cmd_command_duration_seconds histogram"));
-        METRICS.observe_usage(&Usage {
-            max_rss_kib: 64 * 1024,
-            user_ms: 1500,
-            sys_ms: 20,
-        });
+        METRICS.observe_usage(64 * 1024, 1500, 20);
         let text = METRICS.render();
         assert!(text.contains("# TYPE direktiv_cmd_command_max_rss_bytes histogram"));
         assert!(

@@ -470,7 +470,7 @@ async fn empty_limit_settings_set_no_limit() {
     assert_eq!(seen["Max cpu time"], "unlimited");
 }
 
-/// The fork path taken for limits gives a command what posix_spawn gives it.
+/// The vfork path taken for limits gives a command what posix_spawn gives it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_limited_command_runs_like_any_other() {
     let (sidecar, runner) = start_pair(&[]);

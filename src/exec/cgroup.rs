@@ -6,7 +6,7 @@
 //! Used only where the runner's own cgroup is writable and has `cgroup.kill` (Linux ≥ 5.14):
 //! a privileged container, a systemd unit with `Delegate=yes`, a host. In the usual container
 //! /sys/fs/cgroup is read-only, and the environment mark (`escapees`) is all there is. A
-//! command moves itself into the request's cgroup between fork and exec (`spawn`'s fork path),
+//! command moves itself into the request's cgroup between fork and exec (`spawn`'s vfork path),
 //! so nothing it starts is ever outside.
 //!
 //! Blocking file-system calls (on cgroupfs: quick, and nothing a request names): callers run

@@ -1,5 +1,5 @@
 //! A command's process group: the unit the runner stops. Every command is spawned as the leader
-//! of a new group (`setpgid(0, 0)` through posix_spawn or the fork path), so its whole tree — shells, pipelines,
+//! of a new group (`setpgid(0, 0)` through posix_spawn or the vfork path), so its whole tree — shells, pipelines,
 //! background jobs — can be signalled at once with `kill(-pgid)`.
 
 use std::os::fd::{AsFd, OwnedFd};

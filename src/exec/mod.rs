@@ -15,7 +15,6 @@ mod capture;
 mod cgroup;
 mod deadline;
 mod escapees;
-mod fork;
 mod group;
 mod launch;
 mod oom;
@@ -24,6 +23,7 @@ mod pumps;
 mod spawn;
 mod usage;
 mod verdict;
+mod vfork;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -204,7 +204,7 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
     run.duration = started.elapsed();
     METRICS.command_duration.observe(run.duration.as_secs_f64());
     if let Some(usage) = &run.usage {
-        METRICS.observe_usage(usage);
+        METRICS.observe_usage(usage.max_rss_kib, usage.user_ms, usage.sys_ms);
     }
     run
 }

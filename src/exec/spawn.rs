@@ -1,6 +1,6 @@
-//! Starting a command's process with `posix_spawn`, or — for a command with resource limits,
-//! which must be set between fork and exec — with the fork path of `fork.rs`. Either way the
-//! command becomes the OOM killer's first choice (`oom`).
+//! Starting a command's process with `posix_spawn`, or — for a command with resource limits
+//! or a cgroup to join, which need work of ours between fork and exec — with the vfork-style
+//! child of `vfork.rs`. Either way the command becomes the OOM killer's first choice (`oom`).
 //!
 //! std's `Command` uses posix_spawn (a `CLONE_VM | CLONE_VFORK` child that only execs) unless a
 //! working directory is set and `posix_spawn_file_actions_addchdir_np` cannot be found through
@@ -20,7 +20,7 @@ use std::sync::LazyLock;
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::Pid;
 
-use super::{fork, oom, usage};
+use super::{oom, usage, vfork};
 use crate::limits::RlimitPlan;
 
 /// What to start.
@@ -37,20 +37,21 @@ pub struct SpawnRequest<'a> {
     pub env: ChildEnv,
     /// Give the child a stdin pipe to write to; otherwise its stdin is at EOF at once.
     pub stdin: bool,
-    /// Resource limits to set before exec; none keeps the fast posix_spawn path.
+    /// Resource limits to set before exec; none (and no cgroup) keeps the posix_spawn path.
     pub limits: RlimitPlan,
     /// `cgroup.procs` of the request's cgroup, open for writing: the child moves itself there
-    /// before exec, so not even its first fork starts outside. Takes the fork path too.
+    /// before exec, so not even its first fork starts outside. Takes the vfork path too.
     pub cgroup: Option<BorrowedFd<'a>>,
 }
 
 /// How a command is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Method {
-    /// posix_spawn: no page-table copy, but no code of ours runs between fork and exec.
+    /// posix_spawn: no code of ours runs between fork and exec.
     PosixSpawn,
-    /// fork, set the limits, exec (`fork.rs`).
-    Fork,
+    /// Our own vfork-style child, which joins the cgroup and sets the limits before it
+    /// execs (`vfork.rs`). As cheap as posix_spawn: no page-table copy either.
+    Vfork,
 }
 
 impl Method {
@@ -60,7 +61,7 @@ impl Method {
         if limits.is_empty() && !cgroup {
             Method::PosixSpawn
         } else {
-            Method::Fork
+            Method::Vfork
         }
     }
 }
@@ -106,12 +107,12 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
                 ],
             })?;
             // Only now can the score be raised; what the command forks in the microseconds
-            // before inherits the runner's score (the fork path has no such window).
+            // before inherits the runner's score (the vfork path has no such window).
             oom::raise_oom_score(pid);
             pid
         }
-        Method::Fork => fork::spawn(
-            fork::Image {
+        Method::Vfork => vfork::spawn(
+            vfork::Image {
                 path,
                 argv,
                 env,
@@ -448,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn commands_without_limits_take_posix_spawn_and_others_fork() {
+    fn commands_without_limits_or_cgroup_take_posix_spawn_and_others_vfork() {
         assert_eq!(
             Method::for_command(&RlimitPlan::default(), false),
             Method::PosixSpawn
@@ -456,6 +457,11 @@ mod tests {
         assert_eq!(
             Method::for_command(&Limits::default().rlimits(), false),
             Method::PosixSpawn
+        );
+        assert_eq!(
+            Method::for_command(&RlimitPlan::default(), true),
+            Method::Vfork,
+            "a cgroup to join"
         );
         for limits in [
             Limits {
@@ -477,7 +483,7 @@ mod tests {
         ] {
             assert_eq!(
                 Method::for_command(&limits.rlimits(), false),
-                Method::Fork,
+                Method::Vfork,
                 "{limits:?}"
             );
         }
@@ -639,6 +645,64 @@ mod tests {
             limited,
         );
         assert_eq!(out.trim(), "1000");
+    }
+
+    /// The calling thread's blocked signals (every signal is blocked around the clone).
+    fn own_signal_mask() -> u64 {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:\t"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .unwrap()
+    }
+
+    #[test]
+    fn a_command_with_a_cgroup_moves_itself_there_before_exec() {
+        // A plain file stands in for `cgroup.procs`: what the child writes there is what
+        // moves it (tests/hardening.rs checks a real cgroup where one can be made).
+        let dir = tempfile::tempdir().unwrap();
+        let procs_path = dir.path().join("cgroup.procs");
+        let procs = std::fs::File::create(&procs_path).unwrap();
+        let cwd = rustix::fs::open(
+            dir.path(),
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let mask = own_signal_mask();
+        let spawned = spawn(SpawnRequest {
+            path: OsStr::new("/bin/cat"),
+            argv0: "cat",
+            args: &["/proc/self/oom_score_adj".to_string()],
+            cwd: cwd.as_fd(),
+            env: ChildEnv::new(&[]).unwrap(),
+            stdin: false,
+            limits: RlimitPlan::default(),
+            cgroup: Some(procs.as_fd()),
+        })
+        .unwrap();
+        let mut out = String::new();
+        std::fs::File::from(spawned.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        rustix::process::waitpid(Some(spawned.pid), rustix::process::WaitOptions::empty()).unwrap();
+        assert_eq!(std::fs::read_to_string(&procs_path).unwrap(), "0");
+        assert_eq!(out.trim(), "1000", "set up in the child, before exec");
+        assert_eq!(own_signal_mask(), mask, "the caller's mask is restored");
+    }
+
+    #[test]
+    fn the_callers_signal_mask_is_restored_whether_the_exec_works_or_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let limited = methods()[1];
+        let mask = own_signal_mask();
+        let (_, code) = run("/bin/true", &[], dir.path(), vec![], limited);
+        assert_eq!(code, 0);
+        assert_eq!(own_signal_mask(), mask);
+        let error = start("./no-such-program", &[], dir.path(), vec![], limited).err();
+        assert_eq!(error.map(|e| e.kind()), Some(io::ErrorKind::NotFound));
+        assert_eq!(own_signal_mask(), mask);
     }
 
     #[test]

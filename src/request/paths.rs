@@ -1,5 +1,5 @@
 //! The lexical check of every path a request names (file names, `workdir`, `output`).
-//! Symlinks cannot be seen here; `crate::files` checks those against the disk.
+//! Symlinks cannot be seen here; `crate::workspace` checks those against the disk.
 
 use std::path::PathBuf;
 

@@ -1,0 +1,361 @@
+//! Starting a command that needs work of ours between fork and exec — resource limits to set,
+//! the request's cgroup to join — the way glibc's posix_spawn starts one: a
+//! `CLONE_VM | CLONE_VFORK` child on a small stack of its own. It shares the runner's memory
+//! (no page tables are copied, no copy-on-write faults follow) and the calling thread waits
+//! until it has exec'd or exited.
+//!
+//! The child sets every signal back to its default, leads a new process group, enters the
+//! working directory by descriptor, joins the request's cgroup, raises its OOM score, puts the
+//! pipes on 0, 1 and 2, sets the limits, unblocks every signal and execs with `execve` — the
+//! call posix_spawn makes, so a file without a `#!` line is refused, not run through /bin/sh.
+//! A step that fails leaves its errno where the parent reads it once it resumes.
+//!
+//! Sharing memory with a running process is sound only because of what the child does not do:
+//! it runs no signal handler of the runner (every signal stays blocked until every handler has
+//! been replaced), takes no lock, allocates nothing, never returns or unwinds into the
+//! runner's frames, and reads only data prepared before the clone that nothing changes or
+//! frees until the parent resumes. Everything it calls is a system call: rustix's (raw system
+//! calls, which return their error instead of writing errno) where rustix has the call, libc's
+//! thin wrappers for the others (`rt_sigaction`, `rt_sigprocmask`, `execve`, `_exit`). Those
+//! may write errno: the child runs on the calling thread's thread pointer, so that is the
+//! suspended caller's errno, which nothing reads after the clone — glibc's own posix_spawn
+//! child does the same.
+
+use std::ffi::{c_void, CString};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use linux_raw_sys::general::{kernel_sigaction, kernel_sigset_t};
+use linux_raw_sys::signal_macros::{sig_ign, SIG_DFL};
+use rustix::io::Errno;
+use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
+use rustix::process::{Pid, WaitOptions};
+
+use super::oom;
+use super::spawn::{null_terminated, ChildEnv};
+use crate::limits::RlimitPlan;
+
+/// The child's stack, above a guard page. What runs on it is a few frames of system call
+/// wrappers, well under a page; glibc gives its posix_spawn child 32 KiB plus room for the
+/// argument pointers, which here are prepared on the heap instead.
+const STACK_SIZE: usize = 64 * 1024;
+
+/// The exit status of a child whose preparation or exec failed, as posix_spawn's: the parent
+/// reaps it and reports the error instead.
+const SETUP_FAILED: libc::c_int = 127;
+
+/// Linux's highest signal number (`_NSIG - 1`).
+const LAST_SIGNAL: libc::c_int = 64;
+
+/// glibc's own signals (SIGCANCEL and SIGSETXID), which its `sigaction` refuses to change:
+/// posix_spawn's child sets them to ignored, and so does this one.
+const GLIBC_SIGNALS: [libc::c_int; 2] = [32, 33];
+
+/// What to exec, prepared by `spawn` exactly as for posix_spawn.
+pub(super) struct Image<'a> {
+    /// The resolved executable.
+    pub(super) path: CString,
+    /// argv, argv[0] the program as the user named it.
+    pub(super) argv: Vec<CString>,
+    pub(super) env: ChildEnv,
+    /// The working directory, an open folder.
+    pub(super) cwd: BorrowedFd<'a>,
+}
+
+/// Starts `image` with `limits` set before exec, in the cgroup whose `cgroup.procs` is open as
+/// `cgroup`; `stdio` become its fds 0, 1 and 2.
+pub(super) fn spawn(
+    image: Image<'_>,
+    stdio: [&OwnedFd; 3],
+    limits: RlimitPlan,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<Pid> {
+    // Everything the child reads, owned by this frame until the function returns.
+    let argv = null_terminated(&image.argv);
+    let envp = image.env.pointers();
+    let [stdin, stdout, stderr] = stdio;
+    let setup = Setup {
+        path: image.path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+        cwd: image.cwd,
+        cgroup,
+        limits,
+        error: AtomicI32::new(0),
+    };
+    let stack = ChildStack::new()?;
+
+    let blocked = AllSignalsBlocked::new();
+    // SAFETY: the child shares this process's memory, so everything it touches must stay
+    // valid and unchanged while it runs, and it must not disturb anything the runner uses:
+    // - CLONE_VFORK suspends this thread until the child has exec'd or exited, so `setup`,
+    //   the strings and pointer arrays it points to (`image`, `argv`, `envp`, and BASE_ENV,
+    //   which is never changed) and `stack` are alive and unmoved for the child's whole use
+    //   of them; only this thread owns them, so no other thread changes them meanwhile.
+    // - `child_main` runs on `stack` (64 KiB, a guard page below), not on this thread's
+    //   stack, and never returns into this frame: it execs or `_exit`s.
+    // - Every signal is blocked (`blocked`) and the child inherits that mask, so no handler
+    //   of the runner's (tokio's, std's) can run in it before it has reset them all; without
+    //   CLONE_SIGHAND its dispositions are its own copy, so resetting them leaves the
+    //   runner's alone.
+    // - Without CLONE_FILES its descriptor table is its own copy: its dup2 and close calls
+    //   leave the runner's descriptors alone.
+    // - The child only makes system calls on values read from `setup`, writes nothing shared
+    //   but `setup.error` (an atomic, read here only after it resumed) and the suspended
+    //   thread's errno, allocates nothing and takes no lock; so no lock or allocator state
+    //   another thread of the runner holds is touched.
+    let raw = unsafe {
+        libc::clone(
+            child_main,
+            stack.top(),
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::from_ref(&setup).cast_mut().cast(),
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pid = Pid::from_raw(raw).ok_or_else(|| io::Error::other("clone gave no process id"))?;
+    // The child has exec'd or exited: whatever it wrote is visible (the kernel's wake-up of
+    // this thread orders it). A child killed before it got that far counts as started, as
+    // with posix_spawn; its process group reaps it.
+    let error = setup.error.load(Ordering::SeqCst);
+    if error != 0 {
+        reap(pid);
+        return Err(io::Error::from_raw_os_error(error));
+    }
+    drop(blocked);
+    // The child is reaped by its `ProcessGroup` (with wait4, for its usage).
+    Ok(pid)
+}
+
+/// Everything the child reads, prepared before the clone. The raw pointers point into
+/// `spawn`'s frame and BASE_ENV.
+struct Setup<'a> {
+    /// The executable, NUL-terminated.
+    path: *const libc::c_char,
+    /// NUL-terminated arrays of pointers to NUL-terminated strings.
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// Become fds 0, 1 and 2.
+    stdio: [BorrowedFd<'a>; 3],
+    cwd: BorrowedFd<'a>,
+    /// The request cgroup's `cgroup.procs`, open for writing.
+    cgroup: Option<BorrowedFd<'a>>,
+    limits: RlimitPlan,
+    /// The errno of the step that failed, 0 while none did. Written by the child only.
+    error: AtomicI32,
+}
+
+impl Setup<'_> {
+    /// Runs in the child: prepares the process and execs. Returns only when that failed,
+    /// with the errno (positive) of the step that did.
+    fn exec(&self) -> i32 {
+        default_signal_dispositions();
+        if let Err(errno) = self.prepare() {
+            return errno.raw_os_error();
+        }
+        // As posix_spawn's `POSIX_SPAWN_SETSIGMASK` with an empty set: the runner's threads
+        // block SIGCHLD (and all signals were blocked for the clone); a command must not
+        // inherit that.
+        set_signal_mask(libc::SIG_SETMASK, &no_signals());
+        // SAFETY: `path` is a NUL-terminated string, `argv` and `envp` NUL-terminated arrays
+        // of pointers to NUL-terminated strings, all owned by `spawn`'s frame (or BASE_ENV)
+        // and alive while the parent is suspended, which it is until this call succeeds.
+        unsafe { libc::execve(self.path, self.argv, self.envp) };
+        // execve returns only when it failed; errno says why (a read of the thread's errno:
+        // no allocation).
+        match io::Error::last_os_error().raw_os_error() {
+            Some(errno) if errno > 0 => errno,
+            _ => libc::EINVAL,
+        }
+    }
+
+    /// Everything between the clone and the exec that can fail.
+    fn prepare(&self) -> Result<(), Errno> {
+        rustix::process::setpgid(None, None)?;
+        rustix::process::fchdir(self.cwd)?;
+        if let Some(procs) = self.cgroup {
+            // "0" moves the writer itself. Failing leaves the command to the environment
+            // mark alone.
+            let _ = rustix::io::write(procs, b"0");
+        }
+        // Before the limits: a tiny `open_files` would leave no descriptor to write with.
+        oom::raise_own_oom_score();
+        self.install_stdio()?;
+        self.limits.apply()
+    }
+
+    /// The pipes onto 0, 1 and 2. A pipe end that is itself below 3 (a runner started with
+    /// one of them closed) is first copied above 2, so that no dup2 overwrites a descriptor
+    /// still to be copied, and none is dup2'ed onto itself (which would keep it
+    /// close-on-exec). Such copies close at exec, like the pipe ends themselves.
+    fn install_stdio(&self) -> Result<(), Errno> {
+        let above_stdio = |fd: BorrowedFd<'_>| -> Result<Option<OwnedFd>, Errno> {
+            if std::os::fd::AsRawFd::as_raw_fd(&fd) < 3 {
+                rustix::io::fcntl_dupfd_cloexec(fd, 3).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let [stdin, stdout, stderr] = self.stdio;
+        let copies = [
+            above_stdio(stdin)?,
+            above_stdio(stdout)?,
+            above_stdio(stderr)?,
+        ];
+        let [stdin_copy, stdout_copy, stderr_copy] = &copies;
+        rustix::stdio::dup2_stdin(stdin_copy.as_ref().map_or(stdin, AsFd::as_fd))?;
+        rustix::stdio::dup2_stdout(stdout_copy.as_ref().map_or(stdout, AsFd::as_fd))?;
+        rustix::stdio::dup2_stderr(stderr_copy.as_ref().map_or(stderr, AsFd::as_fd))?;
+        Ok(())
+    }
+}
+
+/// The child's entry point, on its own stack.
+extern "C" fn child_main(setup: *mut c_void) -> libc::c_int {
+    // SAFETY: `setup` is the pointer `spawn` passed to clone: a `Setup` in the parent's frame,
+    // alive and unchanged until this process has exec'd or exited (see the clone call).
+    let setup = unsafe { &*setup.cast_const().cast::<Setup<'_>>() };
+    let errno = setup.exec();
+    setup.error.store(errno, Ordering::SeqCst);
+    // SAFETY: `_exit` ends this process at once, running no destructors and no atexit
+    // handlers (which would act on the runner's shared state) and flushing no stdio buffers.
+    unsafe { libc::_exit(SETUP_FAILED) }
+}
+
+/// Waits for a child whose setup failed: it has exited or is about to (CLONE_VFORK resumes
+/// the parent as the child releases its memory, a moment before it becomes a zombie).
+fn reap(pid: Pid) {
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Err(Errno::INTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Every signal back to its default disposition, as posix_spawn's `POSIX_SPAWN_SETSIGDEF`
+/// with every signal: the runner ignores SIGPIPE and handles SIGTERM, SIGINT and SIGCHLD,
+/// and a command inherits none of that. glibc's own two are set to ignored, as posix_spawn
+/// sets them. Runs in the child while every signal is still blocked: afterwards no handler
+/// of the runner's is left to run in it. The raw system call, because glibc's `sigaction`
+/// refuses glibc's signals.
+fn default_signal_dispositions() {
+    for signal in 1..=LAST_SIGNAL {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue; // Cannot be changed.
+        }
+        // SAFETY: all-zero is a valid `kernel_sigaction`: no handler (SIG_DFL), no flags,
+        // no restorer, an empty mask.
+        let mut action: kernel_sigaction = unsafe { std::mem::zeroed() };
+        action.sa_handler_kernel = if GLIBC_SIGNALS.contains(&signal) {
+            sig_ign()
+        } else {
+            SIG_DFL
+        };
+        // SAFETY: rt_sigaction reads the kernel's own `struct sigaction` layout, which is
+        // `kernel_sigaction`, from a valid local, and writes nothing (no old action asked
+        // for); the size is the kernel's signal set's. No handler is installed, only
+        // SIG_DFL or SIG_IGN, so no restorer is needed.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &action,
+                std::ptr::null_mut::<kernel_sigaction>(),
+                std::mem::size_of::<kernel_sigset_t>(),
+            )
+        };
+    }
+}
+
+fn no_signals() -> kernel_sigset_t {
+    kernel_sigset_t {
+        sig: Default::default(),
+    }
+}
+
+/// `rt_sigprocmask` on the calling thread; returns the previous mask. The raw system call,
+/// because glibc's wrappers leave its own two signals out. Cannot fail with valid arguments.
+fn set_signal_mask(how: libc::c_int, set: &kernel_sigset_t) -> kernel_sigset_t {
+    let mut previous = no_signals();
+    // SAFETY: `set` and `previous` are valid kernel signal sets (the kernel reads one and
+    // writes the other), and the size passed is theirs.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            set,
+            &mut previous,
+            std::mem::size_of::<kernel_sigset_t>(),
+        )
+    };
+    previous
+}
+
+/// Every signal blocked in the calling thread, glibc's two included, until dropped — as
+/// glibc's posix_spawn blocks them around its clone. The child starts with this mask.
+struct AllSignalsBlocked {
+    previous: kernel_sigset_t,
+}
+
+impl AllSignalsBlocked {
+    fn new() -> Self {
+        let mut all = no_signals();
+        all.sig.fill(libc::c_ulong::MAX);
+        AllSignalsBlocked {
+            previous: set_signal_mask(libc::SIG_BLOCK, &all),
+        }
+    }
+}
+
+impl Drop for AllSignalsBlocked {
+    fn drop(&mut self) {
+        set_signal_mask(libc::SIG_SETMASK, &self.previous);
+    }
+}
+
+/// The child's stack: an anonymous mapping whose lowest page is a guard (no access), so an
+/// overflow faults instead of writing into other memory. Unmapped on drop.
+struct ChildStack {
+    base: *mut c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    fn new() -> io::Result<Self> {
+        let guard = rustix::param::page_size();
+        let len = STACK_SIZE + guard;
+        // SAFETY: a new private anonymous mapping at an address the kernel chooses: it
+        // overlaps no memory in use.
+        let base = unsafe {
+            rustix::mm::mmap_anonymous(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::PRIVATE | MapFlags::STACK,
+            )
+        }?;
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest page of the mapping just made, which only `stack` refers to.
+        unsafe { rustix::mm::mprotect(base, guard, MprotectFlags::empty()) }?;
+        Ok(stack)
+    }
+
+    /// The initial stack pointer: the stack grows down from the end of the mapping
+    /// (page-aligned, so aligned for every ABI).
+    fn top(&self) -> *mut c_void {
+        self.base.wrapping_byte_add(self.len)
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once, here; the child that ran on it
+        // has exec'd or exited (CLONE_VFORK), so nothing uses it any more.
+        let _ = unsafe { rustix::mm::munmap(self.base, self.len) };
+    }
+}
