@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -62,6 +62,10 @@ struct Tracking {
     /// The request's cgroup, made when its first command starts; `None` where the runner
     /// cannot make one.
     cgroup: OnceLock<Option<RequestCgroup>>,
+    /// Set when a command started outside the request's cgroup (or there is none): then
+    /// /proc is looked through for the mark as well. While every command joined the cgroup,
+    /// its member list is the whole answer, and nothing else on the machine is read.
+    outside_cgroup: AtomicBool,
 }
 
 impl RequestMark {
@@ -77,6 +81,7 @@ impl RequestMark {
             entry: format!("{MARK_VARIABLE}={value}"),
             first_start: AtomicU64::new(u64::MAX),
             cgroup: OnceLock::new(),
+            outside_cgroup: AtomicBool::new(false),
         }))
     }
 
@@ -91,9 +96,12 @@ impl RequestMark {
         self.cgroup()?.procs()
     }
 
-    /// Notes a process the request started, to narrow later searches to newer processes.
-    /// Blocking.
-    pub(crate) fn started(&self, pid: Pid) {
+    /// Notes a process the request started, and whether it joined the request's cgroup
+    /// before exec, to narrow later searches. Blocking.
+    pub(crate) fn started(&self, pid: Pid, joined_cgroup: bool) {
+        if !joined_cgroup {
+            self.0.outside_cgroup.store(true, Ordering::SeqCst);
+        }
         if let Some(stat) = procfs::stat(pid.as_raw_nonzero().get()) {
             self.0
                 .first_start
@@ -228,6 +236,14 @@ impl RequestMark {
             .filter(ours)
             .filter(|&pid| live_outside_group(pid, 0))
             .collect();
+        // Everything a command started in the cgroup stays there, whatever it does to its
+        // environment: where every command joined it, the member list is complete, and the
+        // look through every process on the machine is skipped.
+        let all_in_cgroup =
+            self.cgroup_if_made().is_some() && !self.0.outside_cgroup.load(Ordering::SeqCst);
+        if all_in_cgroup {
+            return found;
+        }
         let since = self.0.first_start.load(Ordering::Relaxed);
         let entry = self.0.entry.as_bytes();
         let marked = procfs::pids()
@@ -294,7 +310,7 @@ mod tests {
             .spawn()
             .unwrap();
         let group = Pid::from_child(&member);
-        mark.started(Pid::from_child(&escapee));
+        mark.started(Pid::from_child(&escapee), false);
         let stopped = mark
             .stop_escapees(Some(group), Duration::from_secs(1))
             .await;

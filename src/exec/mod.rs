@@ -383,7 +383,7 @@ async fn start(
             cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
         })
         .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))?;
-        mark.started(spawned.pid);
+        mark.started(spawned.pid, spawned.joined_cgroup);
         Ok(spawned)
     })
     .await;

@@ -69,6 +69,9 @@ impl Method {
 /// A started process: the leader of its own new process group.
 pub struct Spawned {
     pub pid: Pid,
+    /// Whether the process joined the request's cgroup before exec (never on the posix_spawn
+    /// path, which is taken only when there is no cgroup to join).
+    pub joined_cgroup: bool,
     pub stdin: Option<OwnedFd>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
@@ -93,7 +96,8 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
     // posix_spawn that is the runner's own, peak included. Resetting the runner's peak to its
     // current size keeps an earlier busy moment of the runner out of `max_rss_kib`.
     usage::reset_own_peak_rss();
-    let pid = match Method::for_command(&request.limits, request.cgroup.is_some()) {
+    let (pid, joined_cgroup) = match Method::for_command(&request.limits, request.cgroup.is_some())
+    {
         Method::PosixSpawn => {
             let pid = posix_spawn(&SpawnCall {
                 path: &path,
@@ -109,25 +113,29 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
             // Only now can the score be raised; what the command forks in the microseconds
             // before inherits the runner's score (the vfork path has no such window).
             oom::raise_oom_score(pid);
-            pid
+            (pid, false)
         }
-        Method::Vfork => vfork::spawn(
-            vfork::Image {
-                path,
-                argv,
-                env,
-                cwd: request.cwd,
-            },
-            [stdin_read, &stdout_write, &stderr_write],
-            request.limits,
-            request.cgroup,
-        )?,
+        Method::Vfork => {
+            let started = vfork::spawn(
+                vfork::Image {
+                    path,
+                    argv,
+                    env,
+                    cwd: request.cwd,
+                },
+                [stdin_read, &stdout_write, &stderr_write],
+                request.limits,
+                request.cgroup,
+            )?;
+            (started.pid, started.joined_cgroup)
+        }
     };
     // The child's ends close here: EOF on stdout/stderr then means every holder is gone, and
     // a stdin pipe's reader is the child's alone.
     drop((stdout_write, stderr_write));
     Ok(Spawned {
         pid,
+        joined_cgroup,
         stdin: stdin.into_writer(),
         stdout: stdout_read,
         stderr: stderr_read,

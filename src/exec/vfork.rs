@@ -24,7 +24,7 @@
 use std::ffi::{c_void, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use linux_raw_sys::general::{kernel_sigaction, kernel_sigset_t};
 use linux_raw_sys::signal_macros::{sig_ign, SIG_DFL};
@@ -63,6 +63,12 @@ pub(super) struct Image<'a> {
     pub(super) cwd: BorrowedFd<'a>,
 }
 
+/// A started child, and whether it joined the request's cgroup before exec.
+pub(super) struct Started {
+    pub(super) pid: Pid,
+    pub(super) joined_cgroup: bool,
+}
+
 /// Starts `image` with `limits` set before exec, in the cgroup whose `cgroup.procs` is open as
 /// `cgroup`; `stdio` become its fds 0, 1 and 2.
 pub(super) fn spawn(
@@ -70,7 +76,7 @@ pub(super) fn spawn(
     stdio: [&OwnedFd; 3],
     limits: RlimitPlan,
     cgroup: Option<BorrowedFd<'_>>,
-) -> io::Result<Pid> {
+) -> io::Result<Started> {
     // Everything the child reads, owned by this frame until the function returns.
     let argv = null_terminated(&image.argv);
     let envp = image.env.pointers();
@@ -84,6 +90,7 @@ pub(super) fn spawn(
         cgroup,
         limits,
         error: AtomicI32::new(0),
+        joined_cgroup: AtomicBool::new(false),
     };
     let stack = ChildStack::new()?;
 
@@ -128,7 +135,10 @@ pub(super) fn spawn(
     }
     drop(blocked);
     // The child is reaped by its `ProcessGroup` (with wait4, for its usage).
-    Ok(pid)
+    Ok(Started {
+        pid,
+        joined_cgroup: setup.joined_cgroup.load(Ordering::SeqCst),
+    })
 }
 
 /// Everything the child reads, prepared before the clone. The raw pointers point into
@@ -147,6 +157,9 @@ struct Setup<'a> {
     limits: RlimitPlan,
     /// The errno of the step that failed, 0 while none did. Written by the child only.
     error: AtomicI32,
+    /// Set by the child once it is in the request's cgroup; where it is not, the request's
+    /// processes are also looked for through /proc.
+    joined_cgroup: AtomicBool,
 }
 
 impl Setup<'_> {
@@ -179,8 +192,10 @@ impl Setup<'_> {
         rustix::process::fchdir(self.cwd)?;
         if let Some(procs) = self.cgroup {
             // "0" moves the writer itself. Failing leaves the command to the environment
-            // mark alone.
-            let _ = rustix::io::write(procs, b"0");
+            // mark alone, and the parent is told so.
+            if rustix::io::write(procs, b"0").is_ok() {
+                self.joined_cgroup.store(true, Ordering::SeqCst);
+            }
         }
         // Before the limits: a tiny `open_files` would leave no descriptor to write with.
         oom::raise_own_oom_score();
