@@ -85,6 +85,7 @@ async fn serve(config: Config) -> ExitCode {
     // Everything start-up has to say (warnings about settings) comes before "listening on",
     // the line that tells a reader the runner is up.
     let app = server::App::new(config);
+    let signals = server::ShutdownSignals::install();
     let listener = match server::bind(port).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -96,7 +97,7 @@ async fn serve(config: Config) -> ExitCode {
         Ok(addr) => tracing::info!("listening on {addr}"),
         Err(error) => tracing::warn!(%error, "listening, address unknown"),
     }
-    match server::serve(app, listener).await {
+    match server::serve(app, listener, signals).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "server failed");

@@ -286,7 +286,11 @@ pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
 /// Serves until SIGTERM/SIGINT, then drains and returns once every response is sent: at the
 /// latest `CMD_GRACE` + `CMD_KILL_GRACE` and a few seconds after the signal, whatever clients
 /// do with their connections.
-pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    signals: ShutdownSignals,
+) -> std::io::Result<()> {
     let open_files = connections::raise_open_file_limit();
     let connections = Connections::new(
         app.config.read_timeout,
@@ -295,7 +299,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> 
     );
     let drain_app = Arc::clone(&app);
     let drained = async move {
-        shutdown_signal().await;
+        signals.received().await;
         drain_app.drain().await;
         tracing::info!("drained; exiting");
     };
@@ -303,17 +307,40 @@ pub async fn serve(app: Arc<App>, listener: TcpListener) -> std::io::Result<()> 
     Ok(())
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the runner can still be stopped by SIGKILL; never exit here.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment this is made. Made before the runner says it
+/// listens: a signal sent as soon as the runner is up must start a drain, not take the
+/// default action (which ends the process with no exit status of its own).
+pub struct ShutdownSignals {
+    /// `None` when the handlers could not be installed: the runner can then still be stopped
+    /// by SIGKILL, and never exits by itself.
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers (inside the runtime).
+    pub fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        let streams = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::error!(%error, "cannot catch SIGTERM/SIGINT; stop the runner with SIGKILL");
+                None
+            }
+        };
+        ShutdownSignals { streams }
+    }
+
+    /// Resolves when SIGTERM or SIGINT arrives.
+    async fn received(self) {
+        let Some((mut term, mut int)) = self.streams else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
     }
 }
