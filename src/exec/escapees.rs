@@ -56,8 +56,9 @@ pub(crate) struct RequestMark(Arc<Tracking>);
 struct Tracking {
     /// `DIREKTIV_CMD_REQUEST=<value>`, as it appears in /proc/<pid>/environ.
     entry: String,
-    /// Start time (clock ticks since boot) of the request's first process: nothing started
-    /// earlier can carry the mark, so older processes are not even read.
+    /// Start time (clock ticks since boot) of the request's first command that started
+    /// outside its cgroup: nothing the /proc look is for started earlier, so older processes
+    /// are not even read.
     first_start: AtomicU64,
     /// The request's cgroup, made when its first command starts; `None` where the runner
     /// cannot make one.
@@ -99,9 +100,12 @@ impl RequestMark {
     /// Notes a process the request started, and whether it joined the request's cgroup
     /// before exec, to narrow later searches. Blocking.
     pub(crate) fn started(&self, pid: Pid, joined_cgroup: bool) {
-        if !joined_cgroup {
-            self.0.outside_cgroup.store(true, Ordering::SeqCst);
+        if joined_cgroup {
+            // Found through the cgroup, with everything it starts: the start time only
+            // narrows the /proc look, which is for commands outside it.
+            return;
         }
+        self.0.outside_cgroup.store(true, Ordering::SeqCst);
         if let Some(stat) = procfs::stat(pid.as_raw_nonzero().get()) {
             self.0
                 .first_start
