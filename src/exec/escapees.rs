@@ -290,49 +290,79 @@ struct Round {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::os::unix::process::CommandExt;
 
     use super::*;
+
+    /// `sleep 30`, with the request's mark or without it, in its own process group or not.
+    fn sleeper(mark: Option<&RequestMark>, own_group: bool) -> std::process::Child {
+        let mut command = std::process::Command::new("sleep");
+        command.arg("30");
+        if let Some(mark) = mark {
+            command.env(MARK_VARIABLE, mark.value());
+        }
+        if own_group {
+            command.process_group(0);
+        }
+        command.spawn().expect("sleep starts")
+    }
+
+    /// How `child` stands, without blocking ("ended: signal: 15 (SIGTERM)" once SIGTERM
+    /// ended it).
+    fn state(child: &mut std::process::Child) -> String {
+        match child.try_wait() {
+            Ok(None) => "running".to_owned(),
+            Ok(Some(status)) => format!("ended: {status}"),
+            Err(error) => format!("cannot be waited for: {error}"),
+        }
+    }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn stops_marked_processes_outside_the_group_and_nothing_else() {
         let mark = RequestMark::new();
-        let mut unmarked = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let mut escapee = std::process::Command::new("sleep")
-            .arg("30")
-            .env(MARK_VARIABLE, mark.value())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut member = std::process::Command::new("sleep")
-            .arg("30")
-            .env(MARK_VARIABLE, mark.value())
-            .process_group(0)
-            .spawn()
-            .unwrap();
+        let mut unmarked = sleeper(None, false);
+        let mut escapee = sleeper(Some(&mark), true);
+        let mut member = sleeper(Some(&mark), true);
+        let escapee_pid = Pid::from_child(&escapee);
         let group = Pid::from_child(&member);
-        mark.started(Pid::from_child(&escapee), false);
+        let seen = (
+            procfs::stat(escapee_pid.as_raw_nonzero().get()),
+            procfs::environ_has(escapee_pid.as_raw_nonzero().get(), mark.0.entry.as_bytes()),
+        );
+        mark.started(escapee_pid, false);
         let stopped = mark
             .stop_escapees(Some(group), Duration::from_secs(1))
             .await;
-        assert_eq!(stopped, 1);
-        assert!(
-            escapee.wait().unwrap().signal().is_some(),
-            "the escapee was stopped"
+        // The escapee is signalled by now; give it a moment to be gone before reading.
+        let mut escapee_state = state(&mut escapee);
+        for _ in 0..100 {
+            if escapee_state != "running" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            escapee_state = state(&mut escapee);
+        }
+        let states = format!(
+            "stopped {stopped}; escapee (stat, marked before: {seen:?}) {escapee_state}, \
+             member {}, unmarked {}",
+            state(&mut member),
+            state(&mut unmarked)
         );
-        assert!(
-            member.try_wait().unwrap().is_none(),
-            "the group is the group's business"
-        );
-        assert!(unmarked.try_wait().unwrap().is_none());
-        for mut child in [member, unmarked] {
+        for child in [&mut escapee, &mut member, &mut unmarked] {
             let _ = child.kill();
             let _ = child.wait();
         }
         mark.close();
+        assert_eq!(stopped, 1, "{states}");
+        assert!(
+            escapee_state.starts_with("ended") && escapee_state.contains("signal"),
+            "the escapee is stopped by a signal: {states}"
+        );
+        assert!(
+            states.contains("member running"),
+            "the group is the group's business: {states}"
+        );
+        assert!(states.contains("unmarked running"), "{states}");
     }
 
     #[test]

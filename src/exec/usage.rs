@@ -186,9 +186,19 @@ mod tests {
         assert_eq!(block.iter().map(|&b| u64::from(b)).sum::<u64>(), 64 << 20);
         drop(block);
         assert!(status("VmHWM:") > status("VmRSS:") + 32 * 1024);
-        reset_own_peak_rss();
-        let (peak, now) = (status("VmHWM:"), status("VmRSS:"));
-        assert!(peak < now + 32 * 1024, "peak {peak} kB, now {now} kB");
+        // Other tests in this process allocate and free too: one that frees tens of MiB
+        // between the reset and the reads looks like a reset that did nothing. A reset that
+        // works brings the peak down in one of a few tries; one that does not, in none.
+        let readings: Vec<(u64, u64)> = (0..20)
+            .map(|_| {
+                reset_own_peak_rss();
+                (status("VmHWM:"), status("VmRSS:"))
+            })
+            .collect();
+        assert!(
+            readings.iter().any(|&(peak, now)| peak < now + 32 * 1024),
+            "peak and current kB after each reset: {readings:?}"
+        );
     }
 
     #[test]
