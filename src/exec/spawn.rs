@@ -96,38 +96,26 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
     // posix_spawn that is the runner's own, peak included. Resetting the runner's peak to its
     // current size keeps an earlier busy moment of the runner out of `max_rss_kib`.
     usage::reset_own_peak_rss();
-    let (pid, joined_cgroup) = match Method::for_command(&request.limits, request.cgroup.is_some())
-    {
-        Method::PosixSpawn => {
-            let pid = posix_spawn(&SpawnCall {
-                path: &path,
-                cwd: request.cwd.as_raw_fd(),
-                argv: &argv,
-                envp: &env.pointers(),
-                stdio: [
-                    stdin_read.as_raw_fd(),
-                    stdout_write.as_raw_fd(),
-                    stderr_write.as_raw_fd(),
-                ],
-            })?;
-            // Only now can the score be raised; what the command forks in the microseconds
-            // before inherits the runner's score (the vfork path has no such window).
-            oom::raise_oom_score(pid);
-            (pid, false)
-        }
-        Method::Vfork => {
-            let started = vfork::spawn(
-                vfork::Image {
-                    path,
-                    argv,
-                    env,
-                    cwd: request.cwd,
-                },
-                [stdin_read, &stdout_write, &stderr_write],
-                request.limits,
-                request.cgroup,
-            )?;
-            (started.pid, started.joined_cgroup)
+    let method = Method::for_command(&request.limits, request.cgroup.is_some());
+    let image = vfork::Image {
+        path,
+        argv,
+        env,
+        cwd: request.cwd,
+    };
+    let stdio = [stdin_read, &stdout_write, &stderr_write];
+    let mut pause = TEXT_BUSY_FIRST_PAUSE;
+    let mut tries = 1;
+    let (pid, joined_cgroup) = loop {
+        match start(method, &image, stdio, request.limits, request.cgroup) {
+            Err(error)
+                if error.raw_os_error() == Some(libc::ETXTBSY) && tries < TEXT_BUSY_TRIES =>
+            {
+                std::thread::sleep(pause);
+                pause *= 2;
+                tries += 1;
+            }
+            started => break started?,
         }
     };
     // The child's ends close here: EOF on stdout/stderr then means every holder is gone, and
@@ -140,6 +128,44 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
         stdout: stdout_read,
         stderr: stderr_read,
     })
+}
+
+/// How often a start refused with ETXTBSY ("text file busy") is tried, and the first pause
+/// between tries (doubled each time: 31 ms in all). A file the request just wrote is closed
+/// before its command starts, but a child another thread is starting at that moment holds a
+/// copy of the writer's descriptor until its own exec closes it (close-on-exec applies at exec,
+/// not at fork): for those microseconds the kernel refuses to execute the file.
+const TEXT_BUSY_TRIES: u32 = 6;
+const TEXT_BUSY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// One try at starting the process the way `method` says.
+fn start(
+    method: Method,
+    image: &vfork::Image<'_>,
+    stdio: [&OwnedFd; 3],
+    limits: RlimitPlan,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<(Pid, bool)> {
+    match method {
+        Method::PosixSpawn => {
+            let [stdin, stdout, stderr] = stdio;
+            let pid = posix_spawn(&SpawnCall {
+                path: &image.path,
+                cwd: image.cwd.as_raw_fd(),
+                argv: &image.argv,
+                envp: &image.env.pointers(),
+                stdio: [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()],
+            })?;
+            // Only now can the score be raised; what the command forks in the microseconds
+            // before inherits the runner's score (the vfork path has no such window).
+            oom::raise_oom_score(pid);
+            Ok((pid, false))
+        }
+        Method::Vfork => {
+            let started = vfork::spawn(image, stdio, limits, cgroup)?;
+            Ok((started.pid, started.joined_cgroup))
+        }
+    }
 }
 
 /// `/dev/null` for reading, opened once, for the stdin of every command given no stdin text:
@@ -711,6 +737,40 @@ mod tests {
         let error = start("./no-such-program", &[], dir.path(), vec![], limited).err();
         assert_eq!(error.map(|e| e.kind()), Some(io::ErrorKind::NotFound));
         assert_eq!(own_signal_mask(), mask);
+    }
+
+    #[test]
+    fn a_file_still_open_for_writing_elsewhere_is_started_once_it_is_closed() {
+        for limits in methods() {
+            let dir = tempfile::tempdir().unwrap();
+            let script = dir.path().join("run.sh");
+            std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+            // A writer that stays open: the kernel refuses to execute the file meanwhile.
+            let writer = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&script)
+                .unwrap();
+            let busy = start("./run.sh", &[], dir.path(), vec![], limits).err();
+            assert_eq!(
+                busy.and_then(|e| e.raw_os_error()),
+                Some(libc::ETXTBSY),
+                "{limits:?}"
+            );
+            drop(writer);
+            // One that closes a moment later, as a child another thread was starting does
+            // when it execs: the start waits for it.
+            let writer = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&script)
+                .unwrap();
+            let closer = std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                drop(writer);
+            });
+            assert_eq!(run("./run.sh", &[], dir.path(), vec![], limits).0, "ran\n");
+            closer.join().unwrap();
+        }
     }
 
     #[test]

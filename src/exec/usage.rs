@@ -164,11 +164,18 @@ mod tests {
         let (_, usage) = reap(waited).unwrap();
         assert!(usage.max_rss_kib > 250 * MIB, "{usage:?}");
 
-        // The same child left in the background and not waited for is not counted.
-        reset_own_peak_rss();
-        let abandoned = spawn("dd if=/dev/zero of=/dev/null bs=256M count=1 & exit 0");
-        let (_, usage) = reap(abandoned).unwrap();
-        assert!(usage.max_rss_kib < 200 * MIB, "{usage:?}");
+        // The same child left in the background and not waited for is not counted. The floor
+        // is this process's size when the shell starts, which other tests running beside this
+        // one can raise for a moment: counted, dd would be in every try, so one try below the
+        // mark shows it is not.
+        let below = |usage: &Usage| usage.max_rss_kib < 200 * MIB;
+        let mut tries: Vec<Usage> = Vec::new();
+        while tries.len() < 5 && !tries.last().is_some_and(below) {
+            reset_own_peak_rss();
+            let abandoned = spawn("dd if=/dev/zero of=/dev/null bs=256M count=1 & exit 0");
+            tries.push(reap(abandoned).unwrap().1);
+        }
+        assert!(tries.last().is_some_and(below), "{tries:?}");
     }
 
     #[test]

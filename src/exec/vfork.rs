@@ -72,7 +72,7 @@ pub(super) struct Started {
 /// Starts `image` with `limits` set before exec, in the cgroup whose `cgroup.procs` is open as
 /// `cgroup`; `stdio` become its fds 0, 1 and 2.
 pub(super) fn spawn(
-    image: Image<'_>,
+    image: &Image<'_>,
     stdio: [&OwnedFd; 3],
     limits: RlimitPlan,
     cgroup: Option<BorrowedFd<'_>>,
