@@ -131,11 +131,12 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
 }
 
 /// How often a start refused with ETXTBSY ("text file busy") is tried, and the first pause
-/// between tries (doubled each time: 31 ms in all). A file the request just wrote is closed
+/// between tries (doubled each time: 127 ms in all, which a child descheduled on a loaded
+/// machine between its fork and its exec may need). A file the request just wrote is closed
 /// before its command starts, but a child another thread is starting at that moment holds a
 /// copy of the writer's descriptor until its own exec closes it (close-on-exec applies at exec,
 /// not at fork): for those microseconds the kernel refuses to execute the file.
-const TEXT_BUSY_TRIES: u32 = 6;
+const TEXT_BUSY_TRIES: u32 = 8;
 const TEXT_BUSY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// One try at starting the process the way `method` says.
