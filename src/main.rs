@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    pipeline::close();
     stdio::flush(FINAL_FLUSH);
     code
 }

@@ -99,6 +99,12 @@ pub struct LocalRun {
     pub unlogged_failure: Option<String>,
 }
 
+/// At exit, once no request runs any more (the runtime has stopped): removes what the runner
+/// kept between requests outside its own memory (emptied request cgroups kept for reuse).
+pub fn close() {
+    exec::remove_spare_cgroups();
+}
+
 /// Runs one request without HTTP (`direktiv-cmd run`): development mode, logs to stderr.
 pub async fn run_local(mut config: Config, options: &RunOptions, body: &[u8]) -> LocalRun {
     config.dev_mode = true;

@@ -9,21 +9,35 @@
 //! command moves itself into the request's cgroup between fork and exec (`spawn`'s vfork path),
 //! so nothing it starts is ever outside.
 //!
+//! An emptied request cgroup is kept for a later request rather than removed (`SPARE`):
+//! making and removing one is most of the kernel time a short request costs the runner, while
+//! checking that one is empty is one small read. The spares are removed at exit
+//! (`remove_spares`).
+//!
 //! Blocking file-system calls (on cgroupfs: quick, and nothing a request names): callers run
 //! them on the blocking pool.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags};
+
+use crate::sync::lock;
 
 /// How often, and how long apart, removing an emptied cgroup is tried (its last processes may
 /// still be exiting).
 const REMOVE_TRIES: u32 = 50;
 const REMOVE_PAUSE: Duration = Duration::from_millis(20);
+
+/// How many emptied cgroups are kept for reuse; more are removed.
+const SPARE_MAX: usize = 16;
+
+/// Emptied request cgroups, ready for the next requests. `None` once the runner is exiting:
+/// from then on an emptied cgroup is removed.
+static SPARE: Mutex<Option<Vec<PathBuf>>> = Mutex::new(Some(Vec::new()));
 
 /// The runner's own cgroup directory, when request cgroups can be made in it.
 static PARENT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
@@ -42,6 +56,10 @@ static PARENT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
 #[derive(Debug)]
 pub(super) struct RequestCgroup {
     dir: PathBuf,
+    /// Set when the request gives the cgroup back: it may then serve another request, so
+    /// nothing of this one (a late look that timed out) may read or kill it any more. Held
+    /// while killing, so a kill and the giving back never overlap.
+    released: Mutex<bool>,
 }
 
 impl RequestCgroup {
@@ -49,15 +67,27 @@ impl RequestCgroup {
     pub(super) fn create() -> Option<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let parent = PARENT.as_ref()?;
-        let serial = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir = parent.join(format!("direktiv-cmd-{}-{serial}", std::process::id()));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => Some(RequestCgroup { dir }),
-            Err(error) => {
-                tracing::debug!(%error, "cannot make a cgroup for the request");
-                None
+        let spare = lock(&SPARE).as_mut().and_then(Vec::pop);
+        let dir = match spare {
+            Some(dir) => dir,
+            None => {
+                let serial = NEXT.fetch_add(1, Ordering::Relaxed);
+                let dir = parent.join(format!("direktiv-cmd-{}-{serial}", std::process::id()));
+                if let Err(error) = std::fs::create_dir(&dir) {
+                    tracing::debug!(%error, "cannot make a cgroup for the request");
+                    return None;
+                }
+                dir
             }
-        }
+        };
+        Some(RequestCgroup {
+            dir,
+            released: Mutex::new(false),
+        })
+    }
+
+    fn is_released(&self) -> bool {
+        *lock(&self.released)
     }
 
     /// `cgroup.procs`, open for writing (close-on-exec): a command writes `0` to it to move
@@ -75,6 +105,9 @@ impl RequestCgroup {
 
     /// The processes in the cgroup now.
     pub(super) fn members(&self) -> Vec<i32> {
+        if self.is_released() {
+            return Vec::new();
+        }
         std::fs::read_to_string(self.dir.join("cgroup.procs"))
             .map(|text| {
                 text.lines()
@@ -86,6 +119,9 @@ impl RequestCgroup {
 
     /// Whether `pid` is in this cgroup (read from /proc/<pid>/cgroup).
     pub(super) fn holds(&self, pid: i32) -> bool {
+        if self.is_released() {
+            return false;
+        }
         let Some(name) = self.dir.file_name().and_then(|name| name.to_str()) else {
             return false;
         };
@@ -99,19 +135,55 @@ impl RequestCgroup {
     /// SIGKILL to every process in the cgroup, atomically (a process forking meanwhile cannot
     /// slip out).
     pub(super) fn kill(&self) {
-        let _ = std::fs::write(self.dir.join("cgroup.kill"), b"1");
+        let released = lock(&self.released);
+        if !*released {
+            let _ = std::fs::write(self.dir.join("cgroup.kill"), b"1");
+        }
     }
 
-    /// Removes the cgroup once its processes are gone.
-    pub(super) fn remove(&self) {
+    /// Once its processes are gone, keeps the cgroup for another request (or removes it when
+    /// enough are kept or the runner is exiting). One left populated is left alone, with a
+    /// warning: it is never reused while something may still run in it.
+    pub(super) fn release(&self) {
         for _ in 0..REMOVE_TRIES {
-            match std::fs::remove_dir(&self.dir) {
-                Ok(()) => return,
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
-                Err(_) => std::thread::sleep(REMOVE_PAUSE),
+            if populated(&self.dir) == Some(false) {
+                *lock(&self.released) = true;
+                let mut spare = lock(&SPARE);
+                if let Some(spare) = spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
+                    spare.push(self.dir.clone());
+                    return;
+                }
+                drop(spare);
+                match std::fs::remove_dir(&self.dir) {
+                    Ok(()) => return,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+                    Err(_) => {}
+                }
             }
+            std::thread::sleep(REMOVE_PAUSE);
         }
         tracing::warn!(dir = %self.dir.display(), "could not remove a request's cgroup");
+    }
+}
+
+/// Whether a process is in the cgroup at `dir` (`populated` in `cgroup.events`); `None` when
+/// that cannot be read.
+fn populated(dir: &Path) -> Option<bool> {
+    let events = std::fs::read_to_string(dir.join("cgroup.events")).ok()?;
+    events
+        .lines()
+        .find_map(|line| line.strip_prefix("populated "))
+        .map(|value| value.trim() != "0")
+}
+
+/// Removes the cgroups kept for reuse; later emptied ones are removed, not kept. Called at
+/// exit, once no request runs.
+pub(crate) fn remove_spares() {
+    let spares = lock(&SPARE).take().unwrap_or_default();
+    for dir in spares {
+        if let Err(error) = std::fs::remove_dir(&dir) {
+            tracing::warn!(%error, dir = %dir.display(), "could not remove a spare cgroup");
+        }
     }
 }
 

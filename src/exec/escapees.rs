@@ -154,15 +154,15 @@ impl RequestMark {
         signalled.len()
     }
 
-    /// Removes the request's cgroup (its processes are stopped by now) on the blocking pool,
-    /// without waiting: its last processes may take a moment to be gone, and the response
-    /// need not wait for that.
+    /// Gives the request's cgroup back (its processes are stopped by now) on the blocking
+    /// pool, without waiting: its last processes may take a moment to be gone, and the
+    /// response need not wait for that.
     pub(crate) fn close(&self) {
         if self.0.cgroup.get().is_some_and(Option::is_some) {
             let mark = self.clone();
             drop(tokio::task::spawn_blocking(move || {
                 if let Some(cgroup) = mark.cgroup_if_made() {
-                    cgroup.remove();
+                    cgroup.release();
                 }
             }));
         }

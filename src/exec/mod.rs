@@ -35,6 +35,7 @@ use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use capture::Capture;
+pub(crate) use cgroup::remove_spares as remove_spare_cgroups;
 pub(crate) use escapees::{RequestMark, MARK_VARIABLE};
 pub(crate) use group::ExitKind;
 pub(crate) use launch::{unresolved_allow_entries, Launch};

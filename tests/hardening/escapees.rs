@@ -251,12 +251,14 @@ async fn the_sweep_spares_other_requests_and_outsiders() {
 /// Whether the runner can make cgroups where it runs: its (and so this test's) cgroup v2 is
 /// writable and has `cgroup.kill`. Read independently of the runner.
 fn cgroups_usable() -> bool {
-    let Ok(own) = std::fs::read_to_string("/proc/self/cgroup") else {
-        return false;
-    };
-    let Some(own) = own.lines().find_map(|l| l.strip_prefix("0::")) else {
-        return false;
-    };
+    own_cgroup_dir().is_some()
+}
+
+/// This test process's cgroup v2 directory (the runner's, which it starts), when request
+/// cgroups can be made in it.
+fn own_cgroup_dir() -> Option<std::path::PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = own.lines().find_map(|l| l.strip_prefix("0::"))?;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let dir = mounts.lines().find_map(|line| {
         let (fields, rest) = line.split_once(" - ")?;
@@ -266,17 +268,70 @@ fn cgroups_usable() -> bool {
         let mount_point = fields.next()?;
         let below = std::path::Path::new(own).strip_prefix(root).ok()?;
         Some(std::path::Path::new(mount_point).join(below))
-    });
-    let Some(dir) = dir else {
-        return false;
-    };
+    })?;
     let probe = dir.join(format!("hardening-probe-{}", std::process::id()));
-    if std::fs::create_dir(&probe).is_err() {
-        return false;
-    }
+    std::fs::create_dir(&probe).ok()?;
     let usable = probe.join("cgroup.kill").exists();
     let _ = std::fs::remove_dir(&probe);
-    usable
+    usable.then_some(dir)
+}
+
+/// The request cgroups runner `pid` has under `dir` now.
+fn cgroups_of(dir: &std::path::Path, pid: u32) -> Vec<std::path::PathBuf> {
+    let prefix = format!("direktiv-cmd-{pid}-");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Request cgroups are kept for reuse between requests, never more than a few, never one
+/// with a process in it, and none is left once the runner has exited.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_cgroups_are_reused_and_removed_at_exit() {
+    let Some(dir) = own_cgroup_dir() else {
+        println!(
+            "SKIPPED request_cgroups_are_reused_and_removed_at_exit: no writable cgroup v2 \
+             with cgroup.kill here, so the runner makes no request cgroups"
+        );
+        return;
+    };
+    let (sidecar, mut runner) = start_pair(&[("CMD_KILL_GRACE", "1s")]);
+    for round in 0..40 {
+        let body = json!({"commands": [{"command": "true"}, sh("sleep 0.01 &")]});
+        sidecar
+            .call(&runner, &format!("cgroup-reuse-{round}"), body)
+            .await
+            .assert_success();
+    }
+    // Each request gave its cgroup back emptied, so the next one took it again: not one
+    // cgroup per request, and none with a process in it once the last is given back.
+    let populated = |cgroup: &std::path::PathBuf| {
+        !std::fs::read_to_string(cgroup.join("cgroup.events"))
+            .unwrap_or_default()
+            .contains("populated 0")
+    };
+    let until = Instant::now() + PATIENCE;
+    while cgroups_of(&dir, runner.pid()).iter().any(populated) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settled = !cgroups_of(&dir, runner.pid()).iter().any(populated);
+    let kept = cgroups_of(&dir, runner.pid());
+    assert!(settled, "a kept cgroup still has processes: {kept:?}");
+    assert!(
+        (1..=16).contains(&kept.len()),
+        "40 requests left {} cgroups: {kept:?}",
+        kept.len()
+    );
+    runner.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(runner.wait_exit(PATIENCE).is_some(), "the runner exits");
+    let left = cgroups_of(&dir, runner.pid());
+    assert!(left.is_empty(), "cgroups left after exit: {left:?}");
 }
 
 /// Where the runner can make a cgroup per request, a process that clears its environment
