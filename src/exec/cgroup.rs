@@ -14,8 +14,10 @@
 //! checking that one is empty is one small read. The spares are removed at exit
 //! (`remove_spares`).
 //!
-//! Blocking file-system calls (on cgroupfs: quick, and nothing a request names): callers run
-//! them on the blocking pool.
+//! File-system calls on cgroupfs only, never on anything a request names: quick, and none
+//! waits for another process, so the sweeps of a request whose commands all joined its cgroup
+//! make them on the async threads. Making the cgroup and waiting for it to empty run on the
+//! blocking pool.
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -146,23 +148,31 @@ impl RequestCgroup {
     /// warning: it is never reused while something may still run in it.
     pub(super) fn release(&self) {
         for _ in 0..REMOVE_TRIES {
-            if populated(&self.dir) == Some(false) {
-                *lock(&self.released) = true;
-                let mut spare = lock(&SPARE);
-                if let Some(spare) = spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
-                    spare.push(self.dir.clone());
-                    return;
-                }
-                drop(spare);
-                match std::fs::remove_dir(&self.dir) {
-                    Ok(()) => return,
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
-                    Err(_) => {}
-                }
+            if self.release_if_empty() {
+                return;
             }
             std::thread::sleep(REMOVE_PAUSE);
         }
         tracing::warn!(dir = %self.dir.display(), "could not remove a request's cgroup");
+    }
+
+    /// `release`'s one try, which does not wait: true when the cgroup was empty and is kept
+    /// or removed now.
+    pub(super) fn release_if_empty(&self) -> bool {
+        if populated(&self.dir) != Some(false) {
+            return false;
+        }
+        *lock(&self.released) = true;
+        let mut spare = lock(&SPARE);
+        if let Some(spare) = spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
+            spare.push(self.dir.clone());
+            return true;
+        }
+        drop(spare);
+        match std::fs::remove_dir(&self.dir) {
+            Ok(()) => true,
+            Err(error) => error.kind() == std::io::ErrorKind::NotFound,
+        }
     }
 }
 

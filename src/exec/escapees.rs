@@ -158,7 +158,12 @@ impl RequestMark {
     /// pool, without waiting: its last processes may take a moment to be gone, and the
     /// response need not wait for that.
     pub(crate) fn close(&self) {
-        if self.0.cgroup.get().is_some_and(Option::is_some) {
+        if let Some(cgroup) = self.cgroup_if_made() {
+            // Usually empty already (the sweeps waited for its processes): given back at
+            // once, without a trip to the blocking pool.
+            if cgroup.release_if_empty() {
+                return;
+            }
             let mark = self.clone();
             drop(tokio::task::spawn_blocking(move || {
                 if let Some(cgroup) = mark.cgroup_if_made() {
@@ -177,8 +182,13 @@ impl RequestMark {
         kill: bool,
         signalled: &HashSet<i32>,
     ) -> Option<Round> {
-        let mark = self.clone();
         let group = group.map(|pid| pid.as_raw_nonzero().get());
+        if self.cgroup_is_enough() {
+            // Only cgroupfs and /proc/<pid>/stat are read, which never wait for another
+            // process (unlike its environment): no trip to the blocking pool.
+            return Some(self.signal_round(group, kill, signalled));
+        }
+        let mark = self.clone();
         let signalled = signalled.clone();
         let work = tokio::task::spawn_blocking(move || mark.signal_round(group, kill, &signalled));
         match tokio::time::timeout(PROC_WAIT, work).await {
@@ -215,6 +225,12 @@ impl RequestMark {
         }
     }
 
+    /// Whether every command of the request joined its cgroup: then its member list is the
+    /// whole answer, and no process's environment is read.
+    fn cgroup_is_enough(&self) -> bool {
+        self.cgroup_if_made().is_some() && !self.0.outside_cgroup.load(Ordering::SeqCst)
+    }
+
     /// The cgroup, only if one was made (never makes one).
     fn cgroup_if_made(&self) -> Option<&RequestCgroup> {
         self.0.cgroup.get().and_then(Option::as_ref)
@@ -243,9 +259,7 @@ impl RequestMark {
         // Everything a command started in the cgroup stays there, whatever it does to its
         // environment: where every command joined it, the member list is complete, and the
         // look through every process on the machine is skipped.
-        let all_in_cgroup =
-            self.cgroup_if_made().is_some() && !self.0.outside_cgroup.load(Ordering::SeqCst);
-        if all_in_cgroup {
+        if self.cgroup_is_enough() {
             return found;
         }
         let since = self.0.first_start.load(Ordering::Relaxed);
@@ -273,7 +287,7 @@ impl RequestMark {
         let ours = self
             .cgroup_if_made()
             .is_some_and(|cgroup| cgroup.holds(pid))
-            || procfs::environ_has(pid, self.0.entry.as_bytes());
+            || (!self.cgroup_is_enough() && procfs::environ_has(pid, self.0.entry.as_bytes()));
         if ours {
             let _ = rustix::process::pidfd_send_signal(&pidfd, signal);
         }
