@@ -48,11 +48,14 @@ fn render_native(outcome: &JobOutcome, result_key: &str) -> Reply {
         result_key,
         commands: outcome.reports.iter().map(native_entry).collect(),
     };
-    // Outputs dominate the size: each appears as `stdout` and again as `result`.
+    // Outputs dominate the size: each appears as `stdout` and again as `result`, escaped. A
+    // newline, the one byte text is full of that escaping doubles, is counted (a SIMD pass):
+    // a body that outgrows its buffer is copied whole, over a megabyte for `seq 1 100000`.
     let outputs: usize = outcome
         .reports
         .iter()
-        .map(|r| r.run.stdout.bytes().len() + r.run.stderr.bytes().len())
+        .flat_map(|r| [r.run.stdout.bytes(), r.run.stderr.bytes()])
+        .map(|output| output.len() + memchr::memchr_iter(b'\n', output).count())
         .sum();
     let mut bytes = Vec::with_capacity(2 * outputs + 512);
     let body = match write_native(&body, &mut bytes) {
