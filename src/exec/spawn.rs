@@ -107,7 +107,7 @@ pub fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
     let mut pause = TEXT_BUSY_FIRST_PAUSE;
     let mut tries = 1;
     let (pid, joined_cgroup) = loop {
-        match start(method, &image, stdio, request.limits, request.cgroup) {
+        match start_once(method, &image, stdio, request.limits, request.cgroup) {
             Err(error)
                 if error.raw_os_error() == Some(libc::ETXTBSY) && tries < TEXT_BUSY_TRIES =>
             {
@@ -140,7 +140,7 @@ const TEXT_BUSY_TRIES: u32 = 8;
 const TEXT_BUSY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// One try at starting the process the way `method` says.
-fn start(
+fn start_once(
     method: Method,
     image: &vfork::Image<'_>,
     stdio: [&OwnedFd; 3],
