@@ -9,16 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
-use support::{start_pair, CallOptions, FakeSidecar, Reply, Runner, PATIENCE};
-
-/// The `env` command's output as a map.
-fn env_map(stdout: &str) -> HashMap<String, String> {
-    stdout
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use support::{env_map, start_pair, CallOptions, FakeSidecar, Reply, Runner, PATIENCE};
 
 fn sh(script: &str) -> Value {
     json!({"args": ["sh", "-c", script]})

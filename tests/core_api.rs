@@ -3,21 +3,11 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::{start_pair, CallOptions, FakeSidecar, Reply, Runner, TempDirHeader};
-
-/// The `env` command's output as a map.
-fn env_map(stdout: &str) -> HashMap<String, String> {
-    stdout
-        .lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use support::{env_map, start_pair, CallOptions, FakeSidecar, Reply, Runner, TempDirHeader};
 
 fn stdout_of(result: &Value) -> String {
     result["stdout"].as_str().unwrap_or_default().to_string()

@@ -28,7 +28,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{procs, FakeSidecar, Reply, Runner};
+use support::{procs, within, FakeSidecar, Reply, Runner};
 
 /// How long a request that must not block may take on a loaded 2-core machine.
 const PROMPT: Duration = Duration::from_secs(20);
@@ -76,14 +76,6 @@ async fn post_private(sidecar: &FakeSidecar, runner: &Runner, aid: &str, body: &
         .await;
     sidecar.deregister(aid);
     reply
-}
-
-/// Awaits `future`, failing the test with `what` when it takes longer than `limit`.
-async fn within<T>(limit: Duration, what: &str, future: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what}: no answer within {limit:?}"),
-    }
 }
 
 /// Asserts `cmd.input` (400) whose message contains every one of `needles`.

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::procs;
-use support::{FakeSidecar, Reply, Runner, PATIENCE};
+use support::{call_in_background, start_shared, within, FakeSidecar, Reply, Runner, PATIENCE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -25,32 +25,6 @@ const SLACK: Duration = Duration::from_secs(4);
 
 /// What the runner answers a request that does not arrive in time.
 const TIMEOUT_ANSWER: &[u8] = b"HTTP/1.1 408";
-
-/// Starts a sidecar and a runner with `env`, shared so background calls can use them.
-fn start(env: &[(&str, &str)]) -> (Arc<FakeSidecar>, Arc<Runner>) {
-    let sidecar = FakeSidecar::start();
-    let runner = Runner::start_with(&sidecar, env);
-    (Arc::new(sidecar), Arc::new(runner))
-}
-
-/// Runs one action through the sidecar in the background.
-fn call_in_background(
-    sidecar: &Arc<FakeSidecar>,
-    runner: &Arc<Runner>,
-    aid: &str,
-    body: Value,
-) -> JoinHandle<Reply> {
-    let (sidecar, runner, aid) = (sidecar.clone(), runner.clone(), aid.to_string());
-    tokio::spawn(async move { sidecar.call(&runner, &aid, body).await })
-}
-
-/// Awaits `call`, failing the test when it takes longer than `limit`.
-async fn within<T>(limit: Duration, what: &str, call: impl std::future::Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, call).await {
-        Ok(value) => value,
-        Err(_) => panic!("{what}: no answer within {limit:?}"),
-    }
-}
 
 /// Awaits a background call, failing the test when it takes longer than `limit`.
 async fn reply_within(call: JoinHandle<Reply>, limit: Duration) -> Reply {
@@ -240,7 +214,7 @@ async fn silent_connections(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_bodies_take_no_slot_and_no_action_id() {
-    let (sidecar, runner) = start(&[("CMD_MAX_INFLIGHT", "2")]);
+    let (sidecar, runner) = start_shared(&[("CMD_MAX_INFLIGHT", "2")]);
     let addr = runner.addr();
     let mut stalled = [
         stalled_post(addr, "stall-1", 100, b"{").await,
@@ -286,7 +260,7 @@ async fn stalled_bodies_take_no_slot_and_no_action_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bodies_still_arriving_hold_bounded_memory_and_delay_no_small_request() {
     // What bodies still arriving may hold: CMD_MAX_INFLIGHT × CMD_MAX_BODY = 8 MiB.
-    let (sidecar, runner) = start(&[
+    let (sidecar, runner) = start_shared(&[
         ("CMD_MAX_INFLIGHT", "1"),
         ("CMD_MAX_BODY", "8MiB"),
         ("CMD_READ_TIMEOUT", "120s"),
@@ -324,7 +298,7 @@ async fn bodies_still_arriving_hold_bounded_memory_and_delay_no_small_request() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_above_the_maximum_is_cmd_input_and_takes_no_slot() {
-    let (sidecar, runner) = start(&[("CMD_MAX_BODY", "1KiB"), ("CMD_MAX_INFLIGHT", "1")]);
+    let (sidecar, runner) = start_shared(&[("CMD_MAX_BODY", "1KiB"), ("CMD_MAX_INFLIGHT", "1")]);
     let body = json!({"command": "echo never", "padding": "x".repeat(2048)});
     let reply = sidecar.call(&runner, "too-big", body.clone()).await;
     reply.assert_error("cmd.input", 400);
@@ -362,7 +336,7 @@ async fn a_body_above_the_maximum_is_cmd_input_and_takes_no_slot() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stalled_bodies_are_cut_off_after_the_read_timeout() {
     let read_timeout = Duration::from_secs(1);
-    let (sidecar, runner) = start(&[("CMD_READ_TIMEOUT", "1s"), ("CMD_MAX_INFLIGHT", "2")]);
+    let (sidecar, runner) = start_shared(&[("CMD_READ_TIMEOUT", "1s"), ("CMD_MAX_INFLIGHT", "2")]);
     let addr = runner.addr();
     let started = Instant::now();
     let stalled = [
@@ -404,7 +378,7 @@ async fn stalled_bodies_are_cut_off_after_the_read_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_trickled_body_does_not_outlive_the_read_timeout() {
     let read_timeout = Duration::from_secs(2);
-    let (_sidecar, runner) = start(&[("CMD_READ_TIMEOUT", "2s")]);
+    let (_sidecar, runner) = start_shared(&[("CMD_READ_TIMEOUT", "2s")]);
     let started = Instant::now();
     let connection = stalled_post(runner.addr(), "trickle", 100, b"").await;
     let (mut read, mut write) = connection.into_split();
@@ -431,7 +405,7 @@ async fn a_trickled_body_does_not_outlive_the_read_timeout() {
 #[tokio::test(flavor = "multi_thread")]
 async fn headers_that_never_finish_are_cut_off() {
     let read_timeout = Duration::from_secs(1);
-    let (sidecar, runner) = start(&[("CMD_READ_TIMEOUT", "1s")]);
+    let (sidecar, runner) = start_shared(&[("CMD_READ_TIMEOUT", "1s")]);
     let addr = runner.addr();
     let started = Instant::now();
     // Slowloris: a new header line every 300 ms, never the blank line that ends them.
@@ -488,7 +462,7 @@ async fn headers_that_never_finish_are_cut_off() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_keep_alive_connections_are_closed_after_a_while() {
     let read_timeout = Duration::from_secs(1);
-    let (_sidecar, runner) = start(&[("CMD_READ_TIMEOUT", "1s")]);
+    let (_sidecar, runner) = start_shared(&[("CMD_READ_TIMEOUT", "1s")]);
     let mut idle = idle_keep_alive(runner.addr()).await;
     let since = Instant::now();
     let fate = fate(&mut idle, since, read_timeout + SLACK).await;
@@ -504,7 +478,7 @@ async fn idle_keep_alive_connections_are_closed_after_a_while() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_response_the_client_never_reads_is_abandoned_after_the_read_timeout() {
     let read_timeout = Duration::from_secs(1);
-    let (sidecar, runner) = start(&[("CMD_READ_TIMEOUT", "1s"), ("CMD_MAX_OUTPUT", "4MiB")]);
+    let (sidecar, runner) = start_shared(&[("CMD_READ_TIMEOUT", "1s"), ("CMD_MAX_OUTPUT", "4MiB")]);
     // Four commands of 4 MiB each: a 32 MiB response (stdout and result), far more than the
     // socket buffers hold.
     let big = json!({"command": "head -c 4194304 /dev/zero | tr '\\0' a",
@@ -628,7 +602,7 @@ async fn idle_connections_beyond_the_hard_limit_are_shed_and_requests_run_again(
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_with_stalled_and_idle_connections_exits_within_the_graces() {
     let (grace, kill_grace) = (Duration::from_secs(3), Duration::from_secs(1));
-    let (sidecar, runner) = start(&[
+    let (sidecar, runner) = start_shared(&[
         ("CMD_GRACE", "3s"),
         ("CMD_KILL_GRACE", "1s"),
         // Far beyond the test: only shutdown itself may close these connections.
@@ -904,7 +878,7 @@ async fn the_largest_durations_work_without_overflow() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_request_timeout_above_a_year_is_cmd_input_naming_the_field() {
-    let (sidecar, runner) = start(&[]);
+    let (sidecar, runner) = start_shared(&[]);
     let values = [
         json!("18446744073709551615s"),
         json!("366d"),

@@ -101,11 +101,7 @@ async fn await_all_started(sidecar: &FakeSidecar) {
 #[track_caller]
 fn assert_own_world(i: usize, reply: &Reply, lines: &[String]) {
     reply.assert_success();
-    let results: Vec<Value> = reply
-        .commands()
-        .iter()
-        .map(|c| c["result"].clone())
-        .collect();
+    let results = reply.results();
     assert_eq!(
         results,
         [

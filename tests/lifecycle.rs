@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use support::procs;
-use support::{FakeSidecar, Reply, Runner, PATIENCE};
+use support::{call_in_background, start_shared, FakeSidecar, Reply, Runner, PATIENCE};
 use tokio::io::AsyncWriteExt;
 use tokio::task::JoinHandle;
 
@@ -32,24 +32,6 @@ fn sh(script: &str) -> Value {
 
 /// A shell loop that traps SIGTERM (says so and keeps running): only SIGKILL ends it.
 const TRAPS_TERM: &str = "trap 'echo got TERM' TERM; echo ready; while :; do sleep 0.2; done";
-
-/// Starts a sidecar and a runner with `env`, shared so background calls can use them.
-fn start(env: &[(&str, &str)]) -> (Arc<FakeSidecar>, Arc<Runner>) {
-    let sidecar = FakeSidecar::start();
-    let runner = Runner::start_with(&sidecar, env);
-    (Arc::new(sidecar), Arc::new(runner))
-}
-
-/// Runs one action through the sidecar in the background.
-fn call_in_background(
-    sidecar: &Arc<FakeSidecar>,
-    runner: &Arc<Runner>,
-    aid: &str,
-    body: Value,
-) -> JoinHandle<Reply> {
-    let (sidecar, runner, aid) = (sidecar.clone(), runner.clone(), aid.to_string());
-    tokio::spawn(async move { sidecar.call(&runner, &aid, body).await })
-}
 
 /// Waits until at least `count` live processes carry `marker` (the command really runs).
 #[track_caller]
@@ -87,7 +69,7 @@ async fn reply_within(call: JoinHandle<Reply>, limit: Duration) -> Reply {
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_stops_the_whole_group_with_term_then_kill_and_skips_the_rest() {
     let grace = Duration::from_secs(3);
-    let (sidecar, runner) = start(&[("CMD_KILL_GRACE", "3s")]);
+    let (sidecar, runner) = start_shared(&[("CMD_KILL_GRACE", "3s")]);
     let marker = procs::marker("cancel");
     let body = marked(
         &marker,
@@ -134,7 +116,7 @@ async fn delete_stops_the_whole_group_with_term_then_kill_and_skips_the_rest() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_of_an_unknown_action_id_answers_200() {
-    let (sidecar, runner) = start(&[]);
+    let (sidecar, runner) = start_shared(&[]);
     assert_eq!(sidecar.cancel(&runner, "nobody-runs-this").await, 200);
     // And the runner is still fine afterwards.
     sidecar
@@ -145,7 +127,7 @@ async fn delete_of_an_unknown_action_id_answers_200() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn delete_ends_a_plain_command_at_once_and_only_its_own_request() {
-    let (sidecar, runner) = start(&[]);
+    let (sidecar, runner) = start_shared(&[]);
     let (doomed, spared) = (procs::marker("doomed"), procs::marker("spared"));
     let first = call_in_background(
         &sidecar,
@@ -177,7 +159,7 @@ async fn delete_ends_a_plain_command_at_once_and_only_its_own_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_command_timeout_kills_the_group_and_answers_cmd_timeout() {
-    let (sidecar, runner) = start(&[("CMD_KILL_GRACE", "1s")]);
+    let (sidecar, runner) = start_shared(&[("CMD_KILL_GRACE", "1s")]);
     let marker = procs::marker("timeout");
     let mut command = sh(&format!("sleep 600 & {TRAPS_TERM}"));
     command["timeout"] = json!(1);
@@ -204,7 +186,7 @@ async fn per_command_timeout_kills_the_group_and_answers_cmd_timeout() {
 /// blocking on a full pipe until SIGKILL.
 #[tokio::test(flavor = "multi_thread")]
 async fn output_written_while_stopping_is_drained_and_the_command_exits_on_sigterm() {
-    let (sidecar, runner) = start(&[("CMD_KILL_GRACE", "30s")]);
+    let (sidecar, runner) = start_shared(&[("CMD_KILL_GRACE", "30s")]);
     let marker = procs::marker("drain-on-term");
     let script = "trap 'seq 1 200000; exit 0' TERM; echo ready; while :; do sleep 0.1; done";
     let mut command = sh(script);
@@ -226,7 +208,7 @@ async fn output_written_while_stopping_is_drained_and_the_command_exits_on_sigte
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_as_a_duration_string() {
-    let (sidecar, runner) = start(&[]);
+    let (sidecar, runner) = start_shared(&[]);
     let marker = procs::marker("timeout-str");
     let body = marked(&marker, json!([{"command": "sleep 600", "timeout": "1s"}]));
     let reply = sidecar.call(&runner, "timeout-str", body).await;
@@ -236,7 +218,7 @@ async fn timeout_as_a_duration_string() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn default_timeout_from_cmd_timeout() {
-    let (sidecar, runner) = start(&[("CMD_TIMEOUT", "1"), ("CMD_KILL_GRACE", "1s")]);
+    let (sidecar, runner) = start_shared(&[("CMD_TIMEOUT", "1"), ("CMD_KILL_GRACE", "1s")]);
     let marker = procs::marker("cmd-timeout");
     let body = marked(&marker, json!([{"command": "sleep 600"}]));
     let started = Instant::now();
@@ -255,7 +237,7 @@ async fn default_timeout_from_cmd_timeout() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn client_disconnect_kills_the_group() {
-    let (sidecar, runner) = start(&[("CMD_KILL_GRACE", "1s")]);
+    let (sidecar, runner) = start_shared(&[("CMD_KILL_GRACE", "1s")]);
     let marker = procs::marker("disconnect");
     sidecar.register("disconnect-1");
     let body = marked(&marker, json!([sh(&format!("sleep 600 & {TRAPS_TERM}"))])).to_string();
@@ -282,7 +264,7 @@ async fn client_disconnect_kills_the_group() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn background_child_holding_stdout_does_not_hang_the_request() {
-    let (sidecar, runner) = start(&[]);
+    let (sidecar, runner) = start_shared(&[]);
     let marker = procs::marker("background");
     let body = marked(&marker, json!([sh("sleep 600 & echo started")]));
     let started = Instant::now();
@@ -301,7 +283,7 @@ async fn background_child_holding_stdout_does_not_hang_the_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_lets_short_requests_finish_and_cancels_long_ones() {
-    let (sidecar, runner) = start(&[("CMD_GRACE", "4s"), ("CMD_KILL_GRACE", "1s")]);
+    let (sidecar, runner) = start_shared(&[("CMD_GRACE", "4s"), ("CMD_KILL_GRACE", "1s")]);
     let (short, long) = (procs::marker("short"), procs::marker("long"));
     let short_call = call_in_background(
         &sidecar,
@@ -364,7 +346,7 @@ async fn sigterm_when_idle_exits_0_promptly() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inflight_limit_and_duplicate_action_ids_answer_cmd_busy() {
-    let (sidecar, runner) = start(&[("CMD_MAX_INFLIGHT", "2")]);
+    let (sidecar, runner) = start_shared(&[("CMD_MAX_INFLIGHT", "2")]);
     let record = tempfile::NamedTempFile::new().unwrap();
     let record_path = record.path().display().to_string();
     let marker = procs::marker("limits");
@@ -415,7 +397,7 @@ async fn inflight_limit_and_duplicate_action_ids_answer_cmd_busy() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn development_action_id_may_run_twice_at_once() {
-    let (_sidecar, runner) = start(&[]);
+    let (_sidecar, runner) = start_shared(&[]);
     let marker = procs::marker("development");
     let body = marked(&marker, json!([sh("sleep 2; echo dev")]));
     let calls: Vec<_> = (0..2)
@@ -441,7 +423,7 @@ async fn development_action_id_may_run_twice_at_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn allowlist_runs_listed_executables_only() {
-    let (sidecar, runner) = start(&[("CMD_ALLOW", "echo")]);
+    let (sidecar, runner) = start_shared(&[("CMD_ALLOW", "echo")]);
     let ok = sidecar
         .call(&runner, "allow-echo", json!({"command": "echo allowed"}))
         .await;
@@ -474,7 +456,8 @@ async fn allowlist_runs_listed_executables_only() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shell_mode_works_when_the_shell_is_listed() {
-    let (sidecar, runner) = start(&[("CMD_ALLOW", "echo,/bin/sh"), ("CMD_SHELL", "/bin/sh")]);
+    let (sidecar, runner) =
+        start_shared(&[("CMD_ALLOW", "echo,/bin/sh"), ("CMD_SHELL", "/bin/sh")]);
     let reply = sidecar
         .call(
             &runner,
@@ -488,7 +471,7 @@ async fn shell_mode_works_when_the_shell_is_listed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn request_path_cannot_redirect_an_allowed_name() {
-    let (sidecar, runner) = start(&[("CMD_ALLOW", "echo")]);
+    let (sidecar, runner) = start_shared(&[("CMD_ALLOW", "echo")]);
     let decoy = tempfile::tempdir().unwrap();
     let fake = decoy.path().join("echo");
     std::fs::write(&fake, "#!/bin/sh\necho hijacked\n").unwrap();
@@ -526,7 +509,7 @@ async fn huge_output_is_bounded_in_the_response_and_complete_in_the_logs() {
     const LINE: &str =
         "0123456789012345678901234567890123456789012345678901234567890123456789012345678";
     let max_output = 1usize << 20;
-    let (sidecar, runner) = start(&[("CMD_MAX_OUTPUT", "1MiB")]);
+    let (sidecar, runner) = start_shared(&[("CMD_MAX_OUTPUT", "1MiB")]);
     let script = format!("yes {LINE} | head -n {LINES}");
     let body = json!({"commands": [{"command": script, "shell": true, "print": false}]});
     let reply = sidecar.call(&runner, "huge-output", body).await;

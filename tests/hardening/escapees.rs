@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::support::{procs, start_pair, FakeSidecar, Reply, Runner, PATIENCE};
+use super::support::{procs, start_pair, start_shared, FakeSidecar, Reply, Runner, PATIENCE};
 use super::{metric, sh, within, KillLeftovers, PROMPT};
 
 /// The variable the tests mark a request's processes with (set in the request's `env`).
@@ -19,8 +19,7 @@ const MARK_VAR: &str = "HARDENING_MARK";
 const ESCAPEES_KILLED: &str = "direktiv_cmd_escaped_processes_killed_total";
 
 fn start() -> (Arc<FakeSidecar>, Arc<Runner>) {
-    let (sidecar, runner) = start_pair(&[("CMD_KILL_GRACE", "1s")]);
-    (Arc::new(sidecar), Arc::new(runner))
+    start_shared(&[("CMD_KILL_GRACE", "1s")])
 }
 
 /// A request whose processes all carry `marker`.

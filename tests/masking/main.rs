@@ -381,11 +381,7 @@ async fn encoded_forms_in_output_are_masked() {
             r#"{"token":"***"}"#
         ]
     );
-    let results: Vec<Value> = reply
-        .commands()
-        .iter()
-        .map(|c| c["result"].clone())
-        .collect();
+    let results = reply.results();
     assert_eq!(
         results,
         [

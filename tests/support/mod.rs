@@ -38,7 +38,13 @@ pub mod reply;
 pub mod runner;
 pub mod sidecar;
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinHandle;
 
 pub use reply::{Body, Reply};
 pub use runner::{binary, parse_listening, strip_ansi, Finished, Runner, RunnerBuilder};
@@ -51,6 +57,40 @@ pub fn start_pair(env: &[(&str, &str)]) -> (FakeSidecar, Runner) {
     let sidecar = FakeSidecar::start();
     let runner = Runner::start_with(&sidecar, env);
     (sidecar, runner)
+}
+
+/// [`start_pair`], shared so that background calls can use them.
+pub fn start_shared(env: &[(&str, &str)]) -> (Arc<FakeSidecar>, Arc<Runner>) {
+    let (sidecar, runner) = start_pair(env);
+    (Arc::new(sidecar), Arc::new(runner))
+}
+
+/// Runs one action through the sidecar in the background.
+pub fn call_in_background(
+    sidecar: &Arc<FakeSidecar>,
+    runner: &Arc<Runner>,
+    aid: &str,
+    body: Value,
+) -> JoinHandle<Reply> {
+    let (sidecar, runner, aid) = (sidecar.clone(), runner.clone(), aid.to_string());
+    tokio::spawn(async move { sidecar.call(&runner, &aid, body).await })
+}
+
+/// Awaits `future`, failing the test when it takes longer than `limit`.
+pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what}: no answer within {limit:?}"),
+    }
+}
+
+/// The output of the `env` command as a map.
+pub fn env_map(stdout: &str) -> HashMap<String, String> {
+    stdout
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A generous bound for anything that should be quick, sized for a loaded 2-core machine.

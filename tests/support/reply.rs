@@ -124,6 +124,14 @@ impl Reply {
         self.results_under("commands")
     }
 
+    /// The `result` of every command of a native reply, in order.
+    pub fn results(&self) -> Vec<Value> {
+        self.commands()
+            .iter()
+            .map(|c| c["result"].clone())
+            .collect()
+    }
+
     /// The `i`-th command result of a native reply.
     pub fn command(&self, i: usize) -> Value {
         let all = self.commands();
