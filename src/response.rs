@@ -131,34 +131,45 @@ fn write_entry(entry: &NativeEntry<'_>, out: &mut Vec<u8>) -> serde_json::Result
     Ok(())
 }
 
-/// `"result":…,"stdout":…`. When `result` is the string `stdout.trim()`, its JSON is the middle
-/// of stdout's: escaping works character by character, so the escaped form of a part of a text
-/// is that part of the text's escaped form.
+/// `"result":…,"stdout":…`. When `result` is the string `stdout.trim()`, it is escaped once,
+/// straight into the body, and stdout's JSON is built around a copy of it: escaping works
+/// character by character, so the escaped form of a part of a text is that part of the text's
+/// escaped form. No temporary buffer grows (and is copied) to the output's escaped size.
 fn write_result_and_stdout(
     result: &Value,
     stdout: &str,
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
-    let escaped_stdout = serde_json::to_vec(stdout)?;
     key(out, "result")?;
     let trimmed = stdout.trim();
-    match result {
-        Value::String(text) if text.as_str() == trimmed => {
-            let start = stdout.len() - stdout.trim_start().len();
-            let end = start + trimmed.len();
-            // The escaped forms of the whitespace cut off either side (a few bytes).
-            let before = serde_json::to_vec(&stdout[..start])?.len() - 2;
-            let after = serde_json::to_vec(&stdout[end..])?.len() - 2;
-            out.push(b'"');
-            out.extend_from_slice(&escaped_stdout[1 + before..escaped_stdout.len() - 1 - after]);
-            out.push(b'"');
-        }
-        other => serde_json::to_writer(&mut *out, other)?,
+    let Value::String(text) = result else {
+        serde_json::to_writer(&mut *out, result)?;
+        return field_after_comma(out, "stdout", stdout);
+    };
+    if text.as_str() != trimmed {
+        serde_json::to_writer(&mut *out, text)?;
+        return field_after_comma(out, "stdout", stdout);
     }
+    let start = stdout.len() - stdout.trim_start().len();
+    let end = start + trimmed.len();
+    let escaped_from = out.len() + 1;
+    serde_json::to_writer(&mut *out, trimmed)?;
+    let escaped = escaped_from..out.len() - 1;
     out.push(b',');
     key(out, "stdout")?;
-    out.extend_from_slice(&escaped_stdout);
+    // The whitespace cut off either side, escaped, around the copy (a few bytes each).
+    let before = serde_json::to_vec(&stdout[..start])?;
+    let after = serde_json::to_vec(&stdout[end..])?;
+    out.extend_from_slice(&before[..before.len() - 1]);
+    out.extend_from_within(escaped);
+    out.extend_from_slice(&after[1..]);
     Ok(())
+}
+
+/// `,"name":"text"`
+fn field_after_comma(out: &mut Vec<u8>, name: &str, text: &str) -> serde_json::Result<()> {
+    out.push(b',');
+    field(out, name, text)
 }
 
 /// `"name":`
