@@ -12,17 +12,18 @@
 //! An emptied request cgroup is kept for a later request rather than removed (`SPARE`):
 //! making and removing one is most of the kernel time a short request costs the runner, while
 //! checking that one is empty is one small read. The spares are removed at exit
-//! (`remove_spares`).
+//! (`remove_spares`). A cgroup's files that every request uses are opened once, with the
+//! cgroup, and kept open with it (`Files`): opening a cgroupfs file costs more than reading it.
 //!
 //! File-system calls on cgroupfs only, never on anything a request names: quick, and none
 //! waits for another process, so the sweeps of a request whose commands all joined its cgroup
 //! make them on the async threads. Making the cgroup and waiting for it to empty run on the
 //! blocking pool.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use rustix::fs::{Mode, OFlags};
@@ -39,7 +40,10 @@ const SPARE_MAX: usize = 16;
 
 /// Emptied request cgroups, ready for the next requests. `None` once the runner is exiting:
 /// from then on an emptied cgroup is removed.
-static SPARE: Mutex<Option<Vec<PathBuf>>> = Mutex::new(Some(Vec::new()));
+static SPARE: Mutex<Option<Vec<Spare>>> = Mutex::new(Some(Vec::new()));
+
+/// A kept cgroup: its directory and its open files.
+type Spare = (PathBuf, Arc<Files>);
 
 /// The runner's own cgroup directory, when request cgroups can be made in it.
 static PARENT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
@@ -58,20 +62,48 @@ static PARENT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
 #[derive(Debug)]
 pub(super) struct RequestCgroup {
     dir: PathBuf,
+    files: Arc<Files>,
     /// Set when the request gives the cgroup back: it may then serve another request, so
     /// nothing of this one (a late look that timed out) may read or kill it any more. Held
     /// while killing, so a kill and the giving back never overlap.
     released: Mutex<bool>,
 }
 
+/// The files of a cgroup that every request reads or writes, open for as long as the cgroup
+/// is kept (close-on-exec: no command inherits them). Reads are `pread`s from the start, which
+/// cgroupfs answers with the file's current content.
+#[derive(Debug)]
+struct Files {
+    /// `cgroup.procs` for writing: a command writes `0` to it to move itself in before exec.
+    join: OwnedFd,
+    /// `cgroup.procs` for reading: the processes in the cgroup.
+    procs: OwnedFd,
+    /// `cgroup.events`: `populated 0` once no process is left in it.
+    events: OwnedFd,
+}
+
+impl Files {
+    fn open(dir: &Path) -> rustix::io::Result<Self> {
+        let open = |name: &str, flags: OFlags| {
+            rustix::fs::open(dir.join(name), flags | OFlags::CLOEXEC, Mode::empty())
+        };
+        Ok(Files {
+            join: open("cgroup.procs", OFlags::WRONLY)?,
+            procs: open("cgroup.procs", OFlags::RDONLY)?,
+            events: open("cgroup.events", OFlags::RDONLY)?,
+        })
+    }
+}
+
 impl RequestCgroup {
-    /// Makes a new cgroup for a request; `None` where the runner cannot.
+    /// A cgroup for a request, kept from an earlier one or made now; `None` where the runner
+    /// cannot make one.
     pub(super) fn create() -> Option<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let parent = PARENT.as_ref()?;
         let spare = lock(&SPARE).as_mut().and_then(Vec::pop);
-        let dir = match spare {
-            Some(dir) => dir,
+        let (dir, files) = match spare {
+            Some(spare) => spare,
             None => {
                 let serial = NEXT.fetch_add(1, Ordering::Relaxed);
                 let dir = parent.join(format!("direktiv-cmd-{}-{serial}", std::process::id()));
@@ -79,11 +111,19 @@ impl RequestCgroup {
                     tracing::debug!(%error, "cannot make a cgroup for the request");
                     return None;
                 }
-                dir
+                match Files::open(&dir) {
+                    Ok(files) => (dir, Arc::new(files)),
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot open the files of a request's cgroup");
+                        let _ = std::fs::remove_dir(&dir);
+                        return None;
+                    }
+                }
             }
         };
         Some(RequestCgroup {
             dir,
+            files,
             released: Mutex::new(false),
         })
     }
@@ -92,17 +132,10 @@ impl RequestCgroup {
         *lock(&self.released)
     }
 
-    /// `cgroup.procs`, open for writing (close-on-exec): a command writes `0` to it to move
-    /// itself in before exec.
-    pub(super) fn procs(&self) -> Option<OwnedFd> {
-        let flags = OFlags::WRONLY | OFlags::CLOEXEC;
-        match rustix::fs::open(self.dir.join("cgroup.procs"), flags, Mode::empty()) {
-            Ok(fd) => Some(fd),
-            Err(error) => {
-                tracing::debug!(%error, "cannot open the request's cgroup.procs");
-                None
-            }
-        }
+    /// `cgroup.procs`, open for writing: a command writes `0` to it to move itself in before
+    /// exec.
+    pub(super) fn join_fd(&self) -> BorrowedFd<'_> {
+        self.files.join.as_fd()
     }
 
     /// The processes in the cgroup now.
@@ -110,13 +143,11 @@ impl RequestCgroup {
         if self.is_released() {
             return Vec::new();
         }
-        std::fs::read_to_string(self.dir.join("cgroup.procs"))
-            .map(|text| {
-                text.lines()
-                    .filter_map(|line| line.trim().parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let text = read_from_start(self.files.procs.as_fd()).unwrap_or_default();
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter_map(|line| line.trim().parse().ok())
+            .collect()
     }
 
     /// Whether `pid` is in this cgroup (read from /proc/<pid>/cgroup).
@@ -159,13 +190,13 @@ impl RequestCgroup {
     /// `release`'s one try, which does not wait: true when the cgroup was empty and is kept
     /// or removed now.
     pub(super) fn release_if_empty(&self) -> bool {
-        if populated(&self.dir) != Some(false) {
+        if populated(self.files.events.as_fd()) != Some(false) {
             return false;
         }
         *lock(&self.released) = true;
         let mut spare = lock(&SPARE);
         if let Some(spare) = spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
-            spare.push(self.dir.clone());
+            spare.push((self.dir.clone(), Arc::clone(&self.files)));
             return true;
         }
         drop(spare);
@@ -176,21 +207,41 @@ impl RequestCgroup {
     }
 }
 
-/// Whether a process is in the cgroup at `dir` (`populated` in `cgroup.events`); `None` when
-/// that cannot be read.
-fn populated(dir: &Path) -> Option<bool> {
-    let events = std::fs::read_to_string(dir.join("cgroup.events")).ok()?;
-    events
+/// Whether a process is in the cgroup (`populated` in its `cgroup.events`); `None` when that
+/// cannot be read.
+fn populated(events: BorrowedFd<'_>) -> Option<bool> {
+    let events = read_from_start(events).ok()?;
+    String::from_utf8_lossy(&events)
         .lines()
         .find_map(|line| line.strip_prefix("populated "))
         .map(|value| value.trim() != "0")
+}
+
+/// The whole content of an open cgroupfs file, read from its start whatever was read before.
+fn read_from_start(file: BorrowedFd<'_>) -> rustix::io::Result<Vec<u8>> {
+    let mut text = Vec::with_capacity(128);
+    loop {
+        let filled = text.len();
+        text.resize(filled + 4096, 0);
+        let read = rustix::io::pread(file, &mut text[filled..], filled as u64);
+        match read {
+            Ok(0) => {
+                text.truncate(filled);
+                return Ok(text);
+            }
+            Ok(n) => text.truncate(filled + n),
+            Err(rustix::io::Errno::INTR) => text.truncate(filled),
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Removes the cgroups kept for reuse; later emptied ones are removed, not kept. Called at
 /// exit, once no request runs.
 pub(crate) fn remove_spares() {
     let spares = lock(&SPARE).take().unwrap_or_default();
-    for dir in spares {
+    for (dir, files) in spares {
+        drop(files);
         if let Err(error) = std::fs::remove_dir(&dir) {
             tracing::warn!(%error, dir = %dir.display(), "could not remove a spare cgroup");
         }

@@ -23,7 +23,7 @@
 //! processes.
 
 use std::collections::HashSet;
-use std::os::fd::OwnedFd;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -93,8 +93,8 @@ impl RequestMark {
 
     /// `cgroup.procs` of the request's cgroup (made now for the first command), open for the
     /// command to move itself in before exec; `None` where there is no cgroup. Blocking.
-    pub(crate) fn cgroup_procs(&self) -> Option<OwnedFd> {
-        self.cgroup()?.procs()
+    pub(crate) fn cgroup_procs(&self) -> Option<BorrowedFd<'_>> {
+        self.cgroup().map(RequestCgroup::join_fd)
     }
 
     /// Notes a process the request started, and whether it joined the request's cgroup

@@ -381,7 +381,7 @@ async fn start(
             env,
             stdin,
             limits: limits.rlimits(),
-            cgroup: cgroup.as_ref().map(|fd| fd.as_fd()),
+            cgroup,
         })
         .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))?;
         mark.started(spawned.pid, spawned.joined_cgroup);
