@@ -25,6 +25,7 @@ use std::ffi::{c_void, CString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use linux_raw_sys::general::{kernel_sigaction, kernel_sigset_t};
 use linux_raw_sys::signal_macros::{sig_ign, SIG_DFL};
@@ -35,6 +36,7 @@ use rustix::process::{Pid, WaitOptions};
 use super::oom;
 use super::spawn::{null_terminated, ChildEnv};
 use crate::limits::RlimitPlan;
+use crate::sync::lock;
 
 /// The child's stack, above a guard page. What runs on it is a few frames of system call
 /// wrappers, well under a page; glibc gives its posix_spawn child 32 KiB plus room for the
@@ -92,7 +94,7 @@ pub(super) fn spawn(
         error: AtomicI32::new(0),
         joined_cgroup: AtomicBool::new(false),
     };
-    let stack = ChildStack::new()?;
+    let stack = PooledStack::take()?;
 
     let blocked = AllSignalsBlocked::new();
     // SAFETY: the child shares this process's memory, so everything it touches must stay
@@ -338,6 +340,55 @@ impl Drop for AllSignalsBlocked {
 struct ChildStack {
     base: *mut c_void,
     len: usize,
+}
+
+// SAFETY: a `ChildStack` is the only owner of its mapping, which belongs to no thread: moving
+// it to another thread (through the pool) moves that ownership and nothing else. Its pointer
+// is never shared while the value is used.
+unsafe impl Send for ChildStack {}
+
+/// How many child stacks are kept for later starts: about as many as start at once. Mapping a
+/// stack and unmapping it again (which makes every other CPU the runner ran on flush its TLB)
+/// cost more per start than the rest of the parent's part of it.
+const SPARE_STACKS: usize = 8;
+
+/// Stacks of children that have exec'd or exited, ready for the next start.
+static STACK_POOL: Mutex<Vec<ChildStack>> = Mutex::new(Vec::new());
+
+/// A child stack taken from the pool (or mapped now), given back when dropped.
+struct PooledStack(Option<ChildStack>);
+
+impl PooledStack {
+    fn take() -> io::Result<Self> {
+        let spare = lock(&STACK_POOL).pop();
+        Ok(PooledStack(Some(match spare {
+            Some(stack) => stack,
+            None => ChildStack::new()?,
+        })))
+    }
+
+    fn top(&self) -> *mut c_void {
+        self.0
+            .as_ref()
+            .map_or(std::ptr::null_mut(), ChildStack::top)
+    }
+}
+
+impl Drop for PooledStack {
+    /// Runs only once the child that used the stack has exec'd or exited (CLONE_VFORK), so
+    /// the next child may have it. What the last one left on it is never read.
+    fn drop(&mut self) {
+        let Some(stack) = self.0.take() else {
+            return;
+        };
+        let mut pool = lock(&STACK_POOL);
+        if pool.len() < SPARE_STACKS {
+            pool.push(stack);
+            return;
+        }
+        drop(pool);
+        drop(stack);
+    }
 }
 
 impl ChildStack {
