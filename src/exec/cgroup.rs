@@ -6,8 +6,8 @@
 //! Used only where the runner's own cgroup is writable and has `cgroup.kill` (Linux ≥ 5.14):
 //! a privileged container, a systemd unit with `Delegate=yes`, a host. In the usual container
 //! /sys/fs/cgroup is read-only, and the environment mark (`escapees`) is all there is. A
-//! command moves itself into the request's cgroup between fork and exec (`spawn`'s vfork path),
-//! so nothing it starts is ever outside.
+//! command is created in the request's cgroup (clone3), or where that is refused moves itself
+//! in between fork and exec (`spawn`'s vfork path), so nothing it starts is ever outside.
 //!
 //! An emptied request cgroup is kept for a later request rather than removed (`SPARE`):
 //! making and removing one is most of the kernel time a short request costs the runner, while
@@ -22,7 +22,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -58,6 +58,19 @@ static PARENT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
     usable.then_some(parent)
 });
 
+/// How a command enters the request's cgroup.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CgroupEntry<'a> {
+    /// The cgroup's directory, to create the command in it: no process moves, so no task
+    /// migration, which takes a lock whose writer waits for an RCU grace period (5–20 ms on an
+    /// idle machine) — every migration after a quiet moment paid that. `None` after a
+    /// `cgroup.kill`.
+    pub(crate) dir: Option<BorrowedFd<'a>>,
+    /// `cgroup.procs`, open for writing: where the command cannot be created in the cgroup
+    /// (no clone3 in this kernel or allowed by seccomp), it writes `0` there before exec.
+    pub(crate) procs: BorrowedFd<'a>,
+}
+
 /// One request's cgroup.
 #[derive(Debug)]
 pub(super) struct RequestCgroup {
@@ -67,6 +80,11 @@ pub(super) struct RequestCgroup {
     /// nothing of this one (a late look that timed out) may read or kill it any more. Held
     /// while killing, so a kill and the giving back never overlap.
     released: Mutex<bool>,
+    /// Set once `cgroup.kill` was written. Linux (6.18) then kills every process later
+    /// created in the cgroup by clone3 (it compares the cgroup's kill count with the parent's
+    /// own cgroup's), so later commands move themselves in instead, and the cgroup is not kept
+    /// for another request.
+    killed: AtomicBool,
 }
 
 /// The files of a cgroup that every request reads or writes, open for as long as the cgroup
@@ -74,6 +92,8 @@ pub(super) struct RequestCgroup {
 /// cgroupfs answers with the file's current content.
 #[derive(Debug)]
 struct Files {
+    /// The cgroup's directory: a command is created in it (clone3's `CLONE_INTO_CGROUP`).
+    dir: OwnedFd,
     /// `cgroup.procs` for writing: a command writes `0` to it to move itself in before exec.
     join: OwnedFd,
     /// `cgroup.procs` for reading: the processes in the cgroup.
@@ -88,6 +108,11 @@ impl Files {
             rustix::fs::open(dir.join(name), flags | OFlags::CLOEXEC, Mode::empty())
         };
         Ok(Files {
+            dir: rustix::fs::open(
+                dir,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?,
             join: open("cgroup.procs", OFlags::WRONLY)?,
             procs: open("cgroup.procs", OFlags::RDONLY)?,
             events: open("cgroup.events", OFlags::RDONLY)?,
@@ -125,6 +150,7 @@ impl RequestCgroup {
             dir,
             files,
             released: Mutex::new(false),
+            killed: AtomicBool::new(false),
         })
     }
 
@@ -132,10 +158,12 @@ impl RequestCgroup {
         *lock(&self.released)
     }
 
-    /// `cgroup.procs`, open for writing: a command writes `0` to it to move itself in before
-    /// exec.
-    pub(super) fn join_fd(&self) -> BorrowedFd<'_> {
-        self.files.join.as_fd()
+    /// How a command gets into the cgroup: created in it, or moving itself in.
+    pub(super) fn entry(&self) -> CgroupEntry<'_> {
+        CgroupEntry {
+            dir: (!self.killed.load(Ordering::SeqCst)).then(|| self.files.dir.as_fd()),
+            procs: self.files.join.as_fd(),
+        }
     }
 
     /// The processes in the cgroup now.
@@ -170,6 +198,7 @@ impl RequestCgroup {
     pub(super) fn kill(&self) {
         let released = lock(&self.released);
         if !*released {
+            self.killed.store(true, Ordering::SeqCst);
             let _ = std::fs::write(self.dir.join("cgroup.kill"), b"1");
         }
     }
@@ -195,7 +224,11 @@ impl RequestCgroup {
         }
         *lock(&self.released) = true;
         let mut spare = lock(&SPARE);
-        if let Some(spare) = spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
+        let reusable = !self.killed.load(Ordering::SeqCst);
+        if let Some(spare) = spare
+            .as_mut()
+            .filter(|spare| reusable && spare.len() < SPARE_MAX)
+        {
             spare.push((self.dir.clone(), Arc::clone(&self.files)));
             return true;
         }

@@ -23,7 +23,6 @@
 //! processes.
 
 use std::collections::HashSet;
-use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -31,7 +30,7 @@ use std::time::Duration;
 use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::time::{sleep, Instant};
 
-use super::cgroup::RequestCgroup;
+use super::cgroup::{CgroupEntry, RequestCgroup};
 use super::procfs;
 use crate::metrics::METRICS;
 
@@ -91,10 +90,10 @@ impl RequestMark {
         &self.0.entry[MARK_VARIABLE.len() + 1..]
     }
 
-    /// `cgroup.procs` of the request's cgroup (made now for the first command), open for the
-    /// command to move itself in before exec; `None` where there is no cgroup. Blocking.
-    pub(crate) fn cgroup_procs(&self) -> Option<BorrowedFd<'_>> {
-        self.cgroup().map(RequestCgroup::join_fd)
+    /// How a command enters the request's cgroup (made now for the first command); `None`
+    /// where there is no cgroup. Blocking.
+    pub(crate) fn cgroup_entry(&self) -> Option<CgroupEntry<'_>> {
+        self.cgroup().map(RequestCgroup::entry)
     }
 
     /// Notes a process the request started, and whether it joined the request's cgroup

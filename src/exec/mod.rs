@@ -372,7 +372,7 @@ async fn start(
             path: env.path(),
         };
         let path = launch::locate(&launch, place, &allow)?;
-        let cgroup = mark.cgroup_procs();
+        let cgroup = mark.cgroup_entry();
         let spawned = spawn::spawn(SpawnRequest {
             path: OsStr::new(&path),
             argv0: &launch.name,

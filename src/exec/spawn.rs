@@ -20,6 +20,7 @@ use std::sync::LazyLock;
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::Pid;
 
+use super::cgroup::CgroupEntry;
 use super::{oom, usage, vfork};
 use crate::limits::RlimitPlan;
 
@@ -39,9 +40,9 @@ pub struct SpawnRequest<'a> {
     pub stdin: bool,
     /// Resource limits to set before exec; none (and no cgroup) keeps the posix_spawn path.
     pub limits: RlimitPlan,
-    /// `cgroup.procs` of the request's cgroup, open for writing: the child moves itself there
-    /// before exec, so not even its first fork starts outside. Takes the vfork path too.
-    pub cgroup: Option<BorrowedFd<'a>>,
+    /// The request's cgroup: the child is created in it or moves itself there before exec,
+    /// so not even its first fork starts outside. Takes the vfork path too.
+    pub cgroup: Option<CgroupEntry<'a>>,
 }
 
 /// How a command is started.
@@ -145,7 +146,7 @@ fn start_once(
     image: &vfork::Image<'_>,
     stdio: [&OwnedFd; 3],
     limits: RlimitPlan,
-    cgroup: Option<BorrowedFd<'_>>,
+    cgroup: Option<CgroupEntry<'_>>,
 ) -> io::Result<(Pid, bool)> {
     match method {
         Method::PosixSpawn => {
@@ -714,7 +715,10 @@ mod tests {
             env: ChildEnv::new(&[]).unwrap(),
             stdin: false,
             limits: RlimitPlan::default(),
-            cgroup: Some(procs.as_fd()),
+            cgroup: Some(CgroupEntry {
+                dir: None,
+                procs: procs.as_fd(),
+            }),
         })
         .unwrap();
         let mut out = String::new();

@@ -4,10 +4,12 @@
 //! (no page tables are copied, no copy-on-write faults follow) and the calling thread waits
 //! until it has exec'd or exited.
 //!
-//! The child sets every signal back to its default, leads a new process group, enters the
-//! working directory by descriptor, joins the request's cgroup, raises its OOM score, puts the
-//! pipes on 0, 1 and 2, sets the limits, unblocks every signal and execs with `execve` — the
-//! call posix_spawn makes, so a file without a `#!` line is refused, not run through /bin/sh.
+//! The child is created in the request's cgroup where clone3 allows it (`into_cgroup`). It
+//! sets every signal back to its default, leads a new process group, enters the working
+//! directory by descriptor, joins the request's cgroup if it was not created there, raises its
+//! OOM score, puts the pipes on 0, 1 and 2, sets the limits, unblocks every signal and execs
+//! with `execve` — the call posix_spawn makes, so a file without a `#!` line is refused, not
+//! run through /bin/sh.
 //! A step that fails leaves its errno where the parent reads it once it resumes.
 //!
 //! Sharing memory with a running process is sound only because of what the child does not do:
@@ -33,6 +35,7 @@ use rustix::io::Errno;
 use rustix::mm::{MapFlags, MprotectFlags, ProtFlags};
 use rustix::process::{Pid, WaitOptions};
 
+use super::cgroup::CgroupEntry;
 use super::oom;
 use super::spawn::{null_terminated, ChildEnv};
 use crate::limits::RlimitPlan;
@@ -71,32 +74,73 @@ pub(super) struct Started {
     pub(super) joined_cgroup: bool,
 }
 
-/// Starts `image` with `limits` set before exec, in the cgroup whose `cgroup.procs` is open as
-/// `cgroup`; `stdio` become its fds 0, 1 and 2.
+/// Starts `image` with `limits` set before exec, in the request's cgroup when given; `stdio`
+/// become its fds 0, 1 and 2. Where it can, the child is created in the cgroup (clone3);
+/// otherwise it moves itself in.
 pub(super) fn spawn(
     image: &Image<'_>,
     stdio: [&OwnedFd; 3],
     limits: RlimitPlan,
-    cgroup: Option<BorrowedFd<'_>>,
+    cgroup: Option<CgroupEntry<'_>>,
+) -> io::Result<Started> {
+    if let Some(dir) = cgroup.and_then(|entry| entry.dir) {
+        if into_cgroup::usable() {
+            match start(image, stdio, limits, Some(Entry::CreatedIn(dir))) {
+                Err(error) if into_cgroup::unsupported(&error) => into_cgroup::give_up(&error),
+                started => return started,
+            }
+        }
+    }
+    start(
+        image,
+        stdio,
+        limits,
+        cgroup.map(|entry| Entry::MovesItself(entry.procs)),
+    )
+}
+
+/// How the child gets into the request's cgroup.
+#[derive(Clone, Copy)]
+enum Entry<'a> {
+    /// Created in the cgroup whose directory this is.
+    CreatedIn(BorrowedFd<'a>),
+    /// Writes `0` to this `cgroup.procs` before exec.
+    MovesItself(BorrowedFd<'a>),
+}
+
+/// One start: the clone, and the child's setup up to its exec.
+fn start(
+    image: &Image<'_>,
+    stdio: [&OwnedFd; 3],
+    limits: RlimitPlan,
+    entry: Option<Entry<'_>>,
 ) -> io::Result<Started> {
     // Everything the child reads, owned by this frame until the function returns.
     let argv = null_terminated(&image.argv);
     let envp = image.env.pointers();
     let [stdin, stdout, stderr] = stdio;
+    let created_in = match entry {
+        Some(Entry::CreatedIn(dir)) => Some(dir),
+        _ => None,
+    };
     let setup = Setup {
         path: image.path.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
         cwd: image.cwd,
-        cgroup,
+        cgroup: match entry {
+            Some(Entry::MovesItself(procs)) => Some(procs),
+            _ => None,
+        },
         limits,
         error: AtomicI32::new(0),
-        joined_cgroup: AtomicBool::new(false),
+        joined_cgroup: AtomicBool::new(created_in.is_some()),
     };
     let stack = PooledStack::take()?;
 
     let blocked = AllSignalsBlocked::new();
+    let setup_ptr = std::ptr::from_ref(&setup).cast_mut().cast();
     // SAFETY: the child shares this process's memory, so everything it touches must stay
     // valid and unchanged while it runs, and it must not disturb anything the runner uses:
     // - CLONE_VFORK suspends this thread until the child has exec'd or exited, so `setup`,
@@ -115,13 +159,17 @@ pub(super) fn spawn(
     //   but `setup.error` (an atomic, read here only after it resumed) and the suspended
     //   thread's errno, allocates nothing and takes no lock; so no lock or allocator state
     //   another thread of the runner holds is touched.
+    // `into_cgroup::clone` makes the same clone with the same flags, plus the cgroup.
     let raw = unsafe {
-        libc::clone(
-            child_main,
-            stack.top(),
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            std::ptr::from_ref(&setup).cast_mut().cast(),
-        )
+        match created_in {
+            Some(dir) => into_cgroup::clone(&stack, dir, setup_ptr),
+            None => libc::clone(
+                child_main,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                setup_ptr,
+            ),
+        }
     };
     if raw < 0 {
         return Err(io::Error::last_os_error());
@@ -372,6 +420,14 @@ impl PooledStack {
             .as_ref()
             .map_or(std::ptr::null_mut(), ChildStack::top)
     }
+
+    /// The lowest address and the size of the whole mapping, guard page included (clone3
+    /// takes the stack that way and starts the child at its top).
+    fn bounds(&self) -> (u64, u64) {
+        self.0
+            .as_ref()
+            .map_or((0, 0), |stack| (stack.base as u64, stack.len as u64))
+    }
 }
 
 impl Drop for PooledStack {
@@ -423,5 +479,126 @@ impl Drop for ChildStack {
         // SAFETY: the mapping made in `new`, unmapped once, here; the child that ran on it
         // has exec'd or exited (CLONE_VFORK), so nothing uses it any more.
         let _ = unsafe { rustix::mm::munmap(self.base, self.len) };
+    }
+}
+
+/// Creating the child in the request's cgroup: clone3 with `CLONE_INTO_CGROUP` (Linux ≥ 5.7),
+/// where the kernel and the seccomp profile allow it; the runner stops trying after the first
+/// refusal (Docker's default profile answers ENOSYS, as for a kernel without clone3).
+mod into_cgroup {
+    use std::ffi::c_void;
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use linux_raw_sys::general::{clone_args, CLONE_INTO_CGROUP, CLONE_VFORK, CLONE_VM};
+
+    use super::PooledStack;
+
+    static REFUSED: AtomicBool = AtomicBool::new(false);
+
+    /// Whether to try: on x86-64 (the one architecture with the entry code below) until the
+    /// kernel refused once.
+    pub(super) fn usable() -> bool {
+        cfg!(target_arch = "x86_64") && !REFUSED.load(Ordering::Relaxed)
+    }
+
+    /// Whether clone3 failed because the kernel (or seccomp) does not offer it here, rather
+    /// than for this one child.
+    pub(super) fn unsupported(error: &io::Error) -> bool {
+        matches!(
+            error.raw_os_error(),
+            Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM | libc::EOPNOTSUPP)
+        )
+    }
+
+    pub(super) fn give_up(error: &io::Error) {
+        if !REFUSED.swap(true, Ordering::Relaxed) {
+            tracing::debug!(%error, "commands cannot be created in their cgroup; they move in");
+        }
+    }
+
+    /// `libc::clone(child_main, stack top, CLONE_VM | CLONE_VFORK | SIGCHLD, setup)` with the
+    /// child created in the cgroup `dir`: the process id, or -1 with errno set.
+    ///
+    /// # Safety
+    /// As for that `libc::clone` call (see `start`): `setup` must stay valid and unchanged
+    /// until the child has exec'd or exited, and `stack` must be used by nothing else.
+    #[cfg(target_arch = "x86_64")]
+    pub(super) unsafe fn clone(
+        stack: &PooledStack,
+        dir: BorrowedFd<'_>,
+        setup: *mut c_void,
+    ) -> libc::c_int {
+        let (stack_base, stack_size) = stack.bounds();
+        let args = clone_args {
+            flags: u64::from(CLONE_VM | CLONE_VFORK) | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: stack_base,
+            stack_size,
+            cgroup: dir.as_raw_fd() as u64,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+        };
+        let entry: extern "C" fn(*mut c_void) -> libc::c_int = super::child_main;
+        let ret: i64;
+        // SAFETY: the clone3 system call. In this thread it returns the child's id or -errno
+        // and changes nothing else but rcx and r11, which the syscall instruction clobbers
+        // (declared). The child returns from it with every register as here except rax (0)
+        // and the stack pointer, which the kernel set to the top of `stack` (page-aligned, so
+        // 16-byte aligned as a call needs): there it calls `entry(setup)` — r13 and r12,
+        // which the kernel copied — and never comes back, since `child_main` execs or
+        // `_exit`s; were it to return, the child would exit at once. The child never touches
+        // this thread's stack (`nostack` holds for it), and CLONE_VFORK keeps this thread
+        // suspended until the child has exec'd or exited. `args` lives across the call.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                "test rax, rax",
+                "jnz 2f",
+                "xor ebp, ebp",
+                "mov rdi, r12",
+                "call r13",
+                "mov edi, eax",
+                "mov eax, {exit}",
+                "syscall",
+                "ud2",
+                "2:",
+                exit = const libc::SYS_exit,
+                inlateout("rax") libc::SYS_clone3 => ret,
+                in("rdi") std::ptr::from_ref(&args),
+                in("rsi") std::mem::size_of::<clone_args>(),
+                in("r12") setup,
+                in("r13") entry,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        match i32::try_from(ret) {
+            Ok(pid) if pid >= 0 => pid,
+            _ => {
+                let errno = i32::try_from(-ret).unwrap_or(libc::EINVAL);
+                // SAFETY: errno is this thread's; writing it is what libc's wrappers do.
+                unsafe { *libc::__errno_location() = errno };
+                -1
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn clone(
+        _stack: &PooledStack,
+        _dir: BorrowedFd<'_>,
+        _setup: *mut c_void,
+    ) -> libc::c_int {
+        // Never called: `usable` is false here.
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        -1
     }
 }

@@ -357,3 +357,37 @@ async fn a_cleared_environment_does_not_escape_where_cgroups_can_be_made() {
     assert_none_left(&marker, "env -i");
     reply.assert_success();
 }
+
+/// Where the runner can make a cgroup per request, killing an escapee through it
+/// (`cgroup.kill`, for one that ignores SIGTERM) leaves the cgroup usable: the request's next
+/// command runs, and so do later requests, which may be given the same cgroup. (Linux kills
+/// every process later *created* in a cgroup that took a `cgroup.kill`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_after_a_cgroup_kill_still_run() {
+    if !cgroups_usable() {
+        println!(
+            "SKIPPED commands_after_a_cgroup_kill_still_run: no writable cgroup v2 with \
+             cgroup.kill here, so the runner makes no request cgroups"
+        );
+        return;
+    }
+    let (sidecar, runner) = start_shared(&[("CMD_KILL_GRACE", "100ms")]);
+    let marker = procs::marker("after-kill");
+    let _cleanup = KillLeftovers(marker.clone());
+    let stubborn = sh(&format!(
+        "setsid -f perl -e '$SIG{{TERM}} = \"IGNORE\"; sleep 300' {marker} >/dev/null 2>&1\n\
+         sleep 0.3"
+    ));
+    let body = json!({"commands": [stubborn, {"command": "echo second"}]});
+    let reply = sidecar.call(&runner, "after-kill", body).await;
+    assert_none_left(&marker, "a process that ignores SIGTERM");
+    reply.assert_success();
+    assert_eq!(reply.command(1)["stdout"], "second\n", "{reply:?}");
+    for round in 0..4 {
+        let body = json!({"commands": [{"command": "echo again"}]});
+        let reply = sidecar
+            .call(&runner, &format!("after-kill-{round}"), body)
+            .await;
+        reply.assert_success();
+    }
+}
