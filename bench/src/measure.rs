@@ -25,8 +25,12 @@ const C16_PRIVATE_REQUESTS: usize = 3_000;
 const ROUNDS: usize = 6;
 /// Cold starts timed per server; the median is reported.
 const STARTS: usize = 5;
-/// Runs of `seq 1 100000` per server; the median is reported.
-const SEQ_RUNS: usize = 3;
+/// Runs of `seq 1 100000` per server; the median is reported (single requests on a shared
+/// machine vary by several milliseconds: three runs were not enough for a stable median).
+const SEQ_RUNS: usize = 9;
+/// Single `true` requests per server after a quiet moment of `IDLE_GAP`; the median is reported.
+const IDLE_RUNS: usize = 9;
+const IDLE_GAP: Duration = Duration::from_millis(250);
 const SEQ_LINES: u32 = 100_000;
 /// The slow-sidecar runs: lines of the first command, bytes and line width of the second.
 const SLOW_LINES: u32 = 2_000;
@@ -47,6 +51,9 @@ pub struct ServerReport {
     /// `true` with no `Direktiv-TempDir`: a private temp dir per request (no target).
     pub c16_private_temp_dir: LoadRun,
     pub seq: Delivery,
+    /// One `true` after `IDLE_GAP` without requests, on a fresh connection: what a function
+    /// called now and then waits (work a kernel does lazily shows here, not under load).
+    pub after_idle: Delivery,
 }
 
 /// One load measurement of one server.
@@ -120,11 +127,13 @@ pub async fn side_by_side(
     let private = rounds(&true_arms, sidecar, 16, C16_PRIVATE_REQUESTS, None).await?;
     eprintln!("  seq 1 {SEQ_LINES}");
     let seq = seq(&arms(&format!("seq 1 {SEQ_LINES}")), sidecar, temp_dir).await?;
+    eprintln!("  true after {} ms idle", IDLE_GAP.as_millis());
+    let after_idle = after_idle(&true_arms, sidecar, temp_dir).await?;
     let reports = (ready.into_iter().zip(idle).zip(peak))
         .zip(c1.into_iter().zip(c16).zip(private))
-        .zip(seq)
+        .zip(seq.into_iter().zip(after_idle))
         .map(
-            |((((ready, idle), peak), ((c1, c16), private)), seq)| ServerReport {
+            |((((ready, idle), peak), ((c1, c16), private)), (seq, after_idle))| ServerReport {
                 ready_ms: ready.as_secs_f64() * 1e3,
                 idle_rss_kib: idle,
                 peak_rss_kib: peak,
@@ -132,6 +141,7 @@ pub async fn side_by_side(
                 c16,
                 c16_private_temp_dir: private,
                 seq,
+                after_idle,
             },
         );
     Ok(reports.zip(servers).collect())
@@ -206,6 +216,26 @@ async fn seq(arms: &[Arm<'_>], sidecar: &Sidecar, temp_dir: &str) -> Result<Vec<
         matches: &same,
     };
     deliveries(arms, sidecar, temp_dir, SEQ_RUNS, numbers).await
+}
+
+/// `true` once after `IDLE_GAP` without a request, `IDLE_RUNS` times per server taking turns.
+async fn after_idle(
+    arms: &[Arm<'_>],
+    sidecar: &Sidecar,
+    temp_dir: &str,
+) -> Result<Vec<Delivery>, Error> {
+    let mut all: Vec<Vec<Delivery>> = arms.iter().map(|_| Vec::with_capacity(IDLE_RUNS)).collect();
+    for run in 0..IDLE_RUNS {
+        for i in turns(run, arms.len()) {
+            tokio::time::sleep(IDLE_GAP).await;
+            let nothing = Expected {
+                lines: std::iter::empty::<String>(),
+                matches: &same,
+            };
+            all[i].push(delivered(&arms[i], sidecar, temp_dir, nothing).await?);
+        }
+    }
+    all.into_iter().map(delivery::median).collect()
 }
 
 /// `runs` deliveries of each arm's request, taking turns; the median run of each arm (or its

@@ -153,6 +153,10 @@ fn information(r: &ServerReport, p: &ServerReport, limits: &LimitsReport) -> Vec
     let (with, without) = (&limits.with, &limits.without);
     vec![
         note(
+            "c=1 `true` after 250 ms idle, p50",
+            format!("{:.2}×", r.after_idle.ms / p.after_idle.ms),
+        ),
+        note(
             "c=16 throughput, private temp dir",
             format!("{:.2}×", rp.stats.req_per_s / pp.stats.req_per_s),
         ),

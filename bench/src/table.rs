@@ -107,6 +107,9 @@ impl Report {
                 us(x.c16_private_temp_dir.cpu_per_req_us)
             }),
             each("seq 1 100000 → response", "fixed", &|x| delivery(&x.seq)),
+            each("c=1 `true` after 250 ms idle, p50", "fixed", &|x| {
+                us(x.after_idle.ms * 1e3)
+            }),
         ];
         rows.extend([
             Row::runner_only(
