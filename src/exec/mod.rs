@@ -278,7 +278,9 @@ async fn execute(
     };
 
     // Read at once: the OOM killer counts its kill before its victim is gone.
-    let oom_killed = matches!(ending, Ending::Exited(_)) && oom::rose(oom_before, oom::count());
+    // (Only for an ending that could be an OOM kill: one read less for every other command.)
+    let oom_killed = matches!(ending, Ending::Exited(kind) if verdict::may_be_oom_kill(kind))
+        && oom::rose(oom_before, oom::count());
     let grace = x.settings.kill_grace;
     match ending {
         Ending::Exited(_) => {

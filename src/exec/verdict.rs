@@ -22,6 +22,14 @@ pub(super) struct Ending {
     pub(super) oom_killed: bool,
 }
 
+/// Whether an ending could be the OOM killer's: only then is the OOM-kill count worth reading.
+pub(super) fn may_be_oom_kill(exit: ExitKind) -> bool {
+    matches!(
+        exit,
+        ExitKind::Signal(libc::SIGKILL) | ExitKind::Code(SHELL_SAW_SIGKILL)
+    )
+}
+
 /// Success, or the failure the command's ending shows.
 ///
 /// A SIGKILL the runner did not send, while the OOM-kill count rose, is the OOM killer's
