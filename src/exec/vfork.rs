@@ -423,6 +423,7 @@ impl PooledStack {
 
     /// The lowest address and the size of the whole mapping, guard page included (clone3
     /// takes the stack that way and starts the child at its top).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     fn bounds(&self) -> (u64, u64) {
         self.0
             .as_ref()
@@ -488,10 +489,8 @@ impl Drop for ChildStack {
 mod into_cgroup {
     use std::ffi::c_void;
     use std::io;
-    use std::os::fd::{AsRawFd, BorrowedFd};
+    use std::os::fd::BorrowedFd;
     use std::sync::atomic::{AtomicBool, Ordering};
-
-    use linux_raw_sys::general::{clone_args, CLONE_INTO_CGROUP, CLONE_VFORK, CLONE_VM};
 
     use super::PooledStack;
 
@@ -530,6 +529,9 @@ mod into_cgroup {
         dir: BorrowedFd<'_>,
         setup: *mut c_void,
     ) -> libc::c_int {
+        use linux_raw_sys::general::{clone_args, CLONE_INTO_CGROUP, CLONE_VFORK, CLONE_VM};
+        use std::os::fd::AsRawFd;
+
         let (stack_base, stack_size) = stack.bounds();
         let args = clone_args {
             flags: u64::from(CLONE_VM | CLONE_VFORK) | CLONE_INTO_CGROUP,
