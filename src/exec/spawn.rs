@@ -732,6 +732,47 @@ mod tests {
     }
 
     #[test]
+    fn a_command_that_cannot_be_created_in_its_cgroup_moves_itself_there() {
+        // A plain folder is no cgroup: clone3 refuses to create the child in it, and the
+        // command starts all the same, moving itself in through `cgroup.procs` (a plain file
+        // here, as above).
+        let dir = tempfile::tempdir().unwrap();
+        let procs_path = dir.path().join("cgroup.procs");
+        let procs = std::fs::File::create(&procs_path).unwrap();
+        let open_dir = || {
+            rustix::fs::open(
+                dir.path(),
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+                rustix::fs::Mode::empty(),
+            )
+            .unwrap()
+        };
+        let (cwd, not_a_cgroup) = (open_dir(), open_dir());
+        let spawned = spawn(SpawnRequest {
+            path: OsStr::new("/bin/echo"),
+            argv0: "echo",
+            args: &["started".to_string()],
+            cwd: cwd.as_fd(),
+            env: ChildEnv::new(&[]).unwrap(),
+            stdin: false,
+            limits: RlimitPlan::default(),
+            cgroup: Some(CgroupEntry {
+                dir: Some(not_a_cgroup.as_fd()),
+                procs: procs.as_fd(),
+            }),
+        })
+        .unwrap();
+        let mut out = String::new();
+        std::fs::File::from(spawned.stdout)
+            .read_to_string(&mut out)
+            .unwrap();
+        rustix::process::waitpid(Some(spawned.pid), rustix::process::WaitOptions::empty()).unwrap();
+        assert_eq!(out, "started\n");
+        assert_eq!(std::fs::read_to_string(&procs_path).unwrap(), "0");
+        assert!(spawned.joined_cgroup);
+    }
+
+    #[test]
     fn the_callers_signal_mask_is_restored_whether_the_exec_works_or_not() {
         let dir = tempfile::tempdir().unwrap();
         let limited = methods()[1];

@@ -86,8 +86,15 @@ pub(super) fn spawn(
     if let Some(dir) = cgroup.and_then(|entry| entry.dir) {
         if into_cgroup::usable() {
             match start(image, stdio, limits, Some(Entry::CreatedIn(dir))) {
-                Err(error) if into_cgroup::unsupported(&error) => into_cgroup::give_up(&error),
-                started => return started,
+                Ok(started) => return Ok(started),
+                Err(Failed::Setup(error)) => return Err(error),
+                // No child was made: the cgroup (or clone3 itself) refused. As when moving in
+                // fails, the command runs all the same, moving itself in if it can.
+                Err(Failed::Clone(error)) => {
+                    if into_cgroup::unsupported(&error) {
+                        into_cgroup::give_up(&error);
+                    }
+                }
             }
         }
     }
@@ -97,6 +104,21 @@ pub(super) fn spawn(
         limits,
         cgroup.map(|entry| Entry::MovesItself(entry.procs)),
     )
+    .map_err(Failed::into_error)
+}
+
+/// Why a start failed: no child was made, or the child's setup or exec failed.
+enum Failed {
+    Clone(io::Error),
+    Setup(io::Error),
+}
+
+impl Failed {
+    fn into_error(self) -> io::Error {
+        match self {
+            Failed::Clone(error) | Failed::Setup(error) => error,
+        }
+    }
 }
 
 /// How the child gets into the request's cgroup.
@@ -114,7 +136,7 @@ fn start(
     stdio: [&OwnedFd; 3],
     limits: RlimitPlan,
     entry: Option<Entry<'_>>,
-) -> io::Result<Started> {
+) -> Result<Started, Failed> {
     // Everything the child reads, owned by this frame until the function returns.
     let argv = null_terminated(&image.argv);
     let envp = image.env.pointers();
@@ -137,7 +159,7 @@ fn start(
         error: AtomicI32::new(0),
         joined_cgroup: AtomicBool::new(created_in.is_some()),
     };
-    let stack = PooledStack::take()?;
+    let stack = PooledStack::take().map_err(Failed::Clone)?;
 
     let blocked = AllSignalsBlocked::new();
     let setup_ptr = std::ptr::from_ref(&setup).cast_mut().cast();
@@ -172,16 +194,17 @@ fn start(
         }
     };
     if raw < 0 {
-        return Err(io::Error::last_os_error());
+        return Err(Failed::Clone(io::Error::last_os_error()));
     }
-    let pid = Pid::from_raw(raw).ok_or_else(|| io::Error::other("clone gave no process id"))?;
+    let pid = Pid::from_raw(raw)
+        .ok_or_else(|| Failed::Clone(io::Error::other("clone gave no process id")))?;
     // The child has exec'd or exited: whatever it wrote is visible (the kernel's wake-up of
     // this thread orders it). A child killed before it got that far counts as started, as
     // with posix_spawn; its process group reaps it.
     let error = setup.error.load(Ordering::SeqCst);
     if error != 0 {
         reap(pid);
-        return Err(io::Error::from_raw_os_error(error));
+        return Err(Failed::Setup(io::Error::from_raw_os_error(error)));
     }
     drop(blocked);
     // The child is reaped by its `ProcessGroup` (with wait4, for its usage).
