@@ -438,6 +438,12 @@ mod tests {
         [RlimitPlan::default(), limited.rlimits()]
     }
 
+    /// A folder, open as commands get their working directory.
+    fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+        let flags = rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY;
+        Ok(rustix::fs::open(path, flags, rustix::fs::Mode::empty())?)
+    }
+
     /// Starts `program` (a path, as `launch` would locate it) in `cwd`.
     fn start(
         program: &str,
@@ -446,11 +452,7 @@ mod tests {
         env: Vec<(&str, &str)>,
         limits: RlimitPlan,
     ) -> io::Result<Spawned> {
-        let dir = rustix::fs::open(
-            cwd,
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-            rustix::fs::Mode::empty(),
-        )?;
+        let dir = open_dir(cwd)?;
         spawn(SpawnRequest {
             path: OsStr::new(program),
             argv0: program.rsplit('/').next().unwrap_or(program),
@@ -571,12 +573,7 @@ mod tests {
             );
             assert_eq!((out.as_str(), code), ("/dev/null\n", 0));
 
-            let cwd = rustix::fs::open(
-                dir.path(),
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-                rustix::fs::Mode::empty(),
-            )
-            .unwrap();
+            let cwd = open_dir(dir.path()).unwrap();
             let args = vec!["-c".to_owned(), "cat".to_owned()];
             let spawned = spawn(SpawnRequest {
                 path: OsStr::new("/bin/sh"),
@@ -693,30 +690,32 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_command_with_a_cgroup_moves_itself_there_before_exec() {
-        // A plain file stands in for `cgroup.procs`: what the child writes there is what
-        // moves it (tests/hardening.rs checks a real cgroup where one can be made).
+    /// What a command started with a cgroup to enter did: its stdout, whether it counts as in
+    /// the cgroup, and what it wrote to `cgroup.procs`. A fresh folder stands in for the
+    /// cgroup and a plain file in it for `cgroup.procs`: what the child writes there is what
+    /// would move it (tests/hardening.rs checks a real cgroup where one can be made). With
+    /// `offer_folder`, the folder is also offered to create the child in, which clone3 refuses:
+    /// it is no cgroup.
+    fn run_entering_cgroup(
+        program: &str,
+        args: &[&str],
+        offer_folder: bool,
+    ) -> (String, bool, String) {
         let dir = tempfile::tempdir().unwrap();
         let procs_path = dir.path().join("cgroup.procs");
         let procs = std::fs::File::create(&procs_path).unwrap();
-        let cwd = rustix::fs::open(
-            dir.path(),
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-            rustix::fs::Mode::empty(),
-        )
-        .unwrap();
-        let mask = own_signal_mask();
+        let (cwd, not_a_cgroup) = (open_dir(dir.path()).unwrap(), open_dir(dir.path()).unwrap());
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let spawned = spawn(SpawnRequest {
-            path: OsStr::new("/bin/cat"),
-            argv0: "cat",
-            args: &["/proc/self/oom_score_adj".to_string()],
+            path: OsStr::new(program),
+            argv0: program.rsplit('/').next().unwrap_or(program),
+            args: &args,
             cwd: cwd.as_fd(),
             env: ChildEnv::new(&[]).unwrap(),
             stdin: false,
             limits: RlimitPlan::default(),
             cgroup: Some(CgroupEntry {
-                dir: None,
+                dir: offer_folder.then(|| not_a_cgroup.as_fd()),
                 procs: procs.as_fd(),
             }),
         })
@@ -726,50 +725,28 @@ mod tests {
             .read_to_string(&mut out)
             .unwrap();
         rustix::process::waitpid(Some(spawned.pid), rustix::process::WaitOptions::empty()).unwrap();
-        assert_eq!(std::fs::read_to_string(&procs_path).unwrap(), "0");
+        let written = std::fs::read_to_string(&procs_path).unwrap();
+        (out, spawned.joined_cgroup, written)
+    }
+
+    #[test]
+    fn a_command_with_a_cgroup_moves_itself_there_before_exec() {
+        let mask = own_signal_mask();
+        let (out, _, written) =
+            run_entering_cgroup("/bin/cat", &["/proc/self/oom_score_adj"], false);
+        assert_eq!(written, "0");
         assert_eq!(out.trim(), "1000", "set up in the child, before exec");
         assert_eq!(own_signal_mask(), mask, "the caller's mask is restored");
     }
 
     #[test]
     fn a_command_that_cannot_be_created_in_its_cgroup_moves_itself_there() {
-        // A plain folder is no cgroup: clone3 refuses to create the child in it, and the
-        // command starts all the same, moving itself in through `cgroup.procs` (a plain file
-        // here, as above).
-        let dir = tempfile::tempdir().unwrap();
-        let procs_path = dir.path().join("cgroup.procs");
-        let procs = std::fs::File::create(&procs_path).unwrap();
-        let open_dir = || {
-            rustix::fs::open(
-                dir.path(),
-                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
-                rustix::fs::Mode::empty(),
-            )
-            .unwrap()
-        };
-        let (cwd, not_a_cgroup) = (open_dir(), open_dir());
-        let spawned = spawn(SpawnRequest {
-            path: OsStr::new("/bin/echo"),
-            argv0: "echo",
-            args: &["started".to_string()],
-            cwd: cwd.as_fd(),
-            env: ChildEnv::new(&[]).unwrap(),
-            stdin: false,
-            limits: RlimitPlan::default(),
-            cgroup: Some(CgroupEntry {
-                dir: Some(not_a_cgroup.as_fd()),
-                procs: procs.as_fd(),
-            }),
-        })
-        .unwrap();
-        let mut out = String::new();
-        std::fs::File::from(spawned.stdout)
-            .read_to_string(&mut out)
-            .unwrap();
-        rustix::process::waitpid(Some(spawned.pid), rustix::process::WaitOptions::empty()).unwrap();
+        // clone3 refuses to create the child in a plain folder, and the command starts all
+        // the same, moving itself in through `cgroup.procs`.
+        let (out, joined, written) = run_entering_cgroup("/bin/echo", &["started"], true);
         assert_eq!(out, "started\n");
-        assert_eq!(std::fs::read_to_string(&procs_path).unwrap(), "0");
-        assert!(spawned.joined_cgroup);
+        assert_eq!(written, "0");
+        assert!(joined);
     }
 
     #[test]
