@@ -204,14 +204,15 @@ impl RequestCgroup {
     }
 
     /// Once its processes are gone, keeps the cgroup for another request (or removes it when
-    /// enough are kept or the runner is exiting). One left populated is left alone, with a
+    /// enough are kept or the runner is exiting). For a cgroup `release_if_empty` just found
+    /// populated: each try comes after a pause. One left populated is left alone, with a
     /// warning: it is never reused while something may still run in it.
     pub(super) fn release(&self) {
         for _ in 0..REMOVE_TRIES {
+            std::thread::sleep(REMOVE_PAUSE);
             if self.release_if_empty() {
                 return;
             }
-            std::thread::sleep(REMOVE_PAUSE);
         }
         tracing::warn!(dir = %self.dir.display(), "could not remove a request's cgroup");
     }
