@@ -167,6 +167,9 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
     } = request;
     let masker = Arc::new(Masker::new(ctx.secrets.secrets_of(&plan)));
     let dialect = plan.dialect;
+    if let Some(warning) = &plan.warning {
+        tracing::warn!("{}", masker.mask(warning));
+    }
 
     // Refuse what cannot run before anything is written or started.
     let launches: Vec<Launch> = match ctx.settings.resolve(&plan.commands, &plan.env).await {
@@ -206,8 +209,14 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
             reports: Vec::with_capacity(plan.commands.len()),
             failure: None,
         };
-        if dialect == Dialect::DirektivCmd {
-            logs.line(&format!("running {} commands", plan.commands.len()));
+        match (dialect, &plan.warning) {
+            (Dialect::DirektivCmd, _) => {
+                logs.line(&format!("running {} commands", plan.commands.len()));
+            }
+            // Where the workflow's author looks: the instance log. The direktiv-cmd shape's
+            // log stays the one Direktiv's runner writes.
+            (Dialect::Native, Some(warning)) => logs.line(&format!("warning: {warning}")),
+            (Dialect::Native, None) => {}
         }
         for (index, (spec, launch)) in plan.commands.iter().zip(&launches).enumerate() {
             if let Some(reason) = cancel.reason() {

@@ -29,6 +29,9 @@ pub struct Plan {
     /// `mask::SecretPolicy`, which knows the configuration. Values shorter than 4 bytes are
     /// filtered by the masker, not here.
     pub secrets: Vec<String>,
+    /// What the request held that is not read (unknown fields where they are not refused),
+    /// to be logged once as a warning.
+    pub warning: Option<String>,
 }
 
 /// A file to write into the request's temp dir before any command runs.

@@ -414,6 +414,109 @@ async fn allow_list_entries_that_resolve_to_nothing_are_warned_about_at_start() 
         .assert_success();
 }
 
+// --- misspelt fields ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_misspelt_field_is_refused_before_anything_runs() {
+    let (sidecar, runner) = start_pair(&[]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    for (aid, body, field, meant) in [
+        (
+            "timout",
+            json!({"command": touch, "timout": "5s"}),
+            "timout",
+            "timeout",
+        ),
+        (
+            "shel",
+            json!({"commands": [{"command": touch, "shel": true}]}),
+            "commands[0].shel",
+            "shell",
+        ),
+        (
+            "file",
+            json!({"files": [{"name": "a", "dat": "x"}], "commands": [{"command": touch}]}),
+            "files[0].dat",
+            "data",
+        ),
+        (
+            "limit",
+            json!({"commands": [{"command": touch, "limits": {"memroy": "1Gi"}}]}),
+            "commands[0].limits.memroy",
+            "memory",
+        ),
+    ] {
+        let reply = sidecar
+            .call_with(
+                &runner,
+                aid,
+                body,
+                &support::CallOptions {
+                    keep_dir: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+        reply.assert_error("cmd.input", 400);
+        let message = reply.error_message().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("{field}: is not a field of ")),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!("did you mean \"{meant}\"?")),
+            "{message}"
+        );
+        assert!(!marker.exists(), "{aid}: the command ran");
+        let action_dir = sidecar.action_dir(aid);
+        assert!(
+            !action_dir.join("a").exists(),
+            "{aid}: a file was written for a refused request"
+        );
+        let _ = std::fs::remove_dir_all(action_dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_top_level_fields_run_with_one_warning_in_the_log() {
+    let (sidecar, runner) = start_pair(&[]);
+    // A direktiv-apps function's own fields beside `commands`.
+    let body = json!({"access-key": "x", "awsRegion": "eu", "commands": [script("echo done")]});
+    sidecar.call(&runner, "apps", body).await.assert_success();
+    let warning = "warning: ignored unknown fields: access-key, awsRegion";
+    assert_eq!(sidecar.lines("apps"), [warning, "done"]);
+    let said = |text: &str| {
+        runner
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    };
+    assert!(runner.wait_stderr(PATIENCE, |l| l.contains("access-key, awsRegion")));
+    assert_eq!(
+        said("access-key, awsRegion"),
+        1,
+        "{:?}",
+        runner.stderr_lines()
+    );
+
+    // The direktiv-cmd shape is a drop-in: it runs the command and keeps Direktiv's log.
+    let body = json!({"data": {"commands": [{"command": "echo hi", "timout": 1}]}});
+    let reply = sidecar.call(&runner, "special", body).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.error_message());
+    assert!(runner.wait_stderr(PATIENCE, |l| l.contains("data.commands[0].timout")));
+    assert!(
+        sidecar
+            .lines("special")
+            .iter()
+            .all(|l| !l.contains("warning")),
+        "{:?}",
+        sidecar.lines("special")
+    );
+}
+
 // --- direktiv-cmd run ---------------------------------------------------------------------
 
 /// `direktiv-cmd run <args> -` with the request on stdin, RUST_LOG unset as a user runs it

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::fields::{self, UnknownFields};
 use super::json::{self, Obj};
 use super::{env, paths, shell};
 use crate::error::Failure;
@@ -11,19 +12,27 @@ use crate::limits::Limits;
 use crate::plan::{CommandSpec, Dialect, FieldPath, Program};
 
 /// Reads a command. `with_env` is false for the top-level `command` shorthand, whose `env`
-/// belongs to the request. Env values marked secret are added to `secrets`.
+/// (and other request fields) belong to the request, which checks them. Env values marked
+/// secret are added to `secrets`.
 pub(crate) fn parse(
     cmd: Obj<'_>,
     dialect: Dialect,
     with_env: bool,
     secrets: &mut Vec<String>,
+    unknown: &mut UnknownFields,
 ) -> Result<CommandSpec, Failure> {
+    if with_env {
+        unknown.check(cmd, &fields::COMMAND)?;
+    }
+    if let Some(Value::Object(retry)) = cmd.get("retry") {
+        unknown.check(Obj::new(retry, &cmd.path_of("retry")), &fields::RETRY)?;
+    }
     let (program, display) = program(cmd)?;
     Ok(CommandSpec {
         display,
         program,
         env: if with_env {
-            env::parse(cmd, secrets)?
+            env::parse(cmd, secrets, unknown)?
         } else {
             Vec::new()
         },
@@ -35,7 +44,7 @@ pub(crate) fn parse(
         continue_on_error: flag(cmd, "continue", ("stop", true))?
             .unwrap_or(dialect == Dialect::DirektivCmd),
         output: relative_path(cmd, "output")?,
-        limits: limits(cmd)?,
+        limits: limits(cmd, unknown)?,
     })
 }
 
@@ -137,9 +146,15 @@ fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
 }
 
 /// `limits`: the command's own resource limits (the request's apply where it sets none).
-pub(crate) fn limits(obj: Obj<'_>) -> Result<Limits, Failure> {
+pub(crate) fn limits(obj: Obj<'_>, unknown: &mut UnknownFields) -> Result<Limits, Failure> {
+    let path = obj.path_of("limits");
     match obj.get("limits") {
-        Some(value) => Limits::from_json(value, &obj.path_of("limits")),
+        Some(value) => {
+            if let Value::Object(map) = value {
+                unknown.check(Obj::new(map, &path), &fields::LIMITS)?;
+            }
+            Limits::from_json(value, &path)
+        }
         None => Ok(Limits::default()),
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use super::fields::{self, UnknownFields};
 use super::json::{self, Obj};
 use crate::error::Failure;
 
@@ -15,6 +16,7 @@ use crate::error::Failure;
 pub(crate) fn parse(
     obj: Obj<'_>,
     secrets: &mut Vec<String>,
+    unknown: &mut UnknownFields,
 ) -> Result<Vec<(String, String)>, Failure> {
     let mut vars = Vars::default();
     if let Some(map) = obj.object("env", "an object like {\"NAME\": \"value\"}")? {
@@ -24,7 +26,7 @@ pub(crate) fn parse(
         "envs",
         "an array like [{\"name\": \"NAME\", \"value\": \"value\"}]",
     )? {
-        from_list(items, &obj.path_of("envs"), &mut vars, secrets)?;
+        from_list(items, &obj.path_of("envs"), &mut vars, secrets, unknown)?;
     }
     Ok(vars.list)
 }
@@ -64,11 +66,13 @@ fn from_list(
     path: &str,
     vars: &mut Vars,
     secrets: &mut Vec<String>,
+    unknown: &mut UnknownFields,
 ) -> Result<(), Failure> {
     for (item_path, map) in
         json::objects(items, path, "{\"name\": \"NAME\", \"value\": \"value\"}")?
     {
         let entry = Obj::new(map, &item_path);
+        unknown.check(entry, &fields::ENV_ENTRY)?;
         let name = entry
             .string("name")?
             .ok_or_else(|| entry.error("name", "is missing"))?;

@@ -8,6 +8,7 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use serde_json::Value;
 
+use super::fields::{self, UnknownFields};
 use super::json::{self, Obj};
 use super::paths;
 use crate::error::Failure;
@@ -26,7 +27,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Reads the request's `files` field (absent = no files).
-pub(crate) fn parse(root: Obj<'_>) -> Result<Vec<InputFile>, Failure> {
+pub(crate) fn parse(root: Obj<'_>, unknown: &mut UnknownFields) -> Result<Vec<InputFile>, Failure> {
     let Some(items) = root.array(
         "files",
         "an array of files like [{\"name\": \"...\", \"data\": \"...\"}]",
@@ -42,7 +43,11 @@ pub(crate) fn parse(root: Obj<'_>) -> Result<Vec<InputFile>, Failure> {
     )?;
     let files = entries
         .iter()
-        .map(|(file_path, map)| parse_file(Obj::new(map, file_path)))
+        .map(|(file_path, map)| {
+            let file = Obj::new(map, file_path);
+            unknown.check(file, &fields::FILE)?;
+            parse_file(file)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     check_distinct(&files, &path)?;
     Ok(files)

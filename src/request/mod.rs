@@ -6,11 +6,12 @@
 //! Two shapes are told apart by their fields (README, "Request format"): a top-level `data`
 //! object is Direktiv's `direktiv-cmd` shape (commands in `data.commands`), unless `data` holds
 //! no commands and the top level does; anything else is the native shape (`commands`, or a
-//! single top-level `command`). Unknown fields are ignored: Direktiv often sends a whole state's
-//! data.
+//! single top-level `command`). Unknown fields are refused or said once, by shape and place
+//! (`fields`).
 
 mod command;
 mod env;
+mod fields;
 mod input_files;
 mod json;
 mod paths;
@@ -20,6 +21,7 @@ mod tests;
 
 use serde_json::Value;
 
+use self::fields::{Policy, UnknownFields};
 use self::json::Obj;
 use crate::error::Failure;
 use crate::plan::{CommandSpec, Dialect, Plan};
@@ -47,14 +49,19 @@ pub fn parse_with_env(body: &[u8], overrides: &[(String, String)]) -> Result<Pla
     };
     let root = Obj::new(map, "");
     let mut marked = Vec::new();
-    let (dialect, mut commands) = commands(root, &mut marked)?;
+    let mut unknown = UnknownFields::new(match direktiv_cmd_data(root)? {
+        Some(_) => Policy::Note,
+        None => Policy::Refuse,
+    });
+    unknown.check_top_level(root, root.has("command") && !root.has("commands"))?;
+    let (dialect, mut commands) = commands(root, &mut marked, &mut unknown)?;
     // Request-level `limits` are every command's defaults.
-    let limits = command::limits(root)?;
+    let limits = command::limits(root, &mut unknown)?;
     for command in &mut commands {
         command.limits = command.limits.over(limits);
     }
-    let files = input_files::parse(root)?;
-    let mut env = env::parse(root, &mut marked)?;
+    let files = input_files::parse(root, &mut unknown)?;
+    let mut env = env::parse(root, &mut marked, &mut unknown)?;
     // A variable marked secret stays secret with the value that overrides it.
     for (name, value) in overrides {
         if env.iter().any(|(n, v)| n == name && marked.contains(v)) {
@@ -69,6 +76,7 @@ pub fn parse_with_env(body: &[u8], overrides: &[(String, String)]) -> Result<Pla
         env,
         commands,
         secrets,
+        warning: unknown.warning(),
     })
 }
 
@@ -90,8 +98,10 @@ fn body_json(body: &[u8]) -> Result<Value, Failure> {
 fn commands(
     root: Obj<'_>,
     secrets: &mut Vec<String>,
+    unknown: &mut UnknownFields,
 ) -> Result<(Dialect, Vec<CommandSpec>), Failure> {
     if let Some(data) = direktiv_cmd_data(root)? {
+        unknown.check(data, &fields::DATA)?;
         let items = data
             .array("commands", "an array of commands")?
             .ok_or_else(|| {
@@ -106,26 +116,34 @@ fn commands(
             &data.path_of("commands"),
             Dialect::DirektivCmd,
             secrets,
+            unknown,
         )?;
         return Ok((Dialect::DirektivCmd, list));
     }
-    let list =
-        match (
-            root.array("commands", "an array of commands")?,
-            root.has("command"),
-        ) {
-            (Some(_), true) => return Err(Failure::input(
+    let list = match (
+        root.array("commands", "an array of commands")?,
+        root.has("command"),
+    ) {
+        (Some(_), true) => {
+            return Err(Failure::input(
                 "the request has both \"commands\" and \"command\"; use \"commands\": [...] for \
                  several commands or \"command\": \"...\" for one",
-            )),
-            (Some(items), false) => command_list(items, "commands", Dialect::Native, secrets)?,
-            (None, true) => vec![command::parse(root, Dialect::Native, false, secrets)?],
-            (None, false) => {
-                return Err(Failure::input(format!(
-                    "the request has no \"commands\"; {EXPECTED_SHAPE}"
-                )))
-            }
-        };
+            ))
+        }
+        (Some(items), false) => command_list(items, "commands", Dialect::Native, secrets, unknown)?,
+        (None, true) => vec![command::parse(
+            root,
+            Dialect::Native,
+            false,
+            secrets,
+            unknown,
+        )?],
+        (None, false) => {
+            return Err(Failure::input(format!(
+                "the request has no \"commands\"; {EXPECTED_SHAPE}"
+            )))
+        }
+    };
     Ok((Dialect::Native, list))
 }
 
@@ -155,10 +173,14 @@ fn command_list(
     path: &str,
     dialect: Dialect,
     secrets: &mut Vec<String>,
+    unknown: &mut UnknownFields,
 ) -> Result<Vec<CommandSpec>, Failure> {
     json::objects(items, path, "a command like {\"command\": \"ls -l\"}")?
         .iter()
-        .map(|(item_path, map)| command::parse(Obj::new(map, item_path), dialect, true, secrets))
+        .map(|(item_path, map)| {
+            let cmd = Obj::new(map, item_path);
+            command::parse(cmd, dialect, true, secrets, unknown)
+        })
         .collect()
 }
 

@@ -156,13 +156,179 @@ fn empty_commands_is_valid_and_runs_nothing() {
     assert!(plan(json!({"data": {"commands": []}})).commands.is_empty());
 }
 
+// --- unknown fields -------------------------------------------------------------------------
+
 #[test]
-fn unknown_fields_are_ignored() {
-    let spec = command(json!({
-        "state": {"anything": [1, 2]}, "bash": "x",
-        "commands": [{"command": "true", "comment": "ignored", "extra": {}}]
+fn unknown_top_level_fields_are_run_with_one_warning() {
+    // direktiv-apps functions get fields of their own beside `commands`; state data passes.
+    let apps = plan(json!({
+        "access-key": "x", "awsRegion": "eu", "state": {"anything": [1, 2]},
+        "timeout": 5,
+        "commands": [{"command": "true"}]
     }));
-    assert_eq!(spec.program, argv(&["true"]));
+    assert_eq!(apps.commands[0].program, argv(&["true"]));
+    assert_eq!(
+        apps.warning.as_deref(),
+        Some(
+            "ignored unknown fields: access-key, awsRegion, state, timeout (a field of a command)"
+        )
+    );
+    assert_eq!(plan(json!({"commands": []})).warning, None);
+}
+
+#[test]
+fn many_ignored_fields_are_counted_after_the_first_ten() {
+    let mut body = serde_json::Map::new();
+    for i in 0..25 {
+        body.insert(format!("app_field_{i:02}"), json!(i));
+    }
+    body.insert("commands".into(), json!([]));
+    let warning = plan(Value::Object(body)).warning.unwrap_or_default();
+    assert!(warning.contains("app_field_09") && !warning.contains("app_field_10"));
+    assert!(warning.ends_with(" and 15 more"), "{warning}");
+}
+
+#[test]
+fn unknown_fields_of_a_native_command_are_refused_with_the_field_meant() {
+    for (field, meant) in [
+        ("timout", "timeout"),
+        ("shel", "shell"),
+        ("silnet", "silent"),
+        ("Workdir", "workdir"),
+        ("suppressOutput", "suppress_output"),
+    ] {
+        let body = json!({"commands": [{"command": "true", field: "5s"}]});
+        let message = refused(body);
+        assert!(
+            message.starts_with(&format!(
+                "commands[0].{field}: is not a field of a command; did you mean \"{meant}\"?"
+            )),
+            "{message}"
+        );
+        assert!(
+            message.contains("the fields of a command are command, args,"),
+            "{message}"
+        );
+    }
+    let message = refused(json!({"commands": [{"command": "true", "comment": "x"}]}));
+    assert!(
+        message.starts_with("commands[0].comment: is not a field of a command; the fields"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_single_command_shorthand_refuses_typos_at_the_top_level() {
+    let message = refused(json!({"command": "echo hi", "timout": "5s"}));
+    assert_eq!(
+        message,
+        "timout: is not a field of a request; did you mean \"timeout\"?"
+    );
+    // Other unknown fields are the top level's: said, not refused.
+    let plan = plan(json!({"command": "echo hi", "state": 1}));
+    assert_eq!(
+        plan.warning.as_deref(),
+        Some("ignored unknown field: state")
+    );
+}
+
+#[test]
+fn typos_of_request_fields_are_refused_too() {
+    for (field, meant) in [("maks", "mask"), ("fiels", "files"), ("Envs", "envs")] {
+        let message = refused(json!({"commands": [], field: []}));
+        assert!(
+            message.starts_with(&format!(
+                "{field}: is not a field of a request; did you mean \"{meant}\"?"
+            )),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_field_in_the_wrong_object_says_where_it_belongs() {
+    let message = refused(json!({"commands": [{"command": "true", "files": []}]}));
+    assert!(
+        message.starts_with("commands[0].files: is not a field of a command but of the request"),
+        "{message}"
+    );
+    let message = refused(json!({"commands": [{"command": "true", "memory": "1Gi"}]}));
+    assert!(
+        message.contains("is not a field of a command but of limits"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unknown_fields_of_files_env_entries_limits_and_retry_are_refused() {
+    let message = file_refused(json!({"name": "a", "dat": "x"}));
+    assert!(
+        message.starts_with("files[0].dat: is not a field of a file; did you mean \"data\"?"),
+        "{message}"
+    );
+    let message = refused(json!({"commands": [{"command": "true",
+        "envs": [{"name": "TOKEN", "value": "v", "secert": true}]}]}));
+    assert!(
+        message.starts_with(
+            "commands[0].envs[0].secert: is not a field of an envs entry; did you mean \"secret\"?"
+        ),
+        "{message}"
+    );
+    let message = refused(json!({"limits": {"memroy": "1Gi"}, "commands": []}));
+    assert!(
+        message.starts_with("limits.memroy: is not a field of limits; did you mean \"memory\"?"),
+        "{message}"
+    );
+    let message = refused(json!({"commands": [{"command": "true",
+        "retry": {"attempts": 3, "dealy": "PT2S"}}]}));
+    assert!(
+        message.starts_with(
+            "commands[0].retry.dealy: is not a field of retry; did you mean \"delay\"?"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn known_fields_and_nulls_are_not_unknown() {
+    let plan = plan(json!({
+        "files": [{"name": "f", "content": "x", "permission": 420, "type": null}],
+        "envs": [{"name": "A", "value": "b", "secret": false}],
+        "commands": [{"command": "true", "stop": true, "suppress_command": false,
+                      "suppress_output": false, "retry": {"attempts": 2}, "errors": {},
+                      "timout": null}]
+    }));
+    assert_eq!(plan.warning, None);
+}
+
+#[test]
+fn the_direktiv_cmd_shape_only_notes_unknown_fields() {
+    let plan = plan(json!({
+        "files": [{"name": "run.sh", "content": "x", "owner": "me"}],
+        "state": 1,
+        "data": {"commands": [{"command": "true", "timout": 5,
+                               "envs": [{"name": "A", "value": "b", "hidden": true}]}],
+                 "comment": "x"}
+    }));
+    assert_eq!(plan.dialect, Dialect::DirektivCmd);
+    assert_eq!(plan.commands[0].timeout, None);
+    assert_eq!(
+        plan.warning.as_deref(),
+        Some(
+            "ignored unknown fields: state, data.comment, \
+             data.commands[0].timout (did you mean \"timeout\"?), \
+             data.commands[0].envs[0].hidden, files[0].owner"
+        )
+    );
+}
+
+#[test]
+fn odd_keys_are_quoted_in_messages() {
+    let message = refused(json!({"commands": [{"command": "true", "a\nb": 1}]}));
+    assert!(
+        message.starts_with("commands[0].\"a\\nb\": is not"),
+        "{message}"
+    );
 }
 
 #[test]
