@@ -118,9 +118,10 @@ pub struct Config {
           hide_default_value = true)]
     pub allow: AllowList,
 
-    /// Shell used for `shell: true` commands; empty disables shell mode.
-    #[arg(long, env = "CMD_SHELL", default_value = "/bin/sh")]
-    pub shell: String,
+    /// Shell used for `shell: true` commands: an absolute path, or a name found in PATH; it
+    /// must be an executable file. Empty disables shell mode.
+    #[arg(long, env = "CMD_SHELL", default_value = DEFAULT_SHELL, value_parser = parse_shell)]
+    pub shell: ShellSetting,
 
     /// Top-level key of the native response (e.g. `bash` or `aws-cli` to replace those
     /// direktiv-apps functions without touching workflows).
@@ -181,6 +182,20 @@ fn limit_setting(
     }
 }
 
+/// `CMD_SHELL`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShellSetting {
+    /// Set empty: shell mode is off.
+    Disabled,
+    /// An executable file, checked at start-up unless it is the default.
+    Program(PathBuf),
+}
+
+/// The shell when `CMD_SHELL` is not set. It is not checked: an image without a shell (the
+/// binary alone, `FROM scratch`) must still start; the start-up line says that it lacks one,
+/// and its `shell: true` commands are `cmd.notfound`.
+pub const DEFAULT_SHELL: &str = "/bin/sh";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -203,8 +218,10 @@ impl AllowList {
 impl Config {
     /// The shell for `shell: true`, or `None` when shell mode is disabled.
     pub fn shell_path(&self) -> Option<PathBuf> {
-        let shell = self.shell.trim();
-        (!shell.is_empty()).then(|| PathBuf::from(shell))
+        match &self.shell {
+            ShellSetting::Disabled => None,
+            ShellSetting::Program(shell) => Some(shell.clone()),
+        }
     }
 
     /// The `CMD_LIMIT_*` defaults, under every request's own `limits`.
@@ -227,6 +244,38 @@ impl Config {
 /// (`PT10M`), at most a year; see `crate::duration`.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     crate::duration::parse(value)
+}
+
+/// `CMD_SHELL`: empty, or an executable file here, so that a typo stops start-up instead of
+/// failing every `shell: true` command later.
+fn parse_shell(value: &str) -> Result<ShellSetting, String> {
+    let shell = value.trim();
+    if shell.is_empty() {
+        return Ok(ShellSetting::Disabled);
+    }
+    if shell == DEFAULT_SHELL {
+        return Ok(ShellSetting::Program(PathBuf::from(shell)));
+    }
+    if shell.contains('/') && !shell.starts_with('/') {
+        return Err(format!(
+            "'{shell}' must be an absolute path or a name found in PATH (commands run in \
+             their own directory)"
+        ));
+    }
+    match crate::exec::executable_here(shell) {
+        Ok(_) => Ok(ShellSetting::Program(PathBuf::from(shell))),
+        Err(error) => {
+            let why = match error.kind() {
+                std::io::ErrorKind::PermissionDenied => "is not executable",
+                _ if shell.starts_with('/') => "is not an executable file here",
+                _ => "is not found in PATH",
+            };
+            Err(format!(
+                "'{shell}' {why}; set it to a shell this image has (e.g. /bin/sh or \
+                 /bin/bash), or to empty to turn shell mode off"
+            ))
+        }
+    }
 }
 
 /// A duration that must not be zero (a read timeout of 0 would refuse every request).
@@ -415,6 +464,33 @@ mod tests {
         assert!(!cli.config.secret_names.is_secret_name("API_TOKEN"));
         assert!(!cli.config.mask_response);
         assert!(Cli::try_parse_from(["direktiv-cmd", "--mask-names", "(unclosed"]).is_err());
+    }
+
+    #[test]
+    fn shell_must_be_an_executable_file_or_empty() {
+        assert_eq!(parse_shell(""), Ok(ShellSetting::Disabled));
+        assert_eq!(parse_shell("  "), Ok(ShellSetting::Disabled));
+        assert_eq!(
+            parse_shell("/bin/sh"),
+            Ok(ShellSetting::Program("/bin/sh".into()))
+        );
+        assert_eq!(parse_shell("sh"), Ok(ShellSetting::Program("sh".into())));
+        for (value, why) in [
+            ("/bin/nosuchshell", "is not an executable file here"),
+            ("/tmp", "is not an executable file here"),
+            ("nosuchshell", "is not found in PATH"),
+            ("./sh", "must be an absolute path"),
+        ] {
+            let error = parse_shell(value).unwrap_err();
+            assert!(error.contains(why), "{value}: {error}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "#!/bin/sh\n").unwrap();
+        let error = parse_shell(plain.to_str().unwrap()).unwrap_err();
+        assert!(error.contains("is not executable"), "{error}");
+        let cli = Cli::try_parse_from(["direktiv-cmd"]).unwrap();
+        assert_eq!(cli.config.shell_path(), Some(PathBuf::from("/bin/sh")));
     }
 
     #[test]

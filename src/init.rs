@@ -18,6 +18,8 @@
 //! `child_reaper`, which is PID 1). When the runner is not PID 1 (e.g. `docker run --init`, or
 //! a local shell), whoever is PID 1 there reaps orphans, and we stay out of the way.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use nix::errno::Errno;
 use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -33,6 +35,20 @@ const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR1,
     Signal::SIGUSR2,
 ];
+
+/// Set in the server process forked by the init: the process above it is the runner as PID 1.
+static UNDER_INIT: AtomicBool = AtomicBool::new(false);
+
+/// Whether the runner is PID 1 and what that means, for the start-up line (`crate::startup`).
+pub fn role() -> &'static str {
+    if UNDER_INIT.load(Ordering::Relaxed) {
+        "yes (a tiny init reaps orphans and forwards signals to this server)"
+    } else if std::process::id() == 1 {
+        "yes, without init duties (the init could not start: see above)"
+    } else {
+        "no (whoever is PID 1 reaps orphans)"
+    }
+}
 
 /// Becomes a tiny init when running as PID 1; returns in the process that runs the server.
 ///
@@ -59,7 +75,10 @@ pub fn become_init_if_pid1() {
         }
     };
     match spawn_server() {
-        Ok(ForkResult::Child) => restore_mask(&previous),
+        Ok(ForkResult::Child) => {
+            UNDER_INIT.store(true, Ordering::Relaxed);
+            restore_mask(&previous);
+        }
         Ok(ForkResult::Parent { child }) => supervise(child, &watched),
         Err(err) => {
             eprintln!("direktiv-cmd: cannot fork from PID 1 ({err}); serving without init duties");

@@ -45,6 +45,7 @@ pub mod plan;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod startup;
 pub mod stdio;
 pub(crate) mod sync;
 pub(crate) mod text;

@@ -38,6 +38,12 @@ const MAX_CPU_SECONDS: u64 = crate::duration::MAX.as_secs();
 /// The fields of a `limits` object, for the message about an unknown one.
 const FIELDS: &str = "memory, cpu, file_size, open_files";
 
+/// How limits are enforced, for the start-up line (`crate::startup`).
+pub fn enforcement() -> &'static str {
+    "rlimits set on each command: memory as address space (RLIMIT_AS), cpu (RLIMIT_CPU), \
+     file_size (RLIMIT_FSIZE), open_files (RLIMIT_NOFILE)"
+}
+
 impl Limits {
     /// True when no limit is set: the command can take the fast posix_spawn path.
     pub fn is_empty(&self) -> bool {

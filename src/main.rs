@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use direktiv_cmd::config::{Cli, Config, LogFormat, Mode, RunOptions};
-use direktiv_cmd::{init, pipeline, server, stdio};
+use direktiv_cmd::{init, pipeline, server, startup, stdio};
 
 /// At exit, how long queued output may take to reach a reader that still reads.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -84,7 +84,8 @@ fn block_sigchld() {
 async fn serve(config: Config) -> ExitCode {
     let port = config.port;
     // Everything start-up has to say (warnings about settings) comes before "listening on",
-    // the line that tells a reader the runner is up.
+    // the line that tells a reader the runner is up and how it will behave.
+    let behaviour = startup::Behaviour::of(&config);
     let app = server::App::new(config);
     let signals = server::ShutdownSignals::install();
     let listener = match server::bind(port).await {
@@ -95,7 +96,7 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     match listener.local_addr() {
-        Ok(addr) => tracing::info!("listening on {addr}"),
+        Ok(addr) => tracing::info!("{}", behaviour.line(addr)),
         Err(error) => tracing::warn!(%error, "listening, address unknown"),
     }
     match server::serve(app, listener, signals).await {

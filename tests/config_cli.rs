@@ -98,6 +98,18 @@ fn invalid_values_stop_startup_with_a_message_naming_the_variable() {
         ("DIREKTIV_HTTP_BACKEND", "not a url"),
         ("CMD_MASK_NAMES", "TOKEN|(unclosed"),
         ("CMD_MASK_RESPONSE", "maybe"),
+        // Durations that would overflow time arithmetic: more than a year.
+        ("CMD_GRACE", "2y"),
+        ("CMD_KILL_GRACE", "P400D"),
+        ("CMD_TIMEOUT", "99999999999"),
+        ("CMD_READ_TIMEOUT", "10000h"),
+        ("CMD_LIMIT_CPU", "2y"),
+        // A shell that is not an executable file here.
+        ("CMD_SHELL", "/bin/nosuchshell"),
+        ("CMD_SHELL", "/etc/passwd"),
+        ("CMD_SHELL", "/tmp"),
+        ("CMD_SHELL", "nosuchshell"),
+        ("CMD_SHELL", "bin/sh"),
     ];
     let mut problems = Vec::new();
     for (var, value) in cases {
@@ -121,6 +133,58 @@ fn invalid_values_stop_startup_with_a_message_naming_the_variable() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The one start-up line: port, where logs go, the shell, how limits are enforced, how
+/// processes are tracked, PID 1 or not (SPEC §8), and nothing else before it.
+#[test]
+fn one_start_up_line_says_how_the_runner_will_behave() {
+    let sidecar = FakeSidecar::start();
+    let runner = Runner::start_with(&sidecar, &[("CMD_LIMIT_MEMORY", "256Mi")]);
+    let lines = runner.stderr_lines();
+    let line = strip_ansi(lines.first().map(String::as_str).unwrap_or_default());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let port = runner.addr().port();
+    assert!(
+        line.contains(&format!("listening on [::]:{port}; ")),
+        "{line}"
+    );
+    for part in [
+        format!(
+            "; logs: sidecar {}/log (stdout for action id \"development\"); ",
+            sidecar.url()
+        ),
+        "; shell: /bin/sh; ".to_owned(),
+        "; limits: rlimits set on each command".to_owned(),
+        "(defaults: memory 256Mi); ".to_owned(),
+        "; processes: a process group per command".to_owned(),
+        "; pid 1: no ".to_owned(),
+    ] {
+        assert!(line.contains(&part), "{part:?} missing: {line}");
+    }
+
+    let runner = Runner::start_with(&sidecar, &[("DIREKTIV_DEV_MODE", "1"), ("CMD_SHELL", "")]);
+    let line = strip_ansi(&runner.stderr_lines().join("\n"));
+    assert!(line.contains("; logs: stdout (development mode"), "{line}");
+    assert!(
+        line.contains("; shell: off (CMD_SHELL is empty); "),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shell_named_by_its_name_in_path_runs_shell_commands() {
+    let sidecar = FakeSidecar::start();
+    let runner = Runner::start_with(&sidecar, &[("CMD_SHELL", "sh")]);
+    let reply = sidecar
+        .call(
+            &runner,
+            "sh",
+            json!({"command": "echo $((2+3))", "shell": true}),
+        )
+        .await;
+    reply.assert_success();
+    assert_eq!(reply.command(0)["result"], 5);
 }
 
 #[tokio::test(flavor = "multi_thread")]

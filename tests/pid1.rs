@@ -99,6 +99,19 @@ async fn forks_the_server_and_stays_behind_as_pid_1() {
         .call(&runner, "pid1-echo", json!({"command": "echo hi"}))
         .await
         .assert_success();
+    // The start-up line says so.
+    let started: Vec<String> = runner
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| l.contains("listening on"))
+        .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert!(
+        started[0].ends_with(
+            "; pid 1: yes (a tiny init reaps orphans and forwards signals to this server)"
+        ),
+        "{started:?}"
+    );
     signal(init, Signal::SIGTERM);
 }
 

@@ -81,6 +81,12 @@ async fn serves_in_a_chroot_reaching_the_sidecar_as(kind: Root, host: &str) {
         runner.stderr_lines()
     );
     assert!(sidecar.rejected().is_empty());
+    // An image without a shell starts, and says what `shell: true` will meet.
+    let stderr = runner.stderr_lines().join("\n");
+    assert!(
+        stderr.contains("; shell: /bin/sh, which this image lacks (shell: true commands fail"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -52,11 +52,13 @@ static PARENT: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
     std::fs::create_dir(&probe).ok()?;
     let usable = probe.join("cgroup.kill").exists();
     let _ = std::fs::remove_dir(&probe);
-    if usable {
-        tracing::info!(dir = %parent.display(), "request processes are also tracked in cgroups");
-    }
     usable.then_some(parent)
 });
+
+/// Where request cgroups are made, when they can be (looked for once, at the first call).
+pub(crate) fn parent_dir() -> Option<&'static Path> {
+    PARENT.as_deref()
+}
 
 /// How a command enters the request's cgroup.
 #[derive(Debug, Clone, Copy)]

@@ -95,33 +95,37 @@ fn launch_of(spec: &CommandSpec, shell: Option<&Path>) -> Result<Launch, Failure
 /// The `CMD_ALLOW` entries that name no executable here: a bare name not found in the
 /// runner's PATH, or an absolute path that is not an executable file.
 pub(crate) fn unresolved_allow_entries(allow: &AllowList) -> Vec<&str> {
-    let runner_path = std::env::var_os("PATH");
     allow
         .entries
         .iter()
-        .filter(|entry| {
-            let path = Path::new(entry.as_str());
-            let found = match (path.parent(), path.file_name()) {
-                // An absolute path is searched as a PATH of one directory: its own.
-                (Some(dir), Some(name)) if path.is_absolute() => {
-                    let place = SearchPlace {
-                        cwd: None,
-                        path: Some(dir.as_os_str()),
-                    };
-                    search_path(name, place).is_ok()
-                }
-                _ => {
-                    let place = SearchPlace {
-                        cwd: None,
-                        path: runner_path.as_deref(),
-                    };
-                    search_path(OsStr::new(entry), place).is_ok()
-                }
-            };
-            !found
-        })
+        .filter(|entry| executable_here(entry).is_err())
         .map(String::as_str)
         .collect()
+}
+
+/// The executable a setting names (`CMD_ALLOW` entries, `CMD_SHELL`): an absolute path, or a
+/// bare name looked up in the runner's own PATH. Not found, or found without execute
+/// permission (`PermissionDenied`), is an error.
+pub(crate) fn executable_here(entry: &str) -> io::Result<PathBuf> {
+    let path = Path::new(entry);
+    match (path.parent(), path.file_name()) {
+        // An absolute path is searched as a PATH of one directory: its own.
+        (Some(dir), Some(name)) if path.is_absolute() => {
+            let place = SearchPlace {
+                cwd: None,
+                path: Some(dir.as_os_str()),
+            };
+            search_path(name, place)
+        }
+        _ => {
+            let runner_path = std::env::var_os("PATH");
+            let place = SearchPlace {
+                cwd: None,
+                path: runner_path.as_deref(),
+            };
+            search_path(OsStr::new(entry), place)
+        }
+    }
 }
 
 /// The path to execute for `launch`: relative paths are relative to the command's working

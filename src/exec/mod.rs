@@ -38,7 +38,7 @@ pub(crate) use capture::Capture;
 pub(crate) use cgroup::remove_spares as remove_spare_cgroups;
 pub(crate) use escapees::{RequestMark, MARK_VARIABLE};
 pub(crate) use group::ExitKind;
-pub(crate) use launch::{unresolved_allow_entries, Launch};
+pub(crate) use launch::{executable_here, unresolved_allow_entries, Launch};
 pub(crate) use usage::Usage;
 
 use crate::cancel::Cancel;
@@ -55,6 +55,15 @@ use group::ProcessGroup;
 use launch::SearchPlace;
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
 use spawn::{ChildEnv, SpawnRequest, Spawned};
+
+/// How a request's processes are tracked, for the start-up line (`crate::startup`).
+pub(crate) fn tracking() -> String {
+    let groups = "a process group per command, strays found by an environment mark";
+    match cgroup::parent_dir() {
+        Some(dir) => format!("{groups} and a cgroup per request in {}", dir.display()),
+        None => format!("{groups} (no writable cgroup for requests)"),
+    }
+}
 
 /// The execution settings taken from the configuration.
 #[derive(Debug, Clone)]
