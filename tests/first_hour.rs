@@ -143,12 +143,53 @@ async fn result_keeps_numbers_exactly_as_printed() {
     assert!(
         reply
             .text
-            .contains("\"result\":{\"id\":123456789012345678901234,\"price\":1.10}"),
+            .contains("\"result\":{\"price\":1.10,\"id\":123456789012345678901234}"),
         "{}",
         reply.text
     );
     // Beyond a float64 Direktiv's decoder would refuse the whole response: kept as text.
     assert_eq!(reply.command(3)["result"], "1e400");
+}
+
+// --- keys kept in the order printed -------------------------------------------------------
+
+/// An object whose keys are in no sorted order, nested, with a key given twice.
+const UNSORTED: &str = r#"{"zeta": 1, "alpha": {"z": [{"b": 1, "a": 2}], "m": null, "a": "x"}, "mid": true, "zeta": 3}"#;
+
+/// `UNSORTED` as the response carries it: each key where it was first printed (a key given
+/// twice keeps its first place and its last value).
+const UNSORTED_KEPT: &str =
+    r#"{"zeta":3,"alpha":{"z":[{"b":1,"a":2}],"m":null,"a":"x"},"mid":true}"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn result_keeps_object_keys_in_the_order_printed() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({"commands": [
+        {"args": ["printf", "%s", UNSORTED]},
+        {"args": ["sh", "-c", format!("printf '%s' '{UNSORTED}' > out.json")], "output": "out.json"},
+        {"args": ["printf", "\u{1b}[32m%s\u{1b}[0m\n", UNSORTED]}
+    ]});
+    let reply = sidecar.call(&runner, "order", body).await;
+    reply.assert_success();
+    let results = reply
+        .text
+        .matches(&format!("\"result\":{UNSORTED_KEPT},"))
+        .count();
+    assert_eq!(
+        results, 3,
+        "stdout, the output file, stdout with colours: {}",
+        reply.text
+    );
+
+    // Direktiv's direktiv-cmd shape embeds the output the same way.
+    let body = json!({"data": {"commands": [{"args": ["printf", "%s", UNSORTED]}]}});
+    let reply = sidecar.call(&runner, "order-dc", body).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert!(
+        reply.text.contains(&format!("\"Output\":{UNSORTED_KEPT}")),
+        "{}",
+        reply.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -721,9 +721,10 @@ fn env_numbers_and_booleans_become_their_text() {
     assert_eq!(
         plan.env,
         [
-            ("DEBUG".to_string(), "true".to_string()),
-            ("PORT".to_string(), "8080".to_string())
-        ]
+            ("PORT".to_string(), "8080".to_string()),
+            ("DEBUG".to_string(), "true".to_string())
+        ],
+        "in the order given"
     );
 }
 
