@@ -46,14 +46,19 @@ static:
 # direktiv-cmd:scratch, direktiv-cmd:debian and direktiv-cmd-example-{aws-cli,bash,python}
 # from that binary, with or without a registry: missing public base images are pulled or, when
 # that fails, made from Debian's archive (docker/base-image.sh, needs mmdebstrap). Override the
-# bases with DEBIAN_IMAGE=... PYTHON_IMAGE=...
-images: static
+# bases with DEBIAN_IMAGE=... PYTHON_IMAGE=... What the build needs is checked first, before
+# the static build (docker/prerequisites.sh says what to install).
+images:
+	docker/prerequisites.sh images
+	$(MAKE) static
 	docker/build-images.sh $(STATIC_BIN)
 
 image: images
 
 # The images run as a Direktiv pod on the local Docker engine, with the release binary.
-container-test: static
+container-test:
+	docker/prerequisites.sh container-test
+	$(MAKE) static
 	DIREKTIV_CMD_STATIC_BIN=$(STATIC_BIN) $(CARGO) test --test container
 
 # The harness is its own package (bench/), built and linked like the runner (build.rs: packed

@@ -3,6 +3,9 @@
 #
 #   docker/base-image.sh debian    $DEBIAN_IMAGE, default debian:bookworm-slim
 #   docker/base-image.sh python    $PYTHON_IMAGE, default python:3.12-slim
+#   docker/base-image.sh check debian|python
+#                                  only whether it can be had (present, pulled, or a stand-in
+#                                  present or makeable here): exit 1, saying what is missing
 #
 # In order: the image is present; it can be pulled; it is the default and a stand-in is made
 # from Debian's archive, which needs no registry, only http to deb.debian.org:
@@ -43,11 +46,19 @@ available() {
     return 1
 }
 
-make_debian_standin() {
+# Whether the tools that make a stand-in are here.
+can_make_debian() {
     if ! command -v mmdebstrap >/dev/null 2>&1; then
         say "mmdebstrap is missing, needed to make $STANDIN_DEBIAN (apt-get install mmdebstrap)"
-        exit 1
+        return 1
     fi
+}
+can_make_python() {
+    "$0" check debian
+}
+
+make_debian_standin() {
+    can_make_debian || exit 1
     say "making $STANDIN_DEBIAN from $DEBIAN_MIRROR (mmdebstrap, docker import)"
     work=$(mktemp -d "${TMPDIR:-/tmp}/direktiv-cmd-debian.XXXXXX")
     trap 'rm -rf "$work"' EXIT
@@ -104,11 +115,37 @@ resolve() {
     echo "$standin"
 }
 
-case "${1:-}" in
-debian) resolve "${DEBIAN_IMAGE:-$DEFAULT_DEBIAN}" "$DEFAULT_DEBIAN" "$STANDIN_DEBIAN" make_debian_standin ;;
-python) resolve "${PYTHON_IMAGE:-$DEFAULT_PYTHON}" "$DEFAULT_PYTHON" "$STANDIN_PYTHON" make_python_standin ;;
+# check WANTED DEFAULT STANDIN CAN-MAKE: whether resolve would succeed, without making anything.
+check() {
+    wanted=$1 default=$2 standin=$3 can_make=$4
+    if available "$wanted"; then
+        return
+    fi
+    if [ "$wanted" != "$default" ]; then
+        say "$wanted is neither present nor pullable, and only $default has a stand-in"
+        exit 1
+    fi
+    if present "$standin"; then
+        return
+    fi
+    "$can_make" || exit 1
+}
+
+debian_args() {
+    echo "${DEBIAN_IMAGE:-$DEFAULT_DEBIAN} $DEFAULT_DEBIAN $STANDIN_DEBIAN"
+}
+python_args() {
+    echo "${PYTHON_IMAGE:-$DEFAULT_PYTHON} $DEFAULT_PYTHON $STANDIN_PYTHON"
+}
+
+# shellcheck disable=SC2046 # image names have no spaces
+case "${1:-} ${2:-}" in
+"debian ") resolve $(debian_args) make_debian_standin ;;
+"python ") resolve $(python_args) make_python_standin ;;
+"check debian") check $(debian_args) can_make_debian ;;
+"check python") check $(python_args) can_make_python ;;
 *)
-    echo "usage: $0 debian|python" >&2
+    echo "usage: $0 [check] debian|python" >&2
     exit 2
     ;;
 esac

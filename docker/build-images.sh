@@ -9,8 +9,9 @@
 #   docker/build-images.sh [BINARY]         default: target/static/direktiv-cmd (`make static`)
 #
 # Works with the legacy builder and without a registry: docker/base-image.sh finds or makes
-# the base images, pip downloads the AWS CLI's wheels on the host. Layers are cached between
-# runs, and the images a run replaces are removed once nothing uses them.
+# the base images, pip downloads the AWS CLI's wheels on the host. What that needs is checked
+# first (docker/prerequisites.sh). Layers are cached between runs, and the images a run
+# replaces are removed once nothing uses them.
 #
 # Environment: DEBIAN_IMAGE, PYTHON_IMAGE (base images, see docker/base-image.sh);
 # IMAGE_PREFIX (put before every tag: the container tests build under their own);
@@ -26,6 +27,8 @@ prefix=${IMAGE_PREFIX:-}
 say() {
     echo "build-images: $*" >&2
 }
+
+"$here/prerequisites.sh" images
 
 if [ ! -x "$binary" ]; then
     say "$binary is missing; run 'make static' first"
