@@ -5,6 +5,8 @@
 #   make static   statically linked release binary in target/static/direktiv-cmd
 #   make images   the container images and the examples' images, from that binary; builds
 #                 offline too (docker/README.md)
+#   make dev-pod  a local pod: the runner and a sidecar that prints what Direktiv would see;
+#                 IMAGE=<your image> runs that image beside it (docker/README.md)
 #   make bench    benchmark table (also written as JSON to bench-results/); STRICT=1 fails on a
 #                 missed target
 #   make soak     long mixed-load test: cancels, timeouts, disconnects, leak checks
@@ -13,7 +15,7 @@ CARGO ?= cargo
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := target/static/direktiv-cmd
 
-.PHONY: run test lint unit static images image container-test bench soak clean
+.PHONY: run test lint unit static images image container-test dev-pod bench soak clean
 
 # The quick profile (Cargo.toml): optimised, but without the release build's fat LTO.
 run:
@@ -54,6 +56,24 @@ images:
 	docker/build-images.sh $(STATIC_BIN)
 
 image: images
+
+# The runner beside the test sidecar in print mode (docker/dev-pod.sh): as local processes, or
+# IMAGE=<image> in containers sharing the sidecar's network and /mnt/shared, as in a pod.
+SIDECAR_MANIFEST := docker/test-sidecar/Cargo.toml
+SIDECAR_STATIC := target/packages/$(HOST_TARGET)/release/direktiv-cmd-test-sidecar
+IMAGE ?=
+dev-pod:
+ifeq ($(IMAGE),)
+	$(CARGO) build --profile quick
+	$(CARGO) build --manifest-path $(SIDECAR_MANIFEST) --target-dir target/packages
+	DEV_POD_RUNNER_BIN=target/quick/direktiv-cmd docker/dev-pod.sh
+else
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --manifest-path $(SIDECAR_MANIFEST) --target $(HOST_TARGET) --target-dir target/packages
+	rm -rf target/dev-pod-sidecar && mkdir -p target/dev-pod-sidecar/shared
+	cp $(SIDECAR_STATIC) target/dev-pod-sidecar/
+	docker build --quiet --tag direktiv-cmd-dev/sidecar --file docker/test-sidecar/Dockerfile target/dev-pod-sidecar
+	docker/dev-pod.sh $(IMAGE)
+endif
 
 # The images run as a Direktiv pod on the local Docker engine, with the release binary.
 container-test:

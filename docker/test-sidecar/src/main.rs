@@ -1,34 +1,78 @@
-//! Fake Direktiv sidecar for the container tests.
+//! A stand-in for Direktiv's sidecar: for the container tests, and as the sidecar of a local
+//! pod (`make dev-pod`) where a function author sees what Direktiv would see.
 //!
 //! Two listeners, like the two sides of the real sidecar:
-//! - `127.0.0.1:8889` (loopback only, as Direktiv's): `POST /log?aid=<id>` records the body.
-//!   Because it is bound to loopback, a recorded line proves the runner reached it through the
-//!   shared pod network namespace.
-//! - `0.0.0.0:8890` (control, for the test on the host):
-//!   `GET /logs?aid=<id>` returns the recorded bodies as a JSON array of strings, in order;
-//!   `POST /prepare?aid=<id>` creates `/mnt/shared/<id>` (0750) and its `out/*` folders
-//!   (0777) as the sidecar does before it calls the function, and answers with the path.
+//! - `127.0.0.1:8889` (loopback only, as Direktiv's): `POST /log?aid=<id>` records the body
+//!   (and with `--print` prints it as it arrives); `/var?aid=&scope=&key=` reads and writes
+//!   variables kept as files, answering as Direktiv v0.10's sidecar does (`vars.rs`). Because
+//!   it is bound to loopback, a recorded line proves the runner reached it through the shared
+//!   pod network namespace.
+//! - `0.0.0.0:8890` (the side Direktiv calls the function through): `POST /` takes an action's
+//!   input and calls the runner as Direktiv does (`action.rs`); for the tests,
+//!   `GET /logs?aid=<id>` returns the recorded bodies as a JSON array of strings, in order, and
+//!   `POST /prepare?aid=<id>` creates `<shared>/<id>` (0750) and its `out/*` folders (0777) as
+//!   the sidecar does before it calls the function, and answers with the path.
 //!
-//! It runs as uid 65532 like Direktiv's sidecar since v0.8.8, so the directories it makes
-//! have the ownership the runner meets in a real pod.
+//! In the image it runs as uid 65532 like Direktiv's sidecar since v0.8.8, so the directories it
+//! makes have the ownership the runner meets in a real pod.
 
-use std::collections::HashMap;
+mod action;
+mod options;
+mod vars;
+
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use serde::Deserialize;
 
-/// Log bodies by action id, in arrival order.
-type Logs = Arc<Mutex<HashMap<String, Vec<String>>>>;
+use options::Options;
 
-/// Root of the shared volume, as mounted in a Direktiv pod.
-const SHARED: &str = "/mnt/shared";
+/// What both listeners share.
+pub(crate) struct Pod {
+    options: Options,
+    /// Log bodies by action id, in arrival order.
+    logs: Mutex<HashMap<String, Vec<String>>>,
+    /// Action ids of calls made through `POST /` that are still running: the only ones whose
+    /// variables `/var` serves, as in Direktiv.
+    in_flight: Mutex<HashSet<String>>,
+}
+
+impl Pod {
+    fn logs(&self) -> MutexGuard<'_, HashMap<String, Vec<String>>> {
+        self.logs
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    pub(crate) fn in_flight(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Prints a line of the pod's own (in `--print` mode), whole, as one write.
+    pub(crate) fn say(&self, text: &str) {
+        if self.options.print {
+            print_now(text);
+        }
+    }
+}
+
+/// Prints `text` and a newline at once: lines of concurrent requests never interleave.
+pub(crate) fn print_now(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
+}
 
 #[derive(Deserialize)]
 struct Aid {
@@ -37,26 +81,46 @@ struct Aid {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let logs = Logs::default();
-    let log_routes = Router::new()
+    let options = match Options::from_args(std::env::args().skip(1)) {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("direktiv-cmd-test-sidecar: {message}\n{}", options::USAGE);
+            std::process::exit(2);
+        }
+    };
+    let pod = Arc::new(Pod {
+        options,
+        logs: Mutex::default(),
+        in_flight: Mutex::default(),
+    });
+    let local_routes = Router::new()
         .route("/log", post(record))
-        .with_state(logs.clone());
-    let control_routes = Router::new()
+        .route("/var", any(vars::handle))
+        .with_state(pod.clone());
+    let network_routes = Router::new()
+        .route("/", post(action::call))
         .route("/logs", get(recorded))
         .route("/prepare", post(prepare))
-        .with_state(logs);
+        .with_state(pod.clone());
 
-    let log_listener =
-        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 8889))).await?;
-    let control_listener =
-        tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], 8890))).await?;
-    println!("test sidecar listening on 127.0.0.1:8889 and 0.0.0.0:8890");
+    let local =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], pod.options.log_port)))
+            .await?;
+    let network =
+        tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], pod.options.front_port)))
+            .await?;
+    print_now(&format!(
+        "test sidecar listening on {} (log, var) and {} (calls to the function); runner {}",
+        local.local_addr()?,
+        network.local_addr()?,
+        pod.options.runner
+    ));
 
-    let log_server = axum::serve(log_listener, log_routes);
-    let control_server = axum::serve(control_listener, control_routes);
+    let local_server = axum::serve(local, local_routes);
+    let network_server = axum::serve(network, network_routes);
     tokio::select! {
-        result = log_server => result,
-        result = control_server => result,
+        result = local_server => result,
+        result = network_server => result,
         _ = terminated() => Ok(()),
     }
 }
@@ -76,42 +140,59 @@ async fn terminated() {
     }
 }
 
-async fn record(State(logs): State<Logs>, Query(q): Query<Aid>, body: String) -> StatusCode {
-    match logs.lock() {
-        Ok(mut logs) => {
-            logs.entry(q.aid).or_default().push(body);
-            StatusCode::OK
-        }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+/// `POST /log`: one instance-log entry per post, as in Direktiv.
+async fn record(State(pod): State<Arc<Pod>>, Query(q): Query<Aid>, body: Bytes) -> StatusCode {
+    let message = String::from_utf8_lossy(&body).into_owned();
+    if pod.options.print && !message.is_empty() {
+        // A post that holds several lines (the runner coalesces lines a slow sidecar could
+        // not take one by one) is still one entry: its lines are printed under one prefix.
+        let note = match pod.in_flight().contains(&q.aid) {
+            true => "",
+            false => "  (no call in flight has this action id: Direktiv would not log it)",
+        };
+        let prefix = format!("[{}] ", q.aid);
+        let indent = " ".repeat(prefix.len());
+        print_now(&format!(
+            "{prefix}{}{note}",
+            message.replace('\n', &format!("\n{indent}"))
+        ));
     }
+    pod.logs().entry(q.aid).or_default().push(message);
+    StatusCode::OK
 }
 
+/// `GET /logs`: what `/log` recorded for an action id.
 async fn recorded(
-    State(logs): State<Logs>,
+    State(pod): State<Arc<Pod>>,
     Query(q): Query<Aid>,
 ) -> Result<([(header::HeaderName, &'static str); 1], String), StatusCode> {
-    let logs = logs.lock().map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
-    let lines = logs.get(&q.aid).cloned().unwrap_or_default();
+    let lines = pod.logs().get(&q.aid).cloned().unwrap_or_default();
     let body = serde_json::to_string(&lines).map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)?;
     Ok(([(header::CONTENT_TYPE, "application/json")], body))
 }
 
-async fn prepare(Query(q): Query<Aid>) -> Result<String, (StatusCode, String)> {
-    let fail = |e: std::io::Error| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+/// `POST /prepare`: the action's folder, as the sidecar makes it before a call.
+async fn prepare(
+    State(pod): State<Arc<Pod>>,
+    Query(q): Query<Aid>,
+) -> Result<String, (StatusCode, String)> {
     if q.aid.is_empty() || q.aid.contains('/') || q.aid.starts_with('.') {
         return Err((StatusCode::BAD_REQUEST, "bad action id".to_string()));
     }
-    let dir = PathBuf::from(SHARED).join(&q.aid);
-    std::fs::DirBuilder::new()
-        .mode(0o750)
-        .create(&dir)
-        .map_err(fail)?;
-    // The mode given to mkdir is reduced by the umask; Direktiv's result is 0750 either way.
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).map_err(fail)?;
-    for scope in ["namespace", "workflow", "instance"] {
-        let out = dir.join("out").join(scope);
-        std::fs::create_dir_all(&out).map_err(fail)?;
-        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).map_err(fail)?;
-    }
+    let dir = pod.options.shared.join(&q.aid);
+    make_action_dir(&dir).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     Ok(dir.display().to_string())
+}
+
+/// `<shared>/<aid>` (0750) with `out/namespace`, `out/workflow` and `out/instance` (0777).
+pub(crate) fn make_action_dir(dir: &Path) -> std::io::Result<PathBuf> {
+    std::fs::DirBuilder::new().mode(0o750).create(dir)?;
+    // The mode given to mkdir is reduced by the umask; Direktiv's result is 0750 either way.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+    for scope in vars::SCOPES {
+        let out = dir.join("out").join(scope);
+        std::fs::create_dir_all(&out)?;
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777))?;
+    }
+    Ok(dir.to_path_buf())
 }
