@@ -79,5 +79,13 @@ docker run -d --name "$name-sidecar" -p 8890:8890 -v "$dir/vars:/vars" "$sidecar
 docker run -d --name "$name-runner" --network "container:$name-sidecar" \
     --volumes-from "$name-sidecar" "$image" >/dev/null
 say "$image runs beside the sidecar; call it: curl -s localhost:8890/ -d '{\"commands\": [{\"command\": \"echo hello\"}]}'"
-docker logs -f "$name-runner" 2>&1 | sed 's/^/runner: /' &
-docker logs -f "$name-sidecar"
+# The runner's own lines under a prefix, the sidecar's as they are. In the background: the
+# shell runs its traps (Ctrl-C) only between commands, never during a foreground one.
+docker logs -f "$name-runner" 2>&1 | while IFS= read -r line; do echo "runner: $line"; done &
+docker logs -f "$name-sidecar" &
+while [ "$(docker inspect --format '{{.State.Running}}' "$name-runner" 2>/dev/null)" = true ]; do
+    sleep 1
+done
+say "the runner stopped:"
+docker logs --tail 5 "$name-runner" 2>&1 | sed 's/^/runner: /' >&2
+exit 1
