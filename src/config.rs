@@ -21,7 +21,10 @@ use crate::mask::{SecretPolicy, DEFAULT_SECRET_NAMES};
     long_about = "Generic command runner for Direktiv function containers.\n\n\
         Serves Direktiv's function contract on $PORT: POST / runs the request's commands, \
         streams every output line to the sidecar's log endpoint and answers with JSON results \
-        or a catchable cmd.* error. Every option is also an environment variable."
+        or a catchable cmd.* error. Every option is also an environment variable.\n\n\
+        Exit status: 0 after a drain on SIGTERM; 2 when the command line or a setting is \
+        invalid (the message names the variable; nothing was started); 1 when the runner \
+        cannot start or serve."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -35,7 +38,8 @@ pub struct Cli {
 pub enum Mode {
     /// Run one request from a file (or `-` for stdin) without HTTP: logs go to stderr, the
     /// response JSON to stdout. The exit status is 0 on success; on failure it is the failing
-    /// command's exit status when it exited with one (cmd.exit.3 exits 3), else 1.
+    /// command's exit status when it exited with one (cmd.exit.3 exits 3), else 1. A usage
+    /// error exits 2 with no JSON on stdout.
     Run {
         #[command(flatten)]
         options: RunOptions,

@@ -77,6 +77,25 @@ fn help_lists_every_variable_with_its_default() {
 }
 
 #[test]
+fn usage_errors_exit_2_as_help_says() {
+    let help = strip_ansi(&run(&["--help"], &[]).stdout);
+    let flat: String = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("Exit status: 0 after a drain on SIGTERM; 2 when the command line or a setting is invalid"),
+        "{help}"
+    );
+    for args in [&["--no-such-flag"][..], &["run"], &["run", "-", "extra"]] {
+        let finished = run(args, &[]);
+        assert_eq!(
+            finished.status.and_then(|s| s.code()),
+            Some(2),
+            "{args:?}: {finished:?}"
+        );
+        assert_eq!(finished.stdout, "", "{args:?}: no JSON on stdout");
+    }
+}
+
+#[test]
 fn version_prints_the_package_version() {
     let finished = run(&["--version"], &[]);
     assert!(finished.status.is_some_and(|s| s.success()), "{finished:?}");
@@ -119,9 +138,9 @@ fn invalid_values_stop_startup_with_a_message_naming_the_variable() {
         let outside_placeholders = without_placeholders(&stderr);
         match finished.status {
             None => problems.push(format!("{var}={value}: kept running instead of stopping")),
-            Some(status) if status.success() => {
-                problems.push(format!("{var}={value}: exited 0 instead of failing"))
-            }
+            Some(status) if status.code() != Some(2) => problems.push(format!(
+                "{var}={value}: exited with {status} instead of 2, a usage error"
+            )),
             Some(_) if !outside_placeholders.contains(var) => problems.push(format!(
                 "{var}={value}: the message does not name {var}: {}",
                 stderr.trim()
