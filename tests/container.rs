@@ -355,7 +355,8 @@ async fn derived_busybox_image_runs_sh_c_commands() {
 async fn docker_stop_drains_an_in_flight_request() {
     require_docker!("docker_stop_drains_an_in_flight_request");
     let images = images();
-    let pod = Pod::start(images, &images.busybox, &[]).await;
+    // A grace longer than the images' (3 s), and room for it at `docker stop`.
+    let pod = Pod::start(images, &images.busybox, &["--env=CMD_GRACE=30s"]).await;
 
     let body = json!({"commands": [{"command": "sleep 6"}, {"command": "echo drained"}]});
     let in_flight = {
@@ -381,7 +382,6 @@ async fn docker_stop_drains_an_in_flight_request() {
         "the request never started"
     );
 
-    // Docker's default stop timeout (10 s) is below the runner's grace; give it room.
     let name = pod.runner.name.clone();
     let stopping = tokio::task::spawn_blocking(move || docker_ok(&["stop", "--time", "60", &name]));
 
@@ -411,6 +411,54 @@ async fn docker_stop_drains_an_in_flight_request() {
         "the runner must exit 0 after draining:\n{}",
         pod.runner.logs()
     );
+}
+
+/// Plain `docker stop` (SIGKILL after 10 s): with the images' grace, a request that outlasts it
+/// is cancelled and answered, and the runner exits 0 before the SIGKILL, even when its command
+/// ignores SIGTERM and needs CMD_KILL_GRACE (5 s) more.
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_docker_stop_answers_in_flight_work_before_its_sigkill() {
+    require_docker!("plain_docker_stop_answers_in_flight_work_before_its_sigkill");
+    let images = images();
+    let pod = Pod::start(images, &images.busybox, &[]).await;
+    let body = json!({"commands": [{"command": "trap '' TERM; sleep 60", "shell": true}]});
+    let in_flight = {
+        let url = pod.runner_url("/");
+        let client = pod.client().clone();
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .header("Direktiv-ActionID", "aid-stop")
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            match response {
+                Ok(r) => support::Reply::read(r).await,
+                Err(e) => support::Reply::transport_error(e),
+            }
+        })
+    };
+    assert!(
+        pod.wait_log("aid-stop", |l| l.starts_with("running command"))
+            .await,
+        "the request never started"
+    );
+    let name = pod.runner.name.clone();
+    let started = Instant::now();
+    tokio::task::spawn_blocking(move || docker_ok(&["stop", &name]))
+        .await
+        .expect("docker stop");
+    let took = started.elapsed();
+    let reply = in_flight.await.expect("request task");
+    reply.assert_error("cmd.cancelled", 500);
+    assert_eq!(
+        pod.runner.exit_code(),
+        0,
+        "exit 137 is Docker's SIGKILL ({took:?}):\n{}",
+        pod.runner.logs()
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
