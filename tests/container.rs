@@ -568,12 +568,20 @@ async fn runner_copied_into_debian_and_busybox_is_pid1() {
         let reply = pod
             .post(
                 "aid-copied",
-                json!({"commands": [{"command": "id -u"}, {"command": "echo $((2+3))", "shell": true}]}),
+                json!({"commands": [
+                    {"command": "id -u"},
+                    {"command": "echo $((2+3))", "shell": true},
+                    {"command": "whoami"}
+                ]}),
                 &[],
             )
             .await;
         reply.assert_success();
-        assert_eq!(results(&reply), [json!(65532), json!(5)], "{image}");
+        assert_eq!(
+            results(&reply),
+            [json!(65532), json!(5), json!("nonroot")],
+            "{image}"
+        );
         let pid1 = pod
             .runner
             .exec(&["cat", "/proc/1/cmdline"])
@@ -759,6 +767,49 @@ async fn s3_object(client: &reqwest::Client, endpoint: &str, path: &str) -> (u16
         .expect("query the S3 emulator");
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
+}
+
+/// The README's Direktiv example passes its region in a variable the AWS CLI of the example
+/// image (v1) reads: `AWS_REGION` is ignored there.
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_direktiv_example_sets_a_region_the_shipped_aws_cli_reads() {
+    require_docker!("readme_direktiv_example_sets_a_region_the_shipped_aws_cli_reads");
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
+    let yaml = fenced_blocks(&readme, "yaml")
+        .into_iter()
+        .find(|block| block.contains("aws s3 ls"))
+        .expect("the README's Direktiv example");
+    let workflow: Value = serde_yaml_ng::from_str(&yaml).expect("the example is YAML");
+    let env = &workflow["states"][0]["action"]["input"]["env"];
+    let plain: serde_json::Map<String, Value> = env
+        .as_object()
+        .expect("input.env")
+        .iter()
+        .filter(|(_, v)| !v.as_str().is_some_and(|v| v.starts_with("jq(")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let images = images();
+    let pod = Pod::start(images, images.example("aws-cli"), &[]).await;
+    let reply = pod
+        .post(
+            "aid-region",
+            json!({"env": plain, "commands": [{"command": "aws configure list"}]}),
+            &[],
+        )
+        .await;
+    reply.assert_success();
+    // `region   eu-central-1   env   AWS_DEFAULT_REGION`, or `<not set>` (the image answers
+    // under `aws-cli`, as the direktiv-apps function).
+    let listed = results_under(&reply, "aws-cli")[0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let region: Vec<&str> = listed
+        .lines()
+        .find(|l| l.trim_start().starts_with("region"))
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(region.get(1), Some(&"eu-central-1"), "{plain:?}:\n{listed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
