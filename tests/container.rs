@@ -351,6 +351,26 @@ async fn derived_busybox_image_runs_sh_c_commands() {
     assert_eq!(reply.command(2)["success"], false);
 }
 
+/// `POST /` to the pod's runner in a task of its own, for a test that stops the runner meanwhile.
+fn post_in_background(
+    pod: &Pod,
+    aid: &str,
+    body: Value,
+) -> tokio::task::JoinHandle<support::Reply> {
+    let request = pod
+        .client()
+        .post(pod.runner_url("/"))
+        .header("Direktiv-ActionID", aid)
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    tokio::spawn(async move {
+        match request.send().await {
+            Ok(r) => support::Reply::read(r).await,
+            Err(e) => support::Reply::transport_error(e),
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_stop_drains_an_in_flight_request() {
     require_docker!("docker_stop_drains_an_in_flight_request");
@@ -359,23 +379,7 @@ async fn docker_stop_drains_an_in_flight_request() {
     let pod = Pod::start(images, &images.busybox, &["--env=CMD_GRACE=30s"]).await;
 
     let body = json!({"commands": [{"command": "sleep 6"}, {"command": "echo drained"}]});
-    let in_flight = {
-        let url = pod.runner_url("/");
-        let client = pod.client().clone();
-        tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .header("Direktiv-ActionID", "aid-drain")
-                .header("Content-Type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await;
-            match response {
-                Ok(r) => support::Reply::read(r).await,
-                Err(e) => support::Reply::transport_error(e),
-            }
-        })
-    };
+    let in_flight = post_in_background(&pod, "aid-drain", body);
     assert!(
         pod.wait_log("aid-drain", |l| l == "running command 'sleep 6'")
             .await,
@@ -422,23 +426,7 @@ async fn plain_docker_stop_answers_in_flight_work_before_its_sigkill() {
     let images = images();
     let pod = Pod::start(images, &images.busybox, &[]).await;
     let body = json!({"commands": [{"command": "trap '' TERM; sleep 60", "shell": true}]});
-    let in_flight = {
-        let url = pod.runner_url("/");
-        let client = pod.client().clone();
-        tokio::spawn(async move {
-            let response = client
-                .post(url)
-                .header("Direktiv-ActionID", "aid-stop")
-                .header("Content-Type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await;
-            match response {
-                Ok(r) => support::Reply::read(r).await,
-                Err(e) => support::Reply::transport_error(e),
-            }
-        })
-    };
+    let in_flight = post_in_background(&pod, "aid-stop", body);
     assert!(
         pod.wait_log("aid-stop", |l| l.starts_with("running command"))
             .await,
