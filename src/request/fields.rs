@@ -157,7 +157,7 @@ impl UnknownFields {
                 (Policy::Refuse, Some(meant)) => {
                     return Err(root.error(
                         &shown(key),
-                        format!("is not a field of a request; did you mean \"{meant}\"?"),
+                        format!("is not a field of the request; did you mean \"{meant}\"?"),
                     ))
                 }
                 _ => {

@@ -222,7 +222,7 @@ fn the_single_command_shorthand_refuses_typos_at_the_top_level() {
     let message = refused(json!({"command": "echo hi", "timout": "5s"}));
     assert_eq!(
         message,
-        "timout: is not a field of a request; did you mean \"timeout\"?"
+        "timout: is not a field of the request; did you mean \"timeout\"?"
     );
     // Other unknown fields are the top level's: said, not refused.
     let plan = plan(json!({"command": "echo hi", "state": 1}));
@@ -238,7 +238,7 @@ fn typos_of_request_fields_are_refused_too() {
         let message = refused(json!({"commands": [], field: []}));
         assert!(
             message.starts_with(&format!(
-                "{field}: is not a field of a request; did you mean \"{meant}\"?"
+                "{field}: is not a field of the request; did you mean \"{meant}\"?"
             )),
             "{message}"
         );
