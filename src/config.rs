@@ -34,6 +34,19 @@ pub struct Cli {
     pub command: Option<Mode>,
 }
 
+impl Cli {
+    /// The environment variables the runner reads as its own settings (`CMD_RESULT_KEY`,
+    /// `PORT`, ...): configuration, never secrets, whatever their names.
+    pub fn setting_variables() -> Vec<String> {
+        use clap::CommandFactory;
+        Cli::command()
+            .get_arguments()
+            .filter_map(|argument| argument.get_env())
+            .map(|name| name.to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Mode {
     /// Run one request from a file (or `-` for stdin) without HTTP: logs go to stderr, the
@@ -136,8 +149,12 @@ pub struct Config {
     #[arg(long, env = "CMD_LOG_FORMAT", default_value = "text", value_enum)]
     pub log_format: LogFormat,
 
-    /// Env variables whose NAME matches this regular expression (case-insensitive, anywhere in
-    /// the name) hold secrets: their values are masked. Empty: no name makes a value secret.
+    /// Env variables hold secrets when a WORD of their name matches this regular expression in
+    /// full, ignoring case (names split at `_`, `-`, `.`, case changes and digits: `apiKey` is
+    /// `api` `Key`; so `KEY` matches AWS_SECRET_ACCESS_KEY but not KEYBOARD), or the whole name
+    /// does. Their values are masked, in requests' env and in the runner's own environment,
+    /// unless they are `true`/`false`/`yes`/`no`/`on`/`off` or a number of fewer than 6 digits.
+    /// Empty: no name makes a value secret.
     #[arg(long = "mask-names", env = "CMD_MASK_NAMES", default_value = DEFAULT_SECRET_NAMES,
           value_parser = SecretPolicy::parse)]
     pub secret_names: SecretPolicy,

@@ -21,7 +21,8 @@
 //! `cancel` (a request's cancellation, passed down as a value), `mask` (secret redaction),
 //! `config`, `init` (PID 1), `limits` (resource limits: read by `request` and `config`, set by
 //! `exec`), `metrics`, `stdio` (the runner's own stdout and stderr, which never block), `sync`
-//! (the lock-poison policy), `text`, `trace` (W3C trace context for commands).
+//! (the lock-poison policy), `text`, `trace` (W3C trace context for commands),
+//! `workflow_commands` (`::add-mask::` and other lines a command prints to the runner).
 //!
 //! Modules and items are crate-private unless the binary, the integration tests, the fuzz
 //! targets or the benchmarks use them.
@@ -50,4 +51,5 @@ pub mod stdio;
 pub(crate) mod sync;
 pub(crate) mod text;
 pub(crate) mod trace;
+pub(crate) mod workflow_commands;
 pub mod workspace;

@@ -29,6 +29,11 @@ fn main() -> ExitCode {
         Some(Mode::Run { .. }) => tracing::Level::WARN,
     };
     init_tracing(&cli.config, default_level);
+    // Before any request, and before the runner logs anything of a request.
+    if let Err(error) = pipeline::install_container_secrets(&cli.config) {
+        eprintln!("direktiv-cmd: {error}; nothing was started");
+        return ExitCode::from(2);
+    }
     block_sigchld();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -177,7 +182,7 @@ fn init_tracing(config: &Config, default_level: tracing::Level) {
     };
     // Each log line is queued whole and never waited for: a stderr nobody reads must not
     // stall the thread that logs (an async worker, in the middle of a request).
-    let layer = tracing_subscriber::fmt::layer().with_writer(stdio::stderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(stdio::masked_stderr);
     let registry = tracing_subscriber::registry().with(filter);
     match config.log_format {
         LogFormat::Json => registry

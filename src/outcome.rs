@@ -1,11 +1,17 @@
-//! What a request came to, before it is rendered: each command's report, and why the request
-//! failed, if it did. Also the two texts built from a command's output: its `result` value and
-//! its one-line failure message.
+//! What a request came to, before it is rendered: each command's report, why the request
+//! failed, if it did, and the secrets everything is masked with. Also the texts built from a
+//! command's output: its `result` value and its one-line failure message.
+//!
+//! Everything here is as the commands produced it; nothing is masked yet. Masking is the
+//! renderer's (`response`) and the log stream's: a `FailureMessage` can only be turned into
+//! text through `render`, which masks it, and the outcome carries the request's `Masker`.
 
 use serde_json::Value;
 
-use crate::error::Failure;
-use crate::exec::CommandRun;
+use std::sync::Arc;
+
+use crate::error::{CancelReason, Failure};
+use crate::exec::{masked_tail, CommandRun};
 use crate::mask::{Masker, Snapshot};
 use crate::plan::Dialect;
 
@@ -17,13 +23,50 @@ const MAX_MESSAGE_HEAD: usize = 1024;
 /// One command's outcome as the response reports it.
 #[derive(Debug)]
 pub(crate) struct CommandReport {
-    /// The command line, masked.
+    /// The command line as the user wrote it.
     pub(crate) display: String,
     pub(crate) run: CommandRun,
-    /// `result`: stdout (or the `output` file) as JSON when it is JSON, else trimmed text.
-    pub(crate) result: Value,
-    /// The one-line failure message, when the command failed.
-    pub(crate) message: Option<String>,
+    /// The content of the command's `output` file, when it names one that could be read.
+    pub(crate) output_file: Option<OutputFile>,
+    /// Why the command failed, when it did.
+    pub(crate) message: Option<FailureMessage>,
+}
+
+impl CommandReport {
+    /// The report of a command that ran (or could not start): `output_file` is what its
+    /// `output` file gave, when it names one; a file that could not be read fails the command.
+    pub(crate) fn new(
+        display: &str,
+        mut run: CommandRun,
+        output_file: Option<Result<OutputFile, Failure>>,
+    ) -> Self {
+        let output_file = match output_file {
+            Some(Ok(file)) => Some(file),
+            Some(Err(failure)) => {
+                run.failure.get_or_insert(failure);
+                None
+            }
+            None => None,
+        };
+        let message = run
+            .failure
+            .as_ref()
+            .map(|failure| FailureMessage::new(Some(display), failure, Some(run.stderr.tail())));
+        CommandReport {
+            display: display.to_owned(),
+            run,
+            output_file,
+            message,
+        }
+    }
+}
+
+/// The first bytes of an `output` file.
+#[derive(Debug)]
+pub(crate) struct OutputFile {
+    pub(crate) bytes: Vec<u8>,
+    /// The file may go on after `bytes` (it was read up to the limit).
+    pub(crate) cut: bool,
 }
 
 /// Why a request failed as a whole.
@@ -32,8 +75,7 @@ pub(crate) struct JobFailure {
     pub(crate) failure: Failure,
     /// The command that failed (0-based), when a command did.
     pub(crate) command: Option<usize>,
-    /// One line, masked, at most 4 KiB.
-    pub(crate) message: String,
+    pub(crate) message: FailureMessage,
 }
 
 /// Everything a response is built from.
@@ -42,26 +84,130 @@ pub(crate) struct JobOutcome {
     pub(crate) dialect: Dialect,
     pub(crate) reports: Vec<CommandReport>,
     pub(crate) failure: Option<JobFailure>,
+    /// The request's secrets, for the renderer. They stay registered (masked in every other
+    /// request's output too) until the outcome is dropped, after the response is rendered.
+    pub(crate) secrets: Arc<Masker>,
 }
 
 impl JobOutcome {
+    /// A request whose commands are about to run.
+    pub(crate) fn running(dialect: Dialect, secrets: Arc<Masker>) -> Self {
+        JobOutcome {
+            dialect,
+            reports: Vec::new(),
+            failure: None,
+            secrets,
+        }
+    }
+
+    /// The request was cancelled between two commands.
+    pub(crate) fn cancel(&mut self, reason: CancelReason) {
+        let failure = Failure::Cancelled { reason };
+        self.failure = Some(JobFailure {
+            message: FailureMessage::new(None, &failure, None),
+            failure,
+            command: None,
+        });
+    }
+
+    /// Adds command `index`'s report; true when its failure ends the request (it may not
+    /// continue, or it was cancelled or refused).
+    pub(crate) fn record(
+        &mut self,
+        index: usize,
+        may_continue: bool,
+        report: CommandReport,
+    ) -> bool {
+        let fatal = report.run.failure.as_ref().filter(|failure| match failure {
+            Failure::Cancelled { .. } | Failure::Input(_) => true,
+            _ => !may_continue,
+        });
+        if let (Some(failure), Some(message)) = (fatal, &report.message) {
+            self.failure = Some(JobFailure {
+                failure: failure.clone(),
+                command: Some(index),
+                message: message.clone(),
+            });
+        }
+        self.reports.push(report);
+        self.failure.is_some()
+    }
+
     /// A request refused before anything ran; `command` names the command that was refused.
     pub(crate) fn rejected(
         dialect: Dialect,
         failure: Failure,
         command: Option<&str>,
-        masker: &Masker,
+        secrets: Arc<Masker>,
     ) -> Self {
-        let message = failure_message(command, &failure, b"", &masker.snapshot());
         JobOutcome {
             dialect,
             reports: Vec::new(),
             failure: Some(JobFailure {
+                message: FailureMessage::new(command, &failure, None),
                 failure,
                 command: None,
-                message,
             }),
+            secrets,
         }
+    }
+}
+
+/// A failure's one-line message: `command '<cmd>' <what happened>: <stderr tail>`. Kept as
+/// its parts, as produced; `render` masks it, escapes control characters and bounds it.
+#[derive(Debug, Clone)]
+pub(crate) struct FailureMessage {
+    head: String,
+    /// Whether the head names a command (then room is kept for the tail).
+    has_command: bool,
+    /// The last bytes of stderr, and whether stderr began before them.
+    tail: Option<(Vec<u8>, bool)>,
+}
+
+impl FailureMessage {
+    /// The message of `failure` of `command` (or of the request), ending with `stderr_tail`.
+    pub(crate) fn new(
+        command: Option<&str>,
+        failure: &Failure,
+        stderr_tail: Option<(&[u8], bool)>,
+    ) -> Self {
+        let head = match command {
+            Some(command) => format!("command '{command}' {failure}"),
+            None => failure.to_string(),
+        };
+        FailureMessage {
+            head,
+            has_command: command.is_some(),
+            tail: stderr_tail.map(|(bytes, cut)| (bytes.to_vec(), cut)),
+        }
+    }
+
+    /// The message as shown: masked with `secrets`, control characters escaped, at most
+    /// `MAX_MESSAGE` bytes. Each part is masked before it is escaped and after (an escape
+    /// could spell a secret), and cut only once masked.
+    pub(crate) fn render(&self, secrets: &Snapshot) -> String {
+        let mask_escaped = |text: &str| -> String {
+            let escaped = escape_controls(&secrets.mask(text));
+            secrets.mask(&escaped).into_owned()
+        };
+        // With a command, room is kept for the stderr tail; without one the text is the message.
+        let head_limit = match self.has_command {
+            true => MAX_MESSAGE_HEAD,
+            false => MAX_MESSAGE,
+        };
+        let head = cut_end(&mask_escaped(&self.head), head_limit);
+        let Some((tail, cut)) = &self.tail else {
+            return head;
+        };
+        let masked = masked_tail(tail, *cut, secrets);
+        let text = crate::text::lossy(&masked);
+        let tail = text.trim();
+        if tail.is_empty() {
+            return head;
+        }
+        let tail = mask_escaped(tail);
+        let budget = MAX_MESSAGE.saturating_sub(head.len() + 2);
+        format!("{head}: {}", keep_end(&tail, budget))
     }
 }
 
@@ -101,50 +247,24 @@ pub(crate) fn embeddable_json(bytes: &[u8]) -> Option<Value> {
     serde_json::from_slice(bytes).ok().filter(numbers_in_range)
 }
 
-/// The one-line message of a failure: `command '<cmd>' <what happened>: <stderr tail>`, masked,
-/// control characters escaped, at most `MAX_MESSAGE` bytes. `stderr_tail` comes masked
-/// (`Capture::masked_tail`: masking it here could not see a secret cut at its start).
-pub(crate) fn failure_message(
-    command: Option<&str>,
-    failure: &Failure,
-    stderr_tail: &[u8],
-    secrets: &Snapshot,
-) -> String {
-    let head = match command {
-        Some(command) => format!("command '{command}' {failure}"),
-        None => failure.to_string(),
-    };
-    // With a command, room is kept for the stderr tail; without one the text is the message.
-    let head_limit = if command.is_some() {
-        MAX_MESSAGE_HEAD
-    } else {
-        MAX_MESSAGE
-    };
-    let head = one_line(&secrets.mask(&head), head_limit);
-    let tail_text = crate::text::lossy(stderr_tail);
-    let tail = tail_text.trim();
-    if tail.is_empty() {
-        return head;
-    }
-    let tail = escape_controls(tail);
-    let budget = MAX_MESSAGE.saturating_sub(head.len() + 2);
-    format!("{head}: {}", keep_end(&tail, budget))
-}
-
 /// Escapes control characters and cuts the text to `max` bytes (on a char boundary).
 pub(crate) fn one_line(text: &str, max: usize) -> String {
-    let escaped = escape_controls(text);
-    if escaped.len() <= max {
-        return escaped;
-    }
-    let mut end = max.saturating_sub(3);
-    while !escaped.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &escaped[..end])
+    cut_end(&escape_controls(text), max)
 }
 
-/// Keeps the last `max` bytes of `text`, marking the cut.
+/// Cuts `text` to `max` bytes (on a char boundary), marking the cut.
+fn cut_end(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// Keeps the last `max` bytes of `text`.
 fn keep_end(text: &str, max: usize) -> &str {
     if text.len() <= max {
         return text;
@@ -233,16 +353,28 @@ mod tests {
     }
 
     #[test]
-    fn message_is_one_line_and_bounded() {
+    fn message_is_one_line_bounded_and_masked() {
         let secrets = Masker::new(["topsecret"]).snapshot();
         let failure = Failure::Exit { code: 2 };
         let mut stderr = crate::exec::Capture::with_tail(0);
         stderr.push(format!("{}\r\nline with topsecret\n", "x".repeat(10_000)).as_bytes());
-        let tail = stderr.masked_tail(&secrets);
-        let message = failure_message(Some("cmd topsecret"), &failure, &tail, &secrets);
+        let message = FailureMessage::new(Some("cmd topsecret"), &failure, Some(stderr.tail()));
+        let message = message.render(&secrets);
         assert!(message.len() <= MAX_MESSAGE, "{}", message.len());
         assert!(message.starts_with("command 'cmd ***' exited with status 2: "));
         assert!(message.ends_with("\\r\\nline with ***"));
         assert!(!message.contains(['\n', '\r']));
+    }
+
+    #[test]
+    fn a_secret_is_masked_before_the_message_is_cut() {
+        let secret = format!("{}-the-end-of-a-long-secret", "s".repeat(1000));
+        let secrets = Masker::new([secret.as_str()]).snapshot();
+        let failure = Failure::input(format!("commands[0].timeout: '{secret}' is not a duration"));
+        let message = FailureMessage::new(None, &failure, None).render(&secrets);
+        assert_eq!(message, "commands[0].timeout: '***' is not a duration");
+        // Cut at 1 KiB only after masking: no piece of it before the cut.
+        let message = FailureMessage::new(Some(&secret), &failure, None).render(&secrets);
+        assert!(!message.contains("ssss"), "{message}");
     }
 }

@@ -1,8 +1,12 @@
 //! The one path of a request, shared by the HTTP server and `direktiv-cmd run`:
 //!
-//! body → `request::parse` → `Plan` → what can never run refused (`exec`) → `Workspace` (temp
-//! dir, input files, `out/`) → commands one after another (`exec::run`, output to `logs`) →
-//! escapees stopped → every log line out → `JobOutcome` → `response::render` → `Reply`.
+//! body → `request::parse` → `Plan` → its secrets registered (`mask::Masker`) → what can never
+//! run refused (`exec`) → `Workspace` (temp dir, input files, `out/`) → commands one after
+//! another (`exec::run`, output to `logs`) → escapees stopped → every log line out →
+//! `JobOutcome` → `response::render` → `Reply`.
+//!
+//! Nothing here masks: the log stream and the renderer mask everything they are given, with
+//! the request's `Masker`, which the outcome carries to the renderer.
 //!
 //! Admission (busy, duplicate ids, draining) and cancellation sources are the server's; this
 //! module takes a `Cancel` and honours it between and during commands.
@@ -14,10 +18,10 @@ use crate::cancel::Cancel;
 use crate::config::{Config, RunOptions};
 use crate::direktiv::{ENV_ACTION_ID, ENV_TEMP_DIR};
 use crate::error::Failure;
-use crate::exec::{self, CommandRun, ExecSettings, Execution, Launch, RequestMark};
-use crate::logs::LogShipper;
-use crate::mask::{Masker, SecretPolicy, Snapshot};
-use crate::outcome::{failure_message, result_value, CommandReport, JobFailure, JobOutcome};
+use crate::exec::{self, ExecSettings, Execution, Launch, RequestMark};
+use crate::logs::{LogShipper, LogStream};
+use crate::mask::{Masker, Registry, SecretPolicy};
+use crate::outcome::{CommandReport, JobOutcome, OutputFile};
 use crate::plan::{CommandSpec, Dialect, Plan};
 use crate::request;
 use crate::response::{self, Reply};
@@ -34,6 +38,8 @@ pub(crate) struct Context {
     pub(crate) secrets: SecretPolicy,
     /// `CMD_MASK_RESPONSE`: mask the response too (logs and error messages always are).
     pub(crate) mask_response: bool,
+    /// Every request's secrets in flight, and the container's.
+    pub(crate) registry: Arc<Registry>,
 }
 
 impl Context {
@@ -53,6 +59,7 @@ impl Context {
             result_key: config.result_key.clone(),
             secrets: config.secret_names.clone(),
             mask_response: config.mask_response,
+            registry: Arc::clone(Registry::global()),
         }
     }
 }
@@ -70,21 +77,28 @@ pub(crate) struct Request<'a> {
 /// Answers one request: parse, run, render.
 pub(crate) async fn answer(ctx: &Context, request: Request<'_>) -> Reply {
     let outcome = outcome(ctx, request, &[]).await;
-    response::render(&outcome, &ctx.result_key)
+    response::render(&outcome, &ctx.result_key, ctx.mask_response)
 }
 
 /// Parses and runs one request; `env` joins the request's own (see `request::parse_with_env`).
 async fn outcome(ctx: &Context, request: Request<'_>, env: &[(String, String)]) -> JobOutcome {
     match request::parse_with_env(request.body, env) {
         Ok(plan) => run(ctx, request, plan).await,
-        // Refused before it was parsed: there are no secrets to mask yet.
-        Err(failure) => JobOutcome::rejected(
-            guess_dialect(request.body),
-            failure,
-            None,
-            &Masker::default(),
-        ),
+        Err(failure) => refused(ctx, request.body, env, failure).await,
     }
+}
+
+/// A request whose body was refused, masked with the secrets that can be read from it.
+async fn refused(
+    ctx: &Context,
+    body: &[u8],
+    env: &[(String, String)],
+    failure: Failure,
+) -> JobOutcome {
+    let found = request::secrets_of_refused(body, env);
+    let secrets = ctx.secrets.secrets(&found.marked, found.env.iter());
+    let masker = Masker::detached(&ctx.registry, &secrets).await;
+    JobOutcome::rejected(guess_dialect(body), failure, None, Arc::new(masker))
 }
 
 /// A request run by `direktiv-cmd run`.
@@ -97,6 +111,16 @@ pub struct LocalRun {
     /// `<code>: <message>` of a failure the log lines on stderr have not shown (the request
     /// was refused before a command ran); a command's failure is already there, once.
     pub unlogged_failure: Option<String>,
+}
+
+/// At start: the container's own env values that are secret by the name rule
+/// (`CMD_MASK_NAMES`) are masked in every request from now on; the runner's own settings
+/// (`CMD_RESULT_KEY=aws-cli` has the word KEY) are not secrets. Refused (with the names) when
+/// they are too large to mask.
+pub fn install_container_secrets(config: &Config) -> Result<(), String> {
+    let settings = crate::config::Cli::setting_variables();
+    let vars = std::env::vars().filter(|(name, _)| !settings.contains(name));
+    crate::mask::install_container_secrets(&config.secret_names, vars)
 }
 
 /// At exit, once no request runs any more (the runtime has stopped): removes what the runner
@@ -126,7 +150,7 @@ pub async fn run_local(mut config: Config, options: &RunOptions, body: &[u8]) ->
         trace: TraceContext::default(),
     };
     let outcome = outcome(&ctx, request, &options.env).await;
-    let reply = response::render(&outcome, &ctx.result_key);
+    let reply = response::render(&outcome, &ctx.result_key, ctx.mask_response);
     let failure = outcome.failure.as_ref();
     let exit_status = match failure.map(|failed| &failed.failure) {
         None => 0,
@@ -156,182 +180,158 @@ fn guess_dialect(body: &[u8]) -> Dialect {
     }
 }
 
-/// Runs a parsed request to its end.
+/// Runs a parsed request to its end: its secrets registered, what can never run refused,
+/// its workspace prepared, its commands run with their output logged, its files removed.
 async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome {
-    let Request {
-        action_id,
-        tempdir,
-        cancel,
-        trace,
-        ..
-    } = request;
-    let masker = Arc::new(Masker::new(ctx.secrets.secrets_of(&plan)));
     let dialect = plan.dialect;
+    let secrets = match Masker::register(&ctx.registry, &ctx.secrets.secrets_of(&plan)).await {
+        Ok(secrets) => Arc::new(secrets),
+        Err(too_large) => {
+            let failure = Failure::input(too_large.to_string());
+            let everyone = Arc::new(Masker::everyone(&ctx.registry));
+            return JobOutcome::rejected(dialect, failure, None, everyone);
+        }
+    };
     if let Some(warning) = &plan.warning {
-        tracing::warn!("{}", masker.mask(warning));
+        tracing::warn!("{}", secrets.mask(warning));
     }
-
     // Refuse what cannot run before anything is written or started.
-    let launches: Vec<Launch> = match ctx.settings.resolve(&plan.commands, &plan.env).await {
+    let launches = match ctx.settings.resolve(&plan.commands, &plan.env).await {
         Ok(launches) => launches,
         Err((index, failure)) => {
             let display = plan.commands.get(index).map(|spec| spec.display.as_str());
-            return JobOutcome::rejected(dialect, failure, display, &masker);
+            return JobOutcome::rejected(dialect, failure, display, secrets);
         }
     };
-    let files = std::mem::take(&mut plan.files);
-    let workspace = match Workspace::prepare(tempdir, files).await {
+    let workspace = match Workspace::prepare(request.tempdir, std::mem::take(&mut plan.files)).await
+    {
         Ok(workspace) => workspace,
-        Err(failure) => return JobOutcome::rejected(dialect, failure, None, &masker),
+        Err(failure) => return JobOutcome::rejected(dialect, failure, None, secrets),
     };
-
     let (logs, delivery) = ctx
         .shipper
-        .open_with_delivery(action_id, Arc::clone(&masker));
-    // The commands and the delivery of their lines side by side in this task: a line needs no
-    // hand-off to another task to leave. The delivery ends once the commands are done with the
-    // log stream (dropped at the end of this block) and every line is out.
-    let commands = async {
-        let logs = logs;
-        let env = base_env(action_id, workspace.path(), &trace, &plan.env);
-        let mark = RequestMark::new();
-        let execution = Execution {
-            env: &env,
-            mark: &mark,
-            logs: &logs,
-            secrets: &masker,
-            cancel: &cancel,
-            settings: &ctx.settings,
-            combine: dialect == Dialect::DirektivCmd,
-        };
-        let mut outcome = JobOutcome {
-            dialect,
-            reports: Vec::with_capacity(plan.commands.len()),
-            failure: None,
-        };
-        match (dialect, &plan.warning) {
-            (Dialect::DirektivCmd, _) => {
-                logs.line(&format!("running {} commands", plan.commands.len()));
-            }
-            // Where the workflow's author looks: the instance log. The direktiv-cmd shape's
-            // log stays the one Direktiv's runner writes.
-            (Dialect::Native, Some(warning)) => logs.line(&format!("warning: {warning}")),
-            (Dialect::Native, None) => {}
-        }
-        for (index, (spec, launch)) in plan.commands.iter().zip(&launches).enumerate() {
-            if let Some(reason) = cancel.reason() {
-                let failure = Failure::Cancelled { reason };
-                let message = failure_message(None, &failure, b"", &masker.snapshot());
-                outcome.failure = Some(JobFailure {
-                    failure,
-                    command: None,
-                    message,
-                });
-                break;
-            }
-            let shown = masker.mask(&spec.display).into_owned();
-            if spec.print {
-                logs.line(&format!("running command '{shown}'"));
-            } else if dialect == Dialect::DirektivCmd {
-                logs.line(&format!("running command {index}"));
-            }
-            tracing::debug!(command = %shown, "running command");
-
-            let command = exec::Command {
-                spec,
-                launch,
-                cwd: workspace.workdir(spec.workdir.as_ref()).await,
-            };
-            let mut run = exec::run(command, &execution).await;
-            // With what the command declared while it ran.
-            let secrets = masker.snapshot();
-            let response_secrets = ctx.mask_response.then_some(&*secrets);
-            if let Some(secrets) = response_secrets {
-                run.stdout.redact(secrets);
-                run.stderr.redact(secrets);
-                run.combined.redact(secrets);
-            }
-            let result = command_result(spec, &workspace, &mut run, ctx, response_secrets).await;
-            let message = run.failure.as_ref().map(|failure| {
-                let tail = run.stderr.masked_tail(&secrets);
-                failure_message(Some(&spec.display), failure, &tail, &secrets)
-            });
-            if let Some(message) = &message {
-                logs.line(message);
-                tracing::info!(command = %secrets.mask(&spec.display), error = %message, "command failed");
-            }
-            let fatal = run.failure.as_ref().is_some_and(|f| is_fatal(f, spec));
-            let failure = fatal.then(|| run.failure.clone()).flatten();
-            let display = match response_secrets {
-                Some(secrets) => secrets.mask(&spec.display).into_owned(),
-                None => spec.display.clone(),
-            };
-            outcome.reports.push(CommandReport {
-                display,
-                run,
-                result,
-                message: message.clone(),
-            });
-            if let Some(failure) = failure {
-                if dialect == Dialect::DirektivCmd {
-                    logs.line(&format!(
-                        "stopping execution due to error in command {index}"
-                    ));
-                }
-                outcome.failure = Some(JobFailure {
-                    failure,
-                    command: Some(index),
-                    message: message.unwrap_or_default(),
-                });
-                break;
-            }
-        }
-        // Each command stopped what it left behind; this catches anything started in between.
-        mark.stop_escapees(None, ctx.settings.kill_grace).await;
-        mark.close();
-        outcome
+        .open_with_delivery(request.action_id, Arc::clone(&secrets));
+    let delivered = delivery.start();
+    let job = Job {
+        ctx,
+        plan: &plan,
+        launches: &launches,
+        workspace: &workspace,
+        logs,
+        secrets,
+        cancel: &request.cancel,
+        env: base_env(
+            request.action_id,
+            workspace.path(),
+            &request.trace,
+            &plan.env,
+        ),
     };
-    let (outcome, ()) = tokio::join!(commands, delivery.run());
+    let outcome = job.run_commands().await;
+    // The log stream is closed (dropped with the job): the delivery ends once all is out.
+    delivered.finished().await;
     workspace.close().await;
     outcome
 }
 
-/// A failure ends the request unless the command may continue; cancellation and invalid
-/// input always end it.
-fn is_fatal(failure: &Failure, spec: &CommandSpec) -> bool {
-    match failure {
-        Failure::Cancelled { .. } | Failure::Input(_) => true,
-        _ => !spec.continue_on_error,
-    }
+/// A request whose commands are about to run, and all they run with.
+struct Job<'a> {
+    ctx: &'a Context,
+    plan: &'a Plan,
+    launches: &'a [Launch],
+    workspace: &'a Workspace,
+    logs: LogStream,
+    secrets: Arc<Masker>,
+    cancel: &'a Cancel,
+    /// HOME, DIREKTIV_*, the trace context and the request's env.
+    env: Vec<(String, String)>,
 }
 
-/// `result`: the `output` file when the command names one, else stdout (already masked when
-/// `secrets` are given).
-async fn command_result(
-    spec: &CommandSpec,
-    workspace: &Workspace,
-    run: &mut CommandRun,
-    ctx: &Context,
-    secrets: Option<&Snapshot>,
-) -> serde_json::Value {
-    let Some(output) = &spec.output else {
-        return result_value(run.stdout.bytes());
-    };
-    let max = ctx.settings.max_output;
-    match workspace.read_output(output, max).await {
-        Ok(bytes) => match secrets {
-            // A file of `max` bytes may have been cut there.
-            Some(secrets) if bytes.len() >= max => {
-                result_value(&secrets.mask_prefix(&bytes, max).0)
+impl Job<'_> {
+    /// Runs the commands one after another until one ends the request.
+    async fn run_commands(self) -> JobOutcome {
+        let dialect = self.plan.dialect;
+        let mark = RequestMark::new();
+        let execution = Execution {
+            env: &self.env,
+            mark: &mark,
+            logs: &self.logs,
+            secrets: &self.secrets,
+            cancel: self.cancel,
+            settings: &self.ctx.settings,
+            combine: dialect == Dialect::DirektivCmd,
+        };
+        let mut outcome = JobOutcome::running(dialect, Arc::clone(&self.secrets));
+        match (dialect, &self.plan.warning) {
+            (Dialect::DirektivCmd, _) => {
+                let count = self.plan.commands.len();
+                self.logs.line(&format!("running {count} commands"));
             }
-            Some(secrets) => result_value(&secrets.mask_bytes(&bytes)),
-            None => result_value(&bytes),
-        },
-        Err(failure) => {
-            if run.failure.is_none() {
-                run.failure = Some(failure);
+            // Where the workflow's author looks: the instance log. The direktiv-cmd shape's
+            // log stays the one Direktiv's runner writes.
+            (Dialect::Native, Some(warning)) => self.logs.line(&format!("warning: {warning}")),
+            (Dialect::Native, None) => {}
+        }
+        for (index, (spec, launch)) in self.plan.commands.iter().zip(self.launches).enumerate() {
+            if let Some(reason) = self.cancel.reason() {
+                outcome.cancel(reason);
+                break;
             }
-            serde_json::Value::Null
+            self.announce(spec, index);
+            let command = exec::Command {
+                spec,
+                launch,
+                cwd: self.workspace.workdir(spec.workdir.as_ref()).await,
+            };
+            let run = exec::run(command, &execution).await;
+            let output_file = self.read_output(spec).await;
+            let report = CommandReport::new(&spec.display, run, output_file);
+            self.log_failure(&report);
+            if outcome.record(index, spec.continue_on_error, report) {
+                if dialect == Dialect::DirektivCmd {
+                    let stop = format!("stopping execution due to error in command {index}");
+                    self.logs.line(&stop);
+                }
+                break;
+            }
+        }
+        // Each command stopped what it left behind; this catches anything started in between.
+        mark.stop_escapees(None, self.ctx.settings.kill_grace).await;
+        mark.close();
+        outcome
+    }
+
+    /// `running command '…'` (the log stream masks it), or its index in the direktiv-cmd
+    /// shape when the command line is not to be shown.
+    fn announce(&self, spec: &CommandSpec, index: usize) {
+        if spec.print {
+            self.logs
+                .line(&format!("running command '{}'", spec.display));
+        } else if self.plan.dialect == Dialect::DirektivCmd {
+            self.logs.line(&format!("running command {index}"));
+        }
+        tracing::debug!(command = %self.secrets.mask(&spec.display), "running command");
+    }
+
+    /// The first bytes of the command's `output` file, when it names one.
+    async fn read_output(&self, spec: &CommandSpec) -> Option<Result<OutputFile, Failure>> {
+        let output = spec.output.as_ref()?;
+        let max = self.ctx.settings.max_output;
+        let read = self.workspace.read_output(output, max).await;
+        Some(read.map(|bytes| OutputFile {
+            // A file of `max` bytes may go on after them.
+            cut: bytes.len() >= max,
+            bytes,
+        }))
+    }
+
+    /// A failed command's message, in the request's log and the runner's.
+    fn log_failure(&self, report: &CommandReport) {
+        if let Some(message) = &report.message {
+            let shown = message.render(&self.secrets.snapshot());
+            self.logs.line(&shown);
+            let command = self.secrets.mask(&report.display);
+            tracing::info!(%command, error = %shown, "command failed");
         }
     }
 }

@@ -1,5 +1,12 @@
 //! Outcomes → what Direktiv reads: status, `Direktiv-Error*` headers and body, in the dialect
 //! the request came in. A pure renderer: the HTTP side turns a `Reply` into a response.
+//!
+//! It is also where the response is masked, in one step for everything it shows (`Shown`):
+//! outputs are masked before anything is derived from them (a cut never shows a piece of a
+//! secret), and what is derived — `result` after JSON decoding and ANSI stripping, the
+//! direktiv-cmd `Output` — is masked again, value by value, since decoding can rebuild a
+//! secret (`p\u0026ss` is `p&ss`). Error messages and headers are always masked;
+//! `CMD_MASK_RESPONSE=false` leaves the rest as the commands wrote it.
 
 use std::borrow::Cow;
 
@@ -7,8 +14,11 @@ use serde_json::{json, Value};
 
 use crate::direktiv::DIREKTIV_CMD_ERROR;
 use crate::error::Failure;
-use crate::mask::Masker;
-use crate::outcome::{embeddable_json, one_line, CommandReport, JobOutcome, MAX_MESSAGE};
+use crate::exec::Capture;
+use crate::mask::{Masker, Registry, Snapshot};
+use crate::outcome::{
+    embeddable_json, one_line, result_value, CommandReport, JobOutcome, OutputFile, MAX_MESSAGE,
+};
 use crate::plan::Dialect;
 
 /// A rendered response, independent of the HTTP stack (also printed by `direktiv-cmd run`).
@@ -22,39 +32,144 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-/// Renders a finished request.
-pub(crate) fn render(outcome: &JobOutcome, result_key: &str) -> Reply {
-    match outcome.dialect {
-        Dialect::Native => render_native(outcome, result_key),
-        Dialect::DirektivCmd => render_direktiv_cmd(outcome),
+/// How a response shows what it holds: messages and headers always masked, outputs and what
+/// is derived from them masked unless `CMD_MASK_RESPONSE=false`.
+struct Shown<'a> {
+    secrets: &'a Snapshot,
+    /// `Some` when outputs are masked too.
+    outputs: Option<&'a Snapshot>,
+}
+
+impl Shown<'_> {
+    /// A header value or message text.
+    fn message(&self, text: &str) -> String {
+        self.secrets.mask(text).into_owned()
+    }
+
+    /// The command line.
+    fn command<'b>(&self, text: &'b str) -> Cow<'b, str> {
+        match self.outputs {
+            Some(secrets) => secrets.mask(text),
+            None => Cow::Borrowed(text),
+        }
+    }
+
+    /// A captured stream as text.
+    fn capture<'b>(&self, capture: &'b Capture) -> Cow<'b, str> {
+        match capture.shown(self.outputs) {
+            Cow::Borrowed(bytes) => crate::text::lossy(bytes),
+            Cow::Owned(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => Cow::Owned(text),
+                Err(error) => Cow::Owned(crate::text::lossy(error.as_bytes()).into_owned()),
+            },
+        }
+    }
+
+    /// `result`: from the `output` file, else from stdout as shown (`stdout`); masked again
+    /// where it is not simply that text trimmed.
+    fn result(&self, output_file: Option<&OutputFile>, stdout: &str) -> Value {
+        let value = match (output_file, self.outputs) {
+            (Some(file), Some(secrets)) if file.cut => {
+                result_value(&secrets.mask_prefix(&file.bytes, file.bytes.len()).0)
+            }
+            (Some(file), Some(secrets)) => result_value(&secrets.mask_bytes(&file.bytes)),
+            (Some(file), None) => result_value(&file.bytes),
+            (None, _) => result_value(stdout.as_bytes()),
+        };
+        match (&value, self.outputs) {
+            // A part of text already masked holds no secret of its own.
+            (Value::String(text), _) if output_file.is_none() && text == stdout.trim() => value,
+            (_, Some(secrets)) => mask_value(value, secrets),
+            (_, None) => value,
+        }
+    }
+
+    /// A value derived from `text` (already masked): masked again unless it is that text.
+    fn derived(&self, value: Value, text: &str) -> Value {
+        match (&value, self.outputs) {
+            (Value::String(derived), _) if derived == text => value,
+            (_, Some(secrets)) => mask_value(value, secrets),
+            (_, None) => value,
+        }
     }
 }
 
-/// Renders a request refused before it ran (bad input, busy) in the given dialect.
-pub(crate) fn render_rejection(failure: &Failure, dialect: Dialect, result_key: &str) -> Reply {
-    // Refused before it was parsed: there are no secrets to mask yet.
-    let outcome = JobOutcome::rejected(dialect, failure.clone(), None, &Masker::default());
-    render(&outcome, result_key)
+/// `value` with every string, object key and number masked (a number that held a secret
+/// becomes the string `***`).
+fn mask_value(value: Value, secrets: &Snapshot) -> Value {
+    match value {
+        Value::String(text) => match secrets.mask(&text) {
+            Cow::Borrowed(_) => Value::String(text),
+            Cow::Owned(masked) => Value::String(masked),
+        },
+        Value::Number(number) => {
+            let text = number.to_string();
+            match secrets.mask(&text) {
+                Cow::Borrowed(_) => Value::Number(number),
+                Cow::Owned(masked) => Value::String(masked),
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| mask_value(item, secrets))
+                .collect(),
+        ),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, item)| (secrets.mask(&key).into_owned(), mask_value(item, secrets)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
-fn render_native(outcome: &JobOutcome, result_key: &str) -> Reply {
-    let error = outcome
-        .failure
-        .as_ref()
-        .map(|failed| (failed.failure.code(), failed.message.clone()));
+/// Renders a finished request. `mask_response`: `CMD_MASK_RESPONSE`.
+pub(crate) fn render(outcome: &JobOutcome, result_key: &str, mask_response: bool) -> Reply {
+    let secrets = outcome.secrets.snapshot();
+    let shown = Shown {
+        secrets: &secrets,
+        outputs: mask_response.then_some(&*secrets),
+    };
+    match outcome.dialect {
+        Dialect::Native => render_native(outcome, &shown, result_key),
+        Dialect::DirektivCmd => render_direktiv_cmd(outcome, &shown),
+    }
+}
+
+/// Renders a request refused before it was read (bad headers, busy) in the given dialect,
+/// masked with every request's secrets.
+pub(crate) fn render_rejection(failure: &Failure, dialect: Dialect, result_key: &str) -> Reply {
+    let secrets = std::sync::Arc::new(Masker::everyone(Registry::global()));
+    let outcome = JobOutcome::rejected(dialect, failure.clone(), None, secrets);
+    render(&outcome, result_key, true)
+}
+
+fn render_native(outcome: &JobOutcome, shown: &Shown<'_>, result_key: &str) -> Reply {
+    let error = outcome.failure.as_ref().map(|failed| {
+        (
+            shown.message(&failed.failure.code()),
+            failed.message.render(shown.secrets),
+        )
+    });
+    let entries: Vec<NativeEntry<'_>> = outcome
+        .reports
+        .iter()
+        .map(|report| native_entry(report, shown))
+        .collect();
     let body = NativeBody {
         error_code: error.as_ref().map(|(code, _)| code.as_str()),
         error_message: error.as_ref().map(|(_, message)| message.as_str()),
         result_key,
-        commands: outcome.reports.iter().map(native_entry).collect(),
+        commands: entries,
     };
     // Outputs dominate the size: each appears as `stdout` and again as `result`, escaped. A
     // newline, the one byte text is full of that escaping doubles, is counted (a SIMD pass):
     // a body that outgrows its buffer is copied whole, over a megabyte for `seq 1 100000`.
-    let outputs: usize = outcome
-        .reports
+    let outputs: usize = body
+        .commands
         .iter()
-        .flat_map(|r| [r.run.stdout.bytes(), r.run.stderr.bytes()])
+        .flat_map(|entry| [entry.stdout.as_bytes(), entry.stderr.as_bytes()])
         .map(|output| output.len() + memchr::memchr_iter(b'\n', output).count())
         .sum();
     let mut bytes = Vec::with_capacity(2 * outputs + 512);
@@ -108,13 +223,13 @@ fn write_native(body: &NativeBody<'_>, out: &mut Vec<u8>) -> serde_json::Result<
 /// One command's object, its fields in the order the README shows them.
 fn write_entry(entry: &NativeEntry<'_>, out: &mut Vec<u8>) -> serde_json::Result<()> {
     out.push(b'{');
-    field(out, "command", entry.command)?;
+    field(out, "command", &entry.command)?;
     out.push(b',');
     field(out, "success", &entry.success)?;
     out.push(b',');
     field(out, "exit_code", &entry.exit_code)?;
     out.push(b',');
-    write_result_and_stdout(entry.result, &entry.stdout, out)?;
+    write_result_and_stdout(&entry.result, &entry.stdout, out)?;
     out.push(b',');
     field(out, "stderr", &entry.stderr)?;
     out.push(b',');
@@ -189,12 +304,12 @@ fn field<T: serde::Serialize + ?Sized>(
     serde_json::to_writer(&mut *out, value)
 }
 
-/// One command of the native response.
+/// One command of the native response, as shown.
 struct NativeEntry<'a> {
-    command: &'a str,
+    command: Cow<'a, str>,
     success: bool,
     exit_code: Option<i32>,
-    result: &'a Value,
+    result: Value,
     stdout: Cow<'a, str>,
     stderr: Cow<'a, str>,
     truncated: bool,
@@ -202,53 +317,57 @@ struct NativeEntry<'a> {
     /// What the command used; null when it never started.
     usage: Option<crate::exec::Usage>,
     /// Left out when the command did not fail.
-    error: Option<NativeError<'a>>,
+    error: Option<NativeError>,
 }
 
 #[derive(serde::Serialize)]
-struct NativeError<'a> {
+struct NativeError {
     code: String,
-    message: &'a str,
+    message: String,
 }
 
-fn native_entry(report: &CommandReport) -> NativeEntry<'_> {
+fn native_entry<'a>(report: &'a CommandReport, shown: &Shown<'_>) -> NativeEntry<'a> {
     let run = &report.run;
+    let stdout = shown.capture(&run.stdout);
     NativeEntry {
-        command: &report.display,
+        command: shown.command(&report.display),
         success: run.failure.is_none(),
         exit_code: match run.exit {
             Some(crate::exec::ExitKind::Code(code)) => Some(code),
             _ => None,
         },
-        result: &report.result,
-        stdout: crate::text::lossy(run.stdout.bytes()),
-        stderr: crate::text::lossy(run.stderr.bytes()),
+        result: shown.result(report.output_file.as_ref(), &stdout),
+        stderr: shown.capture(&run.stderr),
+        stdout,
         truncated: run.stdout.truncated() || run.stderr.truncated(),
         duration_ms: run.duration.as_millis() as u64,
         usage: run.usage,
         error: run
             .failure
             .as_ref()
-            .zip(report.message.as_deref())
+            .zip(report.message.as_ref())
             .map(|(failure, message)| NativeError {
-                code: failure.code(),
-                message,
+                code: shown.message(&failure.code()),
+                message: message.render(shown.secrets),
             }),
     }
 }
 
 /// Direktiv's `direktiv-cmd` answers: `[{"Error": "", "Output": ...}]`, plain-text errors.
-fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
+fn render_direktiv_cmd(outcome: &JobOutcome, shown: &Shown<'_>) -> Reply {
     match &outcome.failure {
         None => {
             let entries: Vec<Value> = outcome
                 .reports
                 .iter()
                 .map(|report| {
-                    json!({
-                        "Error": report.message.clone().unwrap_or_default(),
-                        "Output": output_value(report.run.combined.bytes()),
-                    })
+                    let combined = shown.capture(&report.run.combined);
+                    let output = shown.derived(output_value(combined.as_bytes()), &combined);
+                    let error = report
+                        .message
+                        .as_ref()
+                        .map(|message| message.render(shown.secrets));
+                    json!({"Error": error.unwrap_or_default(), "Output": output})
                 })
                 .collect();
             Reply {
@@ -272,18 +391,19 @@ fn render_direktiv_cmd(outcome: &JobOutcome) -> Reply {
                         | Failure::NotFound(_)
                         | Failure::Denied(_)
                 );
+            let message = failed.message.render(shown.secrets);
             let (code, message, status) = match (stopped, failed.command) {
                 (true, Some(index)) => (
                     DIREKTIV_CMD_ERROR.to_owned(),
                     one_line(
-                        &format!("stopped because command {index} failed: {}", failed.message),
+                        &format!("stopped because command {index} failed: {message}"),
                         MAX_MESSAGE,
                     ),
                     500,
                 ),
                 _ => (
-                    failed.failure.code(),
-                    failed.message.clone(),
+                    shown.message(&failed.failure.code()),
+                    message,
                     failed.failure.status(),
                 ),
             };

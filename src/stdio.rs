@@ -151,6 +151,13 @@ impl LossyWriter {
     }
 }
 
+/// The runner's own log lines on stderr, each masked with every secret in flight (and the
+/// container's) before it is queued: a log line of the runner's never shows a secret, whatever
+/// it quotes.
+pub fn masked_stderr() -> impl Write {
+    crate::mask::LogWriter::new(stderr())
+}
+
 /// As a `std::io::Write` (for the runner's log lines): each `write` is queued whole, never
 /// waited for, and always reported as written: a dropped log line is counted, not an error.
 impl Write for &LossyWriter {

@@ -27,8 +27,6 @@ pub struct Capture {
     total: usize,
     /// Whether the stream was longer than `limit`.
     truncated: bool,
-    /// The head was masked for the response (`redact`) and is final.
-    redacted: bool,
     /// Up to `TAIL_BYTES + OVERLAP` last bytes (only with `with_tail`).
     tail: Vec<u8>,
     keep_tail: bool,
@@ -55,10 +53,8 @@ impl Capture {
     pub fn push(&mut self, bytes: &[u8]) {
         self.total = self.total.saturating_add(bytes.len());
         self.truncated |= self.total > self.limit;
-        if !self.redacted {
-            let room = self.head_room().saturating_sub(self.head.len());
-            self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        }
+        let room = self.head_room().saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
         if self.keep_tail {
             let keep = TAIL_BYTES + OVERLAP;
             let start = bytes.len().saturating_sub(keep);
@@ -73,35 +69,24 @@ impl Capture {
         &self.head[..self.head.len().min(self.limit)]
     }
 
-    /// Masks the kept head for the response: from now on `bytes()` are the first `limit` bytes
-    /// masked, or a little less where the cut would show a piece of a secret.
-    pub fn redact(&mut self, secrets: &Snapshot) {
-        let (masked, used) = if self.truncated() {
-            secrets.mask_prefix(&self.head, self.limit)
-        } else {
-            (secrets.mask_bytes(&self.head), self.head.len())
-        };
-        match masked {
-            // Nothing to mask: the bytes themselves, up to the cut.
-            Cow::Borrowed(_) => self.head.truncate(used),
-            Cow::Owned(masked) => self.head = masked,
+    /// The first `limit` bytes as the response shows them: masked with `secrets`, or a little
+    /// less where the cut would show a piece of a secret; as written without `secrets`.
+    pub fn shown(&self, secrets: Option<&Snapshot>) -> Cow<'_, [u8]> {
+        match secrets {
+            None => Cow::Borrowed(self.bytes()),
+            Some(secrets) if self.truncated() => secrets.mask_prefix(&self.head, self.limit).0,
+            Some(secrets) => secrets.mask_bytes(&self.head),
         }
-        self.limit = self.head.len();
-        self.redacted = true;
     }
 
     pub fn truncated(&self) -> bool {
         self.truncated
     }
 
-    /// The last bytes of the stream, masked, without a piece of a secret at the start (only
-    /// with `with_tail`). May be longer than `TAIL_BYTES`: the caller cuts the masked text.
-    pub fn masked_tail(&self, secrets: &Snapshot) -> Cow<'_, [u8]> {
-        if self.total > self.tail.len() {
-            secrets.mask_suffix(&self.tail)
-        } else {
-            secrets.mask_bytes(&self.tail)
-        }
+    /// The last bytes of the stream as written (only with `with_tail`), and whether the stream
+    /// began before them: `masked_tail` shows them.
+    pub fn tail(&self) -> (&[u8], bool) {
+        (&self.tail, self.total > self.tail.len())
     }
 
     /// How many bytes of the head are kept: the limit and the overlap beyond it, unless the
@@ -111,6 +96,15 @@ impl Capture {
             0 => 0,
             limit => limit.saturating_add(OVERLAP),
         }
+    }
+}
+
+/// `tail`, the end of a stream (which began before it when `cut`), masked: without a piece of
+/// a secret at its start.
+pub fn masked_tail<'a>(tail: &'a [u8], cut: bool, secrets: &Snapshot) -> Cow<'a, [u8]> {
+    match cut {
+        true => secrets.mask_suffix(tail),
+        false => secrets.mask_bytes(tail),
     }
 }
 
@@ -127,9 +121,10 @@ mod tests {
         capture.push(b"defgh");
         assert_eq!(capture.bytes(), b"abcde");
         assert!(capture.truncated());
-        capture.redact(&Masker::default().snapshot());
-        assert_eq!(capture.bytes(), b"abcde");
-        assert!(capture.truncated());
+        assert_eq!(
+            &*capture.shown(Some(&Masker::default().snapshot())),
+            b"abcde"
+        );
     }
 
     #[test]
@@ -138,7 +133,10 @@ mod tests {
         capture.push(&vec![b'a'; 3 * TAIL_BYTES]);
         capture.push(b"end");
         let nothing = Masker::default().snapshot();
-        let tail = capture.masked_tail(&nothing);
+        let tail = {
+            let (tail, cut) = capture.tail();
+            masked_tail(tail, cut, &nothing)
+        };
         assert!(tail.len() >= TAIL_BYTES);
         assert!(tail.ends_with(b"aaend"));
         assert_eq!(capture.bytes(), b"aa");
@@ -151,13 +149,12 @@ mod tests {
         capture.push(b"head SUPER");
         capture.push(b"SECRET and more");
         assert_eq!(capture.bytes(), b"head SUPER");
-        capture.redact(&secrets);
-        assert_eq!(capture.bytes(), b"head ");
+        assert_eq!(&*capture.shown(Some(&secrets)), b"head ");
+        assert_eq!(&*capture.shown(None), b"head SUPER");
         assert!(capture.truncated());
         let mut whole = Capture::new(100);
         whole.push(b"head SUPERSECRET");
-        whole.redact(&secrets);
-        assert_eq!(whole.bytes(), b"head ***");
+        assert_eq!(&*whole.shown(Some(&secrets)), b"head ***");
         assert!(!whole.truncated());
     }
 
@@ -169,7 +166,10 @@ mod tests {
         capture.push(b"SUPERSECRET");
         // Cut so that the kept tail starts with `ERSECRET`.
         capture.push(&vec![b'.'; TAIL_BYTES + OVERLAP - 8]);
-        let tail = capture.masked_tail(&secrets);
+        let tail = {
+            let (tail, cut) = capture.tail();
+            masked_tail(tail, cut, &secrets)
+        };
         assert!(
             tail.iter().all(|&b| b == b'.'),
             "{:?}",

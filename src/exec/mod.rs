@@ -18,6 +18,8 @@ mod escapees;
 mod group;
 mod launch;
 mod oom;
+mod order;
+mod output;
 mod procfs;
 mod pumps;
 mod spawn;
@@ -28,13 +30,12 @@ mod vfork;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use capture::Capture;
+pub(crate) use capture::{masked_tail, Capture};
 pub(crate) use cgroup::remove_spares as remove_spare_cgroups;
 pub(crate) use escapees::{RequestMark, MARK_VARIABLE};
 pub(crate) use group::ExitKind;
@@ -53,6 +54,7 @@ use crate::plan::CommandSpec;
 use deadline::Deadline;
 use group::ProcessGroup;
 use launch::SearchPlace;
+use output::{Captures, CommandOutput};
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
 use spawn::{ChildEnv, SpawnRequest, Spawned};
 
@@ -246,33 +248,14 @@ async fn execute(
         }
     }
     let stop_pumps = CancellationToken::new();
-    let combined = Mutex::new(std::mem::take(&mut run.combined));
-    let logs = (!spec.silent).then_some(x.logs);
-    // Both pumps run inside this task, beside the wait: no task per pipe to spawn and wake.
-    let (stdout, stderr) = (
-        std::mem::take(&mut run.stdout),
-        std::mem::take(&mut run.stderr),
-    );
-    let pumps = async {
-        tokio::join!(
-            pump(
-                spawned.stdout,
-                stdout,
-                logs,
-                x.secrets,
-                &combined,
-                &stop_pumps
-            ),
-            pump(
-                spawned.stderr,
-                stderr,
-                logs,
-                x.secrets,
-                &combined,
-                &stop_pumps
-            ),
-        )
+    let captures = Captures {
+        stdout: std::mem::take(&mut run.stdout),
+        stderr: std::mem::take(&mut run.stderr),
+        combined: std::mem::take(&mut run.combined),
     };
+    let output = CommandOutput::new(captures, x.logs, spec.silent, x.secrets);
+    // The pipes are read inside this task, beside the wait: no task to spawn and wake.
+    let pumps = pump(spawned.stdout, spawned.stderr, output, &stop_pumps);
     tokio::pin!(pumps);
     let stop_at = sleep_until(deadline);
     tokio::pin!(stop_at);
@@ -325,11 +308,8 @@ async fn execute(
         Some(captures) => captures,
         None => finish_pumps(&mut pumps, &stop_pumps).await,
     };
-    (run.stdout, run.stderr) = captures;
+    (run.stdout, run.stderr, run.combined) = (captures.stdout, captures.stderr, captures.combined);
     run.usage = group.usage();
-    if x.combine {
-        run.combined = std::mem::take(&mut *crate::sync::lock(&combined));
-    }
 
     match ending {
         Ending::Exited(exit) => {

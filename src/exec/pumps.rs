@@ -1,16 +1,15 @@
-//! A command's output and input pipes: the pumps that read stdout and stderr into the logs and
-//! the response, and the writer that feeds stdin.
+//! A command's output and input pipes: the reader of stdout and stderr, which hands what it
+//! reads to the command's output sinks in the order read, and the writer that feeds stdin.
 
-use std::sync::Mutex;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
-use super::Capture;
-use crate::logs::LogStream;
-use crate::mask::{Declarations, Masker};
+use super::order::Stream;
+use super::output::{Captures, CommandOutput};
 
 /// First and largest read size of an output pipe (64 KiB is a Linux pipe's default capacity).
 const READ_START: usize = 4 * 1024;
@@ -59,49 +58,65 @@ pub(super) async fn feed_stdin(mut sender: pipe::Sender, data: Vec<u8>) {
     let _ = sender.write_all(&data).await;
 }
 
-/// Reads one output pipe until EOF (or until told to stop), feeding the logs and the captures.
-/// Secrets the command declares are added to `secrets` before the read that declares them is
-/// logged, also when the command is `silent`.
+/// Reads stdout and stderr until both end (or until told to stop), handing each read to
+/// `output` with how much was waiting in the other pipe right after it (`order`).
 pub(super) async fn pump(
-    fd: std::os::fd::OwnedFd,
-    mut capture: Capture,
-    logs: Option<&LogStream>,
-    secrets: &Masker,
-    combined: &Mutex<Capture>,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    mut output: CommandOutput<'_>,
     stop: &CancellationToken,
-) -> Capture {
-    let mut framer = logs.map(LogStream::framer);
-    let mut declarations = Declarations::default();
-    {
-        let Ok(mut receiver) = pipe::Receiver::from_owned_fd(fd) else {
-            return capture;
+) -> Captures {
+    let pipes = [
+        pipe::Receiver::from_owned_fd(stdout).ok(),
+        pipe::Receiver::from_owned_fd(stderr).ok(),
+    ];
+    let mut open = [pipes[0].is_some(), pipes[1].is_some()];
+    for stream in [Stream::Stdout, Stream::Stderr] {
+        if !open[stream.index()] {
+            output.end(stream).await;
+        }
+    }
+    // Most commands print a few lines: start small and grow to a pipe's full 64 KiB only
+    // when reads fill the buffer (uninitialised capacity: nothing is zeroed).
+    let mut buf = bytes::BytesMut::with_capacity(READ_START);
+    while open.contains(&true) {
+        let (stream, ready) = tokio::select! {
+            () = stop.cancelled() => break,
+            ready = readable(&pipes, Stream::Stdout), if open[0] => ready,
+            ready = readable(&pipes, Stream::Stderr), if open[1] => ready,
         };
-        // Most commands print a few lines: start small and grow to a pipe's full 64 KiB only
-        // when reads fill the buffer (uninitialised capacity: nothing is zeroed).
-        let mut buf = bytes::BytesMut::with_capacity(READ_START);
-        loop {
-            buf.clear();
-            let read = tokio::select! {
-                read = receiver.read_buf(&mut buf) => read,
-                () = stop.cancelled() => break,
-            };
-            match read {
-                Ok(0) | Err(_) => break,
-                Ok(n) if n == buf.capacity() && n < READ_MAX => buf.reserve(n * 4),
-                Ok(_) => {}
+        let Some(pipe) = &pipes[stream.index()] else {
+            continue;
+        };
+        buf.clear();
+        // A pipe that cannot be waited on is read no more, like one that ended.
+        match ready.and_then(|()| pipe.try_read_buf(&mut buf)) {
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Ok(0) | Err(_) => {
+                open[stream.index()] = false;
+                output.end(stream).await;
+                continue;
             }
-            let chunk = &buf[..];
-            declarations.scan(chunk, secrets);
-            capture.push(chunk);
-            crate::sync::lock(combined).push(chunk);
-            if let Some(framer) = framer.as_mut() {
-                framer.write(chunk).await;
-            }
+            Ok(n) if n == buf.capacity() && n < READ_MAX => buf.reserve(n * 4),
+            Ok(_) => {}
         }
-        declarations.finish(secrets);
-        if let Some(framer) = framer {
-            framer.close().await;
-        }
-        capture
+        let other = stream.other();
+        let waiting = match &pipes[other.index()] {
+            Some(pipe) if open[other.index()] => rustix::io::ioctl_fionread(pipe).unwrap_or(0),
+            _ => 0,
+        };
+        output.chunk(stream, &buf, waiting).await;
+    }
+    output.finish().await
+}
+
+/// Waits until `stream`'s pipe can be read (or cannot be waited on).
+async fn readable(
+    pipes: &[Option<pipe::Receiver>; 2],
+    stream: Stream,
+) -> (Stream, std::io::Result<()>) {
+    match &pipes[stream.index()] {
+        Some(pipe) => (stream, pipe.readable().await),
+        None => std::future::pending().await,
     }
 }

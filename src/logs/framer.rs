@@ -3,10 +3,12 @@
 //! A pipe read ends anywhere: in the middle of a line, of a `\r\n`, of a UTF-8 character or of
 //! a secret. The framer keeps the unfinished tail of one pipe and hands complete lines on,
 //! masked and converted to text, a whole read at a time. Lines that declare a secret
-//! (`::add-mask::`) are not logged.
+//! (`::add-mask::`) are not logged, however long; while a request withholds its output (it
+//! declared more than can be masked), no line is.
 
 use crate::direktiv::LOG_MESSAGE_CAP;
-use crate::mask::{declared_secret, may_declare, Snapshot, REDACTED};
+use crate::mask::{Snapshot, REDACTED};
+use crate::workflow_commands::hides_line;
 
 use super::queue::Batch;
 use super::LogStream;
@@ -14,15 +16,24 @@ use super::LogStream;
 /// Splits one pipe's bytes into lines and queues them on the request's log stream.
 pub struct LineFramer {
     stream: LogStream,
-    /// The bytes of a line whose newline has not arrived yet (never much above the cap).
-    partial: Vec<u8>,
+    line: Unfinished,
+}
+
+/// The line whose newline has not arrived yet.
+#[derive(Debug, Default)]
+struct Unfinished {
+    /// Its bytes not logged yet (never much above the cap).
+    bytes: Vec<u8>,
+    /// Set once a line longer than the cap was cut: whether it is hidden (decided at its
+    /// start, which later pieces no longer hold).
+    cut: Option<bool>,
 }
 
 impl LineFramer {
     pub(crate) fn new(stream: LogStream) -> Self {
         LineFramer {
             stream,
-            partial: Vec::new(),
+            line: Unfinished::default(),
         }
     }
 
@@ -30,51 +41,44 @@ impl LineFramer {
     /// which in turn slows the command down through its pipe instead of growing memory.
     pub async fn write(&mut self, bytes: &[u8]) {
         let mut batch = Batch::with_size_hint(bytes.len());
-        // One automaton for the whole read; secrets declared in it are already added.
+        // One snapshot for the whole read; secrets declared in it are already added.
         let secrets = self.stream.masker().snapshot();
-        frame(&mut self.partial, bytes, &secrets, &mut batch);
+        frame(&mut self.line, bytes, &secrets, &mut batch);
         self.stream.queue().push(batch).await;
     }
 
     /// Ends the pipe: a last line without a newline is queued as it is.
     pub async fn close(mut self) {
-        if self.partial.is_empty() {
+        if self.line.bytes.is_empty() {
             return;
         }
-        let mut batch = Batch::with_size_hint(self.partial.len());
-        push_line(
-            &self.partial,
-            Some(&self.stream.masker().snapshot()),
-            &mut batch,
-        );
-        self.partial = Vec::new();
+        let mut batch = Batch::with_size_hint(self.line.bytes.len());
+        let secrets = self.stream.masker().snapshot();
+        end_line(&mut self.line, &[], &secrets, &mut batch);
         self.stream.queue().push(batch).await;
     }
 }
 
-/// Adds the complete lines of `partial` + `bytes` to `batch` and leaves the unfinished rest in
-/// `partial`. A line longer than the cap is cut once the cap is reached, so `partial` stays
-/// bounded whatever the command writes.
-fn frame(partial: &mut Vec<u8>, bytes: &[u8], secrets: &Snapshot, batch: &mut Batch) {
-    // One search of the whole read instead of one per line: most reads hold no secret.
-    let clean = !secrets.finds_any(bytes);
+/// Adds the complete lines of the unfinished line + `bytes` to `batch` and leaves the
+/// unfinished rest. A line longer than the cap is cut once the cap is reached, so what is kept
+/// stays bounded whatever the command writes.
+fn frame(line: &mut Unfinished, bytes: &[u8], secrets: &Snapshot, batch: &mut Batch) {
+    if secrets.withholds() {
+        // Nothing of what cannot be masked is logged, not even its line breaks.
+        *line = Unfinished::default();
+        return;
+    }
     let mut rest = bytes;
-    if !partial.is_empty() {
+    if !line.bytes.is_empty() || line.cut.is_some() {
         match memchr::memchr(b'\n', rest) {
             Some(end) => {
-                partial.extend_from_slice(&rest[..end]);
                 // Begun in an earlier read: searched whole.
-                push_line(strip_cr(partial), Some(secrets), batch);
-                partial.clear();
-                if partial.capacity() > LOG_MESSAGE_CAP {
-                    // Do not keep a huge buffer for the rest of the command's life.
-                    *partial = Vec::new();
-                }
+                end_line(line, &rest[..end], secrets, batch);
                 rest = &rest[end + 1..];
             }
             None => {
-                partial.extend_from_slice(rest);
-                cut_overlong(partial, secrets, batch);
+                line.bytes.extend_from_slice(rest);
+                cut_overlong(line, secrets, batch);
                 return;
             }
         }
@@ -85,14 +89,34 @@ fn frame(partial: &mut Vec<u8>, bytes: &[u8], secrets: &Snapshot, batch: &mut Ba
         None => (&rest[..0], rest),
     };
     if !rest.is_empty() && unfinished.len() < rest.len() {
-        if clean {
+        // One search of all the lines instead of one per line: most reads hold no secret.
+        let occurrences = secrets.occurrences(lines).unwrap_or_default();
+        if occurrences.is_empty() {
             push_unmasked_lines(lines, batch);
         } else {
-            push_masked_lines(lines, secrets, batch);
+            push_masked_lines(lines, &occurrences, secrets, batch);
         }
     }
-    partial.extend_from_slice(unfinished);
-    cut_overlong(partial, secrets, batch);
+    line.bytes.extend_from_slice(unfinished);
+    cut_overlong(line, secrets, batch);
+}
+
+/// Logs the unfinished line, which ends with `tail`, and starts a new one.
+fn end_line(line: &mut Unfinished, tail: &[u8], secrets: &Snapshot, batch: &mut Batch) {
+    line.bytes.extend_from_slice(tail);
+    let whole = strip_cr(&line.bytes);
+    match line.cut {
+        // The start of a cut line is gone: whether it is hidden was decided then.
+        Some(true) => {}
+        Some(false) => push_shown_line(whole, Some(secrets), batch),
+        None => push_line(whole, Some(secrets), batch),
+    }
+    line.bytes.clear();
+    line.cut = None;
+    if line.bytes.capacity() > LOG_MESSAGE_CAP {
+        // Do not keep a huge buffer for the rest of the command's life.
+        line.bytes = Vec::new();
+    }
 }
 
 /// Adds complete lines (joined by `\n`) in which no secret occurs. Where they need nothing of
@@ -106,8 +130,8 @@ fn push_unmasked_lines(lines: &[u8], batch: &mut Batch) {
 }
 
 /// How many lines `lines` holds if they are logged exactly as they are: valid UTF-8, no `\r`
-/// (nothing to strip or redraw), no declaring line, no empty line (those are dropped), and
-/// together within one message's cap.
+/// (nothing to strip or redraw), no workflow command line (no `::` at all), no empty line
+/// (those are dropped), and together within one message's cap.
 fn line_count_if_plain(lines: &[u8]) -> Option<u64> {
     let plain = !lines.is_empty()
         && lines.len() <= LOG_MESSAGE_CAP
@@ -115,22 +139,23 @@ fn line_count_if_plain(lines: &[u8]) -> Option<u64> {
         && lines.last() != Some(&b'\n')
         && memchr::memchr(b'\r', lines).is_none()
         && memchr::memmem::find(lines, b"\n\n").is_none()
-        && !may_declare(lines)
+        && memchr::memmem::find(lines, b"::").is_none()
         && std::str::from_utf8(lines).is_ok();
     plain.then(|| memchr::memchr_iter(b'\n', lines).count() as u64 + 1)
 }
 
-/// Adds complete lines (joined by `\n`) of a read in which a secret occurs: the lines a
-/// secret touches are masked one by one, the stretches of lines between them go as
+/// Adds complete lines (joined by `\n`) of a read in which secrets occur (`occurrences`): the
+/// lines a secret touches are masked one by one, the stretches of lines between them go as
 /// `push_unmasked_lines` sends them. A line without an occurrence in the whole text has none
 /// of its own, so it is logged exactly as masking it alone would log it.
-fn push_masked_lines(lines: &[u8], secrets: &Snapshot, batch: &mut Batch) {
-    let Some(occurrences) = secrets.occurrences(lines) else {
-        each_line(lines, |line| push_line(line, Some(secrets), batch));
-        return;
-    };
+fn push_masked_lines(
+    lines: &[u8],
+    occurrences: &[(usize, usize)],
+    secrets: &Snapshot,
+    batch: &mut Batch,
+) {
     let mut done = 0;
-    for (start, end) in occurrences {
+    for &(start, end) in occurrences {
         if end <= done {
             continue;
         }
@@ -170,9 +195,18 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 
 /// Queues cap-sized pieces of an unfinished line while it is longer than the cap. A piece ends
 /// before any secret the cut would split, and before bytes at the end that may begin one:
-/// those start the next piece.
-fn cut_overlong(partial: &mut Vec<u8>, secrets: &Snapshot, batch: &mut Batch) {
-    if partial.len() <= LOG_MESSAGE_CAP {
+/// those start the next piece. A hidden line (`::add-mask::` however long) loses its pieces.
+fn cut_overlong(line: &mut Unfinished, secrets: &Snapshot, batch: &mut Batch) {
+    if line.bytes.len() <= LOG_MESSAGE_CAP {
+        return;
+    }
+    // At the first cut the line's start is still there.
+    let hidden = *line
+        .cut
+        .get_or_insert_with(|| hides_line(&line.bytes, false).unwrap_or(false));
+    let partial = &mut line.bytes;
+    if hidden {
+        partial.clear();
         return;
     }
     let mut start = 0;
@@ -213,9 +247,14 @@ fn utf8_floor(bytes: &[u8], max: usize) -> usize {
 /// (invalid UTF-8 replaced) and adds it to the batch, cut into cap-sized pieces only if it is
 /// longer than the cap. A line declaring a secret is left out.
 fn push_line(line: &[u8], secrets: Option<&Snapshot>, batch: &mut Batch) {
-    if declared_secret(line).is_some() {
+    if hides_line(line, true) == Some(true) {
         return;
     }
+    push_shown_line(line, secrets, batch);
+}
+
+/// `push_line` for a line known to be shown.
+fn push_shown_line(line: &[u8], secrets: Option<&Snapshot>, batch: &mut Batch) {
     let shown = crate::text::as_displayed(line);
     let masked = match secrets {
         Some(secrets) => secrets.mask_bytes(shown),
@@ -245,7 +284,7 @@ mod tests {
     use crate::mask::Masker;
 
     fn lines_of(chunks: &[&[u8]], masker: &Masker) -> (Vec<Vec<u8>>, Vec<u8>) {
-        let mut partial = Vec::new();
+        let mut partial = Unfinished::default();
         let mut lines = Vec::new();
         for chunk in chunks {
             let mut batch = Batch::with_size_hint(chunk.len());
@@ -254,7 +293,7 @@ mod tests {
                 lines.extend(message.body.split(|&b| b == b'\n').map(<[u8]>::to_vec));
             }
         }
-        (lines, partial)
+        (lines, partial.bytes)
     }
 
     #[test]
@@ -288,7 +327,7 @@ mod tests {
 
     #[test]
     fn an_overlong_unfinished_line_is_cut_at_the_cap() {
-        let mut partial = Vec::new();
+        let mut partial = Unfinished::default();
         let mut batch = Batch::with_size_hint(0);
         let chunk = vec![b'z'; 1024 * 1024];
         for _ in 0..5 {
@@ -302,7 +341,7 @@ mod tests {
         let messages = batch.into_messages();
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].body.len(), LOG_MESSAGE_CAP);
-        assert_eq!(partial.len(), 1024 * 1024);
+        assert_eq!(partial.bytes.len(), 1024 * 1024);
     }
 
     #[test]
@@ -339,14 +378,30 @@ after
             ],
             &Masker::default(),
         );
-        assert_eq!(
-            lines,
-            [
-                b"before".to_vec(),
-                b"::add-mask::".to_vec(),
-                b"after".to_vec()
-            ]
-        );
+        assert_eq!(lines, [b"before".to_vec(), b"after".to_vec()]);
+    }
+
+    #[test]
+    fn a_declaring_line_longer_than_the_cap_is_not_logged_at_all() {
+        let mut stream = b"::add-mask::".to_vec();
+        stream.extend(std::iter::repeat_n(b'v', 2 * LOG_MESSAGE_CAP + 77));
+        stream.extend_from_slice(b"\nafter\n");
+        let chunks: Vec<&[u8]> = stream.chunks(1024 * 1024).collect();
+        let (lines, partial) = lines_of(&chunks, &Masker::default());
+        assert_eq!(lines, [b"after".to_vec()]);
+        assert!(partial.is_empty());
+    }
+
+    #[test]
+    fn nothing_is_logged_while_output_is_withheld() {
+        let masker = Masker::default();
+        let snapshot = crate::mask::Snapshot::withholding();
+        let mut line = Unfinished::default();
+        let mut batch = Batch::with_size_hint(0);
+        frame(&mut line, b"one\ntwo\nthr", &snapshot, &mut batch);
+        assert!(batch.is_empty());
+        let (lines, _) = lines_of(&[b"ee\nfour\n"], &masker);
+        assert_eq!(lines, [b"ee".to_vec(), b"four".to_vec()]);
     }
 
     /// The lines of `stream` framed one at a time, each masked on its own: what `frame` must
@@ -369,7 +424,7 @@ after
 
     #[test]
     fn plain_reads_are_queued_whole_and_counted_line_by_line() {
-        let mut partial = Vec::new();
+        let mut partial = Unfinished::default();
         let mut batch = Batch::with_size_hint(64);
         let snapshot = Masker::default().snapshot();
         frame(&mut partial, b"one\ntwo\nthree\nfo", &snapshot, &mut batch);
@@ -378,7 +433,7 @@ after
         assert_eq!(messages.len(), 1);
         assert_eq!(messages[0].body, b"one\ntwo\nthree\nfour\nfive");
         assert_eq!(messages[0].lines, 5);
-        assert!(partial.is_empty());
+        assert!(partial.bytes.is_empty());
     }
 
     #[test]

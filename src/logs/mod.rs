@@ -7,12 +7,16 @@
 //! - `LogStream::line(text)`: one already-complete message (e.g. `running command '...'`).
 //! - `LogStream::framer()` -> `LineFramer`: one per pipe (stdout, stderr); `write(bytes).await`
 //!   takes raw pipe reads, `close().await` flushes a last line without newline.
-//! - `Delivery::run().await`, driven beside the request's work: returns once every clone of the
-//!   stream is dropped and every queued line is delivered (or given up).
+//! - `Delivery::start()` -> `Delivered`: the delivery runs on the log delivery thread
+//!   (`thread`), away from the request's work; `Delivered::finished().await` returns once every
+//!   clone of the stream is dropped and every queued line is delivered (or given up).
 //!
 //! Inside: `framer` cuts pipe bytes into masked lines, `queue` holds them (bounded, joined into
 //! as few POST bodies as possible), and the `sender` of each request drains the queue in order
 //! to the sidecar, or to stdout in development mode or once the sidecar stopped answering.
+//!
+//! The stream is a sink that masks: every line given to it, by the framer or as a message of
+//! the runner's, is masked with the request's secrets as they are when it is queued.
 
 mod console;
 mod endpoint;
@@ -21,6 +25,7 @@ mod queue;
 mod sender;
 #[cfg(test)]
 mod tests;
+mod thread;
 
 use std::sync::Arc;
 
@@ -29,6 +34,7 @@ use crate::mask::Masker;
 
 pub use console::{Console, Stderr, Stdout};
 pub use framer::LineFramer;
+pub use thread::Delivered;
 
 use endpoint::Endpoint;
 use queue::{Batch, Queue};
@@ -82,10 +88,9 @@ impl LogShipper {
         }
     }
 
-    /// Opens the log stream of one request and returns it with its delivery, which the
-    /// caller drives beside the request's work (`tokio::join!`) until it ends: it ends once
-    /// every clone of the stream is dropped and every queued line is delivered or given up.
-    /// In the request's own task, a line needs no hand-off to another task to leave.
+    /// Opens the log stream of one request and returns it with its delivery, to be started
+    /// (`Delivery::start`); it ends once every clone of the stream is dropped and every queued
+    /// line is delivered or given up.
     pub fn open_with_delivery(
         &self,
         action_id: &str,
@@ -133,6 +138,11 @@ impl Delivery {
     pub async fn run(self) {
         self.0.run().await;
     }
+
+    /// Runs the delivery on the log delivery thread.
+    pub fn start(self) -> Delivered {
+        thread::spawn(self.run())
+    }
 }
 
 /// The log stream of one request. Clones share the same ordered queue.
@@ -161,6 +171,14 @@ impl LogStream {
         let masked = self.handle.masker.mask(text);
         let mut batch = Batch::with_size_hint(masked.len());
         framer::push_pieces(&masked, &mut batch);
+        self.handle.queue.push_now(batch);
+    }
+
+    /// Queues a fixed message of the runner's, which holds no request data: shown as it is,
+    /// also while the request withholds its output.
+    pub fn notice(&self, text: &'static str) {
+        let mut batch = Batch::with_size_hint(text.len());
+        framer::push_pieces(text, &mut batch);
         self.handle.queue.push_now(batch);
     }
 

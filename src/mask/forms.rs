@@ -19,9 +19,15 @@ use super::MIN_SECRET_LEN;
 /// masked.
 const MIN_BASE64_LEN: usize = 6;
 
+/// Shortest line of a multi-line secret that is a pattern of its own, trimmed. Shorter lines
+/// are boilerplate (a kubeconfig's `apiVersion: v1`, `- name: admin`, a PEM's `-----END`
+/// lines are all shorter): masked, they would shred every other YAML or key a command prints,
+/// and alone they give nothing away. The whole value is masked whatever its lines.
+pub(super) const MIN_LINE_LEN: usize = 16;
+
 /// Calls `add` with every form of `secret` worth masking: the value itself, each line of a
-/// multi-line value, and the encoded forms of each of those. Forms may repeat (the caller
-/// removes duplicates); values shorter than `MIN_SECRET_LEN` bytes give nothing.
+/// multi-line value (`MIN_LINE_LEN`), and the encoded forms of each of those. Forms may repeat
+/// (the caller removes duplicates); values shorter than `MIN_SECRET_LEN` bytes give nothing.
 pub(super) fn forms_of(secret: &str, add: &mut impl FnMut(Vec<u8>)) {
     for value in values_of(secret) {
         add(value.as_bytes().to_vec());
@@ -46,10 +52,11 @@ fn values_of(secret: &str) -> impl Iterator<Item = &str> {
         .contains(['\n', '\r'])
         .then(|| secret.split(['\n', '\r']).map(str::trim))
         .into_iter()
-        .flatten();
+        .flatten()
+        .filter(|line| line.len() >= MIN_LINE_LEN);
     std::iter::once(secret)
+        .filter(|value| value.len() >= MIN_SECRET_LEN)
         .chain(lines)
-        .filter(|v| v.len() >= MIN_SECRET_LEN)
 }
 
 /// As `serde_json` writes the value inside a JSON string (without the quotes): `"`, `\` and

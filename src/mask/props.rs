@@ -30,6 +30,14 @@ fn secret() -> impl Strategy<Value = String> {
             s.split(['\n', '\r'])
                 .any(|line| line.trim().len() >= MIN_SECRET_LEN)
         })
+        // Lines of a multi-line secret are patterns of their own only from 16 bytes on: a
+        // shorter one printed alone is shown (`forms::MIN_LINE_LEN`; a test of its own).
+        .prop_filter("lines masked on their own", |s| {
+            !s.contains(['\n', '\r'])
+                || s.split(['\n', '\r']).all(|line| {
+                    line.trim().is_empty() || line.trim().len() >= super::forms::MIN_LINE_LEN
+                })
+        })
 }
 
 fn filler() -> impl Strategy<Value = String> {
@@ -222,15 +230,13 @@ proptest! {
         assert_no_fragment(&tail, &fragments, "tail");
     }
 
-    /// Searching long text in blocks finds exactly what one search of all of it finds.
+    /// Walking only from where the prefilter finds something finds exactly what one walk of
+    /// all of the text finds.
     #[test]
-    fn blocks_find_what_a_whole_search_finds(
-        (secrets, text) in output(),
-        block in 1usize..64,
-    ) {
+    fn the_prefilter_finds_what_a_whole_walk_finds((secrets, text) in output()) {
         let snapshot = Masker::new(secrets.iter().cloned()).snapshot();
-        let whole = snapshot.covered_in_blocks(text.as_bytes(), usize::MAX / 2);
-        prop_assert_eq!(snapshot.covered_in_blocks(text.as_bytes(), block), whole);
+        let whole = snapshot.covered_by_walking(text.as_bytes());
+        prop_assert_eq!(snapshot.covered_directly(text.as_bytes()), whole);
     }
 
     /// Text in which no form of a secret occurs comes back unchanged (and borrowed).

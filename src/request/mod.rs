@@ -15,11 +15,14 @@ mod fields;
 mod input_files;
 mod json;
 mod paths;
+mod salvage;
 mod shell;
 #[cfg(test)]
 mod tests;
 
 use serde_json::Value;
+
+pub use self::salvage::{secrets_of_refused, Salvaged};
 
 use self::fields::{Policy, UnknownFields};
 use self::json::Obj;
