@@ -9,9 +9,16 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod concurrent;
 mod cuts;
+mod declarations;
+mod derived;
+mod derived_props;
 mod forms;
+mod load;
+mod names;
 mod props;
+mod refusals;
 
 use std::time::Duration;
 
