@@ -1,11 +1,12 @@
 //! What two request features cost, each measured on the runner against the same request
 //! without it, taking turns on the same server: masking (the request's `mask` list) and
-//! `limits`.
+//! `limits`. And masking at its heaviest: thousands of `mask` entries and megabytes of output
+//! that nearly matches them, every line of which must arrive.
 
 use serde::Serialize;
 
 use crate::client::Error;
-use crate::delivery::{same, Delivery, Expected};
+use crate::delivery::{delivered, same, Delivery, Expected};
 use crate::measure::{self, big_output_lines, big_output_script, LoadRun};
 use crate::process::Server;
 use crate::sidecar::Sidecar;
@@ -19,6 +20,10 @@ const SECRET_MAX: usize = 60;
 const MASK_RUNS: usize = 5;
 /// Requests of each `limits` arm at c=1.
 const LIMITS_REQUESTS: usize = 1_200;
+/// `mask` entries of the near-match run, and how often their near-matches are printed:
+/// 2,000 lines of 25 bytes, 380 times, are 19 MB.
+const NEAR_SECRETS: usize = 2_000;
+const NEAR_ROUNDS: usize = 380;
 
 /// The 2 MB output with and without 20 secrets in the request's `mask` list.
 #[derive(Debug, Serialize)]
@@ -26,6 +31,16 @@ pub struct MaskingReport {
     pub secrets: usize,
     pub without: Delivery,
     pub with: Delivery,
+}
+
+/// 2,000 `mask` entries and 19 MB of lines that each nearly match one: how long delivery took,
+/// whether every line arrived, and the runner's peak RSS meanwhile.
+#[derive(Debug, Serialize)]
+pub struct NearMatchReport {
+    pub secrets: usize,
+    pub output_bytes: usize,
+    pub delivery: Delivery,
+    pub peak_rss_kib: u64,
 }
 
 /// `true` at c=1 with and without `limits` on the command.
@@ -103,6 +118,56 @@ pub async fn limits(
     })
 }
 
+/// Prints each of `NEAR_SECRETS` secrets with its last character changed, `NEAR_ROUNDS`
+/// times, then one secret as it is: every line must arrive, the last one masked.
+pub async fn near_matches(
+    runner: &Server,
+    sidecar: &Sidecar,
+    temp_dir: &str,
+) -> Result<NearMatchReport, Error> {
+    let secrets: Vec<String> = xorshift_strings(NEAR_SECRETS, |_| 20)
+        .into_iter()
+        .map(|s| format!("tok-{s}"))
+        .collect();
+    let near: Vec<String> = secrets
+        .iter()
+        .map(|s| format!("{}#", &s[..s.len() - 1]))
+        .collect();
+    let file = near
+        .iter()
+        .map(|line| format!("{line}\n"))
+        .collect::<String>();
+    let script = format!(
+        "for i in $(seq {NEAR_ROUNDS}); do cat near.txt; done; echo {}",
+        secrets[0]
+    );
+    let body = serde_json::json!({
+        "mask": secrets,
+        "files": [{"name": "near.txt", "data": file}],
+        "commands": [{"command": script, "shell": true, "print": false}]
+    });
+    let arm = runner_arm("runner-near-matches", runner, &body);
+    let last = secrets[0].clone();
+    let masked_last = |got: &str, want: &str| match want == last {
+        true => got == "***",
+        false => got == want,
+    };
+    let expected = Expected {
+        lines: (0..NEAR_ROUNDS)
+            .flat_map(|_| near.iter().cloned())
+            .chain([last.clone()]),
+        matches: &masked_last,
+    };
+    runner.reset_peak_rss()?;
+    let delivery = delivered(&arm, sidecar, temp_dir, expected).await?;
+    Ok(NearMatchReport {
+        secrets: NEAR_SECRETS,
+        output_bytes: file.len() * NEAR_ROUNDS,
+        delivery,
+        peak_rss_kib: runner.memory_kib("VmHWM")?,
+    })
+}
+
 fn runner_arm<'a>(name: &'a str, runner: &'a Server, request: &serde_json::Value) -> Arm<'a> {
     Arm {
         name,
@@ -115,12 +180,18 @@ fn runner_arm<'a>(name: &'a str, runner: &'a Server, request: &serde_json::Value
 /// `SECRETS` different alphanumeric secrets, from `SECRET_MIN` to `SECRET_MAX` bytes long, the
 /// same in every run (a fixed-seed xorshift; alphanumeric so the shell prints them as they are).
 fn secrets() -> Vec<String> {
+    xorshift_strings(SECRETS, |i| {
+        SECRET_MIN + i * (SECRET_MAX - SECRET_MIN) / (SECRETS - 1)
+    })
+}
+
+/// `count` alphanumeric strings, the `i`th `len(i)` bytes long, the same in every run.
+fn xorshift_strings(count: usize, len: impl Fn(usize) -> usize) -> Vec<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..SECRETS)
+    (0..count)
         .map(|i| {
-            let len = SECRET_MIN + i * (SECRET_MAX - SECRET_MIN) / (SECRETS - 1);
-            (0..len)
+            (0..len(i))
                 .map(|_| {
                     state ^= state << 13;
                     state ^= state >> 7;

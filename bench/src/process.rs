@@ -86,6 +86,14 @@ impl Server {
         Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
     }
 
+    /// Starts `VmHWM` over from the current RSS (`clear_refs` 5), so that the next reading
+    /// is the peak of what follows.
+    pub fn reset_peak_rss(&self) -> Result<(), Error> {
+        let path = format!("/proc/{}/clear_refs", self.pid.as_raw_nonzero());
+        std::fs::write(&path, "5").map_err(|e| format!("{path}: {e}"))?;
+        Ok(())
+    }
+
     /// A `VmRSS`/`VmHWM`-style line of /proc/<pid>/status, in KiB.
     pub fn memory_kib(&self, field: &str) -> Result<u64, Error> {
         let status =

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::client::Error;
-use crate::compare::{LimitsReport, MaskingReport};
+use crate::compare::{LimitsReport, MaskingReport, NearMatchReport};
 use crate::delivery::Delivery;
 use crate::measure::{ServerReport, SlowReport};
 
@@ -26,6 +26,7 @@ pub struct Report {
     pub runner: ServerReport,
     pub slow_sidecar: SlowReport,
     pub masking: MaskingReport,
+    pub near_matches: NearMatchReport,
     pub limits: LimitsReport,
     pub binary_stripped_bytes: u64,
     /// /proc/loadavg before and after the run: how busy the machine was with other work.

@@ -133,6 +133,16 @@ impl Report {
                 delivery(&masking.with),
             ),
             Row::runner_only(
+                "2,000 `mask` entries, 19 MB of near-matches",
+                "fixed",
+                delivery(&self.near_matches.delivery),
+            ),
+            Row::runner_only(
+                "  peak RSS meanwhile",
+                "fixed",
+                mib(self.near_matches.peak_rss_kib),
+            ),
+            Row::runner_only(
                 "c=1 `true` p50, no limits",
                 "fixed",
                 us(limits.without.stats.p50_us),
@@ -163,6 +173,7 @@ impl Report {
             ("2 MB", &self.slow_sidecar.output_2mb),
             ("2 MB, no mask", &self.masking.without),
             ("2 MB, 20 secrets", &self.masking.with),
+            ("19 MB of near-matches", &self.near_matches.delivery),
         ]);
         for (name, d) in deliveries {
             if !d.ok {
