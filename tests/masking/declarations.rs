@@ -87,9 +87,10 @@ async fn a_declaration_line_of_any_length_is_never_logged() {
         .to_owned();
     assert_eq!(value, "***\n");
 
-    // 6 MiB of declaration: read no further than needed, and never logged.
-    let script = "head -c 4718592 /dev/urandom | base64 -w0 | sed 's/^/::add-mask::/'; echo; \
-                  echo after";
+    // 6 MiB of declaration, past the 4 MiB log message cap: never logged, not even in pieces;
+    // and a value too long to mask is shown nowhere after: the rest of the output is withheld.
+    let script = "head -c 4718592 /dev/urandom | base64 -w0 > v.txt; printf '::add-mask::'; \
+                  cat v.txt; echo; cat v.txt; echo; echo after";
     let body = json!({"commands": [{"command": script, "shell": true, "print": false}]});
     let reply = within(
         PATIENCE,
@@ -104,6 +105,11 @@ async fn a_declaration_line_of_any_length_is_never_logged() {
         "a piece of it was logged"
     );
     assert!(!lines.iter().any(|line| line.starts_with("::add-mask::")));
+    assert!(!lines.iter().any(|line| line == "after"), "{lines:?}");
+    assert!(lines
+        .iter()
+        .any(|line| line.contains("masking capacity reached")));
+    assert_eq!(reply.command(0)["stdout"], json!("***"));
 }
 
 /// `count` different values of `len` base64 characters (a fixed-seed xorshift).
