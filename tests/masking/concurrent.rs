@@ -1,7 +1,7 @@
 //! Requests running at the same time share the container's uid, so a command can read another
 //! running command's environment through /proc. Every secret of every request in flight is
-//! masked in every request's output, including a value read while the other request ran and
-//! printed after it ended.
+//! masked in every request's output, whichever started first, including a value read while the
+//! other request ran and printed after it ended.
 
 use std::time::Duration;
 
@@ -21,12 +21,13 @@ fn victim(seconds: u32) -> serde_json::Value {
     })
 }
 
-/// Prints what other processes' environments say of OTHER_TEAM, now or `later`.
+/// Prints what other processes' environments say of OTHER_TEAM, at once or, `later`, after
+/// waiting a second for the victim to start, reading, and waiting for it to end.
 fn snooper(later: bool) -> serde_json::Value {
     let read = "cat /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | grep OTHER_TEAM";
     let script = match later {
         false => format!("{read}; {read} >&2; true"),
-        true => format!("v=$({read}); sleep 3; echo \"$v\"; echo \"$v\" >&2"),
+        true => format!("sleep 1.5; v=$({read}); sleep 3; echo \"$v\"; echo \"$v\" >&2"),
     };
     json!({"commands": [{"command": script, "shell": true, "print": false}]})
 }
@@ -61,14 +62,14 @@ async fn a_concurrent_request_s_secret_is_masked_in_another_request() {
         .assert_success();
 }
 
-/// The snooper reads while the victim runs and prints after the victim has answered: still
-/// masked, in its logs and its response.
+/// The snooper starts first, reads while the victim runs and prints after the victim has
+/// answered: still masked, in its logs and its response.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_read_while_its_request_ran_is_masked_after_it_ended() {
     let (sidecar, runner) = start_shared(&[]);
-    let victim = call_in_background(&sidecar, &runner, "victim-2", victim(2));
-    tokio::time::sleep(Duration::from_millis(800)).await;
     let snooper = call_in_background(&sidecar, &runner, "snooper-2", snooper(true));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let victim = call_in_background(&sidecar, &runner, "victim-2", victim(2));
     within(PATIENCE, "the victim", victim)
         .await
         .unwrap()

@@ -87,16 +87,21 @@ async fn a_long_secret_in_a_refusal_shows_no_piece() {
     assert_hidden([&reply.text], &["long-k3yk3y"]);
 }
 
-/// A file name the file system refuses (too long) is found when the request runs: the
-/// refusal is masked with the request's secrets too.
+/// What is found wrong only while the request runs (an `output` file that is not there) is
+/// masked with the request's secrets too, in the header, the body and the log.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_file_the_file_system_refuses_is_masked_in_its_refusal() {
-    let secret = "fs-refused-s3cret";
-    let name = format!("{secret}{}", "n".repeat(300));
-    let body = json!({"mask": [secret], "files": [{"name": name, "data": "x"}],
-                      "commands": [{"command": "true"}]});
-    let (reply, _) = call("refused-fs", body).await;
+async fn a_refusal_found_while_running_is_masked() {
+    let secret = "s3cret-out-file";
+    let body = json!({"mask": [secret], "commands": [{"command": "true", "output": secret}]});
+    let (reply, lines) = call("refused-running", body).await;
     assert_refused_masked(&reply, secret);
+    assert_hidden(&lines, &[secret]);
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains("\"***\" does not exist")),
+        "{lines:?}"
+    );
 }
 
 /// Secrets whose forms take more than one request may have masked refuse the request before
