@@ -186,16 +186,12 @@ impl FailureMessage {
     /// `MAX_MESSAGE` bytes. Each part is masked before it is escaped and after (an escape
     /// could spell a secret), and cut only once masked.
     pub(crate) fn render(&self, secrets: &Snapshot) -> String {
-        let mask_escaped = |text: &str| -> String {
-            let escaped = escape_controls(&secrets.mask(text));
-            secrets.mask(&escaped).into_owned()
-        };
         // With a command, room is kept for the stderr tail; without one the text is the message.
         let head_limit = match self.has_command {
             true => MAX_MESSAGE_HEAD,
             false => MAX_MESSAGE,
         };
-        let head = cut_end(&mask_escaped(&self.head), head_limit);
+        let head = shown_line(&self.head, secrets, head_limit);
         let Some((tail, cut)) = &self.tail else {
             return head;
         };
@@ -205,7 +201,7 @@ impl FailureMessage {
         if tail.is_empty() {
             return head;
         }
-        let tail = mask_escaped(tail);
+        let tail = mask_escaped(tail, secrets);
         let budget = MAX_MESSAGE.saturating_sub(head.len() + 2);
         format!("{head}: {}", keep_end(&tail, budget))
     }
@@ -245,6 +241,18 @@ pub(crate) fn embeddable_json(bytes: &[u8]) -> Option<Value> {
         }
     }
     serde_json::from_slice(bytes).ok().filter(numbers_in_range)
+}
+
+/// A text built from request data (a message, a warning) as one line of at most `max` bytes:
+/// masked before its control characters are escaped and after (an escape could spell a
+/// secret), and cut only once masked.
+pub(crate) fn shown_line(text: &str, secrets: &Snapshot, max: usize) -> String {
+    cut_end(&mask_escaped(text, secrets), max)
+}
+
+fn mask_escaped(text: &str, secrets: &Snapshot) -> String {
+    let escaped = escape_controls(&secrets.mask(text));
+    secrets.mask(&escaped).into_owned()
 }
 
 /// Escapes control characters and cuts the text to `max` bytes (on a char boundary).

@@ -21,7 +21,7 @@ use crate::error::Failure;
 use crate::exec::{self, ExecSettings, Execution, Launch, RequestMark};
 use crate::logs::{LogShipper, LogStream};
 use crate::mask::{Masker, Registry, SecretPolicy};
-use crate::outcome::{CommandReport, JobOutcome, OutputFile};
+use crate::outcome::{CommandReport, JobOutcome, OutputFile, MAX_MESSAGE};
 use crate::plan::{CommandSpec, Dialect, Plan};
 use crate::request;
 use crate::response::{self, Reply};
@@ -192,8 +192,13 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
             return JobOutcome::rejected(dialect, failure, None, everyone);
         }
     };
-    if let Some(warning) = &plan.warning {
-        tracing::warn!("{}", secrets.mask(warning));
+    // It may quote the request (an unknown field's name): shown masked, then cut.
+    let warning = plan
+        .warning
+        .as_deref()
+        .map(|warning| crate::outcome::shown_line(warning, &secrets.snapshot(), MAX_MESSAGE));
+    if let Some(warning) = &warning {
+        tracing::warn!("{warning}");
     }
     // Refuse what cannot run before anything is written or started.
     let launches = match ctx.settings.resolve(&plan.commands, &plan.env).await {
@@ -226,6 +231,7 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
             &request.trace,
             &plan.env,
         ),
+        warning,
     };
     let outcome = job.run_commands().await;
     // The log stream is closed (dropped with the job): the delivery ends once all is out.
@@ -245,6 +251,8 @@ struct Job<'a> {
     cancel: &'a Cancel,
     /// HOME, DIREKTIV_*, the trace context and the request's env.
     env: Vec<(String, String)>,
+    /// What the request is warned of (unknown top-level fields), as shown.
+    warning: Option<String>,
 }
 
 impl Job<'_> {
@@ -262,7 +270,7 @@ impl Job<'_> {
             combine: dialect == Dialect::DirektivCmd,
         };
         let mut outcome = JobOutcome::running(dialect, Arc::clone(&self.secrets));
-        match (dialect, &self.plan.warning) {
+        match (dialect, &self.warning) {
             (Dialect::DirektivCmd, _) => {
                 let count = self.plan.commands.len();
                 self.logs.line(&format!("running {count} commands"));

@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::support::Reply;
+use super::support::{FakeSidecar, Reply, Runner};
 use super::{assert_hidden, call};
 
 /// Asserts a `cmd.input` refusal that does not show `secret`, neither in the header nor in the
@@ -120,4 +120,28 @@ async fn secrets_too_large_to_mask_refuse_the_request() {
         "{message}"
     );
     assert!(!lines.iter().any(|line| line == "ran"), "{lines:?}");
+}
+
+/// A warning about the request (an unknown top-level field) may quote it too: masked in the
+/// log and in the runner's own log, and the secret is not cut first.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_warning_that_quotes_a_secret_masks_it() {
+    let secret = format!("warned-{}-s3cret", "w".repeat(60));
+    let body = json!({"mask": [&secret], &secret: 1, "commands": [{"command": "true"}]});
+    let sidecar = FakeSidecar::start();
+    let runner = Runner::start(&sidecar);
+    let reply = sidecar.call(&runner, "warned", body).await;
+    reply.assert_success();
+    let lines = sidecar.lines("warned");
+    assert!(
+        lines.iter().any(|line| line.starts_with("warning: ")),
+        "{lines:?}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let runner_log = runner.stderr_lines();
+    assert!(
+        runner_log.iter().any(|line| line.contains("***")),
+        "{runner_log:?}"
+    );
+    assert_hidden(lines.iter().chain(&runner_log), &["warned-wwwwwwww"]);
 }
