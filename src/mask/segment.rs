@@ -27,8 +27,9 @@ const MAX_PREFILTERS: usize = 4;
 
 /// Patterns of up to this many bytes in all have their automaton built when it is first
 /// needed: most requests' secrets never show, and the prefilter alone tells so. Larger
-/// segments are built at once, where the caller chose (off the async workers).
-const LAZY_BYTES: usize = 64 * 1024;
+/// segments are built at once, where the caller chose (off the async workers: the same bound
+/// as `masker::INLINE_BUILD_BYTES`, so no larger build runs on them later).
+const LAZY_BYTES: usize = 16 * 1024;
 
 /// Bytes of each pattern the prefilter looks for: the standard and URL-safe base64 forms of a
 /// value mostly begin alike, so the prefilter needs fewer patterns, and fewer passes.
