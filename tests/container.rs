@@ -6,8 +6,11 @@
 //! under tags of the tests' own, and each example's workflow input runs in its own image; the
 //! aws-cli example against moto's S3 server beside the pod. Without a Docker engine the tests
 //! skip and print `SKIPPED`, except under `CI=true`, where they fail unless
-//! `CMD_SKIP_CONTAINER_TESTS=1` is set. See `tests/support_docker/`.
+//! `CMD_SKIP_DOCKER=1` is set (`support/capability.rs`). See `tests/support_docker/`.
 
+// The shared harness, of which these tests use a part (the integration crate uses it whole and
+// so catches what nothing uses).
+#[allow(dead_code, unused_imports)]
 mod support;
 mod support_docker;
 
@@ -15,19 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use support::{skip_without, Capability};
 use support_docker::images::{fenced_blocks, inspect, readme_copy_from_dockerfile, repo};
 use support_docker::workflow::Workflow;
-use support_docker::{docker_available, docker_ok, images, results, results_under, Pod};
+use support_docker::{docker_ok, images, results, results_under, Pod};
 use support_docker::{Container, PATIENCE};
-
-/// Skips the test (visibly) when no Docker engine answers; see `docker_available`.
-macro_rules! require_docker {
-    ($name:expr) => {
-        if !docker_available($name) {
-            return;
-        }
-    };
-}
 
 /// The flags the README gives for a read-only root as a non-root user.
 const READ_ONLY_AS_NON_ROOT: [&str; 5] = [
@@ -71,7 +66,7 @@ fn assert_runner_metadata(tag: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn scratch_image_holds_only_the_binary_and_its_metadata() {
-    require_docker!("scratch_image_holds_only_the_binary_and_its_metadata");
+    skip_without!(Capability::Docker);
     let images = images();
     let tag = &images.scratch;
     assert_runner_metadata(tag);
@@ -136,7 +131,7 @@ async fn scratch_image_holds_only_the_binary_and_its_metadata() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_image_is_a_non_root_base_with_a_sticky_tmp() {
-    require_docker!("debian_image_is_a_non_root_base_with_a_sticky_tmp");
+    skip_without!(Capability::Docker);
     let images = images();
     assert_runner_metadata(&images.debian);
     let base = inspect(
@@ -172,7 +167,7 @@ async fn debian_image_is_a_non_root_base_with_a_sticky_tmp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_base_images_run_read_only_as_non_root() {
-    require_docker!("both_base_images_run_read_only_as_non_root");
+    skip_without!(Capability::Docker);
     let images = images();
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
     assert!(
@@ -221,7 +216,7 @@ async fn both_base_images_run_read_only_as_non_root() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_docker_run_example_works_on_the_debian_image() {
-    require_docker!("readme_docker_run_example_works_on_the_debian_image");
+    skip_without!(Capability::Docker);
     let images = images();
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
     let example = fenced_blocks(&readme, "sh")
@@ -260,7 +255,7 @@ async fn readme_docker_run_example_works_on_the_debian_image() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn logs_reach_the_sidecar_over_the_pod_loopback() {
-    require_docker!("logs_reach_the_sidecar_over_the_pod_loopback");
+    skip_without!(Capability::Docker);
     let images = images();
     let pod = Pod::start(images, &images.scratch, &[]).await;
 
@@ -290,7 +285,7 @@ async fn logs_reach_the_sidecar_over_the_pod_loopback() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_commands_answer_with_direktiv_error_headers() {
-    require_docker!("failing_commands_answer_with_direktiv_error_headers");
+    skip_without!(Capability::Docker);
     let images = images();
     let pod = Pod::start(images, &images.scratch, &[]).await;
 
@@ -330,7 +325,7 @@ async fn failing_commands_answer_with_direktiv_error_headers() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn derived_busybox_image_runs_sh_c_commands() {
-    require_docker!("derived_busybox_image_runs_sh_c_commands");
+    skip_without!(Capability::Docker);
     let images = images();
     let pod = Pod::start(images, &images.busybox, &[]).await;
 
@@ -373,7 +368,7 @@ fn post_in_background(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn docker_stop_drains_an_in_flight_request() {
-    require_docker!("docker_stop_drains_an_in_flight_request");
+    skip_without!(Capability::Docker);
     let images = images();
     // A grace longer than the images' (3 s), and room for it at `docker stop`.
     let pod = Pod::start(images, &images.busybox, &["--env=CMD_GRACE=30s"]).await;
@@ -422,7 +417,7 @@ async fn docker_stop_drains_an_in_flight_request() {
 /// ignores SIGTERM and needs CMD_KILL_GRACE (5 s) more.
 #[tokio::test(flavor = "multi_thread")]
 async fn plain_docker_stop_answers_in_flight_work_before_its_sigkill() {
-    require_docker!("plain_docker_stop_answers_in_flight_work_before_its_sigkill");
+    skip_without!(Capability::Docker);
     let images = images();
     let pod = Pod::start(images, &images.busybox, &[]).await;
     let body = json!({"commands": [{"command": "trap '' TERM; sleep 60", "shell": true}]});
@@ -451,7 +446,7 @@ async fn plain_docker_stop_answers_in_flight_work_before_its_sigkill() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runs_as_uid_65532_by_default_and_with_user_flag() {
-    require_docker!("runs_as_uid_65532_by_default_and_with_user_flag");
+    skip_without!(Capability::Docker);
     let images = images();
     let ids = json!({"commands": [{"command": "id -u"}, {"command": "id -g"}]});
 
@@ -468,7 +463,7 @@ async fn runs_as_uid_65532_by_default_and_with_user_flag() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commands_work_in_the_sidecars_shared_temp_dir() {
-    require_docker!("commands_work_in_the_sidecars_shared_temp_dir");
+    skip_without!(Capability::Docker);
     let images = images();
     let pod = Pod::start(images, &images.busybox, &[]).await;
     // The sidecar (uid 65532) makes /mnt/shared/<aid> with mode 0750, as Direktiv's does; only
@@ -502,7 +497,7 @@ async fn commands_work_in_the_sidecars_shared_temp_dir() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn another_non_root_uid_cannot_write_the_shared_temp_dir() {
-    require_docker!("another_non_root_uid_cannot_write_the_shared_temp_dir");
+    skip_without!(Capability::Docker);
     let images = images();
     // Why the images run as 65532: with any other non-root uid the sidecar's 0750 directory
     // is closed to the commands.
@@ -543,7 +538,7 @@ fn processes_named(container: &Container, comm: &str) -> Vec<(u32, char, u32)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn runner_copied_into_debian_and_busybox_is_pid1() {
-    require_docker!("runner_copied_into_debian_and_busybox_is_pid1");
+    skip_without!(Capability::Docker);
     let images = images();
     let dockerfile = readme_copy_from_dockerfile().expect("the README's COPY --from Dockerfile");
     assert!(
@@ -620,7 +615,7 @@ async fn runner_copied_into_debian_and_busybox_is_pid1() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn command_killed_at_the_memory_limit_is_cmd_oom_and_the_runner_survives() {
-    require_docker!("command_killed_at_the_memory_limit_is_cmd_oom_and_the_runner_survives");
+    skip_without!(Capability::Docker);
     let images = images();
     let pod = Pod::builder(images, &images.debian)
         .flag("--memory=96m")
@@ -675,7 +670,7 @@ async fn function_pod(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn example_bash_workflow_runs_in_its_image() {
-    require_docker!("example_bash_workflow_runs_in_its_image");
+    skip_without!(Capability::Docker);
     let workflow = Workflow::load("bash");
     let action = workflow.action("run-script");
     let (pod, _) = function_pod("bash", &action, &[]).await;
@@ -708,7 +703,7 @@ async fn example_bash_workflow_runs_in_its_image() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn example_python_workflow_runs_in_its_image() {
-    require_docker!("example_python_workflow_runs_in_its_image");
+    skip_without!(Capability::Docker);
     let workflow = Workflow::load("python");
     let action = workflow.action("summarise");
     let (pod, _) = function_pod("python", &action, &[]).await;
@@ -761,7 +756,7 @@ async fn s3_object(client: &reqwest::Client, endpoint: &str, path: &str) -> (u16
 /// image (v1) reads: `AWS_REGION` is ignored there.
 #[tokio::test(flavor = "multi_thread")]
 async fn readme_direktiv_example_sets_a_region_the_shipped_aws_cli_reads() {
-    require_docker!("readme_direktiv_example_sets_a_region_the_shipped_aws_cli_reads");
+    skip_without!(Capability::Docker);
     let readme = std::fs::read_to_string(repo().join("README.md")).expect("README.md");
     let yaml = fenced_blocks(&readme, "yaml")
         .into_iter()
@@ -802,7 +797,7 @@ async fn readme_direktiv_example_sets_a_region_the_shipped_aws_cli_reads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn example_aws_cli_workflow_against_an_s3_api() {
-    require_docker!("example_aws_cli_workflow_against_an_s3_api");
+    skip_without!(Capability::Docker);
     let images = images();
     let workflow = Workflow::load("aws-cli");
     let upload = workflow.action("upload");

@@ -1,10 +1,9 @@
 //! The test harness: a fake Direktiv sidecar and a handle on the real `direktiv-cmd` binary.
 //!
-//! Integration tests speak the real protocol to the real binary. A test file starts with
-//! `mod support;` and typically does:
+//! Integration tests speak the real protocol to the real binary. A test module does:
 //!
 //! ```ignore
-//! use support::{FakeSidecar, Runner};
+//! use crate::support::{FakeSidecar, Runner};
 //! use serde_json::json;
 //!
 //! #[tokio::test(flavor = "multi_thread")]
@@ -28,13 +27,20 @@
 //!   process on drop. [`RunnerBuilder::run_to_exit`] runs it to completion instead.
 //! - [`Reply`] (reply.rs) is any HTTP answer, with helpers for the error headers and the
 //!   native result body.
+//! - [`capability::skip_without!`] is the only way a test may skip (capability.rs).
+//! - `procs` (processes through /proc), `connections` (sockets through /proc/net/tcp),
+//!   [`Metrics`] (`/metrics`, where a missing metric fails), `request` (body pieces).
+//!
+//! The integration crate (tests/integration) compiles all of it and so catches unused
+//! helpers; the container and soak crates use a part.
 
-// Each test file compiles this module on its own and uses only part of it.
-#![allow(dead_code, unused_imports)]
-
-pub mod environment;
+pub mod capability;
+pub mod cgroups;
+pub mod connections;
+pub mod metrics;
 pub mod procs;
 pub mod reply;
+pub mod request;
 pub mod runner;
 pub mod sidecar;
 
@@ -46,11 +52,16 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::task::JoinHandle;
 
+pub(crate) use capability::skip_without;
+pub use capability::Capability;
+pub use metrics::Metrics;
 pub use reply::{Body, Reply};
-pub use runner::{binary, parse_listening, strip_ansi, Finished, Runner, RunnerBuilder};
-pub use sidecar::{
-    ActionFile, CallOptions, FakeSidecar, Rejected, TempDirHeader, LOG_CAP, MISSING_AID,
-};
+pub use request::{marked, sh};
+pub use runner::{binary, strip_ansi, Finished, Runner};
+pub use sidecar::{ActionFile, CallOptions, FakeSidecar, TempDirHeader, LOG_CAP, MISSING_AID};
+
+/// A generous bound for anything that should be quick, sized for a loaded 2-core machine.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 /// Starts a fake sidecar and a runner pointed at it, with extra environment variables.
 pub fn start_pair(env: &[(&str, &str)]) -> (FakeSidecar, Runner) {
@@ -84,6 +95,15 @@ pub async fn within<T>(limit: Duration, what: &str, future: impl Future<Output =
     }
 }
 
+/// Awaits a call made with [`call_in_background`], failing the test when it takes longer than
+/// `limit` or panicked.
+pub async fn reply_within(call: JoinHandle<Reply>, limit: Duration) -> Reply {
+    match within(limit, "a call in the background", call).await {
+        Ok(reply) => reply,
+        Err(panic) => panic!("the call panicked: {panic}"),
+    }
+}
+
 /// The output of the `env` command as a map.
 pub fn env_map(stdout: &str) -> HashMap<String, String> {
     stdout
@@ -92,6 +112,3 @@ pub fn env_map(stdout: &str) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
-
-/// A generous bound for anything that should be quick, sized for a loaded 2-core machine.
-pub const PATIENCE: Duration = Duration::from_secs(30);

@@ -4,11 +4,12 @@
 //! Tests mark the processes of a request with a unique environment variable (inherited by
 //! everything a command starts, even `sleep` behind a shell) and then look for that marker.
 //! Everything here reads /proc directly: no `ps`, so what the test sees is what the kernel sees.
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+pub use rustix::process::Signal;
 
 /// One process as /proc/<pid>/stat describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,7 @@ pub fn stat(pid: u32) -> Option<Proc> {
 
 /// Parses a stat line. `comm` may hold spaces and parentheses, so the fields after it are
 /// found from the last `)`.
-fn parse_stat(line: &str) -> Option<Proc> {
+pub fn parse_stat(line: &str) -> Option<Proc> {
     let open = line.find('(')?;
     let close = line.rfind(')')?;
     let pid = line[..open].trim().parse().ok()?;
@@ -126,6 +127,15 @@ pub fn with_marker(marker: &str) -> Vec<Proc> {
         .collect()
 }
 
+/// The live (not zombie) processes that carry `marker`: what must be gone once a request's
+/// response is sent.
+pub fn alive_with_marker(marker: &str) -> Vec<Proc> {
+    with_marker(marker)
+        .into_iter()
+        .filter(|p| !p.is_zombie())
+        .collect()
+}
+
 /// A fresh marker, unique across the tests of one run, usable as an env value and in argv.
 pub fn marker(label: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -201,38 +211,11 @@ pub fn alive(pid: u32) -> bool {
     stat(pid).is_some_and(|p| !p.is_zombie())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stat_with_awkward_comm() {
-        let line = "1234 (we ird) (x)) S 1 1234 1234 0 -1 4194560 0 0";
-        let proc = parse_stat(line).unwrap();
-        assert_eq!(proc.pid, 1234);
-        assert_eq!(proc.comm, "we ird) (x)");
-        assert_eq!((proc.state, proc.ppid, proc.pgid), ('S', 1, 1234));
-    }
-
-    #[test]
-    fn finds_own_children_and_zombies() {
-        let mark = marker("self");
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .env("PROCS_SELFTEST", &mark)
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        assert!(descendants(std::process::id()).iter().any(|p| p.pid == pid));
-        assert_eq!(with_marker(&mark).len(), 1);
-        child.kill().unwrap();
-        // Killed but not waited for: a zombie of ours.
-        assert!(wait_for(Duration::from_secs(10), || stat(pid)?
-            .is_zombie()
-            .then_some(()))
-        .is_some());
-        assert!(with_marker(&mark).is_empty());
-        child.wait().unwrap();
-        assert!(stat(pid).is_none());
-    }
+/// Sends `signal` to process `pid`; an error when there is no such process.
+pub fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::other(format!("{pid} is not a process id")))?;
+    Ok(rustix::process::kill_process(pid, signal)?)
 }

@@ -141,9 +141,18 @@ impl Reply {
         }
     }
 
+    /// Fails the test when no HTTP answer arrived, saying why.
+    #[track_caller]
+    fn assert_answered(&self) {
+        if let Some(error) = &self.transport_error {
+            panic!("no HTTP answer: {error}");
+        }
+    }
+
     /// Asserts a native success: exactly 200, JSON content type, no error headers.
     #[track_caller]
     pub fn assert_success(&self) -> &Self {
+        self.assert_answered();
         assert_eq!(self.status, 200, "expected success: {self:?}");
         let content_type = self.header("content-type").unwrap_or_default();
         assert!(
@@ -164,6 +173,7 @@ impl Reply {
     /// Asserts a failure with `code` and `status`, both error headers set.
     #[track_caller]
     pub fn assert_error(&self, code: &str, status: u16) -> &Self {
+        self.assert_answered();
         assert_eq!(self.status, status, "status for {code}: {self:?}");
         assert_eq!(self.error_code().as_deref(), Some(code), "{self:?}");
         let message = self.error_message().unwrap_or_default();

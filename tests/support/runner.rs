@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-
+use super::procs::{send_signal, Signal};
 use super::reply::{Body, Reply};
 use super::sidecar::{http_client, FakeSidecar};
 
@@ -60,7 +59,6 @@ pub struct RunnerBuilder {
     args: Vec<OsString>,
     env: Vec<(String, String)>,
     backend: Option<String>,
-    wait_ready: bool,
     current_dir: Option<PathBuf>,
     stdout: Drain,
     stderr: Drain,
@@ -84,7 +82,6 @@ impl Default for RunnerBuilder {
             args: Vec::new(),
             env: Vec::new(),
             backend: None,
-            wait_ready: true,
             current_dir: None,
             stdout: Drain::Always,
             stderr: Drain::Always,
@@ -130,12 +127,6 @@ impl RunnerBuilder {
     /// arguments given with [`arg`](Self::arg) follow it.
     pub fn program(mut self, program: impl Into<OsString>) -> Self {
         self.program = program.into();
-        self
-    }
-
-    /// Do not wait for `/readyz` 200 (only for the `listening on` line).
-    pub fn no_wait_ready(mut self) -> Self {
-        self.wait_ready = false;
         self
     }
 
@@ -214,23 +205,29 @@ impl RunnerBuilder {
         let stderr = child.stderr.take().expect("piped stderr");
         let (addr_tx, addr_rx) = mpsc::channel();
         let (release, held) = mpsc::channel();
+        let mut readers = Vec::new();
         let (stdout_lines, held_stdout) = match self.stdout {
-            Drain::Always => (collect_stdout(stdout), None),
+            Drain::Always => {
+                let (lines, reader) = collect_stdout(stdout);
+                readers.push(reader);
+                (lines, None)
+            }
             Drain::Stalled => (Lines::default(), Some(stdout)),
         };
         let hold = (self.stderr == Drain::Stalled).then_some(held);
+        let (stderr_lines, reader) = collect_stderr(stderr, addr_tx, hold);
+        readers.push(reader);
         let mut runner = Runner {
             child,
             addr: None,
             stdout: stdout_lines,
-            stderr: collect_stderr(stderr, addr_tx, hold),
+            stderr: stderr_lines,
+            readers,
             _held_stdout: held_stdout,
-            _release_stderr: release,
+            release_stderr: Some(release),
         };
         runner.addr = Some(runner.await_address(&addr_rx));
-        if self.wait_ready {
-            runner.await_ready();
-        }
+        runner.await_ready();
         runner
     }
 
@@ -275,7 +272,16 @@ pub struct Runner {
     /// The stdout pipe, held unread (see [`RunnerBuilder::stdout_not_drained`]).
     _held_stdout: Option<ChildStdout>,
     /// Dropping it lets a stderr reader that stopped reading close the pipe.
-    _release_stderr: Sender<()>,
+    release_stderr: Option<Sender<()>>,
+    /// The threads that read stdout and stderr; they end when the runner has exited.
+    readers: Vec<JoinHandle<()>>,
+}
+
+/// Everything a runner wrote, read once it had exited.
+#[derive(Debug)]
+pub struct Stopped {
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
 }
 
 impl Runner {
@@ -332,8 +338,7 @@ impl Runner {
 
     /// Sends `signal` to the runner process.
     pub fn signal(&self, signal: Signal) {
-        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pid fits i32"));
-        kill(pid, signal).expect("signal the runner");
+        send_signal(self.pid(), signal).expect("signal the runner");
     }
 
     /// Waits for the runner to exit; `None` if it still runs after `timeout`.
@@ -421,18 +426,40 @@ impl Runner {
     }
 }
 
-impl Drop for Runner {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
+impl Runner {
+    /// Ends the runner (SIGTERM, then SIGKILL after a few seconds) and reads what it wrote to
+    /// the end: nothing it printed at any time is missing, however late.
+    pub fn stop(mut self) -> Stopped {
+        self.terminate();
+        self.release_stderr = None;
+        for reader in std::mem::take(&mut self.readers) {
+            let _ = reader.join();
         }
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        Stopped {
+            stdout: self.stdout_lines(),
+            stderr: self.stderr_lines(),
         }
-        if self.wait_exit(Duration::from_secs(3)).is_none() {
+    }
+
+    /// SIGTERM, and SIGKILL if the runner still runs a few seconds later; its exit status
+    /// unless it had to be killed.
+    fn terminate(&mut self) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let _ = send_signal(self.child.id(), Signal::TERM);
+        let status = self.wait_exit(Duration::from_secs(3));
+        if status.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        status
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 
@@ -511,15 +538,15 @@ fn read_lines(stream: impl Read, mut on_line: impl FnMut(String)) {
     }
 }
 
-fn collect_stdout(stdout: ChildStdout) -> Lines {
+fn collect_stdout(stdout: ChildStdout) -> (Lines, JoinHandle<()>) {
     let lines = Lines::default();
     let sink = lines.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         read_lines(stdout, |line| {
             sink.lock().unwrap_or_else(|p| p.into_inner()).push(line)
         })
     });
-    lines
+    (lines, reader)
 }
 
 /// Collects stderr lines and reports the `listening on` address. With `hold`, reading stops
@@ -528,10 +555,10 @@ fn collect_stderr(
     stderr: ChildStderr,
     addr_tx: Sender<SocketAddr>,
     hold: Option<Receiver<()>>,
-) -> Lines {
+) -> (Lines, JoinHandle<()>) {
     let lines = Lines::default();
     let sink = lines.clone();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let mut reader = BufReader::new(stderr);
         let mut buf = Vec::new();
         loop {
@@ -556,7 +583,7 @@ fn collect_stderr(
             }
         }
     });
-    lines
+    (lines, thread)
 }
 
 fn read_all_in_background(

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -50,10 +50,11 @@ pub struct Rejected {
 struct Inner {
     /// Action ids currently in flight (between registration and the end of `call`).
     registered: HashSet<String>,
-    /// Accepted `/log` bodies per action id, in arrival order, as raw bytes.
-    messages: HashMap<String, Vec<Vec<u8>>>,
-    /// Every `/log` post per action id: accepted, rejected and failed on purpose.
-    posts: HashMap<String, usize>,
+    /// Accepted `/log` bodies per action id, in arrival order, as raw bytes, with the time
+    /// each arrived.
+    messages: HashMap<String, Vec<(SystemTime, Vec<u8>)>>,
+    /// When each `/log` post per action id arrived: accepted, rejected and failed on purpose.
+    posts: HashMap<String, Vec<Instant>>,
     /// Posts refused because the action id was not in flight.
     rejected: Vec<Rejected>,
     /// Variables by (scope, name).
@@ -74,6 +75,9 @@ struct Shared {
     oversized: AtomicUsize,
     /// While set, new connections are closed at once and open ones fail on their next read.
     down: Arc<AtomicBool>,
+    /// Connections open now (a connection's requests are all answered before it counts as
+    /// closed).
+    connections: Arc<AtomicUsize>,
 }
 
 impl Shared {
@@ -257,12 +261,29 @@ impl FakeSidecar {
 
     /// Accepted `/log` bodies of `aid` exactly as received.
     pub fn raw_messages(&self, aid: &str) -> Vec<Vec<u8>> {
-        self.shared
-            .lock()
+        let inner = self.shared.lock();
+        let messages = inner
             .messages
             .get(aid)
-            .cloned()
-            .unwrap_or_default()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        messages.iter().map(|(_, body)| body.clone()).collect()
+    }
+
+    /// How many log lines of `aid` had arrived before `instant` (by the system clock, which
+    /// commands can read too).
+    pub fn lines_before(&self, aid: &str, instant: SystemTime) -> usize {
+        let inner = self.shared.lock();
+        let messages = inner
+            .messages
+            .get(aid)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        messages
+            .iter()
+            .filter(|(arrived, _)| *arrived < instant)
+            .map(|(_, body)| body.split(|byte| *byte == b'\n').count())
+            .sum()
     }
 
     /// The log lines of `aid`: every accepted message split at `\n`, so a POST that coalesces
@@ -281,7 +302,41 @@ impl FakeSidecar {
 
     /// Every `/log` POST received for `aid`, accepted or not.
     pub fn post_count(&self, aid: &str) -> usize {
-        self.shared.lock().posts.get(aid).copied().unwrap_or(0)
+        self.shared.lock().posts.get(aid).map_or(0, Vec::len)
+    }
+
+    /// The time from the first `/log` POST received for `aid` to the last, accepted or not.
+    pub fn post_span(&self, aid: &str) -> Duration {
+        let inner = self.shared.lock();
+        let times = inner.posts.get(aid).map(Vec::as_slice).unwrap_or_default();
+        match (times.first(), times.last()) {
+            (Some(first), Some(last)) => last.duration_since(*first),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Waits until no client holds a connection to the sidecar: every request that reached it
+    /// has been handled. Returns whether that happened within `timeout`.
+    pub fn wait_no_connections(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while self.shared.connections.load(Ordering::SeqCst) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
+
+    /// Stops `runner` (SIGTERM, or SIGKILL after a few seconds) and waits until the sidecar
+    /// has handled every request that came from it: from then on [`rejected`](Self::rejected)
+    /// holds every post that arrived after its action id was forgotten.
+    pub fn settle(&self, runner: Runner) {
+        drop(runner);
+        assert!(
+            self.wait_no_connections(Duration::from_secs(30)),
+            "connections to the sidecar stay open after the runner exited"
+        );
     }
 
     /// Sets a variable (as if a workflow had stored it).
@@ -453,6 +508,7 @@ fn serve(
         let gated = GatedListener {
             inner: listener,
             down: shared.down.clone(),
+            connections: shared.connections.clone(),
         };
         let router = Router::new()
             .route("/log", post(log_handler))
@@ -490,7 +546,11 @@ async fn log_handler(
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
     let mut inner = shared.lock();
-    *inner.posts.entry(query.aid.clone()).or_default() += 1;
+    inner
+        .posts
+        .entry(query.aid.clone())
+        .or_default()
+        .push(Instant::now());
     if failing {
         shared.failed.fetch_add(1, Ordering::SeqCst);
         return (
@@ -516,7 +576,7 @@ async fn log_handler(
         .messages
         .entry(query.aid)
         .or_default()
-        .push(body.to_vec());
+        .push((SystemTime::now(), body.to_vec()));
     (StatusCode::OK, String::new())
 }
 
@@ -572,6 +632,7 @@ async fn var_handler(
 struct GatedListener {
     inner: TcpListener,
     down: Arc<AtomicBool>,
+    connections: Arc<AtomicUsize>,
 }
 
 impl axum::serve::Listener for GatedListener {
@@ -583,9 +644,11 @@ impl axum::serve::Listener for GatedListener {
             match self.inner.accept().await {
                 Ok((stream, _)) if self.down.load(Ordering::SeqCst) => drop(stream),
                 Ok((stream, addr)) => {
+                    self.connections.fetch_add(1, Ordering::SeqCst);
                     let gated = GatedStream {
                         inner: stream,
                         down: self.down.clone(),
+                        connections: self.connections.clone(),
                     };
                     return (gated, addr);
                 }
@@ -604,6 +667,14 @@ impl axum::serve::Listener for GatedListener {
 struct GatedStream {
     inner: TcpStream,
     down: Arc<AtomicBool>,
+    /// Counts this connection while it is open.
+    connections: Arc<AtomicUsize>,
+}
+
+impl Drop for GatedStream {
+    fn drop(&mut self) {
+        self.connections.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl AsyncRead for GatedStream {

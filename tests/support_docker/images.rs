@@ -316,11 +316,6 @@ pub fn fenced_blocks(text: &str, lang: &str) -> Vec<String> {
     blocks
 }
 
-/// Whether an image exists under `tag`.
-pub fn exists(tag: &str) -> bool {
-    docker(&["image", "inspect", tag]).is_ok()
-}
-
 /// `docker image inspect --format <format> <tag>`.
 #[track_caller]
 pub fn inspect(tag: &str, format: &str) -> String {

@@ -18,9 +18,6 @@
 //! the test is failing. Images keep their tags between runs, so that the next run reuses their
 //! layers.
 
-// Each test file compiles this module on its own and uses only part of it.
-#![allow(dead_code)]
-
 pub mod images;
 mod pod;
 pub mod workflow;
@@ -31,7 +28,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{environment, Reply};
+use crate::support::Reply;
 
 pub use images::{images, Images};
 pub use pod::Pod;
@@ -68,30 +65,6 @@ pub fn docker_ok(args: &[&str]) -> String {
     match docker(args) {
         Ok(out) => out,
         Err(e) => panic!("{e}"),
-    }
-}
-
-/// Whether the container tests run here:
-/// - `CMD_SKIP_CONTAINER_TESTS=1`: no, they are skipped;
-/// - a Docker engine answers `docker info`: yes;
-/// - none does: skipped, except under `CI=true`, where the test fails and says how to skip.
-///
-/// A skip is written to the process's stderr directly rather than through `eprintln!`, which
-/// the test harness captures and shows only for failing tests: each skipped test prints a
-/// `SKIPPED <test>: <reason>` line beside its `ok`.
-pub fn docker_available(test: &str) -> bool {
-    if environment::skip_requested(test) {
-        return false;
-    }
-    match docker(&["info", "--format", "{{.ServerVersion}}"]) {
-        Ok(_) => true,
-        Err(e) => {
-            let error = e.split_whitespace().collect::<Vec<_>>().join(" ");
-            environment::missing(
-                test,
-                &format!("no Docker engine answers (`docker info` failed: {error})"),
-            )
-        }
     }
 }
 

@@ -82,7 +82,7 @@ impl PodBuilder<'_> {
             runner,
             services,
             sidecar,
-            network,
+            _network: network,
             ip,
             service_urls,
             client,
@@ -98,7 +98,8 @@ pub struct Pod {
     pub runner: Container,
     pub services: Vec<Container>,
     pub sidecar: Container,
-    pub network: Network,
+    /// Held so that the network outlives the containers on it.
+    _network: Network,
     /// The pod's address on the test network: :8080 is the runner, :8890 the sidecar's control.
     pub ip: String,
     /// `http://<address>:<port>` of each service, in the order they were added.

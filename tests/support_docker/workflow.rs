@@ -18,7 +18,6 @@ pub struct Workflow {
 
 /// One action state.
 pub struct Action {
-    pub state: String,
     /// The function's `image:`.
     pub image: String,
     /// The function's `envs:`, which Direktiv sets on the function's container.
@@ -77,7 +76,6 @@ impl Workflow {
             })
             .unwrap_or_default();
         Action {
-            state: id.to_string(),
             image: text(&function["image"]),
             envs,
             input: state["action"]["input"].clone(),
