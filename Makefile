@@ -1,7 +1,8 @@
 # direktiv-cmd: build, test, benchmark and package.
 #
 #   make run      start the runner locally on :8080 (development mode: logs to stdout)
-#   make test     format check, clippy, every test (the command CI runs)
+#   make test     installs (or names) what the tests need, then format check, clippy, the
+#                 static build and every test, reporting every failure (the command CI runs)
 #   make static   statically linked release binary in target/static/direktiv-cmd
 #   make images   the container images and the examples' images, from that binary; builds
 #                 offline too (docker/README.md)
@@ -15,17 +16,26 @@ CARGO ?= cargo
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := target/static/direktiv-cmd
 
-.PHONY: run test lint unit static images image container-test dev-pod bench soak clean
+.PHONY: run test test-prerequisites lint unit static images image container-test dev-pod bench soak clean
 
 # The quick profile (Cargo.toml): optimised, but without the release build's fat LTO.
 run:
 	DIREKTIV_DEV_MODE=1 $(CARGO) run --profile quick --
 
 # Every test runs against the real binary; the static one is needed by the chroot and
-# container tests.
-test: lint static
-	$(CARGO) test --all-targets
-	$(CARGO) test --manifest-path bench/Cargo.toml --target-dir target/packages
+# container tests. What the machine lacks is installed (or named) first, before the long build.
+# A failing test does not stop the others: every failure is reported at the end.
+test: test-prerequisites
+	$(MAKE) --no-print-directory lint static
+	status=0; \
+	$(CARGO) test --all-targets --no-fail-fast || status=1; \
+	$(CARGO) test --manifest-path bench/Cargo.toml --target-dir target/packages --no-fail-fast || status=1; \
+	exit $$status
+
+# tests/prerequisites.sh: packages (apt-get as root on Debian, else named), rustfmt and clippy,
+# a Docker daemon that is installed but not running.
+test-prerequisites:
+	tests/prerequisites.sh
 
 # The benchmark harness and the container tests' sidecar are packages of their own.
 PACKAGES := bench/Cargo.toml docker/test-sidecar/Cargo.toml
