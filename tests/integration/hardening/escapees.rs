@@ -12,8 +12,8 @@ use super::{KillLeftovers, PROMPT};
 use crate::support::procs::{self, Signal};
 use crate::support::request::MARK_VAR;
 use crate::support::{
-    cgroups, marked, sh, skip_without, start_pair, start_shared, within, Capability, FakeSidecar,
-    Metrics, Reply, Runner, PATIENCE,
+    call_in_background, cgroups, marked, reply_within, sh, skip_without, start_pair, start_shared,
+    within, Capability, FakeSidecar, Metrics, Runner, PATIENCE,
 };
 
 /// The metric counting escapees the runner stopped.
@@ -188,7 +188,8 @@ async fn escapees_are_gone_after_cancel_and_after_timeout() {
 }
 
 /// While one request's escapees are stopped, a concurrent request and a process outside the
-/// runner that carries the same kind of variable run on untouched.
+/// runner that carries the same kind of variable run on untouched. The bystander starts while
+/// the sweeping request runs, so nothing but the mark tells its processes apart.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sweep_spares_other_requests_and_outsiders() {
     let (sidecar, runner) = start();
@@ -200,34 +201,37 @@ async fn the_sweep_spares_other_requests_and_outsiders() {
         .env("DIREKTIV_CMD_REQUEST", "not-a-request-of-this-runner")
         .spawn()
         .unwrap();
+    // Each request waits for a file of its own that the test makes.
+    let gates = tempfile::tempdir().unwrap();
+    let gated = |name: &str, marker: &str, script: &str| {
+        let gate = gates.path().join(name).display().to_string();
+        let wait = format!("{script}while [ ! -e '{gate}' ]; do sleep 0.05; done");
+        marked(marker, json!([sh(&wait), {"command": "echo survived"}]))
+    };
 
-    // The bystander waits for a file the test makes only after the sweep.
-    let gate = tempfile::tempdir().unwrap();
-    let go = gate.path().join("go");
+    // The sweeper leaves an escapee, then waits.
+    let marker = procs::marker("sweeper");
+    let _cleanup = KillLeftovers(marker.clone());
+    let sweeper = call_in_background(
+        &sidecar,
+        &runner,
+        "sweeper",
+        gated("sweep", &marker, "setsid -f sleep 300 >/dev/null 2>&1\n"),
+    );
+    await_sleepers(&marker, 1);
+
     let other_mark = procs::marker("other");
     let _other_cleanup = KillLeftovers(other_mark.clone());
-    let other = {
-        let (sidecar, runner) = (sidecar.clone(), runner.clone());
-        let mut body = marked(
-            &other_mark,
-            json!([sh("while [ ! -e \"$GO\" ]; do sleep 0.05; done"), {"command": "echo survived"}]),
-        );
-        body["env"]["GO"] = json!(go.display().to_string());
-        tokio::spawn(async move { sidecar.call(&runner, "bystander", body).await })
-    };
+    let other = call_in_background(&sidecar, &runner, "bystander", gated("go", &other_mark, ""));
     let waiting = procs::wait_for(PATIENCE, || {
         let shells = procs::alive_with_marker(&other_mark);
         shells.into_iter().find(|p| p.comm == "sh").map(|p| p.pid)
     })
     .expect("the bystander's shell never started");
 
-    let marker = procs::marker("sweeper");
-    let _cleanup = KillLeftovers(marker.clone());
-    let body = marked(
-        &marker,
-        json!([{"command": "setsid -f sleep 300"}, {"command": "sleep 0.5"}]),
-    );
-    let reply = sidecar.call(&runner, "sweeper", body).await;
+    // The sweeper's command ends: its escapee is stopped, the bystander is not touched.
+    std::fs::write(gates.path().join("sweep"), "").unwrap();
+    let reply = reply_within(sweeper, PROMPT).await;
     assert_none_left(&marker, "sweeper");
     reply.assert_success();
     assert!(
@@ -235,8 +239,8 @@ async fn the_sweep_spares_other_requests_and_outsiders() {
         "the sweep must leave the bystander's waiting shell alone"
     );
 
-    std::fs::write(&go, "").unwrap();
-    let other: Reply = within(PROMPT, "bystander", other).await.unwrap();
+    std::fs::write(gates.path().join("go"), "").unwrap();
+    let other = reply_within(other, PROMPT).await;
     other.assert_success();
     assert_eq!(other.command(1)["result"], "survived");
     assert!(
