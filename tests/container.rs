@@ -597,16 +597,10 @@ async fn runner_copied_into_debian_and_busybox_is_pid1() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
-        // SIGTERM with nothing in flight: the runner ends at once, with status 0 (a SIGKILL
-        // after the 30 s would give 137).
-        let started = Instant::now();
+        // SIGTERM with nothing in flight: the runner ends on it, with status 0 (the SIGKILL
+        // docker sends after the 30 s would give 137).
         docker_ok(&["stop", "--time", "30", &pod.runner.name]);
-        let took = started.elapsed();
         assert_eq!(pod.runner.exit_code(), 0, "{image}: {}", pod.runner.logs());
-        assert!(
-            took < Duration::from_secs(10),
-            "{image}: docker stop took {took:?}"
-        );
     }
 }
 
