@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::support::{CallOptions, FakeSidecar, Runner, TempDirHeader};
+use crate::support::{skip_without, CallOptions, Capability, FakeSidecar, Runner, TempDirHeader};
 use serde_json::json;
 
 /// Where `make static` puts the binary.
@@ -49,10 +49,6 @@ fn make_root(kind: Root) -> tempfile::TempDir {
 }
 
 async fn serves_in_a_chroot_reaching_the_sidecar_as(kind: Root, host: &str) {
-    assert!(
-        rustix::process::geteuid().is_root(),
-        "this test needs root for chroot"
-    );
     let root = make_root(kind);
     let shared = root.path().join("mnt/shared");
     let sidecar = FakeSidecar::start_in(&shared);
@@ -89,16 +85,19 @@ async fn serves_in_a_chroot_reaching_the_sidecar_as(kind: Root, host: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn static_binary_in_an_empty_chroot_reaches_the_sidecar_as_localhost() {
+    skip_without!(Capability::Root);
     serves_in_a_chroot_reaching_the_sidecar_as(Root::Bare, "localhost").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn static_binary_in_an_empty_chroot_reaches_the_sidecar_as_127_0_0_1() {
+    skip_without!(Capability::Root);
     serves_in_a_chroot_reaching_the_sidecar_as(Root::Bare, "127.0.0.1").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn static_binary_in_a_scratch_like_root_reaches_the_sidecar_as_localhost() {
+    skip_without!(Capability::Root);
     serves_in_a_chroot_reaching_the_sidecar_as(Root::WithDevNull, "localhost").await;
 }
 

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use super::{assert_input_error, post_in, PROMPT};
 use crate::support::procs::{self, Signal};
-use crate::support::{sh, start_pair, within, FakeSidecar, Runner, PATIENCE};
+use crate::support::{
+    sh, skip_without, start_pair, within, Capability, FakeSidecar, Runner, PATIENCE,
+};
 
 /// More FIFO requests at once than the runtime has worker threads on a 2-core machine.
 const FIFO_REQUESTS: usize = 3;
@@ -102,8 +104,10 @@ async fn sigterm_ends_the_runner_while_fifo_outputs_are_tried() {
 }
 
 /// `output` names something other than a regular file: each is refused promptly, by name.
+/// (Root: a command makes a character device.)
 #[tokio::test(flavor = "multi_thread")]
 async fn output_must_be_a_regular_file() {
+    skip_without!(Capability::Root);
     let (sidecar, runner) = start_pair(&[("CMD_KILL_GRACE", "1s")]);
     let socket =
         "perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Local => \"o\", Listen => 1) or die'";
@@ -142,6 +146,7 @@ async fn output_must_be_a_regular_file() {
 /// later request's input files go: refused, nothing opened, nothing blocks.
 #[tokio::test(flavor = "multi_thread")]
 async fn input_files_over_fifos_and_devices_are_refused() {
+    skip_without!(Capability::Root);
     let (sidecar, runner) = start_pair(&[]);
     let shared = tempfile::tempdir().unwrap();
     let setup =
