@@ -42,10 +42,12 @@ version=${VERSION:-${version#direktiv-cmd }}
 # The last commit that changed what goes into the images, and its time: a commit that changes
 # only tests or docs builds the same images, all from cache.
 sources="src Cargo.toml Cargo.lock docker/Dockerfile docker/rootfs"
+# Without git, or outside a clone (a source archive), they are `unknown`: the assignment takes
+# the status of the substitution, and `set -e` would end the script there without a word.
 # shellcheck disable=SC2086 # a list of paths
-revision=${REVISION:-$(git -C "$repo" log -1 --format=%h -- $sources 2>/dev/null)}
+revision=${REVISION:-$(git -C "$repo" log -1 --format=%h -- $sources 2>/dev/null || true)}
 # shellcheck disable=SC2086
-created=${CREATED:-$(git -C "$repo" log -1 --format=%cI -- $sources 2>/dev/null)}
+created=${CREATED:-$(git -C "$repo" log -1 --format=%cI -- $sources 2>/dev/null || true)}
 revision=${revision:-unknown} created=${created:-unknown}
 
 debian=$("$here/base-image.sh" debian)
