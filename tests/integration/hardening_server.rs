@@ -156,6 +156,18 @@ fn assert_cut_off(what: &str, fate: Fate, not_before: Duration, limit: Duration,
     }
 }
 
+/// Sends SIGTERM and asserts that the runner exits with 0 within `limit`.
+#[track_caller]
+fn assert_sigterm_ends_with_0(runner: &mut Runner, limit: Duration) {
+    runner.signal(Signal::TERM);
+    let status = runner.wait_exit(limit);
+    assert!(
+        status.is_some(),
+        "SIGTERM did not end the runner within {limit:?}"
+    );
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+}
+
 /// Lines the runner dropped on `stream` (`stdout` or `stderr`) because nobody read them.
 async fn dropped_lines(runner: &Runner, stream: &str) -> f64 {
     Metrics::scrape(runner).await.labelled(
@@ -742,15 +754,7 @@ async fn sidecar_down_and_stdout_not_drained_still_answers() {
         dropped_lines(&runner, "stdout").await > 0.0,
         "lines nobody could take are counted"
     );
-    let terminated = Instant::now();
-    runner.signal(Signal::TERM);
-    let status = runner.wait_exit(Duration::from_secs(3) + SLACK);
-    assert!(
-        status.is_some(),
-        "SIGTERM did not end the runner within {:?}",
-        terminated.elapsed()
-    );
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    assert_sigterm_ends_with_0(&mut runner, Duration::from_secs(3) + SLACK);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -791,15 +795,7 @@ async fn stderr_not_drained_never_stalls_the_runner() {
         "log lines nobody could take are counted"
     );
 
-    let terminated = Instant::now();
-    runner.signal(Signal::TERM);
-    let status = runner.wait_exit(Duration::from_secs(3) + SLACK);
-    assert!(
-        status.is_some(),
-        "SIGTERM did not end the runner within {:?}",
-        terminated.elapsed()
-    );
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    assert_sigterm_ends_with_0(&mut runner, Duration::from_secs(3) + SLACK);
 }
 
 // --- 6. absurd durations -----------------------------------------------------------------

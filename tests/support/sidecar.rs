@@ -261,29 +261,30 @@ impl FakeSidecar {
 
     /// Accepted `/log` bodies of `aid` exactly as received.
     pub fn raw_messages(&self, aid: &str) -> Vec<Vec<u8>> {
-        let inner = self.shared.lock();
-        let messages = inner
-            .messages
-            .get(aid)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        messages.iter().map(|(_, body)| body.clone()).collect()
+        self.arrivals(aid)
+            .into_iter()
+            .map(|(_, body)| body)
+            .collect()
     }
 
     /// How many log lines of `aid` had arrived before `instant` (by the system clock, which
     /// commands can read too).
     pub fn lines_before(&self, aid: &str, instant: SystemTime) -> usize {
-        let inner = self.shared.lock();
-        let messages = inner
-            .messages
-            .get(aid)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        messages
+        self.arrivals(aid)
             .iter()
             .filter(|(arrived, _)| *arrived < instant)
             .map(|(_, body)| body.split(|byte| *byte == b'\n').count())
             .sum()
+    }
+
+    /// Accepted `/log` bodies of `aid` with the time each arrived.
+    fn arrivals(&self, aid: &str) -> Vec<(SystemTime, Vec<u8>)> {
+        self.shared
+            .lock()
+            .messages
+            .get(aid)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The log lines of `aid`: every accepted message split at `\n`, so a POST that coalesces
