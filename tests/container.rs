@@ -438,10 +438,9 @@ async fn plain_docker_stop_answers_in_flight_work_before_its_sigkill() {
     assert_eq!(
         pod.runner.exit_code(),
         0,
-        "exit 137 is Docker's SIGKILL ({took:?}):\n{}",
+        "exit 137 is Docker's SIGKILL, which comes 10 s after the SIGTERM ({took:?}):\n{}",
         pod.runner.logs()
     );
-    assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

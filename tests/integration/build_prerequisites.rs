@@ -6,7 +6,6 @@
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 /// The tools of the host, by name, as a shell finds them in PATH.
 const HOST_BIN_DIRS: [&str; 6] = [
@@ -17,9 +16,6 @@ const HOST_BIN_DIRS: [&str; 6] = [
     "/sbin",
     "/bin",
 ];
-
-/// How long the checks may take: seconds, not the minutes of a build.
-const QUICK: Duration = Duration::from_secs(20);
 
 /// A simulated machine: a PATH directory and a file that records whether cargo was started.
 struct Machine {
@@ -67,14 +63,13 @@ impl Machine {
     }
 
     /// Runs `program args` in the repository with this machine's PATH.
-    fn run(&self, program: &str, args: &[&str]) -> (Output, Duration) {
+    fn run(&self, program: &str, args: &[&str]) -> Output {
         self.run_with_pip(program, args, "python3 -m pip")
     }
 
     /// `run`, with `pip` as the host's pip command (docker/pip-wheels.sh reads PIP).
-    fn run_with_pip(&self, program: &str, args: &[&str], pip: &str) -> (Output, Duration) {
-        let started = Instant::now();
-        let output = Command::new(self.bin().join(program))
+    fn run_with_pip(&self, program: &str, args: &[&str], pip: &str) -> Output {
+        Command::new(self.bin().join(program))
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .env("PATH", self.bin())
@@ -85,8 +80,7 @@ impl Machine {
             .env_remove("PYTHON_IMAGE")
             .env("PIP", pip)
             .output()
-            .expect("run");
-        (output, started.elapsed())
+            .expect("run")
     }
 }
 
@@ -121,10 +115,9 @@ fn stderr(output: &Output) -> String {
 fn make_images_names_what_to_install_before_the_static_build() {
     // Offline, without mmdebstrap and pip: the newcomer's machine.
     let machine = Machine::new(&["mmdebstrap", "python3"], Some(OFFLINE_DOCKER));
-    let (output, took) = machine.run("make", &["images"]);
+    let output = machine.run("make", &["images"]);
     let text = stderr(&output);
     assert!(!output.status.success(), "{text}");
-    assert!(took < QUICK, "{took:?}");
     assert!(
         !machine.cargo_ran(),
         "the static build started first: {text}"
@@ -145,9 +138,9 @@ fn make_images_names_what_to_install_before_the_static_build() {
 #[test]
 fn an_engine_that_does_not_answer_or_no_docker_at_all_is_said_first() {
     let machine = Machine::new(&[], Some(DOWN_DOCKER));
-    let (output, took) = machine.run("make", &["images"]);
+    let output = machine.run("make", &["images"]);
     let text = stderr(&output);
-    assert!(!output.status.success() && took < QUICK, "{text}");
+    assert!(!output.status.success(), "{text}");
     assert!(!machine.cargo_ran(), "{text}");
     assert!(
         text.contains("the Docker engine does not answer (Cannot connect to the Docker daemon"),
@@ -155,7 +148,7 @@ fn an_engine_that_does_not_answer_or_no_docker_at_all_is_said_first() {
     );
 
     let machine = Machine::new(&[], None);
-    let (output, _) = machine.run("make", &["container-test"]);
+    let output = machine.run("make", &["container-test"]);
     let text = stderr(&output);
     assert!(!output.status.success(), "{text}");
     assert!(!machine.cargo_ran(), "{text}");
@@ -169,12 +162,11 @@ fn an_engine_that_does_not_answer_or_no_docker_at_all_is_said_first() {
 #[test]
 fn a_ready_machine_passes_the_check_silently() {
     let machine = Machine::new(&[], Some(READY_DOCKER));
-    let (output, _) = machine.run_with_pip("sh", &["docker/prerequisites.sh", "images"], "true");
+    let output = machine.run_with_pip("sh", &["docker/prerequisites.sh", "images"], "true");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stderr(&output), "");
     // The container tests also need a static busybox, which only the host can provide.
-    let (output, _) =
-        machine.run_with_pip("sh", &["docker/prerequisites.sh", "container-test"], "true");
+    let output = machine.run_with_pip("sh", &["docker/prerequisites.sh", "container-test"], "true");
     let static_busybox = Command::new("ldd")
         .arg("/bin/busybox")
         .output()
