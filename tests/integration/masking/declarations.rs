@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::{procs, start_pair, within, PATIENCE};
 use super::{assert_hidden, call};
+use crate::support::{procs, start_pair, within, PATIENCE};
 
 /// A command that declares the value in `v<i>.txt` on one stream, then prints it on the other.
 fn declare_then_print(index: usize, declare_on_stderr: bool) -> Value {

@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
-use crate::support::strip_ansi;
 use super::{assert_hidden, call};
+use crate::support::strip_ansi;
 
 /// A secret with the characters JSON writers escape (`&`, `<`, `>`, `/`).
 const SECRET: &str = "p&ss<w0rd>Xy9/Sup";

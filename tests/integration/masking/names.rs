@@ -5,8 +5,8 @@
 
 use serde_json::json;
 
-use crate::support::{FakeSidecar, Runner};
 use super::{assert_hidden, call};
+use crate::support::{FakeSidecar, Runner};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn only_secret_words_make_a_name_secret() {

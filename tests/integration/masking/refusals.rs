@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{FakeSidecar, Reply, Runner};
 use super::{assert_hidden, call};
+use crate::support::{FakeSidecar, Reply, Runner};
 
 /// Asserts a `cmd.input` refusal that does not show `secret`, neither in the header nor in the
 /// body, but shows `***` where it quoted it.
