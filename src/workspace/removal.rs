@@ -1,123 +1,259 @@
-//! Removing a private temp dir, whatever its commands did to it.
+//! Removing a private temp dir, whatever its commands did to it, without ever leaving it.
 //!
 //! Most commands leave nothing behind, so the skeleton the runner made is removed with five
-//! `rmdir`s. Otherwise the tree is removed; when that fails because a command took write or
-//! search permission from a folder (`chmod 500 a`: only root ignores that), every folder of the
-//! tree is given back its owner's `rwx` — walking by descriptors, never following a symlink,
-//! so nothing outside the temp dir is touched — and the removal is tried once more. A tree that
-//! still cannot be removed is logged and counted in `direktiv_cmd_temp_dir_removal_failures`.
+//! `rmdir`s, once the temp dir and its `out` are seen to be folders on the temp dir's own
+//! mount. Otherwise the tree is removed by descriptors, never following a symlink, and never
+//! entering another file system: a mount a command left inside (a bind mount of a folder or
+//! file from elsewhere, a tmpfs; a root command can make them), or over the temp dir itself,
+//! is detached (`umount2(MNT_DETACH)`) and what was under it removed; one that cannot be
+//! detached is left alone, entry and all. Mounts are told apart by mount id (statx
+//! `STATX_MNT_ID`), which bind mounts do not share with the tree, unlike the device; a kernel
+//! without it (< 5.8) is refused entry to another device only. A folder a command took write
+//! or search permission from (`chmod 500 a`: only root ignores that) is given back its owner's
+//! `rwx` before it is entered — on the temp dir's own mount only. What cannot be removed is
+//! logged and counted in `direktiv_cmd_temp_dir_removal_failures`.
 //!
 //! Blocking: the workspace calls it on the blocking pool. By then every process of the request
 //! is gone, so nothing changes the tree while it is walked.
 
+use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, StatxFlags};
+use rustix::mount::UnmountFlags;
 
 use crate::direktiv::OUT_DIRS;
 use crate::metrics::METRICS;
 
-/// How deep the permission repair walks. Each level holds one open descriptor; a deeper tree
-/// (made on purpose) is left to fail and be counted.
+/// How deep the walk goes. Each level holds one open descriptor; a deeper tree (made on
+/// purpose) is left to fail and be counted.
 const MAX_DEPTH: usize = 256;
+
+/// How many mounts stacked on one place are detached before giving up on it.
+const MAX_STACKED_MOUNTS: usize = 64;
 
 /// Removes the private temp dir `root`; never fails, but logs and counts what it leaves.
 pub(super) fn remove_private(root: &Path) {
-    if remove_skeleton(root) {
-        return;
-    }
-    let error = match std::fs::remove_dir_all(root) {
-        Ok(()) => return,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(e) => e,
-    };
-    tracing::debug!(%error, dir = %root.display(), "making the temp dir writable to remove it");
-    give_back_permissions(root);
-    if let Err(error) = std::fs::remove_dir_all(root) {
-        METRICS.temp_dir_removal_failures.inc();
-        tracing::warn!(%error, dir = %root.display(), "could not remove the request's private temp dir");
-    }
-}
-
-/// The `out/` folders and the temp dir itself, when that is all there is.
-fn remove_skeleton(root: &Path) -> bool {
-    OUT_DIRS
-        .iter()
-        .map(|out| root.join(out))
-        .chain([root.join("out"), root.to_path_buf()])
-        .all(|dir| std::fs::remove_dir(dir).is_ok())
-}
-
-/// Gives the owner `rwx` on `root` and every folder below it (symlinks are not followed).
-fn give_back_permissions(root: &Path) {
     let (Some(parent), Some(name)) = (root.parent(), root.file_name()) else {
         return;
     };
-    let Ok(parent) = rustix::fs::open(
-        parent,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) else {
+    let Ok(name) = CString::new(name.as_bytes()) else {
         return;
     };
-    let Some(top) = open_writable(parent.as_fd(), name) else {
+    let Ok(parent) = open_dir(rustix::fs::CWD, parent) else {
         return;
     };
-    let Ok(top) = Dir::new(top) else {
+    let Ok(home) = Place::of(parent.as_fd()) else {
         return;
     };
-    // One open folder per level: the descriptors in use stay bounded by the depth.
-    let mut levels = vec![top];
-    while let Some(level) = levels.last_mut() {
-        let Some(entry) = level.next() else {
-            levels.pop();
-            continue;
-        };
-        let Ok(entry) = entry else {
-            levels.pop();
-            continue;
-        };
-        let name = entry.file_name();
-        let may_be_dir = matches!(entry.file_type(), FileType::Directory | FileType::Unknown);
-        if !may_be_dir || name == c"." || name == c".." || levels.len() >= MAX_DEPTH {
-            continue;
-        }
-        let child = {
-            let level = levels.last().map(Dir::fd);
-            match level {
-                Some(Ok(fd)) => open_writable(fd, name),
-                _ => None,
-            }
-        };
-        if let Some(dir) = child.and_then(|fd| Dir::new(fd).ok()) {
-            levels.push(dir);
+    if remove_skeleton(root, home) {
+        return;
+    }
+    let removed = detach_mounts(parent.as_fd(), &name, home)
+        .and_then(|()| remove_tree(parent.as_fd(), &name, home));
+    match removed {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(error) => {
+            METRICS.temp_dir_removal_failures.inc();
+            tracing::warn!(%error, dir = %root.display(), "could not remove the request's private temp dir");
         }
     }
 }
 
-/// Opens the folder `name` in `parent` after giving its owner `rwx`; `None` for anything that
-/// is not a folder (a symlink included) or cannot be changed.
-fn open_writable(parent: BorrowedFd<'_>, name: impl rustix::path::Arg + Copy) -> Option<OwnedFd> {
-    let stat = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
-    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
-        return None;
+/// Which mount (and device) something is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Place {
+    /// The mount id, where the kernel tells it.
+    mount: Option<u64>,
+    device: (u32, u32),
+}
+
+impl Place {
+    /// The place of the open folder `dir` itself.
+    fn of(dir: BorrowedFd<'_>) -> io::Result<Place> {
+        Ok(Entry::stat(dir, c"", AtFlags::EMPTY_PATH)?.place)
     }
-    let mode = stat.st_mode & 0o7777;
-    if mode & 0o700 != 0o700 {
-        // chmodat follows a symlink, but this name is a folder (statat said so without
+
+    /// Whether `other` is on the same mount (the same device, where mount ids are unknown).
+    fn same_mount(self, other: Place) -> bool {
+        match (self.mount, other.mount) {
+            (Some(mine), Some(theirs)) => mine == theirs,
+            _ => self.device == other.device,
+        }
+    }
+}
+
+/// What statx says of one entry (not following a symlink).
+struct Entry {
+    place: Place,
+    kind: FileType,
+    mode: u32,
+}
+
+impl Entry {
+    fn stat(dir: BorrowedFd<'_>, name: &CStr, flags: AtFlags) -> io::Result<Entry> {
+        let wanted = StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::MNT_ID;
+        let stat = rustix::fs::statx(dir, name, flags | AtFlags::SYMLINK_NOFOLLOW, wanted)?;
+        let mount = (stat.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(stat.stx_mnt_id);
+        Ok(Entry {
+            place: Place {
+                mount,
+                device: (stat.stx_dev_major, stat.stx_dev_minor),
+            },
+            kind: FileType::from_raw_mode(u32::from(stat.stx_mode)),
+            mode: u32::from(stat.stx_mode) & 0o7777,
+        })
+    }
+}
+
+/// The `out/` folders and the temp dir itself, when that is all there is: five `rmdir`s by
+/// path, once the temp dir and `out` are folders on the temp dir's mount (a mount on either
+/// would lead the paths elsewhere; one on a folder below makes its `rmdir` fail, never pass).
+fn remove_skeleton(root: &Path, home: Place) -> bool {
+    let own_folder = |path: &Path| {
+        Entry::stat(rustix::fs::CWD, &path_c(path), AtFlags::empty())
+            .is_ok_and(|entry| entry.kind == FileType::Directory && entry.place.same_mount(home))
+    };
+    own_folder(root)
+        && own_folder(&root.join("out"))
+        && OUT_DIRS
+            .iter()
+            .map(|out| root.join(out))
+            .chain([root.join("out"), root.to_path_buf()])
+            .all(|dir| std::fs::remove_dir(dir).is_ok())
+}
+
+fn path_c(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// Detaches whatever is mounted on `name` in `dir` (mounts stacked there, top first), until
+/// the entry is on `home`'s mount again.
+fn detach_mounts(dir: BorrowedFd<'_>, name: &CStr, home: Place) -> io::Result<()> {
+    for _ in 0..MAX_STACKED_MOUNTS {
+        let entry = Entry::stat(dir, name, AtFlags::empty())?;
+        if entry.place.same_mount(home) {
+            return Ok(());
+        }
+        if entry.place.mount.is_none() {
+            return Err(io::Error::other(
+                "another device is mounted in the temp dir",
+            ));
+        }
+        // The path through the folder's descriptor: no path outside is looked up again.
+        let target = format!(
+            "/proc/self/fd/{}/{}",
+            dir.as_raw_fd(),
+            name.to_string_lossy()
+        );
+        rustix::mount::unmount(
+            target.as_str(),
+            UnmountFlags::DETACH | UnmountFlags::NOFOLLOW,
+        )?;
+        tracing::info!(name = %name.to_string_lossy(), "detached a mount a command left in its temp dir");
+    }
+    Err(io::Error::other("too many mounts stacked in the temp dir"))
+}
+
+/// One folder of the walk: being read, and its name in the folder above.
+struct Level {
+    dir: Dir,
+    name: CString,
+}
+
+/// Removes the folder `name` in `parent` and everything below it, on `home`'s mount only.
+fn remove_tree(parent: BorrowedFd<'_>, name: &CStr, home: Place) -> io::Result<()> {
+    let top = open_writable(parent, name)?;
+    let mut levels = vec![Level {
+        dir: Dir::new(top)?,
+        name: name.to_owned(),
+    }];
+    let mut first_error: Option<io::Error> = None;
+    let mut note = |error: io::Error| {
+        first_error.get_or_insert(error);
+    };
+    loop {
+        let depth = levels.len();
+        let Some(level) = levels.last_mut() else {
+            break;
+        };
+        let next = level.dir.next();
+        let Some(Ok(entry)) = next else {
+            let Some(done) = levels.pop() else {
+                break;
+            };
+            let above = levels.last().map(|level| level.dir.fd());
+            let removed = match above {
+                Some(Ok(above)) => rustix::fs::unlinkat(above, &done.name, AtFlags::REMOVEDIR),
+                Some(Err(error)) => Err(error),
+                None => rustix::fs::unlinkat(parent, &done.name, AtFlags::REMOVEDIR),
+            };
+            if let Err(error) = removed {
+                note(error.into());
+            }
+            continue;
+        };
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        let Ok(here) = level.dir.fd() else {
+            continue;
+        };
+        if let Err(error) = detach_mounts(here, name, home) {
+            // Neither entered nor removed: whatever it is, it is not the temp dir's.
+            note(error);
+            continue;
+        }
+        let is_dir = Entry::stat(here, name, AtFlags::empty())
+            .is_ok_and(|entry| entry.kind == FileType::Directory);
+        if !is_dir {
+            if let Err(error) = rustix::fs::unlinkat(here, name, AtFlags::empty()) {
+                note(error.into());
+            }
+            continue;
+        }
+        if depth >= MAX_DEPTH {
+            note(io::Error::other("the temp dir's tree is too deep"));
+            continue;
+        }
+        match open_writable(here, name).and_then(|fd| Ok(Dir::new(fd)?)) {
+            Ok(dir) => levels.push(Level {
+                dir,
+                name: name.to_owned(),
+            }),
+            Err(error) => note(error),
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Opens the folder `name` in `parent` after giving its owner `rwx` where it lacked it.
+fn open_writable(parent: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
+    let entry = Entry::stat(parent, name, AtFlags::empty())?;
+    if entry.kind != FileType::Directory {
+        return Err(io::Error::other("not a folder"));
+    }
+    if entry.mode & 0o700 != 0o700 {
+        // chmodat follows a symlink, but this name is a folder (statx said so without
         // following) and no process of the request is left to swap it.
         rustix::fs::chmodat(
             parent,
             name,
-            Mode::from_raw_mode(mode | 0o700),
+            Mode::from_raw_mode(entry.mode | 0o700),
             AtFlags::empty(),
-        )
-        .ok()?;
+        )?;
     }
+    open_dir(parent, name)
+}
+
+fn open_dir(dir: BorrowedFd<'_>, name: impl rustix::path::Arg) -> io::Result<OwnedFd> {
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rustix::fs::openat(parent, name, flags, Mode::empty()).ok()
+    Ok(rustix::fs::openat(dir, name, flags, Mode::empty())?)
 }
 
 #[cfg(test)]
@@ -139,27 +275,29 @@ mod tests {
     }
 
     #[test]
-    fn gives_back_permissions_without_following_symlinks() {
+    fn removes_unwritable_folders_without_following_symlinks() {
         let base = tempfile::tempdir().unwrap();
         let root = base.path().join("tmp");
         let outside = base.path().join("outside");
         std::fs::create_dir_all(root.join("a/b/c")).unwrap();
         std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("kept"), "").unwrap();
+        std::fs::write(root.join("a/b/c/f"), "").unwrap();
         symlink(&outside, root.join("a/link")).unwrap();
+        symlink(&outside, root.join("out")).unwrap();
         chmod(&outside, 0o500);
         chmod(&root.join("a/b/c"), 0o000);
         chmod(&root.join("a/b"), 0o100);
         chmod(&root.join("a"), 0o500);
         chmod(&root, 0o500);
-        give_back_permissions(&root);
-        for dir in ["", "a", "a/b", "a/b/c"] {
-            assert_eq!(mode(&root.join(dir)) & 0o700, 0o700, "{dir:?}");
-        }
+        remove_private(&root);
+        assert!(!root.exists());
         assert_eq!(
             mode(&outside),
             0o500,
             "the folder behind the symlink is untouched"
         );
+        assert!(outside.join("kept").exists());
         chmod(&outside, 0o700);
     }
 
@@ -178,5 +316,31 @@ mod tests {
         chmod(&full.join("x"), 0o500);
         remove_private(&full);
         assert!(!full.exists());
+    }
+
+    #[test]
+    fn another_device_is_never_the_same_mount() {
+        let here = Place {
+            mount: Some(1),
+            device: (0, 1),
+        };
+        let bind = Place {
+            mount: Some(2),
+            device: (0, 1),
+        };
+        let unknown = Place {
+            mount: None,
+            device: (0, 2),
+        };
+        assert!(here.same_mount(here));
+        assert!(
+            !here.same_mount(bind),
+            "a bind mount shares the device, not the mount"
+        );
+        assert!(!here.same_mount(unknown));
+        assert!(unknown.same_mount(Place {
+            mount: None,
+            device: (0, 2)
+        }));
     }
 }
