@@ -20,20 +20,20 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use nix::errno::Errno;
-use nix::sys::signal::{kill, sigprocmask, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{fork, ForkResult, Pid};
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitOptions};
+
+use crate::process::{fork_single_threaded, ExitKind, Forked, SignalSet};
 
 /// Signals the init passes on to the server: the ones a container runtime or a user sends to
 /// ask for shutdown (`docker stop`, Kubernetes termination, Ctrl-C) or for an action.
 const FORWARDED: [Signal; 6] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
+    Signal::TERM,
+    Signal::INT,
+    Signal::HUP,
+    Signal::QUIT,
+    Signal::USR1,
+    Signal::USR2,
 ];
 
 /// Set in the server process forked by the init: the process above it is the runner as PID 1.
@@ -52,7 +52,8 @@ pub fn role() -> &'static str {
 
 /// Becomes a tiny init when running as PID 1; returns in the process that runs the server.
 ///
-/// Must be called before any thread is started (see the safety argument at `fork`).
+/// Must be called before any thread is started: a fork copies no other thread, but their
+/// locks (the fork is refused when another thread runs).
 pub fn become_init_if_pid1() {
     if std::process::id() != 1 {
         return;
@@ -63,7 +64,7 @@ pub fn become_init_if_pid1() {
     // signals arrive at all: the kernel drops signals a namespace init has left at SIG_DFL
     // (SIGNAL_UNKILLABLE in `sig_task_ignored()`), but never a blocked one ("Blocked signals
     // are never ignored", `sig_ignored()` in kernel/signal.c). tini relies on the same rule.
-    let previous = match block(&watched) {
+    let previous = match watched.block() {
         Ok(previous) => previous,
         Err(err) => {
             // Without a blocked mask the init would miss signals; run the server in this
@@ -74,12 +75,12 @@ pub fn become_init_if_pid1() {
             return;
         }
     };
-    match spawn_server() {
-        Ok(ForkResult::Child) => {
+    match fork_single_threaded() {
+        Ok(Forked::Child) => {
             UNDER_INIT.store(true, Ordering::Relaxed);
             restore_mask(&previous);
         }
-        Ok(ForkResult::Parent { child }) => supervise(child, &watched),
+        Ok(Forked::Parent(child)) => supervise(child, &watched),
         Err(err) => {
             eprintln!("direktiv-cmd: cannot fork from PID 1 ({err}); serving without init duties");
             restore_mask(&previous);
@@ -88,55 +89,35 @@ pub fn become_init_if_pid1() {
 }
 
 /// The signals the init waits for: the forwarded ones and SIGCHLD (a child ended).
-fn watched_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for signal in FORWARDED {
-        set.add(signal);
-    }
-    set.add(Signal::SIGCHLD);
-    set
-}
-
-/// Blocks `signals` for the (single-threaded) process and returns the mask it had before.
-fn block(signals: &SigSet) -> nix::Result<SigSet> {
-    let mut previous = SigSet::empty();
-    sigprocmask(SigmaskHow::SIG_BLOCK, Some(signals), Some(&mut previous))?;
-    Ok(previous)
+fn watched_signals() -> SignalSet {
+    let mut signals = FORWARDED.to_vec();
+    signals.push(Signal::CHILD);
+    SignalSet::of(&signals)
 }
 
 /// Gives the server the signal mask the process started with, so its own handlers (tokio's
 /// SIGTERM listener) and its commands (which inherit the mask over exec) see signals normally.
-fn restore_mask(previous: &SigSet) {
-    if let Err(err) = sigprocmask(SigmaskHow::SIG_SETMASK, Some(previous), None) {
+fn restore_mask(previous: &SignalSet) {
+    if let Err(err) = previous.set_as_mask() {
         eprintln!("direktiv-cmd: cannot restore the signal mask ({err})");
     }
 }
 
-/// Forks the process that will run the server.
-fn spawn_server() -> nix::Result<ForkResult> {
-    // SAFETY: `fork` is only unsound when other threads exist, because the child gets a copy
-    // of memory in which another thread may hold a lock (allocator, stdio) forever. This runs
-    // first thing in `main`: the Rust runtime starts no threads before `main`, and nothing
-    // before this call (a getpid and a sigprocmask) starts one, so the process has exactly one
-    // thread and the child's copy of every lock is in a consistent, unlocked state.
-    unsafe { fork() }
-}
-
 /// The init's loop: waits for signals, forwards the termination ones, reaps on SIGCHLD, and
 /// exits with the server's status once the server is gone.
-fn supervise(server: Pid, watched: &SigSet) -> ! {
+fn supervise(server: Pid, watched: &SignalSet) -> ! {
     loop {
         // Reap after every wake-up, whatever the signal: it costs one syscall when there is
         // nothing to collect, and no ending can slip between two SIGCHLDs.
         if let Some(code) = reap_children(server) {
             std::process::exit(code);
         }
-        match watched.wait() {
-            Ok(Signal::SIGCHLD) => {}
-            Ok(signal) => forward(signal, server),
-            // sigwait only fails with EINVAL for a bad set, which `watched_signals` rules
-            // out; nothing to do but wait again.
-            Err(_) => {}
+        // sigwait only fails with EINVAL for a bad set, which `watched_signals` rules out;
+        // nothing to do but wait again.
+        if let Some(signal) = watched.wait().ok().and_then(Signal::from_named_raw) {
+            if signal != Signal::CHILD {
+                forward(signal, server);
+            }
         }
     }
 }
@@ -149,7 +130,7 @@ fn supervise(server: Pid, watched: &SigSet) -> ! {
 /// nothing was in flight yet, so there was nothing to drain.
 fn forward(signal: Signal, server: Pid) {
     // ESRCH (the server just ended) is fine: the next SIGCHLD makes the init exit.
-    let _ = kill(server, signal);
+    let _ = rustix::process::kill_process(server, signal);
 }
 
 /// Collects every child that has ended (orphans and the server) without blocking.
@@ -160,28 +141,24 @@ fn forward(signal: Signal, server: Pid) {
 /// not queued).
 fn reap_children(server: Pid) -> Option<i32> {
     loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return None,
-            Err(Errno::EINTR) => continue,
+        match rustix::process::wait(WaitOptions::NOHANG) {
+            Ok(None) | Err(Errno::CHILD) => return None,
+            Err(Errno::INTR) => continue,
             Err(_) => return None,
-            Ok(status) if status.pid() == Some(server) => {
-                if let Some(code) = exit_code(status) {
+            Ok(Some((pid, status))) if pid == server => {
+                if let Some(code) = exit_code(status.as_raw()) {
                     return Some(code);
                 }
             }
-            Ok(_) => {} // an orphan: collecting its status was the whole point
+            Ok(Some(_)) => {} // an orphan: collecting its status was the whole point
         }
     }
 }
 
 /// The shell convention for a child's end: its exit status, or 128 + signal number when a
-/// signal killed it. `None` when the status is not an ending (stopped, continued).
-fn exit_code(status: WaitStatus) -> Option<i32> {
-    match status {
-        WaitStatus::Exited(_, code) => Some(code),
-        WaitStatus::Signaled(_, signal, _) => Some(128 + signal as i32),
-        _ => None,
-    }
+/// signal killed it. `None` when the raw wait status is not an ending (stopped, continued).
+fn exit_code(status: i32) -> Option<i32> {
+    ExitKind::from_wait_status(status).map(ExitKind::shell_status)
 }
 
 #[cfg(test)]
@@ -190,54 +167,41 @@ mod tests {
 
     #[test]
     fn exit_code_follows_the_shell_convention() {
-        let pid = Pid::from_raw(42);
-        assert_eq!(exit_code(WaitStatus::Exited(pid, 0)), Some(0));
-        assert_eq!(exit_code(WaitStatus::Exited(pid, 3)), Some(3));
-        assert_eq!(
-            exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
-            Some(137)
-        );
-        assert_eq!(
-            exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, true)),
-            Some(143)
-        );
+        // Raw wait statuses: exited with 0 and 3, killed by SIGKILL, by SIGTERM with a core.
+        assert_eq!(exit_code(0), Some(0));
+        assert_eq!(exit_code(3 << 8), Some(3));
+        assert_eq!(exit_code(libc::SIGKILL), Some(137));
+        assert_eq!(exit_code(libc::SIGTERM | 0x80), Some(143));
     }
 
     #[test]
     fn stopped_or_continued_is_not_an_ending() {
-        let pid = Pid::from_raw(42);
-        assert_eq!(exit_code(WaitStatus::Stopped(pid, Signal::SIGSTOP)), None);
-        assert_eq!(exit_code(WaitStatus::Continued(pid)), None);
-        assert_eq!(exit_code(WaitStatus::StillAlive), None);
+        assert_eq!(exit_code((libc::SIGSTOP << 8) | 0x7f), None);
+        assert_eq!(exit_code(0xffff), None);
     }
 
     #[test]
     fn watches_forwarded_signals_and_sigchld_only() {
         let watched = watched_signals();
         for signal in FORWARDED {
-            assert!(watched.contains(signal), "{signal} must be forwarded");
+            assert!(watched.contains(signal), "{signal:?} must be forwarded");
         }
-        assert!(watched.contains(Signal::SIGCHLD));
+        assert!(watched.contains(Signal::CHILD));
         // Synchronous faults must keep their default action, or a bug would spin forever.
-        for signal in [
-            Signal::SIGSEGV,
-            Signal::SIGBUS,
-            Signal::SIGFPE,
-            Signal::SIGILL,
-        ] {
+        for signal in [Signal::SEGV, Signal::BUS, Signal::FPE, Signal::ILL] {
             assert!(!watched.contains(signal));
         }
         // SIGKILL/SIGSTOP cannot be caught; SIGPIPE is not ours to forward.
-        assert!(!watched.contains(Signal::SIGKILL));
-        assert!(!watched.contains(Signal::SIGPIPE));
+        assert!(!watched.contains(Signal::KILL));
+        assert!(!watched.contains(Signal::PIPE));
     }
 
     #[test]
     fn not_pid1_returns_at_once() {
         // The test process is never PID 1 here, so this must be a no-op that keeps the
         // signal mask untouched.
-        let before = SigSet::thread_get_mask().unwrap();
+        let before = SignalSet::current_mask().unwrap();
         become_init_if_pid1();
-        assert_eq!(SigSet::thread_get_mask().unwrap(), before);
+        assert_eq!(SignalSet::current_mask().unwrap(), before);
     }
 }

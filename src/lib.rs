@@ -10,8 +10,10 @@
 //!                 request   body → Plan (wire formats; `plan` holds the types)
 //!                 exec      refuse what can never run (CMD_ALLOW, shell) before anything runs
 //!                 workspace temp dir, input files, out/, workdir and output file
-//!                 exec      one command: locate, spawn in a process group, pumps, timeout,
-//!                           cancel, stop the group and the request's escapees
+//!                 exec      one command: locate, start in a process group, pumps, timeout,
+//!                           cancel, stop the group and the request's other processes
+//!                   process   the kernel's half: start, reap, groups, request cgroups,
+//!                             the stop policy (every `unsafe` block is here)
 //!                 logs      output lines, masked, to the sidecar (or stdout)
 //!                 outcome   reports, failure, result values, error messages
 //!                 response  Reply { status, error headers, body } in the request's dialect
@@ -19,10 +21,11 @@
 //!
 //! Beside the path: `direktiv` (Direktiv's wire constants), `error` (the `cmd.*` taxonomy),
 //! `cancel` (a request's cancellation, passed down as a value), `mask` (secret redaction),
-//! `config`, `init` (PID 1), `limits` (resource limits: read by `request` and `config`, set by
-//! `exec`), `metrics`, `stdio` (the runner's own stdout and stderr, which never block), `sync`
-//! (the lock-poison policy), `text`, `trace` (W3C trace context for commands),
-//! `workflow_commands` (`::add-mask::` and other lines a command prints to the runner).
+//! `config`, `init` (PID 1, forked through `process`), `limits` (resource limits: read by
+//! `request` and `config`, set in the child by `process`), `metrics`, `stdio` (the runner's
+//! own stdout and stderr, which never block), `sync` (the lock-poison policy), `text`, `trace`
+//! (W3C trace context for commands), `workflow_commands` (`::add-mask::` and other lines a
+//! command prints to the runner).
 //!
 //! Modules and items are crate-private unless the binary, the integration tests, the fuzz
 //! targets or the benchmarks use them.
@@ -43,6 +46,7 @@ pub(crate) mod metrics;
 pub(crate) mod outcome;
 pub mod pipeline;
 pub mod plan;
+pub mod process;
 pub mod request;
 pub mod response;
 pub mod server;

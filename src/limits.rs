@@ -589,11 +589,13 @@ mod tests {
         assert!(file_only.exceeded(libc::SIGXFSZ, 0).is_some());
     }
 
-    /// Applies limits in a forked child the way a command gets them, and reads them back
-    /// from the child's /proc/self/limits.
+    /// Starts a child with the limits the way a command gets them, and reads them back from
+    /// its /proc/self/limits.
     #[test]
-    fn apply_sets_the_limits_in_a_child_before_exec() {
-        use std::os::unix::process::CommandExt;
+    fn the_limits_are_set_in_a_child_before_exec() {
+        use crate::process::{spawn, ChildEnv, Image, SpawnRequest};
+        use std::io::Read;
+        use std::os::fd::AsFd;
         let plan = Limits {
             memory: Some(512 << 20),
             cpu: Some(7),
@@ -601,13 +603,22 @@ mod tests {
             open_files: Some(64),
         }
         .rlimits();
-        let mut command = std::process::Command::new("cat");
-        command.arg("/proc/self/limits");
-        // SAFETY: `apply` only makes setrlimit system calls on plain values copied into the
-        // closure: no allocation and no lock, so it is sound between fork and exec.
-        unsafe { command.pre_exec(move || plan.apply().map_err(std::io::Error::from)) };
-        let output = command.output().unwrap();
-        let text = String::from_utf8(output.stdout).unwrap();
+        let root = std::fs::File::open("/").unwrap();
+        let args = ["/proc/self/limits".to_owned()];
+        let env = ChildEnv::new(&[]).unwrap();
+        let image = Image::new("/bin/cat".as_ref(), "cat", &args, env, root.as_fd()).unwrap();
+        let spawned = spawn(SpawnRequest {
+            image,
+            stdin: false,
+            limits: plan,
+            cgroup: None,
+        })
+        .unwrap();
+        let mut text = String::new();
+        std::fs::File::from(spawned.stdout)
+            .read_to_string(&mut text)
+            .unwrap();
+        rustix::process::waitpid(Some(spawned.pid), rustix::process::WaitOptions::empty()).unwrap();
         let row = |name: &str| {
             text.lines()
                 .find(|l| l.starts_with(name))

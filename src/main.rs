@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use direktiv_cmd::config::{Cli, Config, LogFormat, Mode, RunOptions};
-use direktiv_cmd::{init, pipeline, server, startup, stdio};
+use direktiv_cmd::{init, pipeline, process, server, startup, stdio};
 
 /// At exit, how long queued output may take to reach a reader that still reads.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
@@ -64,14 +64,12 @@ fn main() -> ExitCode {
 /// still serve most small allocations without taking an arena's lock; throughput at c=16 is
 /// the same within noise.
 fn limit_malloc_arenas() {
-    const ARENAS: libc::c_int = 2;
+    const ARENAS: i32 = 2;
     let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() || tunables.contains("arena_max") {
         return;
     }
-    // SAFETY: mallopt only sets a parameter of the allocator under its own lock; M_ARENA_MAX
-    // with a positive value is a documented use, valid at any time.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
+    process::limit_malloc_arenas(ARENAS);
 }
 
 /// Commands' exits are observed through pidfds and `waitid`, never through SIGCHLD. While a
@@ -80,8 +78,7 @@ fn limit_malloc_arenas() {
 /// one needless context switch per command under load. Blocked in every thread (the runtime's
 /// threads inherit this mask; commands get an empty one), it stays pending and wakes nobody.
 fn block_sigchld() {
-    use nix::sys::signal::{SigSet, Signal};
-    if let Err(error) = SigSet::from(Signal::SIGCHLD).thread_block() {
+    if let Err(error) = process::block_sigchld() {
         eprintln!("direktiv-cmd: cannot block SIGCHLD ({error}); continuing");
     }
 }

@@ -18,11 +18,12 @@ use crate::cancel::Cancel;
 use crate::config::{Config, RunOptions};
 use crate::direktiv::{ENV_ACTION_ID, ENV_TEMP_DIR};
 use crate::error::Failure;
-use crate::exec::{self, ExecSettings, Execution, Launch, RequestMark};
+use crate::exec::{self, ExecSettings, Execution, Launch};
 use crate::logs::{LogShipper, LogStream};
 use crate::mask::{Masker, Registry, SecretPolicy};
 use crate::outcome::{CommandReport, JobOutcome, OutputFile, MAX_MESSAGE};
 use crate::plan::{CommandSpec, Dialect, Plan};
+use crate::process::{RequestTracker, StopPolicy};
 use crate::request;
 use crate::response::{self, Reply};
 use crate::trace::TraceContext;
@@ -126,7 +127,7 @@ pub fn install_container_secrets(config: &Config) -> Result<(), String> {
 /// At exit, once no request runs any more (the runtime has stopped): removes what the runner
 /// kept between requests outside its own memory (emptied request cgroups kept for reuse).
 pub fn close() {
-    exec::remove_spare_cgroups();
+    crate::process::remove_spare_cgroups();
 }
 
 /// Runs one request without HTTP (`direktiv-cmd run`): development mode, logs to stderr.
@@ -259,10 +260,10 @@ impl Job<'_> {
     /// Runs the commands one after another until one ends the request.
     async fn run_commands(self) -> JobOutcome {
         let dialect = self.plan.dialect;
-        let mark = RequestMark::new();
+        let tracker = RequestTracker::new();
         let execution = Execution {
             env: &self.env,
-            mark: &mark,
+            tracker: &tracker,
             logs: &self.logs,
             secrets: &self.secrets,
             cancel: self.cancel,
@@ -304,8 +305,9 @@ impl Job<'_> {
             }
         }
         // Each command stopped what it left behind; this catches anything started in between.
-        mark.stop_escapees(None, self.ctx.settings.kill_grace).await;
-        mark.close();
+        let policy = StopPolicy::with_grace(self.ctx.settings.kill_grace);
+        tracker.stop(None, policy).await;
+        tracker.close();
         outcome
     }
 

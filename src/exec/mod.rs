@@ -1,31 +1,24 @@
-//! One command's life: locate its executable (`launch`: once, where it runs), spawn it in its
+//! One command's life: locate its executable (`launch`: once, where it runs), start it in its
 //! own process group, pump its output to the logs and the response, and end it on exit, timeout
-//! or cancellation — never leaving a process behind, not even one that left the group
-//! (`escapees`).
+//! or cancellation — never leaving a process behind, not even one that left the group (the
+//! request's `RequestTracker`). The kernel's side of all that — starting, reaping, groups,
+//! cgroups, stopping — is `crate::process`.
 //!
 //! Timeouts and cancellation meet here: `run` waits for the first of the command's exit, its
 //! deadline (`timeout`, else `CMD_TIMEOUT`) and the request's `Cancel`, then stops the group
-//! (`group`) and the request's escapees with `CMD_KILL_GRACE` between SIGTERM and SIGKILL.
+//! and the request's other processes with `CMD_KILL_GRACE` between SIGTERM and SIGKILL.
 //!
 //! Accounting too: the command runs under its `limits` (set before exec), is told its
-//! deadline (`DIREKTIV_DEADLINE`), is reaped with its usage (`usage`), and an ending by
-//! itself is judged with the OOM-kill count read around it (`verdict`).
+//! deadline (`DIREKTIV_DEADLINE`), is reaped with its usage, and an ending by itself is judged
+//! with the OOM-kill count read around it (`verdict`).
 
 mod capture;
-mod cgroup;
 mod deadline;
-mod escapees;
-mod group;
 mod launch;
-mod oom;
 mod order;
 mod output;
-mod procfs;
 mod pumps;
-mod spawn;
-mod usage;
 mod verdict;
-mod vfork;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
@@ -35,12 +28,9 @@ use std::time::{Duration, Instant};
 use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use crate::process::{ExitKind, Usage};
 pub(crate) use capture::{masked_tail, Capture};
-pub(crate) use cgroup::remove_spares as remove_spare_cgroups;
-pub(crate) use escapees::{RequestMark, MARK_VARIABLE};
-pub(crate) use group::ExitKind;
 pub(crate) use launch::{executable_here, unresolved_allow_entries, Launch};
-pub(crate) use usage::Usage;
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
@@ -51,17 +41,19 @@ use crate::logs::LogStream;
 use crate::mask::Masker;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
+use crate::process::{
+    self, ChildEnv, Image, ProcessGroup, RequestTracker, SpawnRequest, Spawned, StopPolicy,
+    MARK_VARIABLE,
+};
 use deadline::Deadline;
-use group::ProcessGroup;
 use launch::SearchPlace;
 use output::{Captures, CommandOutput};
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
-use spawn::{ChildEnv, SpawnRequest, Spawned};
 
 /// How a request's processes are tracked, for the start-up line (`crate::startup`).
 pub(crate) fn tracking() -> String {
     let groups = "a process group per command, strays found by an environment mark";
-    match cgroup::parent_dir() {
+    match process::cgroup_home() {
         Some(dir) => format!("{groups} and a cgroup per request in {}", dir.display()),
         None => format!("{groups} (no writable cgroup for requests)"),
     }
@@ -153,8 +145,8 @@ fn path_variable<'a>(layers: impl Iterator<Item = &'a (String, String)>) -> Opti
 pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
     pub(crate) env: &'a [(String, String)],
-    /// Marks every process of the request, to find those that leave their process group.
-    pub(crate) mark: &'a RequestMark,
+    /// Every process of the request, also those that leave their process group.
+    pub(crate) tracker: &'a RequestTracker,
     pub(crate) logs: &'a LogStream,
     /// The request's secrets; commands may add to them (`::add-mask::`).
     pub(crate) secrets: &'a Masker,
@@ -234,8 +226,8 @@ async fn execute(
     let deadline = timeout.and_then(Deadline::after);
     let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
     let limits = spec.limits.over(x.settings.limits);
-    let oom_before = oom::count();
-    let spawned = start(spec, launch, cwd, shown_deadline, limits, x).await?;
+    let oom_before = process::oom_kills();
+    let spawned = start(spec, launch, cwd, shown_deadline, limits, x, deadline).await?;
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -272,8 +264,10 @@ async fn execute(
     // Read at once: the OOM killer counts its kill before its victim is gone.
     // (Only for an ending that could be an OOM kill: one read less for every other command.)
     let oom_killed = matches!(ending, Ending::Exited(kind) if verdict::may_be_oom_kill(kind))
-        && oom::rose(oom_before, oom::count());
-    let grace = x.settings.kill_grace;
+        && process::oom_kills_rose(oom_before, process::oom_kills());
+    let policy = StopPolicy::with_grace(x.settings.kill_grace);
+    // A process frozen by a command (`cgroup.freeze`) takes SIGTERM only once thawed.
+    x.tracker.thaw();
     match ending {
         Ending::Exited(_) => {
             // Output still in the pipes is read; a background child holding them open gets
@@ -286,8 +280,8 @@ async fn execute(
             // returns before its child has moved) is either stopped with the group or found
             // outside it afterwards.
             let stop = async {
-                group.clean_up_after_exit(grace).await;
-                x.mark.stop_escapees(Some(spawned.pid), grace).await
+                group.stop(policy).await;
+                x.tracker.stop(Some(spawned.pid), policy).await
             };
             with_pumps(stop, &mut pumps, &mut drained).await;
         }
@@ -296,10 +290,10 @@ async fn execute(
             // left the group while both looked.
             let stop = async {
                 tokio::join!(
-                    group.terminate(grace),
-                    x.mark.stop_escapees(Some(spawned.pid), grace)
+                    group.stop(policy),
+                    x.tracker.stop(Some(spawned.pid), policy)
                 );
-                x.mark.stop_escapees(Some(spawned.pid), grace).await
+                x.tracker.stop(Some(spawned.pid), policy).await
             };
             with_pumps(stop, &mut pumps, &mut drained).await;
         }
@@ -326,16 +320,21 @@ async fn execute(
     }
 }
 
-/// Locates the executable and spawns it, on the blocking pool: looking up files can block
-/// (a hung mount in PATH), and so can the exec itself, which the vfork'ed spawn waits for.
-/// `deadline` (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`.
+/// Locates the executable and starts it, on the blocking pool: looking up files can block (a
+/// hung mount in PATH), and so can the exec itself, which the start waits for. `shown_deadline`
+/// (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`.
+///
+/// A start waits for the child's exec, which a child created in a frozen cgroup never reaches
+/// (something froze the request's cgroup): once the deadline passes or the request is
+/// cancelled, the cgroup is thawed, so the child gets to its exec and is stopped like any.
 async fn start(
     spec: &CommandSpec,
     launch: &Launch,
     cwd: OwnedFd,
-    deadline: Option<String>,
+    shown_deadline: Option<String>,
     limits: Limits,
     x: &Execution<'_>,
+    deadline: Option<Deadline>,
 ) -> Result<Spawned, Failure> {
     // The runner's facts come last: a request's own env cannot replace the deadline or the
     // mark of its processes.
@@ -344,47 +343,63 @@ async fn start(
         .iter()
         .chain(spec.env.iter())
         .cloned()
-        .chain(deadline.map(|at| (ENV_DEADLINE.to_owned(), at)))
-        .chain([(MARK_VARIABLE.to_owned(), x.mark.value().to_owned())])
+        .chain(shown_deadline.map(|at| (ENV_DEADLINE.to_owned(), at)))
+        .chain([(MARK_VARIABLE.to_owned(), x.tracker.mark().to_owned())])
         .collect();
-    let (launch, allow, stdin, mark) = (
+    let (launch, allow, stdin, tracker) = (
         launch.clone(),
         x.settings.allow.clone(),
         spec.stdin.is_some(),
-        x.mark.clone(),
+        x.tracker.clone(),
     );
     let started = tokio::task::spawn_blocking(move || {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let cwd = cwd.as_fd();
-        let env = ChildEnv::new(&vars)
-            .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))?;
+        let failed = |error: std::io::Error| launch::spawn_failure(&error, &launch, Some(cwd));
+        let env = ChildEnv::new(&vars).map_err(failed)?;
         let place = SearchPlace {
             cwd: Some(cwd),
             path: env.path(),
         };
         let path = launch::locate(&launch, place, &allow)?;
-        let cgroup = mark.cgroup_entry();
-        let spawned = spawn::spawn(SpawnRequest {
-            path: OsStr::new(&path),
-            argv0: &launch.name,
-            args: &launch.args,
-            cwd,
-            env,
+        let image =
+            Image::new(OsStr::new(&path), &launch.name, &launch.args, env, cwd).map_err(failed)?;
+        let spawned = process::spawn(SpawnRequest {
+            image,
             stdin,
             limits: limits.rlimits(),
-            cgroup,
+            cgroup: tracker.cgroup(),
         })
-        .map_err(|error| launch::spawn_failure(&error, &launch, Some(cwd)))?;
-        mark.started(spawned.pid, spawned.joined_cgroup);
+        .map_err(failed)?;
+        tracker.started(spawned.pid, spawned.in_cgroup);
         Ok(spawned)
-    })
-    .await;
+    });
+    tokio::pin!(started);
+    let due = async {
+        tokio::select! {
+            () = sleep_until(deadline) => {}
+            _ = x.cancel.cancelled() => {}
+        }
+    };
+    let started = tokio::select! {
+        started = &mut started => started,
+        () = due => loop {
+            x.tracker.thaw();
+            if let Ok(started) = tokio::time::timeout(THAW_INTERVAL, &mut started).await {
+                break started;
+            }
+        },
+    };
     started.unwrap_or_else(|error| {
         Err(Failure::internal(format!(
             "the command could not be started: {error}"
         )))
     })
 }
+
+/// How often a start still waiting after its deadline (or cancellation) thaws the request's
+/// cgroup again, should something freeze it again.
+const THAW_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Sleeps until the deadline; forever without one (no timeout, or one too far away to
 /// represent).

@@ -2,10 +2,9 @@
 //! kernel's verdicts the runner can tell apart — an OOM kill (`cmd.oom`) or a passed limit
 //! (`cmd.limit.cpu`, `cmd.limit.file_size`).
 
-use super::group::{signal_name, ExitKind};
-use super::usage::Usage;
 use crate::error::Failure;
 use crate::limits::Limits;
+use crate::process::{signal_name, ExitKind, Usage};
 
 /// How a shell reports a child killed by SIGKILL (128 + 9): `sh -c 'python big.py; ...'`
 /// killed in the middle by the OOM killer exits with it.

@@ -9,8 +9,8 @@
 //!   leave by itself, whatever it does to its environment.
 //!
 //! At the end of every command and of the request the runner stops the live processes found
-//! either way like a group: SIGTERM, then SIGKILL (and `cgroup.kill`) for whatever is left after
-//! the grace period.
+//! either way like a group (`StopPolicy`): SIGTERM, then SIGKILL (and `cgroup.kill`) for
+//! whatever is left after the grace period.
 //!
 //! What the mark alone cannot catch (README), where there is no cgroup: a process that starts
 //! a program with a cleared or rewritten environment (`env -i`, a daemon that overwrites its
@@ -19,8 +19,9 @@
 //!
 //! The mark is set last, over the request's own `env`, so a request cannot untrack itself by
 //! setting the variable. The runner itself never carries a mark of its own and is skipped,
-//! as is its parent (the init when the runner is PID 1); a request only ever stops its own
-//! processes.
+//! as are its parent and every process above it (the init when the runner is PID 1), even in
+//! the request's cgroup, where a command running as root may have moved them; a request only
+//! ever stops its own processes.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,29 +29,27 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use rustix::process::{Pid, PidfdFlags, Signal};
-use tokio::time::{sleep, Instant};
+use tokio::time::sleep;
 
-use super::cgroup::{CgroupEntry, RequestCgroup};
+use super::cgroup::RequestCgroup;
 use super::procfs;
+use super::stop::{Members, StopPolicy, Stopped};
 use crate::metrics::METRICS;
 
 /// The variable that marks a request's processes.
 pub(crate) const MARK_VARIABLE: &str = "DIREKTIV_CMD_REQUEST";
 
-/// How often /proc is looked through again while escapees are being stopped.
+/// How often the request's processes are looked at again while they are being stopped.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-
-/// How long escapees get to disappear after SIGKILL: it takes effect within milliseconds;
-/// this only bounds the wait for processes stuck in the kernel.
-const KILLED_WAIT: Duration = Duration::from_secs(2);
 
 /// How long one look through /proc may take before the request goes on without it (a process
 /// stuck with its memory map locked would hold the read of its environment).
 const PROC_WAIT: Duration = Duration::from_secs(5);
 
-/// How one request's processes are found: cheap to clone, shared with the blocking pool.
+/// Every process one request started, found by its cgroup and its mark: cheap to clone, shared
+/// with the blocking pool.
 #[derive(Clone)]
-pub(crate) struct RequestMark(Arc<Tracking>);
+pub(crate) struct RequestTracker(Arc<Tracking>);
 
 struct Tracking {
     /// `DIREKTIV_CMD_REQUEST=<value>`, as it appears in /proc/<pid>/environ.
@@ -68,8 +67,9 @@ struct Tracking {
     outside_cgroup: AtomicBool,
 }
 
-impl RequestMark {
-    /// A mark no other request of this runner (or of another runner on the machine) has.
+impl RequestTracker {
+    /// A tracker with a mark no other request of this runner (or of another runner on the
+    /// machine) has.
     pub(crate) fn new() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let serial = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -77,7 +77,7 @@ impl RequestMark {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_nanos());
         let value = format!("{}-{serial}-{nanos:x}", std::process::id());
-        RequestMark(Arc::new(Tracking {
+        RequestTracker(Arc::new(Tracking {
             entry: format!("{MARK_VARIABLE}={value}"),
             first_start: AtomicU64::new(u64::MAX),
             cgroup: OnceLock::new(),
@@ -85,21 +85,21 @@ impl RequestMark {
         }))
     }
 
-    /// The variable's value, set in every command's environment.
-    pub(crate) fn value(&self) -> &str {
+    /// The mark's value, set in every command's environment.
+    pub(crate) fn mark(&self) -> &str {
         &self.0.entry[MARK_VARIABLE.len() + 1..]
     }
 
-    /// How a command enters the request's cgroup (made now for the first command); `None`
-    /// where there is no cgroup. Blocking.
-    pub(crate) fn cgroup_entry(&self) -> Option<CgroupEntry<'_>> {
-        self.cgroup().map(RequestCgroup::entry)
+    /// The request's cgroup (made now for the first command); `None` where there is none.
+    /// Blocking.
+    pub(crate) fn cgroup(&self) -> Option<&RequestCgroup> {
+        self.0.cgroup.get_or_init(RequestCgroup::create).as_ref()
     }
 
-    /// Notes a process the request started, and whether it joined the request's cgroup
-    /// before exec, to narrow later searches. Blocking.
-    pub(crate) fn started(&self, pid: Pid, joined_cgroup: bool) {
-        if joined_cgroup {
+    /// Notes a process the request started, and whether it is in the request's cgroup, to
+    /// narrow later searches. Blocking.
+    pub(crate) fn started(&self, pid: Pid, in_cgroup: bool) {
+        if in_cgroup {
             // Found through the cgroup, with everything it starts: the start time only
             // narrows the /proc look, which is for commands outside it.
             return;
@@ -112,49 +112,41 @@ impl RequestMark {
         }
     }
 
-    fn cgroup(&self) -> Option<&RequestCgroup> {
-        self.0.cgroup.get_or_init(RequestCgroup::create).as_ref()
+    /// Thaws the request's cgroup where a command froze it (or one nested in it): before its
+    /// processes are stopped, which a frozen process ignores until SIGKILL, and while a start
+    /// waits for a command that was created frozen.
+    pub(crate) fn thaw(&self) {
+        if let Some(cgroup) = self.cgroup_if_made() {
+            cgroup.thaw();
+        }
     }
 
-    /// Stops every live process of the request, except members of `group` (a command's own
-    /// process group, stopped with the group): SIGTERM, SIGKILL for what is left after
-    /// `grace`. Returns once none is left (or `KILLED_WAIT` after SIGKILL); counts what it
-    /// stopped in `direktiv_cmd_escaped_processes_killed`.
-    pub(crate) async fn stop_escapees(&self, group: Option<Pid>, grace: Duration) -> usize {
-        let mut signalled: HashSet<i32> = HashSet::new();
-        let term_until = Instant::now() + grace;
-        let kill_until = term_until + KILLED_WAIT;
-        loop {
-            let kill = Instant::now() >= term_until;
-            let Some(round) = self.round(group, kill, &signalled).await else {
-                break;
-            };
-            if round.found == 0 {
-                break;
-            }
-            signalled.extend(round.newly_signalled);
-            if Instant::now() >= kill_until {
-                tracing::warn!(
-                    "processes that left their command's group did not die after SIGKILL"
-                );
-                break;
-            }
-            sleep(POLL_INTERVAL).await;
+    /// Stops every live process of the request with `policy`, except members of `group` (a
+    /// command's own process group, stopped with the group). Returns how many it signalled,
+    /// also counted in `direktiv_cmd_escaped_processes_killed`.
+    pub(crate) async fn stop(&self, group: Option<Pid>, policy: StopPolicy) -> usize {
+        self.thaw();
+        let mut sweep = Sweep {
+            tracker: self,
+            group: group.map(|pid| pid.as_raw_nonzero().get()),
+            signalled: HashSet::new(),
+        };
+        if policy.stop(&mut sweep).await == Stopped::Stuck {
+            tracing::warn!("processes that left their command's group did not die after SIGKILL");
         }
-        if !signalled.is_empty() {
+        let signalled = sweep.signalled.len();
+        if signalled > 0 {
             tracing::info!(
-                count = signalled.len(),
+                count = signalled,
                 "stopped processes that had left their command's process group"
             );
-            METRICS
-                .escaped_processes_killed
-                .inc_by(signalled.len() as u64);
+            METRICS.escaped_processes_killed.inc_by(signalled as u64);
         }
-        signalled.len()
+        signalled
     }
 
-    /// Gives the request's cgroup back (its processes are stopped by now) on the blocking
-    /// pool, without waiting: its last processes may take a moment to be gone, and the
+    /// Gives the request's cgroup back (its processes are stopped by now), on the blocking
+    /// pool when it is not empty yet: its last processes may take a moment to be gone, and the
     /// response need not wait for that.
     pub(crate) fn close(&self) {
         if let Some(cgroup) = self.cgroup_if_made() {
@@ -163,64 +155,13 @@ impl RequestMark {
             if cgroup.release_if_empty() {
                 return;
             }
-            let mark = self.clone();
+            let tracker = self.clone();
             drop(tokio::task::spawn_blocking(move || {
-                if let Some(cgroup) = mark.cgroup_if_made() {
-                    cgroup.release();
+                if let Some(cgroup) = tracker.cgroup_if_made() {
+                    let lineage = runner_lineage();
+                    cgroup.release(|pid| lineage.contains(&pid));
                 }
             }));
-        }
-    }
-
-    /// One look, on the blocking pool (reading another process's environment waits for its
-    /// memory map lock): SIGTERM to the request's processes not signalled yet, or SIGKILL to
-    /// all of them once `kill`. `None` when /proc did not answer in time.
-    async fn round(
-        &self,
-        group: Option<Pid>,
-        kill: bool,
-        signalled: &HashSet<i32>,
-    ) -> Option<Round> {
-        let group = group.map(|pid| pid.as_raw_nonzero().get());
-        if self.cgroup_is_enough() {
-            // Only cgroupfs and /proc/<pid>/stat are read, which never wait for another
-            // process (unlike its environment): no trip to the blocking pool.
-            return Some(self.signal_round(group, kill, signalled));
-        }
-        let mark = self.clone();
-        let signalled = signalled.clone();
-        let work = tokio::task::spawn_blocking(move || mark.signal_round(group, kill, &signalled));
-        match tokio::time::timeout(PROC_WAIT, work).await {
-            Ok(Ok(round)) => Some(round),
-            Ok(Err(_)) | Err(_) => {
-                tracing::warn!("could not look through /proc for processes that left their group");
-                None
-            }
-        }
-    }
-
-    /// `round`'s blocking part.
-    fn signal_round(&self, group: Option<i32>, kill: bool, signalled: &HashSet<i32>) -> Round {
-        let found = self.live_processes(group);
-        let signal = if kill { Signal::KILL } else { Signal::TERM };
-        if kill {
-            if let Some(cgroup) = self.cgroup_if_made() {
-                cgroup.kill();
-            }
-        }
-        let mut newly_signalled = Vec::new();
-        for &pid in &found {
-            let new = !signalled.contains(&pid);
-            if kill || new {
-                self.send(pid, signal);
-            }
-            if new {
-                newly_signalled.push(pid);
-            }
-        }
-        Round {
-            found: found.len(),
-            newly_signalled,
         }
     }
 
@@ -235,13 +176,37 @@ impl RequestMark {
         self.0.cgroup.get().and_then(Option::as_ref)
     }
 
-    /// Live processes of the request outside `group`, never the runner or its parent: those
-    /// in its cgroup, and those started since its first command whose environment carries
-    /// the mark.
-    fn live_processes(&self, group: Option<i32>) -> Vec<i32> {
-        let me = std::process::id() as i32;
-        let parent = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
-        let ours = |pid: &i32| *pid != me && *pid != parent;
+    /// One look: SIGTERM to the request's processes not in `signalled`, or SIGKILL (and
+    /// `cgroup.kill`) to all of them; what it found and signalled.
+    fn signal_round(&self, group: Option<i32>, signal: Signal, signalled: &HashSet<i32>) -> Round {
+        let lineage = runner_lineage();
+        let found = self.live_processes(group, &lineage);
+        if signal == Signal::KILL {
+            if let Some(cgroup) = self.cgroup_if_made() {
+                cgroup.kill(|pid| lineage.contains(&pid));
+            }
+        }
+        let mut newly_signalled = Vec::new();
+        for &pid in &found {
+            let new = !signalled.contains(&pid);
+            if signal == Signal::KILL || new {
+                self.send(pid, signal);
+            }
+            if new {
+                newly_signalled.push(pid);
+            }
+        }
+        Round {
+            found: found.len(),
+            newly_signalled,
+        }
+    }
+
+    /// Live processes of the request outside `group`, never the runner or a process above it
+    /// (`lineage`): those in its cgroup (or nested in it), and those started since its first
+    /// command whose environment carries the mark.
+    fn live_processes(&self, group: Option<i32>, lineage: &[i32]) -> Vec<i32> {
+        let ours = |pid: &i32| !lineage.contains(pid);
         let live_outside_group = |pid: i32, since: u64| {
             procfs::stat(pid).is_some_and(|stat| {
                 !stat.has_exited() && stat.start_time >= since && Some(stat.pgrp) != group
@@ -255,9 +220,9 @@ impl RequestMark {
             .filter(ours)
             .filter(|&pid| live_outside_group(pid, 0))
             .collect();
-        // Everything a command started in the cgroup stays there, whatever it does to its
-        // environment: where every command joined it, the member list is complete, and the
-        // look through every process on the machine is skipped.
+        // Everything a command started in the cgroup stays there (or below), whatever it does
+        // to its environment: where every command joined it, the member list is complete, and
+        // the look through every process on the machine is skipped.
         if self.cgroup_is_enough() {
             return found;
         }
@@ -293,12 +258,65 @@ impl RequestMark {
     }
 }
 
+/// One `stop` of a request's processes: what was signalled so far.
+struct Sweep<'a> {
+    tracker: &'a RequestTracker,
+    group: Option<i32>,
+    signalled: HashSet<i32>,
+}
+
+impl Members for Sweep<'_> {
+    async fn signal(&mut self, signal: Signal) -> Option<usize> {
+        let round = if self.tracker.cgroup_is_enough() {
+            // Only cgroupfs and /proc/<pid>/stat are read, which never wait for another
+            // process (unlike its environment): no trip to the blocking pool.
+            self.tracker
+                .signal_round(self.group, signal, &self.signalled)
+        } else {
+            // Reading another process's environment waits for its memory map lock: on the
+            // blocking pool, and given up after PROC_WAIT.
+            let (tracker, group) = (self.tracker.clone(), self.group);
+            let signalled = self.signalled.clone();
+            let work = tokio::task::spawn_blocking(move || {
+                tracker.signal_round(group, signal, &signalled)
+            });
+            match tokio::time::timeout(PROC_WAIT, work).await {
+                Ok(Ok(round)) => round,
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(
+                        "could not look through /proc for processes that left their group"
+                    );
+                    return None;
+                }
+            }
+        };
+        self.signalled.extend(round.newly_signalled);
+        Some(round.found)
+    }
+
+    async fn pause(&self, limit: Duration) {
+        sleep(limit.min(POLL_INTERVAL)).await;
+    }
+}
+
 /// What one look found and did.
 struct Round {
     /// The request's processes alive.
     found: usize,
     /// Those among them signalled for the first time.
     newly_signalled: Vec<i32>,
+}
+
+/// The runner and every process above it up to the init: never a request's, wherever a
+/// command moved them.
+fn runner_lineage() -> Vec<i32> {
+    let mut lineage = vec![std::process::id() as i32];
+    let mut pid = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
+    while pid > 0 && !lineage.contains(&pid) && lineage.len() < 64 {
+        lineage.push(pid);
+        pid = procfs::stat(pid).map_or(0, |stat| stat.ppid);
+    }
+    lineage
 }
 
 #[cfg(test)]
@@ -308,11 +326,11 @@ mod tests {
     use super::*;
 
     /// `sleep 30`, with the request's mark or without it, in its own process group or not.
-    fn sleeper(mark: Option<&RequestMark>, own_group: bool) -> std::process::Child {
+    fn sleeper(mark: Option<&RequestTracker>, own_group: bool) -> std::process::Child {
         let mut command = std::process::Command::new("sleep");
         command.arg("30");
         if let Some(mark) = mark {
-            command.env(MARK_VARIABLE, mark.value());
+            command.env(MARK_VARIABLE, mark.mark());
         }
         if own_group {
             command.process_group(0);
@@ -334,7 +352,7 @@ mod tests {
     /// marked one in the command's group, and one without the mark. What went wrong, if
     /// anything, with everything seen.
     async fn sweep_once() -> Result<(), String> {
-        let mark = RequestMark::new();
+        let mark = RequestTracker::new();
         let mut unmarked = sleeper(None, false);
         let mut escapee = sleeper(Some(&mark), true);
         let mut member = sleeper(Some(&mark), true);
@@ -346,7 +364,7 @@ mod tests {
         );
         mark.started(escapee_pid, false);
         let stopped = mark
-            .stop_escapees(Some(group), Duration::from_secs(1))
+            .stop(Some(group), StopPolicy::with_grace(Duration::from_secs(1)))
             .await;
         // The escapee is signalled by now; give it a moment to be gone before reading.
         let mut escapee_state = state(&mut escapee);
@@ -402,6 +420,15 @@ mod tests {
 
     #[test]
     fn marks_differ() {
-        assert_ne!(RequestMark::new().value(), RequestMark::new().value());
+        assert_ne!(RequestTracker::new().mark(), RequestTracker::new().mark());
+    }
+
+    #[test]
+    fn the_runners_lineage_reaches_the_init() {
+        let lineage = runner_lineage();
+        assert_eq!(lineage[0], std::process::id() as i32);
+        let parent = rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get());
+        assert_eq!(lineage.get(1).copied(), parent);
+        assert_eq!(lineage.last(), Some(&1), "{lineage:?}");
     }
 }

@@ -1,5 +1,5 @@
-//! What /proc says about processes: which exist, their state, process group and start time,
-//! and whether their environment holds a given entry. Blocking file reads (small ones; an
+//! What /proc says about processes: which exist, their state, parent, process group and start
+//! time, and whether their environment holds a given entry. Blocking file reads (small ones; an
 //! environment read waits for the target's memory map lock): callers that may meet a stuck
 //! process read it off the async worker threads.
 
@@ -10,6 +10,7 @@ use std::path::Path;
 pub(super) struct Stat {
     /// R, S, D, T, Z (zombie), X (dead), ...
     pub(super) state: char,
+    pub(super) ppid: i32,
     pub(super) pgrp: i32,
     /// When the process started, in clock ticks since boot.
     pub(super) start_time: u64,
@@ -69,10 +70,12 @@ fn parse_stat(line: &str) -> Option<Stat> {
     let (_, rest) = line.rsplit_once(')')?;
     let mut fields = rest.split_ascii_whitespace();
     let state = fields.next()?.chars().next()?;
-    let pgrp = fields.nth(1)?.parse().ok()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
     let start_time = fields.nth(16)?.parse().ok()?;
     Some(Stat {
         state,
+        ppid,
         pgrp,
         start_time,
     })
@@ -100,6 +103,7 @@ mod tests {
             parse_stat(line),
             Some(Stat {
                 state: 'S',
+                ppid: 1,
                 pgrp: 40,
                 start_time: 12345
             })

@@ -9,13 +9,10 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::LazyLock;
 
-use rustix::process::Pid;
-
-/// Where cgroup file systems are mounted.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+use super::cgroup::{Hierarchy, OwnCgroups};
 
 /// The `oom_score_adj` every command gets: the most likely victim. Raising the value needs
 /// no privilege; with it, under the container's memory limit the kernel kills the largest
@@ -29,7 +26,8 @@ const COUNTER_TEXT_MAX: usize = 1024;
 /// The runner's counter, found and opened once: the runner does not change cgroups while it
 /// serves, and a read of the open file is one system call where open, stat, read and close of
 /// the path (a long one inside a pod) were five.
-static COUNTER: LazyLock<Option<OomCounter>> = LazyLock::new(OomCounter::locate);
+static COUNTER: LazyLock<Option<OomCounter>> =
+    LazyLock::new(|| OomCounter::locate(&OwnCgroups::read()));
 
 /// OOM kills in the runner's memory cgroup so far; `None` when the count cannot be read.
 /// A read of a small in-memory cgroup file: it never blocks.
@@ -49,39 +47,21 @@ pub struct OomCounter {
 }
 
 impl OomCounter {
-    /// The counter of the runner's own memory cgroup, `None` when there is none to read (no
-    /// cgroup file system mounted, or a kernel too old to count).
-    pub fn locate() -> Option<OomCounter> {
-        let membership = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        Self::locate_in(&membership, Path::new(CGROUP_ROOT))
-    }
-
-    /// The first readable counter for the cgroups listed in `membership` (the text of
-    /// `/proc/self/cgroup`) under the mount point `root`. A v1 memory controller comes first
-    /// (on a hybrid host v2 has no memory controller); the path as listed is tried first, then
-    /// the mount's own root: inside a container without a cgroup namespace the listed path is
-    /// the host's, while the container sees its own cgroup mounted at the root.
-    fn locate_in(membership: &str, root: &Path) -> Option<OomCounter> {
-        let (mut v1, mut v2) = (Vec::new(), Vec::new());
-        for line in membership.lines() {
-            let mut fields = line.splitn(3, ':');
-            let (Some(_id), Some(controllers), Some(path)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            if controllers.split(',').any(|c| c == "memory") {
-                let mount = root.join("memory");
-                v1.extend(nested(&mount, path).map(|dir| dir.join("memory.oom_control")));
-                v1.push(mount.join("memory.oom_control"));
-            } else if controllers.is_empty() {
-                v2.extend(nested(root, path).map(|dir| dir.join("memory.events")));
-                v2.push(root.join("memory.events"));
-            }
-        }
-        let candidates = v1.into_iter().chain(v2);
-        candidates
-            .filter_map(|path| {
+    /// The counter of the runner's memory cgroup (`own`), `None` when there is none to read
+    /// (no cgroup file system mounted, or a kernel too old to count). A v1 memory controller
+    /// comes first (on a hybrid host v2 has no memory controller); within each, the runner's
+    /// own cgroup, then the mount's root (see `OwnCgroups::candidates`).
+    fn locate(own: &OwnCgroups) -> Option<OomCounter> {
+        let v1 = own
+            .candidates(Hierarchy::Controller("memory"))
+            .into_iter()
+            .map(|dir| dir.join("memory.oom_control"));
+        let v2 = own
+            .candidates(Hierarchy::Unified)
+            .into_iter()
+            .map(|dir| dir.join("memory.events"));
+        v1.chain(v2)
+            .filter_map(|path: PathBuf| {
                 let file = File::open(path).ok()?;
                 Some(OomCounter { file })
             })
@@ -98,16 +78,6 @@ impl OomCounter {
     }
 }
 
-/// `root` joined with a cgroup path from /proc; `None` for a path that is not strictly below
-/// it (`/..` shows a cgroup outside the process's cgroup namespace).
-fn nested(root: &Path, cgroup: &str) -> Option<PathBuf> {
-    let relative = Path::new(cgroup.trim_start_matches('/'));
-    let inside = relative
-        .components()
-        .all(|part| matches!(part, Component::Normal(_)));
-    (inside && !relative.as_os_str().is_empty()).then(|| root.join(relative))
-}
-
 /// The value of the `oom_kill` line (`memory.events` and `memory.oom_control` share it;
 /// `oom_group_kill` and `oom_kill_disable` are other counters).
 fn parse_oom_kill(text: &str) -> Option<u64> {
@@ -117,19 +87,9 @@ fn parse_oom_kill(text: &str) -> Option<u64> {
     })
 }
 
-/// Makes a just-spawned command the OOM killer's first choice. Best effort: a process that
-/// already exited or changed its credentials cannot be adjusted, and that is no error. The
-/// file is opened for writing only (no create, no truncate: a /proc file has neither).
-pub fn raise_oom_score(pid: Pid) {
-    let path = format!("/proc/{}/oom_score_adj", pid.as_raw_nonzero());
-    if let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(path) {
-        let _ = std::io::Write::write_all(&mut file, COMMAND_OOM_SCORE_ADJ);
-    }
-}
-
-/// `raise_oom_score` for the calling process, for a child between fork and exec:
-/// async-signal-safe (open, write and close system calls on a static path, no allocation).
-/// Best effort like `raise_oom_score`.
+/// Makes the calling process (a child between its clone and its exec) the OOM killer's first
+/// choice. Async-signal-safe: open, write and close system calls on a static path, no
+/// allocation. Best effort: a process that cannot raise it is no error.
 pub fn raise_own_oom_score() {
     use rustix::fs::{Mode, OFlags};
     if let Ok(fd) = rustix::fs::open(
@@ -166,29 +126,43 @@ mod tests {
         assert_eq!(parse_oom_kill(""), None);
     }
 
-    fn write(path: &Path, text: &str) {
+    fn write(path: &std::path::Path, text: &str) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
 
+    /// The runner's cgroups as `membership` (/proc/self/cgroup) lists them, with a cgroup2
+    /// mount showing `v2_root` at `root` and a v1 memory mount showing `v1_root` at
+    /// `root/memory`.
+    fn own(membership: &str, root: &std::path::Path, v2_root: &str, v1_root: &str) -> OwnCgroups {
+        let mountinfo = format!(
+            "41 31 0:38 {v2_root} {} rw - cgroup2 cgroup2 rw\n\
+             35 31 0:32 {v1_root} {} rw - cgroup cgroup rw,memory\n",
+            root.display(),
+            root.join("memory").display()
+        );
+        OwnCgroups::parse(membership, &mountinfo)
+    }
+
     #[test]
-    fn v2_uses_the_listed_cgroup_then_the_mount_root() {
+    fn v2_uses_the_runners_cgroup_then_the_mount_root() {
         let root = tempfile::tempdir().unwrap();
         let root = root.path();
         let membership = "0::/kubepods/pod1/ctr\n";
-        assert!(OomCounter::locate_in(membership, root).is_none());
+        assert!(OomCounter::locate(&own(membership, root, "/", "/")).is_none());
 
-        // A container with its own cgroup mounted at the root (no cgroup namespace).
+        // A container with its own cgroup mounted at the root (no cgroup namespace, and a
+        // mount whose root does not say so).
         write(&root.join("memory.events"), "oom 0\noom_kill 4\n");
-        let counter = OomCounter::locate_in(membership, root).unwrap();
+        let counter = OomCounter::locate(&own(membership, root, "/", "/")).unwrap();
         assert_eq!(counter.read(), Some(4));
 
-        // The listed cgroup, where it exists.
+        // The runner's own cgroup, where it exists.
         write(
             &root.join("kubepods/pod1/ctr/memory.events"),
             "oom_kill 7\n",
         );
-        let counter = OomCounter::locate_in(membership, root).unwrap();
+        let counter = OomCounter::locate(&own(membership, root, "/", "/")).unwrap();
         assert_eq!(counter.read(), Some(7));
 
         // The file stays open and every read sees the count as it is then.
@@ -209,14 +183,13 @@ mod tests {
             &root.join("memory/docker/abc/memory.oom_control"),
             "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
         );
-        let counter = OomCounter::locate_in(membership, root).unwrap();
+        let counter = OomCounter::locate(&own(membership, root, "/", "/")).unwrap();
         assert_eq!(counter.read(), Some(2));
 
-        // Inside a container: the host path is not visible, the container's cgroup is the
-        // memory mount's root.
+        // Inside a container whose mount shows only its own cgroup: the mount's root says so.
         std::fs::remove_dir_all(root.join("memory/docker")).unwrap();
         write(&root.join("memory/memory.oom_control"), "oom_kill 3\n");
-        let counter = OomCounter::locate_in(membership, root).unwrap();
+        let counter = OomCounter::locate(&own(membership, root, "/", "/docker/abc")).unwrap();
         assert_eq!(counter.read(), Some(3));
     }
 
@@ -227,49 +200,15 @@ mod tests {
         write(&root.path().join("memory.events"), "oom_kill 9\n");
         write(&mount.join("memory.events"), "oom_kill 1\n");
         // `/..` would lead from the mount to the file beside it.
-        let counter = OomCounter::locate_in("0::/..\n", &mount).unwrap();
+        let counter = OomCounter::locate(&own("0::/..\n", &mount, "/", "/")).unwrap();
         assert_eq!(counter.read(), Some(1));
-        assert_eq!(nested(&mount, "/"), None);
-        assert_eq!(nested(&mount, "/a/../b"), None);
-        assert_eq!(nested(&mount, "/a/b"), Some(mount.join("a/b")));
     }
 
     #[test]
     fn garbage_membership_finds_nothing() {
         let root = tempfile::tempdir().unwrap();
         write(&root.path().join("memory.events"), "oom_kill 1\n");
-        assert!(OomCounter::locate_in("", root.path()).is_none());
-        assert!(OomCounter::locate_in("nonsense\n", root.path()).is_none());
-    }
-
-    #[test]
-    fn a_spawned_process_gets_the_highest_oom_score_adj() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = Pid::from_raw(child.id() as i32).unwrap();
-        raise_oom_score(pid);
-        let adj = std::fs::read_to_string(format!("/proc/{}/oom_score_adj", child.id())).unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert_eq!(adj.trim(), "1000");
-    }
-
-    #[test]
-    fn a_child_raises_its_own_oom_score_adj_before_exec() {
-        use std::os::unix::process::CommandExt;
-        let mut command = std::process::Command::new("cat");
-        command.arg("/proc/self/oom_score_adj");
-        // SAFETY: `raise_own_oom_score` makes only open/write/close system calls on a static
-        // path: async-signal-safe, so sound between fork and exec.
-        unsafe {
-            command.pre_exec(|| {
-                raise_own_oom_score();
-                Ok(())
-            })
-        };
-        let output = command.output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "1000");
+        assert!(OomCounter::locate(&own("", root.path(), "/", "/")).is_none());
+        assert!(OomCounter::locate(&own("nonsense\n", root.path(), "/", "/")).is_none());
     }
 }

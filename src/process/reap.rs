@@ -1,5 +1,5 @@
-//! What a command cost, from the kernel's own accounting: reaping its main process with
-//! `wait4` returns the exit status together with the resource usage.
+//! How a command's main process ended and what it cost, from the kernel's own accounting:
+//! reaping it with `wait4` returns the exit status together with the resource usage.
 //!
 //! What the numbers cover, exactly (Linux `wait4`, which reports `getrusage(RUSAGE_BOTH)` of
 //! the reaped process): the main process itself plus every descendant that was waited for,
@@ -10,7 +10,7 @@
 //! `user_ms` and `sys_ms` are sums.
 //!
 //! A floor under `max_rss_kib`: Linux counts, in a process's peak, the memory of the image its
-//! exec replaced. For a command that image is the runner's (shared by posix_spawn's vfork, or
+//! exec replaced. For a command that image is the runner's (shared by the vfork-style clone, or
 //! copied by fork), so a tiny command reports about the runner's resident size at the moment
 //! it started (a few MiB); `reset_own_peak_rss` keeps it from being the runner's peak ever.
 
@@ -21,7 +21,77 @@ use std::sync::LazyLock;
 use rustix::process::Pid;
 use serde::Serialize;
 
-use super::group::ExitKind;
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    /// It exited with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+}
+
+impl ExitKind {
+    /// From a raw wait status; `None` for one that is no ending (stopped, continued).
+    pub(crate) fn from_wait_status(status: i32) -> Option<Self> {
+        if libc::WIFSIGNALED(status) {
+            Some(ExitKind::Signal(libc::WTERMSIG(status)))
+        } else if libc::WIFEXITED(status) {
+            Some(ExitKind::Code(libc::WEXITSTATUS(status)))
+        } else {
+            None
+        }
+    }
+
+    /// The shell's convention: the exit status, or 128 + the signal's number.
+    pub(crate) fn shell_status(self) -> i32 {
+        match self {
+            ExitKind::Code(code) => code,
+            ExitKind::Signal(signal) => 128 + signal,
+        }
+    }
+}
+
+/// The conventional name of a signal number (`SIGKILL`), for `cmd.signal.NAME`; `SIG<n>` for
+/// one without a name (real-time signals).
+pub fn signal_name(signal: i32) -> String {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    usize::try_from(signal)
+        .ok()
+        .and_then(|n| NAMES.get(n.checked_sub(1)?))
+        .map_or_else(|| format!("SIG{signal}"), |name| (*name).to_owned())
+}
 
 /// The resources one command used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -102,7 +172,9 @@ fn wait4(pid: Pid, options: libc::c_int) -> io::Result<Option<(ExitKind, Usage)>
         let reaped =
             unsafe { libc::wait4(pid.as_raw_nonzero().get(), &mut status, options, &mut usage) };
         if reaped > 0 {
-            return Ok(Some((exit_kind(status), Usage::from_rusage(&usage))));
+            // wait4 without WUNTRACED or WCONTINUED reports only endings.
+            let exit = ExitKind::from_wait_status(status).unwrap_or(ExitKind::Code(status));
+            return Ok(Some((exit, Usage::from_rusage(&usage))));
         }
         if reaped == 0 {
             return Ok(None);
@@ -111,15 +183,6 @@ fn wait4(pid: Pid, options: libc::c_int) -> io::Result<Option<(ExitKind, Usage)>
         if error.kind() != io::ErrorKind::Interrupted {
             return Err(error);
         }
-    }
-}
-
-/// How a reaped process ended, from its wait status.
-fn exit_kind(status: libc::c_int) -> ExitKind {
-    if libc::WIFSIGNALED(status) {
-        ExitKind::Signal(libc::WTERMSIG(status))
-    } else {
-        ExitKind::Code(libc::WEXITSTATUS(status))
     }
 }
 
@@ -214,6 +277,23 @@ mod tests {
         rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
         let (exit, _) = reap(pid).unwrap();
         assert_eq!(exit, ExitKind::Signal(libc::SIGKILL));
+    }
+
+    #[test]
+    fn signals_have_their_names_and_statuses_the_shells_numbers() {
+        assert_eq!(signal_name(libc::SIGKILL), "SIGKILL");
+        assert_eq!(signal_name(libc::SIGHUP), "SIGHUP");
+        assert_eq!(signal_name(libc::SIGSYS), "SIGSYS");
+        assert_eq!(signal_name(libc::SIGXCPU), "SIGXCPU");
+        assert_eq!(signal_name(40), "SIG40");
+        assert_eq!(signal_name(0), "SIG0");
+        assert_eq!(signal_name(-3), "SIG-3");
+        assert_eq!(ExitKind::Signal(9).shell_status(), 137);
+        assert_eq!(ExitKind::Code(3).shell_status(), 3);
+        // Raw statuses: exited 3, killed by 9, stopped by 19.
+        assert_eq!(ExitKind::from_wait_status(3 << 8), Some(ExitKind::Code(3)));
+        assert_eq!(ExitKind::from_wait_status(9), Some(ExitKind::Signal(9)));
+        assert_eq!(ExitKind::from_wait_status((19 << 8) | 0x7f), None);
     }
 
     #[test]

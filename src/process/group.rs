@@ -1,5 +1,5 @@
-//! A command's process group: the unit the runner stops. Every command is spawned as the leader
-//! of a new group (`setpgid(0, 0)` through posix_spawn or the vfork path), so its whole tree — shells, pipelines,
+//! A command's process group: the unit the runner stops. Every command is started as the leader
+//! of a new group (the child's `OwnProcessGroup` duty), so its whole tree — shells, pipelines,
 //! background jobs — can be signalled at once with `kill(-pgid)`.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -9,50 +9,35 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use tokio::io::unix::AsyncFd;
-use tokio::time::{sleep, timeout, Instant};
+use tokio::time::sleep;
 
 use super::procfs;
-use super::usage::{self, Usage};
+use super::reap::{self, ExitKind, Usage};
+use super::stop::{Members, StopPolicy, Stopped};
 
 /// How often an exit or an empty group is polled for where no event announces it (no pidfd,
 /// or waiting for the last members of a group): short enough not to add noticeable latency to
 /// a response, long enough to cost nothing measurable while a command runs.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// How long the leader gets to exit after SIGKILL: a process in uninterruptible sleep (a hung
-/// NFS read) dies only when the kernel call returns. After that it is handed to a thread of
-/// its own to be reaped whenever it dies, never waited for on an async worker thread.
-const KILL_EXIT_WAIT: Duration = Duration::from_secs(2);
-
-/// How long the rest of a killed group gets to disappear: SIGKILL takes effect within
-/// milliseconds; this only bounds the wait for members stuck in the kernel.
-const KILLED_GROUP_WAIT: Duration = Duration::from_millis(500);
-
-/// How the leader process of a group ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitKind {
-    /// It exited with this status.
-    Code(i32),
-    /// A signal killed it.
-    Signal(i32),
-}
-
-/// A spawned command's process group, led by the command's main process.
+/// A started command's process group, led by the command's main process.
 ///
 /// The leader is not reaped until `reap` is called: while it is a zombie its pid stays
 /// allocated, so `kill(-pgid)` can never reach a newer, unrelated group that reused the number.
-pub struct ProcessGroup {
+pub(crate) struct ProcessGroup {
     leader: Pid,
     /// Readable once the leader has exited (Linux ≥ 5.3); `None` falls back to polling.
     pidfd: Option<AsyncFd<OwnedFd>>,
     reaped: bool,
     /// What the leader (and the descendants it waited for) used, once reaped.
     usage: Option<Usage>,
+    /// Whether the group was sent SIGTERM (once is enough).
+    terminated: bool,
 }
 
 impl ProcessGroup {
-    /// Takes charge of a freshly spawned group leader.
-    pub fn new(leader: Pid) -> Self {
+    /// Takes charge of a freshly started group leader.
+    pub(crate) fn new(leader: Pid) -> Self {
         let pidfd = rustix::process::pidfd_open(leader, rustix::process::PidfdFlags::empty())
             .ok()
             .and_then(|fd| {
@@ -66,22 +51,29 @@ impl ProcessGroup {
             pidfd,
             reaped: false,
             usage: None,
+            terminated: false,
         }
     }
 
     /// Waits until the leader exits and returns how, without reaping it.
-    pub async fn wait_leader(&self) -> ExitKind {
+    pub(crate) async fn wait_leader(&self) -> ExitKind {
         loop {
             if let Some(kind) = self.peek_exit() {
                 return kind;
             }
-            match &self.pidfd {
-                Some(fd) => match fd.readable().await {
-                    Ok(mut guard) => guard.clear_ready(),
-                    Err(_) => sleep(POLL_INTERVAL).await,
-                },
-                None => sleep(POLL_INTERVAL).await,
+            self.leader_event(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits for the leader's pidfd to turn readable (it exited), at most `limit`.
+    async fn leader_event(&self, limit: Duration) {
+        match &self.pidfd {
+            Some(fd) if !self.reaped => {
+                if let Ok(Ok(mut guard)) = tokio::time::timeout(limit, fd.readable()).await {
+                    guard.clear_ready();
+                }
             }
+            _ => sleep(limit.min(POLL_INTERVAL)).await,
         }
     }
 
@@ -101,7 +93,7 @@ impl ProcessGroup {
     }
 
     /// Sends a signal to every process of the group. Errors (the group is gone) are ignored.
-    pub fn signal(&self, signal: Signal) {
+    fn signal_all(&self, signal: Signal) {
         let _ = rustix::process::kill_process_group(self.leader, signal);
     }
 
@@ -117,62 +109,17 @@ impl ProcessGroup {
         live_member_in_proc(self.leader.as_raw_nonzero().get()).unwrap_or(true)
     }
 
-    /// Stops the whole group: SIGTERM, then SIGKILL for whatever is left after `grace`.
-    /// Returns once the leader has exited and been reaped, and the group is empty or
-    /// `KILLED_GROUP_WAIT` passed after SIGKILL. A leader stuck in uninterruptible sleep past
-    /// SIGKILL and `KILL_EXIT_WAIT` is left to a reaper thread (`reap`).
-    pub async fn terminate(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
-        self.signal(Signal::TERM);
-        if tokio::time::timeout_at(deadline, self.wait_leader())
-            .await
-            .is_ok()
-        {
-            self.reap();
-            self.wait_empty(deadline).await;
-        }
-        if !self.reaped || self.has_members() {
-            self.signal(Signal::KILL);
-            let _ = timeout(KILL_EXIT_WAIT, self.wait_leader()).await;
-            self.reap();
-            self.wait_empty(Instant::now() + KILLED_GROUP_WAIT).await;
-        }
-    }
-
-    /// Kills whatever is left of the group once the leader has exited (background children
-    /// that outlived it). Reaps the leader first: its zombie keeps the group "non-empty".
-    pub async fn clean_up_after_exit(&mut self, grace: Duration) {
+    /// Stops the whole group with `policy` (at once when it is empty, as it usually is once the
+    /// leader exited), reaping the leader on the way: its zombie keeps the group "non-empty".
+    /// A leader stuck in uninterruptible sleep past SIGKILL is left to a reaper thread.
+    pub(crate) async fn stop(&mut self, policy: StopPolicy) -> Stopped {
+        let stopped = policy.stop(self).await;
         self.reap();
-        if !self.has_members() {
-            return;
-        }
-        self.signal(Signal::TERM);
-        if !self.wait_empty(Instant::now() + grace).await {
-            self.signal(Signal::KILL);
-            self.wait_empty(Instant::now() + KILLED_GROUP_WAIT).await;
-        }
+        stopped
     }
 
-    /// Polls until the group has no process left or `deadline` passes; true when empty.
-    ///
-    /// Only called after the leader is reaped. The pgid cannot be handed to a new group while
-    /// any member lives; the window between the last member dying and our next poll
-    /// (`POLL_INTERVAL`) is far shorter than the kernel's pid allocator needs to wrap around
-    /// to the same number.
-    async fn wait_empty(&self, deadline: Instant) -> bool {
-        loop {
-            if !self.has_members() {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// What the leader used (see `usage`), once it has been reaped.
-    pub fn usage(&self) -> Option<Usage> {
+    /// What the leader used (see `reap`), once it has been reaped.
+    pub(crate) fn usage(&self) -> Option<Usage> {
         self.usage
     }
 
@@ -184,11 +131,37 @@ impl ProcessGroup {
             return;
         }
         self.reaped = true;
-        match usage::reap_if_exited(self.leader) {
+        match reap::reap_if_exited(self.leader) {
             Ok(Some((_, usage))) => self.usage = Some(usage),
             Ok(None) => reap_when_it_dies(self.leader),
             Err(_) => {}
         }
+    }
+
+    /// Reaps the leader if it has exited (never waits).
+    fn reap_if_exited(&mut self) {
+        if !self.reaped && self.peek_exit().is_some() {
+            self.reap();
+        }
+    }
+}
+
+impl Members for ProcessGroup {
+    /// The leader counts until it is reaped: its zombie holds the group's number.
+    async fn signal(&mut self, signal: Signal) -> Option<usize> {
+        self.reap_if_exited();
+        if self.reaped && !self.has_members() {
+            return Some(0);
+        }
+        if signal != Signal::TERM || !self.terminated {
+            self.terminated = true;
+            self.signal_all(signal);
+        }
+        Some(1)
+    }
+
+    async fn pause(&self, limit: Duration) {
+        self.leader_event(limit).await;
     }
 }
 
@@ -197,7 +170,7 @@ impl Drop for ProcessGroup {
     /// whole group is killed and the leader reaped.
     fn drop(&mut self) {
         if !self.reaped {
-            self.signal(Signal::KILL);
+            self.signal_all(Signal::KILL);
             self.reap();
         }
     }
@@ -213,18 +186,11 @@ fn reap_when_it_dies(pid: Pid) {
     let spawned = std::thread::Builder::new()
         .name("reaper".into())
         .spawn(move || {
-            let _ = usage::reap(pid);
+            let _ = reap::reap(pid);
         });
     if let Err(error) = spawned {
         tracing::warn!(%error, "cannot start a thread to reap a killed command");
     }
-}
-
-/// The conventional name of a signal number (`SIGKILL`), for `cmd.signal.NAME`.
-pub fn signal_name(signal: i32) -> String {
-    nix::sys::signal::Signal::try_from(signal)
-        .map(|s| s.as_str().to_owned())
-        .unwrap_or_else(|_| format!("SIG{signal}"))
 }
 
 /// Whether /proc shows a process of group `pgid` that has not exited; `None` without /proc.
@@ -242,7 +208,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn terminate_stops_the_whole_group() {
+    async fn stopping_ends_the_whole_group_and_reaps_the_leader() {
         let mut child = std::process::Command::new("sh")
             .args(["-c", "sleep 30 & sleep 30 & wait"])
             .process_group(0)
@@ -251,10 +217,32 @@ mod tests {
         let mut group = ProcessGroup::new(Pid::from_child(&child));
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(group.has_members());
-        group.terminate(Duration::from_secs(2)).await;
+        let stopped = group
+            .stop(StopPolicy::with_grace(Duration::from_secs(2)))
+            .await;
+        assert_eq!(stopped, Stopped::Gone);
         assert!(!group.has_members());
         assert!(group.usage().is_some(), "reaped with its usage");
-        // Already reaped by `terminate`; this only tells the std handle so.
+        // Already reaped by `stop`; this only tells the std handle so.
+        let _ = child.try_wait();
+    }
+
+    #[tokio::test]
+    async fn a_group_that_ignores_sigterm_is_killed_after_the_grace_period() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "trap '' TERM; sleep 30 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut group = ProcessGroup::new(Pid::from_child(&child));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let stopped = group
+            .stop(StopPolicy::with_grace(Duration::from_millis(300)))
+            .await;
+        assert_eq!(stopped, Stopped::Killed);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(!group.has_members());
         let _ = child.try_wait();
     }
 }

@@ -1,0 +1,230 @@
+//! A command's process between its clone and its exec: the duties it performs, in a fixed
+//! order, before it becomes the command (`DUTIES`), and the exec itself.
+//!
+//! The child shares the runner's memory (`clone.rs`), which is sound only because of what it
+//! does not do: it runs no signal handler of the runner (every signal stays blocked until every
+//! disposition is back at its default), takes no lock, allocates nothing, never returns or
+//! unwinds into the runner's frames, and reads only the plan prepared before the clone, which
+//! nothing changes or frees until the parent resumes. Every duty is made of system calls:
+//! rustix's (raw system calls, which return their error instead of writing errno) where rustix
+//! has the call, libc's thin wrappers for the others (`sigaction`, `execve`, `_exit`). Those may
+//! write errno: the child runs on the calling thread's thread pointer, so that is the suspended
+//! caller's errno, which nothing reads after the clone — glibc's own posix_spawn child does the
+//! same.
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use rustix::io::Errno;
+
+use super::image::{ExecArgs, Image};
+use super::{oom, signals};
+use crate::limits::RlimitPlan;
+
+/// The exit status of a child whose preparation or exec failed, as posix_spawn's: the parent
+/// reaps it and reports the error instead.
+const SETUP_FAILED: libc::c_int = 127;
+
+/// One thing the child does before it execs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duty {
+    /// Every signal back to its default disposition, while all are still blocked.
+    DefaultSignals,
+    /// Lead a new process group: the unit the runner signals and stops.
+    OwnProcessGroup,
+    /// Enter the working directory, by descriptor.
+    WorkingDirectory,
+    /// Move into the request's cgroup (when not created in it), so not even the command's
+    /// first fork starts outside. Failing is no error: the command is then tracked by the
+    /// environment mark alone, and the parent is told.
+    JoinCgroup,
+    /// Become the OOM killer's first choice. Best effort; before the limits, since a tiny
+    /// `open_files` would leave no descriptor to write with.
+    OomScore,
+    /// The pipes onto descriptors 0, 1 and 2.
+    Stdio,
+    /// The command's resource limits.
+    Limits,
+    /// Nothing blocked, as a command must start (the runner's threads block SIGCHLD).
+    UnblockSignals,
+}
+
+/// The duties, in the order the child performs them before it execs; the first that fails
+/// ends the child with its errno, which the parent reports.
+///
+/// Steps to come fit into this order, each as a duty with its data in `ChildPlan` (prepared
+/// before the clone, like everything here): joining a per-command memory cgroup (v1 or v2: a
+/// `cgroup.procs` descriptor) right after `JoinCgroup`, while the child still has the runner's
+/// privileges; a per-slot user (`setgroups`, `setresgid`, `setresuid` with ids in the plan)
+/// after `Limits` (a raised hard limit needs the privilege the switch drops); Landlock
+/// (`PR_SET_NO_NEW_PRIVS`, then `landlock_restrict_self` with a ruleset descriptor in the
+/// plan) last before `UnblockSignals`, once the child needs no file it would deny.
+const DUTIES: [Duty; 8] = [
+    Duty::DefaultSignals,
+    Duty::OwnProcessGroup,
+    Duty::WorkingDirectory,
+    Duty::JoinCgroup,
+    Duty::OomScore,
+    Duty::Stdio,
+    Duty::Limits,
+    Duty::UnblockSignals,
+];
+
+/// Everything the child reads, prepared before the clone, and what it tells its parent.
+pub(super) struct ChildPlan<'a> {
+    exec: ExecArgs<'a>,
+    cwd: BorrowedFd<'a>,
+    /// Become descriptors 0, 1 and 2.
+    stdio: [BorrowedFd<'a>; 3],
+    /// The request cgroup's `cgroup.procs`, open for writing, when the child moves itself in.
+    join_cgroup: Option<BorrowedFd<'a>>,
+    limits: RlimitPlan,
+    report: Report,
+}
+
+/// What the child tells its parent, in memory they share; read by the parent only once the
+/// child has exec'd or exited (the kernel's wake-up of the parent orders the writes before).
+#[derive(Default)]
+struct Report {
+    /// Set first thing: a child that never ran was killed before its first instruction.
+    ran: AtomicBool,
+    /// Set once the child is in the request's cgroup (by `JoinCgroup`).
+    joined_cgroup: AtomicBool,
+    /// The errno of the duty (or exec) that failed; 0 while none did.
+    error: AtomicI32,
+}
+
+impl<'a> ChildPlan<'a> {
+    /// The plan for `image`, with `stdio` on 0, 1 and 2, `limits`, and `join_cgroup` (a
+    /// `cgroup.procs`) to move into before exec.
+    pub(super) fn new(
+        image: &'a Image<'a>,
+        stdio: [&'a OwnedFd; 3],
+        limits: RlimitPlan,
+        join_cgroup: Option<BorrowedFd<'a>>,
+    ) -> Self {
+        let [stdin, stdout, stderr] = stdio;
+        ChildPlan {
+            exec: image.exec_args(),
+            cwd: image.cwd(),
+            stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+            join_cgroup,
+            limits,
+            report: Report::default(),
+        }
+    }
+
+    /// Whether the child ran at all (read once it has exec'd or exited).
+    pub(super) fn child_ran(&self) -> bool {
+        self.report.ran.load(Ordering::SeqCst)
+    }
+
+    /// Whether the child moved itself into the request's cgroup.
+    pub(super) fn child_joined_cgroup(&self) -> bool {
+        self.report.joined_cgroup.load(Ordering::SeqCst)
+    }
+
+    /// The error of the duty (or the exec) that failed in the child, if one did.
+    pub(super) fn child_error(&self) -> Option<io::Error> {
+        match self.report.error.load(Ordering::SeqCst) {
+            0 => None,
+            errno => Some(io::Error::from_raw_os_error(errno)),
+        }
+    }
+
+    /// Runs in the child: every duty, then the exec. Returns only when one of them failed,
+    /// with its errno (positive).
+    fn run(&self) -> i32 {
+        self.report.ran.store(true, Ordering::SeqCst);
+        for duty in DUTIES {
+            if let Err(errno) = self.perform(duty) {
+                return errno.raw_os_error();
+            }
+        }
+        // SAFETY: `path` is a NUL-terminated string, `argv` and `envp` NUL-terminated arrays
+        // of pointers to NUL-terminated strings, all owned by the parent's frame (or BASE_ENV)
+        // and alive while the parent is suspended, which it is until this call succeeds.
+        unsafe { libc::execve(self.exec.path(), self.exec.argv(), self.exec.envp()) };
+        // execve returns only when it failed; errno says why (a read of the thread's errno:
+        // no allocation).
+        match io::Error::last_os_error().raw_os_error() {
+            Some(errno) if errno > 0 => errno,
+            _ => libc::EINVAL,
+        }
+    }
+
+    fn perform(&self, duty: Duty) -> Result<(), Errno> {
+        match duty {
+            Duty::DefaultSignals => signals::default_dispositions(),
+            Duty::OwnProcessGroup => rustix::process::setpgid(None, None)?,
+            Duty::WorkingDirectory => rustix::process::fchdir(self.cwd)?,
+            Duty::JoinCgroup => {
+                // "0" moves the writer itself.
+                let joined = self
+                    .join_cgroup
+                    .is_some_and(|procs| rustix::io::write(procs, b"0").is_ok());
+                if joined {
+                    self.report.joined_cgroup.store(true, Ordering::SeqCst);
+                }
+            }
+            Duty::OomScore => oom::raise_own_oom_score(),
+            Duty::Stdio => self.install_stdio()?,
+            Duty::Limits => self.limits.apply()?,
+            Duty::UnblockSignals => signals::unblock_all(),
+        }
+        Ok(())
+    }
+
+    /// The pipes onto 0, 1 and 2. A pipe end that is itself below 3 (a runner started with
+    /// one of them closed) is first copied above 2, so that no dup2 overwrites a descriptor
+    /// still to be copied, and none is dup2'ed onto itself (which would keep it
+    /// close-on-exec). Such copies close at exec, like the pipe ends themselves.
+    fn install_stdio(&self) -> Result<(), Errno> {
+        let above_stdio = |fd: BorrowedFd<'_>| -> Result<Option<OwnedFd>, Errno> {
+            if fd.as_raw_fd() < 3 {
+                rustix::io::fcntl_dupfd_cloexec(fd, 3).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let [stdin, stdout, stderr] = self.stdio;
+        let copies = [
+            above_stdio(stdin)?,
+            above_stdio(stdout)?,
+            above_stdio(stderr)?,
+        ];
+        let [stdin_copy, stdout_copy, stderr_copy] = &copies;
+        rustix::stdio::dup2_stdin(stdin_copy.as_ref().map_or(stdin, AsFd::as_fd))?;
+        rustix::stdio::dup2_stdout(stdout_copy.as_ref().map_or(stdout, AsFd::as_fd))?;
+        rustix::stdio::dup2_stderr(stderr_copy.as_ref().map_or(stderr, AsFd::as_fd))?;
+        Ok(())
+    }
+}
+
+/// The child's entry point, on its own stack; `plan` is the `ChildPlan` the clone was given.
+pub(super) extern "C" fn child_main(plan: *mut c_void) -> libc::c_int {
+    // SAFETY: `plan` is the pointer `clone_child` passed to clone: a `ChildPlan` in the parent's
+    // frame, alive and unchanged until this process has exec'd or exited (see the clone call).
+    let plan = unsafe { &*plan.cast_const().cast::<ChildPlan<'_>>() };
+    let errno = plan.run();
+    plan.report.error.store(errno, Ordering::SeqCst);
+    // SAFETY: `_exit` ends this process at once, running no destructors and no atexit
+    // handlers (which would act on the runner's shared state) and flushing no stdio buffers.
+    unsafe { libc::_exit(SETUP_FAILED) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_are_reset_while_blocked_and_unblocked_last() {
+        let position = |duty| DUTIES.iter().position(|d| *d == duty).unwrap();
+        assert_eq!(position(Duty::DefaultSignals), 0);
+        assert_eq!(position(Duty::UnblockSignals), DUTIES.len() - 1);
+        assert!(position(Duty::JoinCgroup) < position(Duty::Stdio));
+        assert!(position(Duty::OomScore) < position(Duty::Limits));
+    }
+}

@@ -1,0 +1,123 @@
+//! Making a command's process the way glibc's posix_spawn makes one: a `CLONE_VM | CLONE_VFORK`
+//! child on a small stack of its own (`stack`), which shares the runner's memory (no page
+//! tables are copied, no copy-on-write faults follow) while the calling thread waits until it
+//! has exec'd or exited. What the child does meanwhile is `child`'s; it is created in the
+//! request's cgroup where clone3 allows it (`clone3`).
+//!
+//! A child that never ran a single instruction was killed before it could: Linux kills what
+//! `clone3(CLONE_INTO_CGROUP)` creates in a cgroup that took a `cgroup.kill` — which no read of
+//! the cgroup's files shows — so such a child is the proof that the cgroup must not be used
+//! again (`Failed::KilledAtBirth`).
+
+use std::io;
+use std::os::fd::BorrowedFd;
+
+use rustix::io::Errno;
+use rustix::process::{Pid, WaitOptions};
+
+use super::child::{child_main, ChildPlan};
+use super::clone3;
+use super::signals::AllSignalsBlocked;
+use super::stack::PooledStack;
+
+/// A child that has exec'd: the command runs.
+pub(super) struct Born {
+    pub(super) pid: Pid,
+    /// Whether it is in the request's cgroup (created there, or moved in before exec).
+    pub(super) in_cgroup: bool,
+}
+
+/// Why a start failed.
+#[derive(Debug)]
+pub(super) enum Failed {
+    /// No child was made: the kernel (or seccomp) refused the clone.
+    Refused(io::Error),
+    /// A duty of the child, or its exec, failed (`NotFound`, `PermissionDenied`, ...); the
+    /// child is reaped.
+    Setup(io::Error),
+    /// The child was killed before its first instruction; it is reaped.
+    KilledAtBirth,
+}
+
+impl Failed {
+    pub(super) fn into_error(self) -> io::Error {
+        match self {
+            Failed::Refused(error) | Failed::Setup(error) => error,
+            Failed::KilledAtBirth => io::Error::other("the command was killed before it started"),
+        }
+    }
+}
+
+/// Clones a child that carries out `plan`, created in the cgroup `into` (a cgroup directory)
+/// when given; returns once it has exec'd or exited.
+pub(super) fn clone_child(
+    plan: &ChildPlan<'_>,
+    into: Option<BorrowedFd<'_>>,
+) -> Result<Born, Failed> {
+    let stack = PooledStack::take().map_err(Failed::Refused)?;
+    let blocked = AllSignalsBlocked::new();
+    let plan_ptr = std::ptr::from_ref(plan).cast_mut().cast();
+    // SAFETY: the child shares this process's memory, so everything it touches must stay
+    // valid and unchanged while it runs, and it must not disturb anything the runner uses:
+    // - CLONE_VFORK suspends this thread until the child has exec'd or exited, so `plan`, the
+    //   strings and pointer arrays it points to (the caller's image, and BASE_ENV, which is
+    //   never changed) and `stack` are alive and unmoved for the child's whole use of them;
+    //   only this thread owns them, so no other thread changes them meanwhile.
+    // - `child_main` runs on `stack` (64 KiB, a guard page below), not on this thread's
+    //   stack, and never returns into this frame: it execs or `_exit`s.
+    // - Every signal is blocked (`blocked`) and the child inherits that mask, so no handler
+    //   of the runner's (tokio's, std's) can run in it before it has reset them all; without
+    //   CLONE_SIGHAND its dispositions are its own copy, so resetting them leaves the
+    //   runner's alone.
+    // - Without CLONE_FILES its descriptor table is its own copy: its dup2 and close calls
+    //   leave the runner's descriptors alone.
+    // - The child only makes system calls on values read from `plan`, writes nothing shared
+    //   but `plan`'s report (atomics, read here only after it resumed) and the suspended
+    //   thread's errno, allocates nothing and takes no lock; so no lock or allocator state
+    //   another thread of the runner holds is touched.
+    // `clone3::clone_into` makes the same clone with the same flags, plus the cgroup.
+    let raw = unsafe {
+        match into {
+            Some(dir) => clone3::clone_into(&stack, dir, plan_ptr),
+            None => libc::clone(
+                child_main,
+                stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                plan_ptr,
+            ),
+        }
+    };
+    if raw < 0 {
+        return Err(Failed::Refused(io::Error::last_os_error()));
+    }
+    let pid = Pid::from_raw(raw)
+        .ok_or_else(|| Failed::Refused(io::Error::other("clone gave no process id")))?;
+    drop(blocked);
+    // The child has exec'd or exited: whatever it wrote is visible (the kernel's wake-up of
+    // this thread orders it).
+    if !plan.child_ran() {
+        reap(pid);
+        return Err(Failed::KilledAtBirth);
+    }
+    if let Some(error) = plan.child_error() {
+        reap(pid);
+        return Err(Failed::Setup(error));
+    }
+    // A child killed after it ran but before its exec counts as started, as with posix_spawn:
+    // its process group reaps it (with wait4, for its usage).
+    Ok(Born {
+        pid,
+        in_cgroup: into.is_some() || plan.child_joined_cgroup(),
+    })
+}
+
+/// Waits for a child that did not exec: it has exited or is about to (CLONE_VFORK resumes
+/// the parent as the child releases its memory, a moment before it becomes a zombie).
+fn reap(pid: Pid) {
+    loop {
+        match rustix::process::waitpid(Some(pid), WaitOptions::empty()) {
+            Err(Errno::INTR) => continue,
+            _ => return,
+        }
+    }
+}

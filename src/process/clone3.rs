@@ -1,0 +1,147 @@
+//! Creating a child inside the request's cgroup: clone3 with `CLONE_INTO_CGROUP` (Linux ≥ 5.7).
+//! No process moves, so there is no task migration, whose lock's writer waits for an RCU grace
+//! period (5–20 ms on an idle machine): every move into a cgroup after a quiet moment paid that.
+//! Used where the kernel and the seccomp profile allow it; the runner stops trying after the
+//! first refusal (Docker's default profile answers ENOSYS, as for a kernel without clone3), and
+//! its children move themselves in instead.
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::stack::PooledStack;
+
+static REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether to try: on x86-64 (the one architecture with the entry code below) until the kernel
+/// refused once.
+pub(super) fn usable() -> bool {
+    cfg!(target_arch = "x86_64") && !REFUSED.load(Ordering::Relaxed)
+}
+
+/// Notes a refused clone3: when the kernel (or seccomp) does not offer it here, rather than
+/// refusing it for this one child, it is not tried again.
+pub(super) fn refused(error: &io::Error) {
+    let unsupported = matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSYS | libc::E2BIG | libc::EINVAL | libc::EPERM | libc::EOPNOTSUPP)
+    );
+    if unsupported && !REFUSED.swap(true, Ordering::Relaxed) {
+        tracing::debug!(%error, "commands cannot be created in their cgroup; they move in");
+    }
+}
+
+/// The kernel's `struct clone_args` as far as `cgroup` (`CLONE_ARGS_SIZE_VER2`, 88 bytes): the
+/// kernel reads as many fields as the size it is given says, all 64-bit.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
+
+/// `CLONE_INTO_CGROUP` of the kernel's `<linux/sched.h>`: a clone3-only flag past 32 bits (the
+/// libc crate's constant of it is an `int` that overflows).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// `libc::clone(child_main, stack top, CLONE_VM | CLONE_VFORK | SIGCHLD, plan)` with the child
+/// created in the cgroup `dir`: the process id, or -1 with errno set.
+///
+/// # Safety
+/// As for that `libc::clone` call (see `clone_child`): `plan` must stay valid and unchanged
+/// until the child has exec'd or exited, and `stack` must be used by nothing else.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn clone_into(
+    stack: &PooledStack,
+    dir: BorrowedFd<'_>,
+    plan: *mut c_void,
+) -> libc::c_int {
+    use std::os::fd::AsRawFd;
+
+    let (stack_base, stack_size) = stack.bounds();
+    let args = CloneArgs {
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack_base,
+        stack_size,
+        cgroup: dir.as_raw_fd() as u64,
+        pidfd: 0,
+        child_tid: 0,
+        parent_tid: 0,
+        tls: 0,
+        set_tid: 0,
+        set_tid_size: 0,
+    };
+    let entry: extern "C" fn(*mut c_void) -> libc::c_int = super::child::child_main;
+    let ret: i64;
+    // SAFETY: the clone3 system call. In this thread it returns the child's id or -errno
+    // and changes nothing else but rcx and r11, which the syscall instruction clobbers
+    // (declared). The child returns from it with every register as here except rax (0)
+    // and the stack pointer, which the kernel set to the top of `stack` (page-aligned, so
+    // 16-byte aligned as a call needs): there it calls `entry(plan)` — r13 and r12,
+    // which the kernel copied — and never comes back, since `child_main` execs or
+    // `_exit`s; were it to return, the child would exit at once. The child never touches
+    // this thread's stack (`nostack` holds for it), and CLONE_VFORK keeps this thread
+    // suspended until the child has exec'd or exited. `args` lives across the call.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "mov edi, eax",
+            "mov eax, {exit}",
+            "syscall",
+            "ud2",
+            "2:",
+            exit = const libc::SYS_exit,
+            inlateout("rax") libc::SYS_clone3 => ret,
+            in("rdi") std::ptr::from_ref(&args),
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") plan,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    match i32::try_from(ret) {
+        Ok(pid) if pid >= 0 => pid,
+        _ => {
+            let errno = i32::try_from(-ret).unwrap_or(libc::EINVAL);
+            // SAFETY: errno is this thread's; writing it is what libc's wrappers do.
+            unsafe { *libc::__errno_location() = errno };
+            -1
+        }
+    }
+}
+
+/// Never called: `usable` is false here.
+///
+/// # Safety
+/// None needed; it makes no child.
+#[cfg(not(target_arch = "x86_64"))]
+pub(super) unsafe fn clone_into(
+    _stack: &PooledStack,
+    _dir: BorrowedFd<'_>,
+    _plan: *mut c_void,
+) -> libc::c_int {
+    // SAFETY: errno is this thread's.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+    -1
+}
