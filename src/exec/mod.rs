@@ -266,8 +266,6 @@ async fn execute(
     let oom_killed = matches!(ending, Ending::Exited(kind) if verdict::may_be_oom_kill(kind))
         && process::oom_kills_rose(oom_before, process::oom_kills());
     let policy = StopPolicy::with_grace(x.settings.kill_grace);
-    // A process frozen by a command (`cgroup.freeze`) takes SIGTERM only once thawed.
-    x.tracker.thaw();
     match ending {
         Ending::Exited(_) => {
             // Output still in the pipes is read; a background child holding them open gets
@@ -286,8 +284,10 @@ async fn execute(
             with_pumps(stop, &mut pumps, &mut drained).await;
         }
         Ending::TimedOut(_) | Ending::Cancelled(_) => {
-            // Both at once, so one grace period covers them; then once more for a child that
-            // left the group while both looked.
+            // A command frozen (`cgroup.freeze`) takes SIGTERM only once thawed. Both at once,
+            // so one grace period covers them; then once more for a child that left the group
+            // while both looked.
+            x.tracker.thaw();
             let stop = async {
                 tokio::join!(
                     group.stop(policy),

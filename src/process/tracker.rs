@@ -112,9 +112,10 @@ impl RequestTracker {
         }
     }
 
-    /// Thaws the request's cgroup where a command froze it (or one nested in it): before its
-    /// processes are stopped, which a frozen process ignores until SIGKILL, and while a start
-    /// waits for a command that was created frozen.
+    /// Thaws the request's cgroup where a command froze it (or one nested in it): before a
+    /// command that timed out or was cancelled is stopped (a frozen process ignores SIGTERM
+    /// until SIGKILL), and while a start waits for a command that was created frozen. (A stop's
+    /// every look thaws what it finds frozen too.)
     pub(crate) fn thaw(&self) {
         if let Some(cgroup) = self.cgroup_if_made() {
             cgroup.thaw();
@@ -125,7 +126,6 @@ impl RequestTracker {
     /// command's own process group, stopped with the group). Returns how many it signalled,
     /// also counted in `direktiv_cmd_escaped_processes_killed`.
     pub(crate) async fn stop(&self, group: Option<Pid>, policy: StopPolicy) -> usize {
-        self.thaw();
         let mut sweep = Sweep {
             tracker: self,
             group: group.map(|pid| pid.as_raw_nonzero().get()),

@@ -151,17 +151,14 @@ impl Files {
             .ok_or_else(|| io::Error::other("cgroup.stat without nr_descendants"))
     }
 
-    /// Whether a process is in it or below (`populated` of `cgroup.events`); `None` when that
-    /// cannot be read.
-    pub(super) fn populated(&self) -> Option<bool> {
-        let events = read_text(self.events.as_fd()).ok()?;
-        line_value(&events, "populated").map(|value| value != "0")
-    }
-
-    /// Whether it is frozen (`frozen 1` in `cgroup.events`).
-    pub(super) fn frozen(&self) -> bool {
-        read_text(self.events.as_fd())
-            .is_ok_and(|events| line_value(&events, "frozen") == Some("1"))
+    /// What `cgroup.events` says: whether a process is in it or below (`None` when that cannot
+    /// be read), and whether it is frozen.
+    pub(super) fn state(&self) -> (Option<bool>, bool) {
+        let Ok(events) = read_text(self.events.as_fd()) else {
+            return (None, false);
+        };
+        let populated = line_value(&events, "populated").map(|value| value != "0");
+        (populated, line_value(&events, "frozen") == Some("1"))
     }
 }
 
@@ -257,8 +254,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = made(dir.path());
         assert_eq!(files.unchanged(), Ok(()));
-        assert_eq!(files.populated(), Some(false));
-        assert!(!files.frozen());
+        assert_eq!(files.state(), (Some(false), false));
     }
 
     #[test]

@@ -181,13 +181,24 @@ impl RequestCgroup {
         }
     }
 
-    /// The processes in the cgroup and in every cgroup nested in it now.
+    /// The processes in the cgroup and in every cgroup nested in it now, thawing whatever of
+    /// it is frozen (a frozen process takes SIGTERM only once thawed, and a command created in
+    /// a frozen cgroup never gets to its exec). One read of `cgroup.events` when nothing is
+    /// left, as after most commands.
     pub(crate) fn members(&self) -> Vec<i32> {
         if self.is_released() {
             return Vec::new();
         }
+        let (populated, frozen) = self.files.state();
+        if frozen {
+            let _ = write(self.files.freeze.as_fd(), b"0");
+        }
+        if populated == Some(false) {
+            return Vec::new();
+        }
         let mut members = pids_in(self.files.procs.as_fd());
         if self.files.descendants().unwrap_or(1) > 0 {
+            tree::thaw_below(self.files.dir.as_fd());
             members.extend(tree::members_below(self.files.dir.as_fd()));
         }
         members
@@ -215,7 +226,7 @@ impl RequestCgroup {
         if self.is_released() {
             return;
         }
-        if self.files.frozen() {
+        if self.files.state().1 {
             let _ = write(self.files.freeze.as_fd(), b"0");
         }
         if self.files.descendants().unwrap_or(1) > 0 {
@@ -282,7 +293,7 @@ impl RequestCgroup {
     /// removed now. Kept only when it was never killed and nothing is nested in it (what else
     /// a command may have changed is checked when it is taken again).
     pub(crate) fn release_if_empty(&self) -> bool {
-        if self.files.populated() != Some(false) {
+        if self.files.state().0 != Some(false) {
             return false;
         }
         let mut released = lock(&self.released);
