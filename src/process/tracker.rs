@@ -158,7 +158,7 @@ impl RequestTracker {
             let tracker = self.clone();
             drop(tokio::task::spawn_blocking(move || {
                 if let Some(cgroup) = tracker.cgroup_if_made() {
-                    let lineage = runner_lineage();
+                    let lineage = Lineage::default();
                     cgroup.release(|pid| lineage.contains(&pid));
                 }
             }));
@@ -179,7 +179,7 @@ impl RequestTracker {
     /// One look: SIGTERM to the request's processes not in `signalled`, or SIGKILL (and
     /// `cgroup.kill`) to all of them; what it found and signalled.
     fn signal_round(&self, group: Option<i32>, signal: Signal, signalled: &HashSet<i32>) -> Round {
-        let lineage = runner_lineage();
+        let lineage = Lineage::default();
         let found = self.live_processes(group, &lineage);
         if signal == Signal::KILL {
             if let Some(cgroup) = self.cgroup_if_made() {
@@ -205,7 +205,7 @@ impl RequestTracker {
     /// Live processes of the request outside `group`, never the runner or a process above it
     /// (`lineage`): those in its cgroup (or nested in it), and those started since its first
     /// command whose environment carries the mark.
-    fn live_processes(&self, group: Option<i32>, lineage: &[i32]) -> Vec<i32> {
+    fn live_processes(&self, group: Option<i32>, lineage: &Lineage) -> Vec<i32> {
         let ours = |pid: &i32| !lineage.contains(pid);
         let live_outside_group = |pid: i32, since: u64| {
             procfs::stat(pid).is_some_and(|stat| {
@@ -308,10 +308,33 @@ struct Round {
 }
 
 /// The runner and every process above it up to the init: never a request's, wherever a
-/// command moved them.
+/// command moved them. Read from /proc the first time it is asked, which a look that finds no
+/// process never does.
+#[derive(Default)]
+struct Lineage(std::sync::OnceLock<Vec<i32>>);
+
+impl Lineage {
+    fn contains(&self, pid: &i32) -> bool {
+        self.0.get_or_init(runner_lineage).contains(pid)
+    }
+}
+
+/// The runner's pid, its parent's, and so on up to the init. Kept while the runner's parent
+/// stays the same: it changes only when a process above the runner exits.
 fn runner_lineage() -> Vec<i32> {
+    static LAST: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+    let parent = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
+    let mut last = crate::sync::lock(&LAST);
+    if last.get(1) != Some(&parent) || parent == 0 {
+        *last = read_lineage(parent);
+    }
+    last.clone()
+}
+
+/// The runner's pid, then `parent` and those above it, from /proc.
+fn read_lineage(parent: i32) -> Vec<i32> {
     let mut lineage = vec![std::process::id() as i32];
-    let mut pid = rustix::process::getppid().map_or(0, |pid| pid.as_raw_nonzero().get());
+    let mut pid = parent;
     while pid > 0 && !lineage.contains(&pid) && lineage.len() < 64 {
         lineage.push(pid);
         pid = procfs::stat(pid).map_or(0, |stat| stat.ppid);

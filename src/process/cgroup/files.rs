@@ -186,6 +186,8 @@ fn read_text(file: BorrowedFd<'_>) -> io::Result<String> {
 }
 
 /// The whole content of an open cgroupfs file, read from its start whatever was read before.
+/// cgroupfs hands over all it has for a read that leaves room: a read that does not fill the
+/// buffer is the last, so a small file takes one `pread`.
 fn read_from_start(file: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
     let mut text = Vec::with_capacity(128);
     loop {
@@ -193,11 +195,11 @@ fn read_from_start(file: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
         text.resize(filled + 4096, 0);
         let read = rustix::io::pread(file, &mut text[filled..], filled as u64);
         match read {
-            Ok(0) => {
-                text.truncate(filled);
+            Ok(n) if n < text.len() - filled => {
+                text.truncate(filled + n);
                 return Ok(text);
             }
-            Ok(n) => text.truncate(filled + n),
+            Ok(_) => {}
             Err(Errno::INTR) => text.truncate(filled),
             Err(error) => return Err(error.into()),
         }
