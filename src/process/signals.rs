@@ -183,18 +183,20 @@ fn check(result: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// The calling thread's blocked signals as /proc shows them (for tests).
+#[cfg(test)]
+pub(crate) fn own_blocked() -> u64 {
+    let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:\t"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn own_blocked() -> u64 {
-        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigBlk:\t"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .unwrap()
-    }
 
     #[test]
     fn everything_is_blocked_while_the_guard_lives_and_restored_after() {

@@ -375,16 +375,6 @@ mod tests {
         }
     }
 
-    /// The calling thread's blocked signals (every signal is blocked around the clone).
-    fn own_signal_mask() -> u64 {
-        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("SigBlk:\t"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .unwrap()
-    }
-
     /// What a command started with a cgroup to enter did: its stdout, whether it counts as in
     /// the cgroup, and what it wrote to `cgroup.procs`. A fresh folder stands in for the
     /// cgroup and a plain file in it for `cgroup.procs`: what the child writes there is what
@@ -419,13 +409,17 @@ mod tests {
 
     #[test]
     fn a_command_with_a_cgroup_moves_itself_there_before_exec() {
-        let mask = own_signal_mask();
+        let mask = crate::process::signals::own_blocked();
         let (out, joined, written) =
             run_entering_cgroup("/bin/cat", &["/proc/self/oom_score_adj"], true);
         assert!(joined);
         assert_eq!(written, "0");
         assert_eq!(out.trim(), "1000", "set up in the child, before exec");
-        assert_eq!(own_signal_mask(), mask, "the caller's mask is restored");
+        assert_eq!(
+            crate::process::signals::own_blocked(),
+            mask,
+            "the caller's mask is restored"
+        );
     }
 
     #[test]
@@ -442,13 +436,13 @@ mod tests {
     fn the_callers_signal_mask_is_restored_whether_the_exec_works_or_not() {
         let dir = tempfile::tempdir().unwrap();
         let limited = methods()[1];
-        let mask = own_signal_mask();
+        let mask = crate::process::signals::own_blocked();
         let (_, code) = run("/bin/true", &[], dir.path(), vec![], limited);
         assert_eq!(code, 0);
-        assert_eq!(own_signal_mask(), mask);
+        assert_eq!(crate::process::signals::own_blocked(), mask);
         let error = start("./no-such-program", &[], dir.path(), vec![], limited).err();
         assert_eq!(error.map(|e| e.kind()), Some(io::ErrorKind::NotFound));
-        assert_eq!(own_signal_mask(), mask);
+        assert_eq!(crate::process::signals::own_blocked(), mask);
     }
 
     #[test]
