@@ -52,8 +52,7 @@ pub(super) fn remove_private(root: &Path) {
     if remove_skeleton(root, home) {
         return;
     }
-    let removed = detach_mounts(parent.as_fd(), &name, home)
-        .and_then(|()| remove_tree(parent.as_fd(), &name, home));
+    let removed = remove_tree(parent.as_fd(), &name, home);
     match removed {
         Ok(()) => {}
         Err(error) if error.kind() == io::ErrorKind::NotFound => {}
@@ -165,9 +164,12 @@ struct Level {
     name: CString,
 }
 
-/// Removes the folder `name` in `parent` and everything below it, on `home`'s mount only.
+/// Removes the folder `name` in `parent` and everything below it, on `home`'s mount only. As
+/// few system calls as `remove_dir_all` makes: an unlink per file (a mount on a file shows as
+/// EBUSY, and is detached then), and per folder an open, one statx of the open folder (its
+/// mount and mode), the reads of its entries and its removal.
 fn remove_tree(parent: BorrowedFd<'_>, name: &CStr, home: Place) -> io::Result<()> {
-    let top = open_writable(parent, name)?;
+    let top = enter(parent, name, home)?;
     let mut levels = vec![Level {
         dir: Dir::new(top)?,
         name: name.to_owned(),
@@ -204,16 +206,15 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &CStr, home: Place) -> io::Result<(
         let Ok(here) = level.dir.fd() else {
             continue;
         };
-        if let Err(error) = detach_mounts(here, name, home) {
-            // Neither entered nor removed: whatever it is, it is not the temp dir's.
-            note(error);
-            continue;
-        }
-        let is_dir = Entry::stat(here, name, AtFlags::empty())
-            .is_ok_and(|entry| entry.kind == FileType::Directory);
+        let is_dir = match entry.file_type() {
+            FileType::Directory => true,
+            FileType::Unknown => Entry::stat(here, name, AtFlags::empty())
+                .is_ok_and(|entry| entry.kind == FileType::Directory),
+            _ => false,
+        };
         if !is_dir {
-            if let Err(error) = rustix::fs::unlinkat(here, name, AtFlags::empty()) {
-                note(error.into());
+            if let Err(error) = remove_file(here, name, home) {
+                note(error);
             }
             continue;
         }
@@ -221,34 +222,72 @@ fn remove_tree(parent: BorrowedFd<'_>, name: &CStr, home: Place) -> io::Result<(
             note(io::Error::other("the temp dir's tree is too deep"));
             continue;
         }
-        match open_writable(here, name).and_then(|fd| Ok(Dir::new(fd)?)) {
+        match enter(here, name, home).and_then(|fd| Ok(Dir::new(fd)?)) {
             Ok(dir) => levels.push(Level {
                 dir,
                 name: name.to_owned(),
             }),
+            // Neither entered nor removed: a mount that cannot be detached is not the
+            // temp dir's.
             Err(error) => note(error),
         }
     }
     first_error.map_or(Ok(()), Err)
 }
 
-/// Opens the folder `name` in `parent` after giving its owner `rwx` where it lacked it.
-fn open_writable(parent: BorrowedFd<'_>, name: &CStr) -> io::Result<OwnedFd> {
-    let entry = Entry::stat(parent, name, AtFlags::empty())?;
-    if entry.kind != FileType::Directory {
-        return Err(io::Error::other("not a folder"));
+/// Unlinks the entry `name` (not a folder) in `dir`; one a file is mounted on (EBUSY) is
+/// detached first.
+fn remove_file(dir: BorrowedFd<'_>, name: &CStr, home: Place) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
+        Err(rustix::io::Errno::BUSY) => {
+            detach_mounts(dir, name, home)?;
+            Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?)
+        }
+        removed => Ok(removed?),
+    }
+}
+
+/// Opens the folder `name` in `dir` to walk it: on `home`'s mount (what is mounted there is
+/// detached first, never entered) and with its owner's `rwx` (given back where a command took
+/// it; only ever on the temp dir's own mount).
+fn enter(dir: BorrowedFd<'_>, name: &CStr, home: Place) -> io::Result<OwnedFd> {
+    let opened = match open_dir(dir, name) {
+        Err(error) if error.raw_os_error() == Some(libc::EACCES) => {
+            // No search or read permission (only root ignores that): given back, on this
+            // mount only.
+            detach_mounts(dir, name, home)?;
+            let entry = Entry::stat(dir, name, AtFlags::empty())?;
+            // chmodat follows a symlink, but this name is a folder (statx said so without
+            // following) and no process of the request is left to swap it.
+            rustix::fs::chmodat(
+                dir,
+                name,
+                Mode::from_raw_mode(entry.mode | 0o700),
+                AtFlags::empty(),
+            )?;
+            open_dir(dir, name)?
+        }
+        opened => opened?,
+    };
+    if let Some(on_home) = writable_on(home, opened)? {
+        return Ok(on_home);
+    }
+    detach_mounts(dir, name, home)?;
+    writable_on(home, open_dir(dir, name)?)?
+        .ok_or_else(|| io::Error::other("a mount in the temp dir came back"))
+}
+
+/// The open folder, with its owner's `rwx`, when it is on `home`'s mount; `None` (and closed,
+/// untouched) when it is not.
+fn writable_on(home: Place, folder: OwnedFd) -> io::Result<Option<OwnedFd>> {
+    let entry = Entry::stat(folder.as_fd(), c"", AtFlags::EMPTY_PATH)?;
+    if !entry.place.same_mount(home) {
+        return Ok(None);
     }
     if entry.mode & 0o700 != 0o700 {
-        // chmodat follows a symlink, but this name is a folder (statx said so without
-        // following) and no process of the request is left to swap it.
-        rustix::fs::chmodat(
-            parent,
-            name,
-            Mode::from_raw_mode(entry.mode | 0o700),
-            AtFlags::empty(),
-        )?;
+        rustix::fs::fchmod(&folder, Mode::from_raw_mode(entry.mode | 0o700))?;
     }
-    open_dir(parent, name)
+    Ok(Some(folder))
 }
 
 fn open_dir(dir: BorrowedFd<'_>, name: impl rustix::path::Arg) -> io::Result<OwnedFd> {
