@@ -30,6 +30,7 @@ mod lifecycle;
 mod log_streaming;
 mod masking;
 mod pid1;
+mod process_layer;
 mod readme;
 mod request_props;
 mod results;
