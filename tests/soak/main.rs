@@ -1,8 +1,12 @@
 //! Long mixed load against one runner: normal, failing, cancelled, timed-out, disconnected and
 //! background-leaving requests, requests whose processes leave their group (`setsid`) and
-//! requests naming a FIFO as `output`, with bounded concurrency. At the end no process of any request
-//! and no zombie may be left, and the runner's open file descriptors must be back where they
-//! were after a warm-up (no leaked pipes, sockets or temp dirs).
+//! requests naming a FIFO as `output`, with bounded concurrency. Mixed in, commands that do as
+//! root what they can to their own cgroup: kill it, freeze it, nest a cgroup with a process in
+//! it, change its settings, move the runner into it. At the end no process of any request
+//! and no zombie may be left, the runner's open file descriptors must be back where they
+//! were after a warm-up (no leaked pipes, sockets or temp dirs; its kept cgroups' files
+//! apart), and once it exits, no cgroup of it is left. Where request cgroups can be made, the
+//! runner runs in a cgroup of the test's own (`support::cgroups`).
 //!
 //! A second soak runs the runner as PID 1 of its own pid namespace, where background requests
 //! also leave orphans in sessions of their own that only the init can reap.
@@ -25,6 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::cgroups::CgroupSandbox;
 use support::procs;
 use support::{skip_without, Capability};
 use support::{FakeSidecar, Reply, Runner, PATIENCE};
@@ -47,9 +52,14 @@ enum Kind {
     Background,
     Escapee,
     FifoOutput,
+    CgroupKill,
+    CgroupFreeze,
+    NestedCgroup,
+    CgroupSettings,
+    RunnerMovedIn,
 }
 
-const MIX: [Kind; 12] = [
+const MIX: [Kind; 17] = [
     Kind::Echo,
     Kind::Lines,
     Kind::Echo,
@@ -62,7 +72,17 @@ const MIX: [Kind; 12] = [
     Kind::Lines,
     Kind::Escapee,
     Kind::FifoOutput,
+    Kind::CgroupKill,
+    Kind::CgroupFreeze,
+    Kind::NestedCgroup,
+    Kind::CgroupSettings,
+    Kind::RunnerMovedIn,
 ];
+
+/// A command's own cgroup directory, `$CG` (beneath `$CG_MOUNT`, the cgroup2 mount); the
+/// hostile commands do nothing to a cgroup where there is none they may write.
+const OWN_CGROUP: &str = "CG=\"$CG_MOUNT$(sed -n 's/^0:://p' /proc/self/cgroup)\"\n\
+                          case \"$CG\" in */direktiv-cmd-*) ;; *) CG=/nonexistent ;; esac\n";
 
 /// Shared by all workers.
 struct Soak {
@@ -75,11 +95,23 @@ struct Soak {
     orphans: bool,
     /// Descriptions of requests that did not behave.
     failures: Mutex<Vec<String>>,
+    /// The runner's cgroup, where request cgroups can be made.
+    sandbox: Option<CgroupSandbox>,
 }
 
 impl Soak {
     fn body(&self, commands: Value) -> Value {
-        json!({"env": {"SOAK_MARK": &self.marker}, "commands": commands})
+        json!({"env": self.env(&self.marker), "commands": commands})
+    }
+
+    /// A request's env: the soak's mark, and where the cgroup2 mount is.
+    fn env(&self, own: &str) -> Value {
+        let mount = self
+            .sandbox
+            .as_ref()
+            .map(|s| s.mount().display().to_string());
+        json!({"SOAK_MARK": &self.marker, "SOAK_OWN": own,
+               "CG_MOUNT": mount.unwrap_or_else(|| "/nonexistent".into())})
     }
 
     /// Runs request number `n`; returns a description of what went wrong, if anything.
@@ -131,24 +163,80 @@ impl Soak {
             }
             Kind::Escapee => self.escapee(&aid, n).await,
             Kind::FifoOutput => self.fifo_output(&aid).await,
+            Kind::CgroupKill => {
+                let script =
+                    "[ -w \"$CG/cgroup.kill\" ] && echo 1 > \"$CG/cgroup.kill\"; echo alive";
+                let reply = self.call(&aid, json!([hostile(script)])).await;
+                match self.sandbox {
+                    Some(_) => expect(&reply, 500, Some("cmd.signal.SIGKILL")),
+                    None => expect_result(&reply, json!("alive")),
+                }
+            }
+            Kind::CgroupFreeze => {
+                let script =
+                    "[ -w \"$CG/cgroup.freeze\" ] && echo 1 > \"$CG/cgroup.freeze\"; sleep 5";
+                let mut command = hostile(script);
+                command["timeout"] = json!(1);
+                let reply = self.call(&aid, json!([command])).await;
+                expect(&reply, 500, Some("cmd.timeout"))
+            }
+            Kind::NestedCgroup => self.nested_cgroup(&aid, n).await,
+            Kind::CgroupSettings => {
+                // What this request's cgroup was handed out with, then changed for the next.
+                let script = "v=$(cat \"$CG/cgroup.max.descendants\" 2>/dev/null || echo max)\n\
+                              echo 0 > \"$CG/cgroup.max.descendants\" 2>/dev/null; echo \"$v\"";
+                let reply = self.call(&aid, json!([hostile(script)])).await;
+                expect(&reply, 200, None)?;
+                expect_result(&reply, json!("max"))
+            }
+            Kind::RunnerMovedIn => {
+                let script = "echo $PPID > \"$CG/cgroup.procs\" 2>/dev/null; echo moved";
+                let reply = self.call(&aid, json!([hostile(script)])).await;
+                expect(&reply, 200, None)?;
+                expect_result(&reply, json!("moved"))
+            }
         }
     }
 
-    /// A command leaves a process in a session of its own, outside its process group: it must
-    /// be gone by the time the response arrives.
-    async fn escapee(&self, aid: &str, n: usize) -> Result<(), String> {
-        let own = format!("{}-escapee-{n}", self.marker);
-        let body = json!({"env": {"SOAK_MARK": &self.marker, "SOAK_OWN": &own},
-                          "commands": [{"command": "setsid -f sleep 60; echo esc", "shell": true}]});
+    /// A command nests a cgroup in its own and moves a process that left its group into it:
+    /// it must be gone by the time the response arrives.
+    async fn nested_cgroup(&self, aid: &str, n: usize) -> Result<(), String> {
+        let own = format!("{}-nested-{n}", self.marker);
+        let script = "mkdir \"$CG/sub\" 2>/dev/null\n\
+                      setsid sh -c 'echo $$ > \"$1/sub/cgroup.procs\" 2>/dev/null; exec sleep 60' \
+                      x \"$CG\" >/dev/null 2>&1 &\n\
+                      sleep 0.2; echo nested";
+        let body = json!({"env": self.env(&own), "commands": [hostile(script)]});
+        self.nothing_left(aid, own, body, "nested").await
+    }
+
+    /// Runs `body`, whose commands carry the mark `own`: it must answer `result`, and nothing
+    /// carrying the mark may be left running by then.
+    async fn nothing_left(
+        &self,
+        aid: &str,
+        own: String,
+        body: Value,
+        result: &str,
+    ) -> Result<(), String> {
         let reply = self.sidecar.call(&self.runner, aid, body).await;
         expect(&reply, 200, None)?;
-        expect_result(&reply, json!("esc"))?;
+        expect_result(&reply, json!(result))?;
         let left = tokio::task::spawn_blocking(move || procs::with_marker(&own))
             .await
             .unwrap_or_default();
         left.is_empty()
             .then_some(())
             .ok_or_else(|| format!("{aid}: left running after the response: {left:?}"))
+    }
+
+    /// A command leaves a process in a session of its own, outside its process group: it must
+    /// be gone by the time the response arrives.
+    async fn escapee(&self, aid: &str, n: usize) -> Result<(), String> {
+        let own = format!("{}-escapee-{n}", self.marker);
+        let body = json!({"env": self.env(&own),
+                          "commands": [{"command": "setsid -f sleep 60; echo esc", "shell": true}]});
+        self.nothing_left(aid, own, body, "esc").await
     }
 
     /// A FIFO as `output`: refused at once as `cmd.input`, without blocking the runner.
@@ -224,6 +312,11 @@ impl Soak {
     }
 }
 
+/// A shell command that first finds its own cgroup (`$CG`).
+fn hostile(script: &str) -> Value {
+    json!({"command": format!("{OWN_CGROUP}{script}"), "shell": true})
+}
+
 fn expect(reply: &Reply, status: u16, code: Option<&str>) -> Result<(), String> {
     if reply.status == status && reply.error_code().as_deref() == code {
         Ok(())
@@ -254,9 +347,13 @@ async fn drive(soak: &Arc<Soak>, range: std::ops::Range<usize>) {
                     if n >= end {
                         return;
                     }
-                    if let Err(failure) = soak.run(n).await {
-                        soak.failures.lock().unwrap().push(failure);
-                    }
+                    let ran = tokio::time::timeout(PATIENCE * 2, soak.run(n)).await;
+                    let failure = match ran {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(failure)) => failure,
+                        Err(_) => format!("soak-{n}: no answer within {:?}", PATIENCE * 2),
+                    };
+                    soak.failures.lock().unwrap().push(failure);
                 }
             })
         })
@@ -267,12 +364,26 @@ async fn drive(soak: &Arc<Soak>, range: std::ops::Range<usize>) {
 }
 
 /// Open fds of the runner once idle: waits for the count to stop changing (connections and
-/// pipes of the last requests close shortly after their responses).
+/// pipes of the last requests close shortly after their responses). The files of the cgroups
+/// it keeps for reuse are left out: how many it keeps depends on the load's peaks, and at
+/// exit it must keep none (`soak`).
 fn settled_fds(pid: u32) -> usize {
-    let mut last = procs::open_fds(pid).unwrap_or(0);
+    let open = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|fds| {
+                fds.flatten()
+                    .filter(|fd| {
+                        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+                        !target.starts_with("/sys/fs/cgroup")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let mut last = open();
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(250));
-        let now = procs::open_fds(pid).unwrap_or(0);
+        let now = open();
         if now == last {
             return now;
         }
@@ -308,26 +419,39 @@ async fn soak_as_pid1_reaps_every_orphan() {
     soak(Setup::Pid1).await;
 }
 
-/// Starts the runner for `setup`; returns it with the pid that serves (whose fds and RSS are
-/// measured) and the pid below which no zombie may be left.
-fn start(setup: Setup, sidecar: &FakeSidecar) -> (Runner, u32, u32) {
+/// Starts the runner for `setup` (in `sandbox` when given); returns it with the pid that serves
+/// (whose fds and RSS are measured) and the pid below which no zombie may be left.
+fn start(
+    setup: Setup,
+    sidecar: &FakeSidecar,
+    sandbox: Option<&CgroupSandbox>,
+) -> (Runner, u32, u32) {
     let env = [("CMD_KILL_GRACE", "1s"), ("CMD_MAX_INFLIGHT", "32")];
     match setup {
         Setup::Plain => {
-            let runner = Runner::start_with(sidecar, &env);
+            let builder = match sandbox {
+                Some(sandbox) => sandbox.runner(None),
+                None => Runner::builder(),
+            };
+            let runner = builder.sidecar(sidecar).envs(&env).start();
             let pid = runner.pid();
             (runner, pid, pid)
         }
         Setup::Pid1 => {
-            let runner = Runner::builder()
-                .program("unshare")
-                .arg("--pid")
-                .arg("--mount-proc")
-                .arg("--kill-child")
-                .arg(support::binary())
-                .sidecar(sidecar)
-                .envs(&env)
-                .start();
+            let binary = support::binary();
+            let unshare = [
+                "--pid",
+                "--mount-proc",
+                "--kill-child",
+                binary.to_str().expect("a UTF-8 binary path"),
+            ];
+            let builder = match sandbox {
+                Some(sandbox) => sandbox.runner(Some(("unshare", &unshare))),
+                None => unshare
+                    .iter()
+                    .fold(Runner::builder().program("unshare"), |b, a| b.arg(a)),
+            };
+            let runner = builder.sidecar(sidecar).envs(&env).start();
             let child_of = |parent: u32| {
                 procs::wait_for(PATIENCE, || {
                     procs::all()
@@ -351,13 +475,15 @@ async fn soak(setup: Setup) {
         .unwrap_or(2000);
     let warm_up = 100.min(requests);
     let sidecar = FakeSidecar::start();
-    let (runner, server, root) = start(setup, &sidecar);
+    let sandbox = CgroupSandbox::new();
+    let (runner, server, root) = start(setup, &sidecar, sandbox.as_ref());
     let soak = Arc::new(Soak {
         sidecar,
         runner,
         marker: procs::marker("soak"),
         orphans: setup == Setup::Pid1,
         failures: Mutex::new(Vec::new()),
+        sandbox,
     });
 
     drive(&soak, 0..warm_up).await;
@@ -410,11 +536,33 @@ async fn soak(setup: Setup) {
         fds_after <= fds_before + FD_SLACK,
         "open fds grew from {fds_before} to {fds_after}: a leak"
     );
-    if setup == Setup::Pid1 {
-        // End the namespace through its init, as a container runtime would.
-        if let Some(init) = procs::stat(server).map(|p| p.ppid) {
-            let _ = procs::send_signal(init, procs::Signal::TERM);
-        }
+    if let Some(sandbox) = &soak.sandbox {
+        let text = std::fs::read_to_string(format!("/proc/{server}/cgroup")).unwrap_or_default();
+        let path = text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .unwrap_or("/");
+        let now = sandbox.mount().join(path.trim_start_matches('/'));
+        assert_eq!(now, sandbox.dir(), "the runner is back in its own cgroup");
+    }
+    // Stop the runner (as PID 1: through its init, as a container runtime would): no cgroup
+    // of it may be left, the ones it kept for reuse included.
+    let stopped = match setup {
+        Setup::Plain => Some(server),
+        Setup::Pid1 => procs::stat(server).map(|p| p.ppid),
+    };
+    if let Some(pid) = stopped {
+        let _ = procs::send_signal(pid, procs::Signal::TERM);
+    }
+    let exited = procs::wait_for(PATIENCE, || (!procs::alive(server)).then_some(()));
+    assert!(exited.is_some(), "the runner did not exit on SIGTERM");
+    if let Some(sandbox) = &soak.sandbox {
+        let left = sandbox.wait_request_cgroups(PATIENCE, |left| left.is_empty());
+        println!(
+            "{name}: {} cgroups left after the runner exited",
+            left.len()
+        );
+        assert!(left.is_empty(), "cgroups left behind: {left:?}");
     }
 }
 
