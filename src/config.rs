@@ -283,7 +283,7 @@ fn parse_shell(value: &str) -> Result<ShellSetting, String> {
              their own directory)"
         ));
     }
-    match crate::exec::executable_here(shell) {
+    match crate::exec::path_search::executable_here(shell) {
         Ok(_) => Ok(ShellSetting::Program(PathBuf::from(shell))),
         Err(error) => {
             let why = match error.kind() {

@@ -72,7 +72,7 @@ fn shell(config: &Config) -> String {
         ShellSetting::Disabled => "off (CMD_SHELL is empty)".to_owned(),
         // Only the default can be missing: any other value was checked.
         ShellSetting::Program(shell)
-            if crate::exec::executable_here(DEFAULT_SHELL).is_err()
+            if crate::exec::path_search::executable_here(DEFAULT_SHELL).is_err()
                 && shell.as_os_str() == DEFAULT_SHELL =>
         {
             format!("{DEFAULT_SHELL}, which this image lacks (shell: true commands fail; set CMD_SHELL)")

@@ -22,12 +22,10 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType};
 use rustix::io::Errno;
 
+use super::path_search::{executable_here, search_path, SearchPlace};
 use crate::config::AllowList;
 use crate::error::Failure;
 use crate::plan::{CommandSpec, Program};
-
-/// PATH for a command when neither it nor the runner has one (what execvp assumes).
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// The executable name and argv of one command, after shell mode was applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +34,6 @@ pub struct Launch {
     /// command's PATH, or a path.
     pub name: String,
     pub args: Vec<String>,
-}
-
-/// Where the search for a command's executable happens.
-#[derive(Clone, Copy)]
-pub(super) struct SearchPlace<'a> {
-    /// The command's working directory; `None` before the temp dir exists (relative names
-    /// and PATH entries are then left for the spawn to decide).
-    pub(super) cwd: Option<BorrowedFd<'a>>,
-    /// The PATH the command gets.
-    pub(super) path: Option<&'a OsStr>,
 }
 
 /// The shell and argv of `spec`; refuses, before anything of the request runs, a command the
@@ -101,31 +89,6 @@ pub(crate) fn unresolved_allow_entries(allow: &AllowList) -> Vec<&str> {
         .filter(|entry| executable_here(entry).is_err())
         .map(String::as_str)
         .collect()
-}
-
-/// The executable a setting names (`CMD_ALLOW` entries, `CMD_SHELL`): an absolute path, or a
-/// bare name looked up in the runner's own PATH. Not found, or found without execute
-/// permission (`PermissionDenied`), is an error.
-pub(crate) fn executable_here(entry: &str) -> io::Result<PathBuf> {
-    let path = Path::new(entry);
-    match (path.parent(), path.file_name()) {
-        // An absolute path is searched as a PATH of one directory: its own.
-        (Some(dir), Some(name)) if path.is_absolute() => {
-            let place = SearchPlace {
-                cwd: None,
-                path: Some(dir.as_os_str()),
-            };
-            search_path(name, place)
-        }
-        _ => {
-            let runner_path = std::env::var_os("PATH");
-            let place = SearchPlace {
-                cwd: None,
-                path: runner_path.as_deref(),
-            };
-            search_path(OsStr::new(entry), place)
-        }
-    }
 }
 
 /// The path to execute for `launch`: relative paths are relative to the command's working
@@ -206,37 +169,6 @@ fn identity(cwd: Option<BorrowedFd<'_>>, path: &Path) -> Option<(u64, u64)> {
 
 fn has_slash(name: &OsStr) -> bool {
     name.as_bytes().contains(&b'/')
-}
-
-/// The first executable regular file called `name` in the PATH of `place`, as execvp would
-/// find it; relative PATH entries are taken from the command's working directory (and
-/// skipped while there is none). `PermissionDenied` when only non-executable files of that
-/// name exist.
-fn search_path(name: &OsStr, place: SearchPlace<'_>) -> io::Result<PathBuf> {
-    let path_var = place.path.unwrap_or(OsStr::new(DEFAULT_PATH));
-    let mut denied = false;
-    for dir in std::env::split_paths(path_var) {
-        let candidate = dir.join(name);
-        let base = match (candidate.is_absolute(), place.cwd) {
-            (true, _) => rustix::fs::CWD,
-            (false, Some(cwd)) => cwd,
-            (false, None) => continue,
-        };
-        match rustix::fs::statat(base, &candidate, AtFlags::empty()) {
-            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile => {
-                if stat.st_mode & 0o111 != 0 {
-                    return Ok(candidate);
-                }
-                denied = true;
-            }
-            Ok(_) | Err(_) => {}
-        }
-    }
-    Err(io::Error::from(if denied {
-        io::ErrorKind::PermissionDenied
-    } else {
-        io::ErrorKind::NotFound
-    }))
 }
 
 /// Turns a spawn error into the failure the user sees. `cwd` is the command's working

@@ -17,6 +17,7 @@ mod deadline;
 mod launch;
 mod order;
 mod output;
+pub(crate) mod path_search;
 mod pumps;
 mod verdict;
 
@@ -30,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use crate::process::{ExitKind, Usage};
 pub(crate) use capture::{masked_tail, Capture};
-pub(crate) use launch::{executable_here, unresolved_allow_entries, Launch};
+pub(crate) use launch::{unresolved_allow_entries, Launch};
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
@@ -46,8 +47,8 @@ use crate::process::{
     MARK_VARIABLE,
 };
 use deadline::Deadline;
-use launch::SearchPlace;
 use output::{Captures, CommandOutput};
+use path_search::SearchPlace;
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
 
 /// How a request's processes are tracked, for the start-up line (`crate::startup`).
