@@ -139,18 +139,17 @@ impl Workspace {
     ) -> Result<Vec<u8>, Failure> {
         let (dir, output) = (Arc::clone(&self.dir), output.clone());
         blocking(move || {
+            // What it is, before it is opened for reading: opening a device can act on it (a
+            // tape rewinds, a watchdog starts) or be refused by the container's device rules,
+            // and either way the answer is that `output` names no regular file.
+            let path_only = beneath::open(dir.as_fd(), &output.path, OFlags::PATH)
+                .map_err(|e| refused_path(&output, "cannot be read", e))?;
+            regular_output(&output, &path_only)?;
             let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
             let fd = beneath::open(dir.as_fd(), &output.path, flags)
                 .map_err(|e| refused_path(&output, "cannot be read", e))?;
-            let stat = rustix::fs::fstat(&fd)
-                .map_err(|e| Failure::io(format!("{}: cannot be read", output.field), e.into()))?;
-            if let Some(kind) = not_regular(FileType::from_raw_mode(stat.st_mode)) {
-                return Err(Failure::input(format!(
-                    "{}: {} is {kind}; output must be a regular file",
-                    output.field,
-                    quoted(&output.path)
-                )));
-            }
+            // Again on what was opened: the name may have been replaced in between.
+            regular_output(&output, &fd)?;
             let mut bytes = Vec::new();
             std::fs::File::from(fd)
                 .take(max as u64)
@@ -233,6 +232,20 @@ fn refused_path(path: &FieldPath, doing: &str, error: PathError) -> Failure {
             format!("{}: {} {doing}", path.field, quoted(&path.path)),
             io::Error::from(error.errno),
         ),
+    }
+}
+
+/// Refuses an `output` that is not a regular file (`cmd.input`, saying what it is).
+fn regular_output(output: &FieldPath, fd: &OwnedFd) -> Result<(), Failure> {
+    let stat = rustix::fs::fstat(fd)
+        .map_err(|e| Failure::io(format!("{}: cannot be read", output.field), e.into()))?;
+    match not_regular(FileType::from_raw_mode(stat.st_mode)) {
+        None => Ok(()),
+        Some(kind) => Err(Failure::input(format!(
+            "{}: {} is {kind}; output must be a regular file",
+            output.field,
+            quoted(&output.path)
+        ))),
     }
 }
 

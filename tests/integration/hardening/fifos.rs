@@ -142,6 +142,46 @@ async fn output_must_be_a_regular_file() {
     assert_eq!(runner.get("/healthz").await.status, 200);
 }
 
+/// A device the runner may not open (a `nodev` mount here; a container's device rules in a
+/// pod) is still a device: `output` naming it is the request's mistake (`cmd.input`), not an
+/// I/O failure of the runner's, and it is refused before it is opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn output_naming_a_device_that_cannot_be_opened_is_cmd_input() {
+    skip_without!(Capability::Root);
+    let base = tempfile::tempdir().expect("temp dir");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "nodev,size=1m", "tmpfs"])
+        .arg(base.path())
+        .status()
+        .expect("mount runs");
+    assert!(
+        mounted.success(),
+        "mounting a nodev tmpfs as root must work"
+    );
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(base.path());
+    let sidecar = FakeSidecar::start_in(base.path());
+    let runner = Runner::start(&sidecar);
+    let body = json!({"commands": [sh("mknod o c 1 5"), {"command": "true", "output": "o"}]});
+    let reply = within(
+        PROMPT,
+        "nodev device",
+        sidecar.call(&runner, "nodev-output", body),
+    )
+    .await;
+    assert_input_error(
+        &reply,
+        &["commands[1].output", "a character device", "regular file"],
+        "a device on a nodev mount",
+    );
+    drop(runner);
+}
+
 /// An earlier request in a shared temp dir left a FIFO, a device and a FIFO in a folder where a
 /// later request's input files go: refused, nothing opened, nothing blocks.
 #[tokio::test(flavor = "multi_thread")]
