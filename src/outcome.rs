@@ -153,6 +153,18 @@ impl JobOutcome {
     }
 }
 
+/// A command as a message names it: in the first of `'`, `"` and `` ` `` that it does not
+/// contain, so a shell command's own quotes never nest inside the message's
+/// (`command "sh -c 'exit 3'" exited with status 3`). A command holding all three is shown in
+/// single quotes as it is.
+fn quoted_command(command: &str) -> String {
+    let quote = ['\'', '"', '`']
+        .into_iter()
+        .find(|quote| !command.contains(*quote))
+        .unwrap_or('\'');
+    format!("{quote}{command}{quote}")
+}
+
 /// A failure's one-line message: `command '<cmd>' <what happened>: <stderr tail>`. Kept as
 /// its parts, as produced; `render` masks it, escapes control characters and bounds it.
 #[derive(Debug, Clone)]
@@ -172,7 +184,7 @@ impl FailureMessage {
         stderr_tail: Option<(&[u8], bool)>,
     ) -> Self {
         let head = match command {
-            Some(command) => format!("command '{command}' {failure}"),
+            Some(command) => format!("command {} {failure}", quoted_command(command)),
             None => failure.to_string(),
         };
         FailureMessage {
@@ -305,6 +317,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_command_is_quoted_with_a_quote_it_does_not_contain() {
+        let message =
+            |command| FailureMessage::new(Some(command), &Failure::Exit { code: 3 }, None);
+        let shown = |command| message(command).render(&Snapshot::default());
+        assert_eq!(shown("false"), "command 'false' exited with status 3");
+        assert_eq!(
+            shown("sh -c 'echo oops >&2; exit 3'"),
+            "command \"sh -c 'echo oops >&2; exit 3'\" exited with status 3"
+        );
+        assert_eq!(
+            shown(r#"sh -c 'echo "a"; exit 3'"#),
+            r#"command `sh -c 'echo "a"; exit 3'` exited with status 3"#
+        );
+    }
 
     #[test]
     fn result_embeds_json_and_trims_text() {

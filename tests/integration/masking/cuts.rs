@@ -69,7 +69,7 @@ async fn the_stderr_tail_never_starts_inside_a_secret() {
     reply.assert_success();
     for (result, n) in reply.commands().iter().zip(after) {
         let message = result["error"]["message"].as_str().unwrap_or_default();
-        assert!(message.starts_with("command 'sh -c "), "{message}");
+        assert!(message.starts_with("command \"sh -c 'cat"), "{message}");
         assert_no_fragment(
             &format!("the message with {n} bytes after"),
             message,
