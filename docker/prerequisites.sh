@@ -5,6 +5,8 @@
 #
 #   docker/prerequisites.sh images           what `make images` needs
 #   docker/prerequisites.sh container-test   that, and what the container tests add
+#   ... --install                            as root with apt-get: install the missing
+#                                            packages instead of naming them (`make test`)
 #
 # Checked: cargo (for `make static`); the docker CLI and an engine that answers; the base
 # images: present, pullable, or made from Debian's archive, which needs mmdebstrap
@@ -17,16 +19,21 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 mode=${1:-}
-case "$mode" in
-images | container-test) ;;
+install=${2:-}
+case "$mode:$install" in
+images: | container-test: | images:--install | container-test:--install) ;;
 *)
-    echo "usage: $0 images|container-test" >&2
+    echo "usage: $0 images|container-test [--install]" >&2
     exit 2
     ;;
 esac
 
 missing=0
+# Missing pieces that no package provides (an engine that does not answer, no cargo).
+unprovided=0
 packages=""
+# mmdebstrap needs its recommends (gpg checks the archive's signatures).
+packages_full=""
 
 say() {
     echo "prerequisites: $*" >&2
@@ -36,9 +43,11 @@ say() {
 lack() {
     missing=$((missing + 1))
     say "$2"
-    if [ -n "$1" ]; then
-        packages="$packages $1"
-    fi
+    case "$1" in
+    "") unprovided=$((unprovided + 1)) ;;
+    mmdebstrap) packages_full="$packages_full $1" ;;
+    *) packages="$packages $1" ;;
+    esac
 }
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -78,11 +87,40 @@ images with a busybox userland"
     fi
 fi
 
-if [ "$missing" -gt 0 ]; then
-    if [ -n "$packages" ]; then
-        # Each package once, in the order found.
-        packages=$(echo "$packages" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
-        say "install first: apt-get install -y --no-install-recommends ${packages% }"
-    fi
-    exit 1
+if [ "$missing" -eq 0 ]; then
+    exit 0
 fi
+# Each package once, in the order found.
+once() {
+    once=$(echo "$1" | tr ' ' '\n' | awk 'NF && !seen[$0]++' | tr '\n' ' ')
+    echo "${once% }"
+}
+packages=$(once "$packages")
+packages_full=$(once "$packages_full")
+if [ "$install" = --install ] && [ "$unprovided" -eq 0 ] && [ "$(id -u)" -eq 0 ] &&
+    command -v apt-get >/dev/null 2>&1; then
+    say "installing $packages $packages_full"
+    apt-get update -qq
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -n "$packages" ]; then
+        # shellcheck disable=SC2086 # one word per package
+        apt-get install -y -qq --no-install-recommends $packages >/dev/null
+    fi
+    if [ -n "$packages_full" ]; then
+        # shellcheck disable=SC2086
+        apt-get install -y -qq $packages_full >/dev/null
+    fi
+    exit 0
+fi
+# One line to copy: mmdebstrap with its recommends, the rest without.
+line=""
+if [ -n "$packages_full" ]; then
+    line="apt-get install -y $packages_full"
+fi
+if [ -n "$packages" ]; then
+    line="${line:+$line && }apt-get install -y --no-install-recommends $packages"
+fi
+if [ -n "$line" ]; then
+    say "install first: $line"
+fi
+exit 1

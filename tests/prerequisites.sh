@@ -4,9 +4,10 @@
 # programs the tests run. On Debian as root, what is missing is installed with apt-get; anywhere
 # else the script names it and fails.
 #
-# With a Docker engine, the container tests also need a static busybox, mmdebstrap (the Debian
-# base is made from Debian's archive when it cannot be pulled) and pip (wheels for the example
-# images). An installed engine whose daemon is not running is started. Without an engine the
+# With a Docker engine, the container tests also need what docker/prerequisites.sh checks (a
+# static busybox, mmdebstrap where the Debian base cannot be pulled, pip for the example
+# images' wheels), installed by it the same way. An installed engine whose daemon is not
+# running is started. Without an engine the
 # container tests say SKIPPED, or fail under CI=true unless CMD_SKIP_DOCKER=1 (README, "Tests").
 set -eu
 
@@ -21,14 +22,10 @@ if command -v rustup >/dev/null 2>&1; then
         say "rustup could not add rustfmt and clippy; the lint step may fail"
 fi
 
-# Missing packages, installed without their recommends (pip's would be a compiler tool chain
-# the tests do not use), and those that need theirs (mmdebstrap: gpg to check the archive).
-missing="" missing_full=""
+# Missing packages, installed without their recommends.
+missing=""
 need() { # need PACKAGE, after a check that failed
     case " $missing " in *" $1 "*) ;; *) missing="$missing $1" ;; esac
-}
-need_full() {
-    case " $missing_full " in *" $1 "*) ;; *) missing_full="$missing_full $1" ;; esac
 }
 
 # Building: a linker, and the C library's static archive for the static binary.
@@ -54,33 +51,26 @@ if ! docker info >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 &&
         sleep 1
     done
 fi
-if docker info >/dev/null 2>&1; then
-    # FROM scratch needs a static busybox (ldd fails on a static binary).
-    { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need busybox-static
-    command -v mmdebstrap >/dev/null 2>&1 || need_full mmdebstrap
-    python3 -m pip --version >/dev/null 2>&1 || need python3-pip
-else
+if ! docker info >/dev/null 2>&1; then
     say "no Docker engine answers \`docker info\`: the container tests will say SKIPPED" \
         "(under CI=true they fail unless CMD_SKIP_DOCKER=1)"
 fi
 
-if [ -z "$missing$missing_full" ]; then
-    exit 0
-fi
-if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-    say "missing:$missing$missing_full"
-    [ -z "$missing" ] ||
-        say "on Debian: sudo apt-get install --no-install-recommends$missing"
-    [ -z "$missing_full" ] || say "on Debian: sudo apt-get install$missing_full"
-    say "then run make test again"
-    exit 1
-fi
-say "installing$missing$missing_full"
-apt-get update -qq
-export DEBIAN_FRONTEND=noninteractive
 if [ -n "$missing" ]; then
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        say "missing:$missing"
+        say "on Debian: sudo apt-get install --no-install-recommends$missing"
+        say "then run make test again"
+        exit 1
+    fi
+    say "installing$missing"
+    apt-get update -qq
+    export DEBIAN_FRONTEND=noninteractive
+    # shellcheck disable=SC2086 # one word per package
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
-if [ -n "$missing_full" ]; then
-    apt-get install -y -qq $missing_full >/dev/null
+
+# What the images and the container tests need is docker/prerequisites.sh's to know.
+if docker info >/dev/null 2>&1; then
+    "$(dirname "$0")/../docker/prerequisites.sh" container-test --install
 fi

@@ -129,7 +129,8 @@ fn make_images_names_what_to_install_before_the_static_build() {
     assert!(text.contains("pip is missing"), "{text}");
     assert!(
         text.contains(
-            "install first: apt-get install -y --no-install-recommends mmdebstrap python3-pip\n"
+            "install first: apt-get install -y mmdebstrap \
+             && apt-get install -y --no-install-recommends python3-pip\n"
         ),
         "{text}"
     );
