@@ -153,11 +153,11 @@ impl JobOutcome {
     }
 }
 
-/// A command as a message names it: in the first of `'`, `"` and `` ` `` that it does not
+/// A command as a message or the `running command` line names it: in the first of `'`, `"` and `` ` `` that it does not
 /// contain, so a shell command's own quotes never nest inside the message's
 /// (`command "sh -c 'exit 3'" exited with status 3`). A command holding all three is shown in
 /// single quotes as it is.
-fn quoted_command(command: &str) -> String {
+pub(crate) fn quoted_command(command: &str) -> String {
     let quote = ['\'', '"', '`']
         .into_iter()
         .find(|quote| !command.contains(*quote))

@@ -21,7 +21,7 @@ use crate::error::Failure;
 use crate::exec::{self, ExecSettings, Execution, Launch};
 use crate::logs::{LogShipper, LogStream};
 use crate::mask::{Masker, Registry, SecretPolicy};
-use crate::outcome::{CommandReport, JobOutcome, OutputFile, MAX_MESSAGE};
+use crate::outcome::{quoted_command, CommandReport, JobOutcome, OutputFile, MAX_MESSAGE};
 use crate::plan::{CommandSpec, Dialect, Plan};
 use crate::process::{RequestTracker, StopPolicy};
 use crate::request;
@@ -315,8 +315,10 @@ impl Job<'_> {
     /// shape when the command line is not to be shown.
     fn announce(&self, spec: &CommandSpec, index: usize) {
         if spec.print {
-            self.logs
-                .line(&format!("running command '{}'", spec.display));
+            self.logs.line(&format!(
+                "running command {}",
+                quoted_command(&spec.display)
+            ));
         } else if self.plan.dialect == Dialect::DirektivCmd {
             self.logs.line(&format!("running command {index}"));
         }

@@ -54,10 +54,10 @@ fn expected_lines(i: usize) -> Vec<String> {
         "running command 'ls -A'".into(),
         "out".into(),
         format!("own-{i}.txt"),
-        "running command 'sh -c 'env | grep ^ISO_ | sort''".into(),
+        "running command \"sh -c 'env | grep ^ISO_ | sort'\"".into(),
         format!("ISO_VALUE=envval-{i}-"),
         format!(
-            "running command 'sh -c 'echo tok-{i}-b >&2; echo done-{i}- > out/instance/marker''"
+            "running command \"sh -c 'echo tok-{i}-b >&2; echo done-{i}- > out/instance/marker'\""
         ),
         format!("tok-{i}-b"),
     ]

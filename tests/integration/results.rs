@@ -293,7 +293,7 @@ async fn a_huge_stderr_gives_a_message_of_at_most_4_kib_ending_with_its_tail() {
     reply.assert_error("cmd.exit.3", 500);
     let message = reply.error_message().unwrap_or_default();
     assert!(message.len() <= 4096, "message is {} bytes", message.len());
-    assert!(message.starts_with("command '"), "{message}");
+    assert!(message.starts_with("command `sh -c "), "{message}");
     assert!(
         message.trim_end().ends_with("the real reason"),
         "the message ends with the tail of stderr: {message}"
@@ -314,7 +314,7 @@ async fn a_long_stderr_line_or_a_long_command_still_gives_at_most_4_kib() {
         assert_eq!(reply.status, 500, "{reply:?}");
         let message = reply.error_message().unwrap_or_default();
         assert!(message.len() <= 4096, "message is {} bytes", message.len());
-        assert!(message.starts_with("command '"), "{message}");
+        assert!(message.starts_with("command \"sh -c '"), "{message}");
         assert_error_body(&reply, "commands");
     }
 }

@@ -140,7 +140,7 @@ async fn secret_split_across_pipe_reads_is_masked() {
     reply.assert_success();
     assert_eq!(
         lines,
-        [format!("running command '{command}'"), "***".into()]
+        [format!("running command \"{command}\""), "***".into()]
     );
 }
 
@@ -235,7 +235,7 @@ async fn special_shape_error_and_logs_are_masked() {
     assert!(
         lines
             .iter()
-            .any(|l| l == "running command 'sh -c 'echo bad *** >&2; exit 1''"),
+            .any(|l| l == "running command \"sh -c 'echo bad *** >&2; exit 1'\""),
         "{lines:?}"
     );
 }
@@ -325,14 +325,14 @@ async fn a_secret_with_a_quote_in_args_is_masked_where_argv_is_echoed() {
     assert_eq!(
         lines,
         [
-            format!("running command '{echoed}'"),
+            format!("running command `{echoed}`"),
             "got ***".into(),
             message.clone()
         ]
     );
     assert_eq!(
         message,
-        format!("command '{echoed}' exited with status 3: got ***")
+        format!("command `{echoed}` exited with status 3: got ***")
     );
     assert_eq!(
         reply.command(0)["command"],
@@ -350,7 +350,7 @@ async fn a_secret_written_with_escaped_quotes_in_command_is_masked() {
     let body = json!({"mask": [secret], "commands": [{"command": command}]});
     let (reply, lines) = call("escaped", body).await;
     reply.assert_success();
-    assert_eq!(lines, [r#"running command 'printf '%s\n' "***"'"#, "***"]);
+    assert_eq!(lines, [r#"running command `printf '%s\n' "***"`"#, "***"]);
     assert_eq!(reply.command(0)["command"], json!(r#"printf '%s\n' "***""#));
     assert_eq!(reply.command(0)["result"], json!("***"));
 }

@@ -251,7 +251,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             &sidecar.lines(aid)
         };
         prop_assert!(
-            logged.iter().any(|l| l.starts_with("running command '")),
+            logged.iter().any(|l| l.starts_with("running command ")),
             "the command's lines must reach {}: {:?}",
             if case.development {
                 "stdout"
