@@ -6,6 +6,7 @@
 //! without use. The address is worked out once at start; each request gets its URI once; a
 //! POST clones it (a reference count) and sends.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,14 +26,38 @@ const POST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The body's type, sent with every POST.
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
-/// The log endpoint: where to connect, and the client's pool of connections to it.
-#[derive(Clone)]
+/// Why a POST did not deliver.
+#[derive(Debug)]
+pub(crate) enum PostError {
+    /// No HTTP answer at all: nothing listens, the connection broke, or no answer in time.
+    /// Said of the sidecar as a whole, once (see [`Endpoint::note_silent`]).
+    NoAnswer(String),
+    /// The sidecar answered, but not 2xx: about this request (an action id it forgot, say).
+    Refused(String),
+}
+
+impl std::fmt::Display for PostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PostError::NoAnswer(error) | PostError::Refused(error) => f.write_str(error),
+        }
+    }
+}
+
+/// The log endpoint: where to connect, the client's pool of connections to it, and whether
+/// the sidecar answered lately.
 pub(crate) struct Endpoint {
     client: Client<HttpConnector, Full<Bytes>>,
     /// `http://<address>/<path>/log?aid=`: each request's URI is this and its escaped id.
     uri_prefix: String,
     /// The backend's host and port as configured (`localhost:8889`), for the Host header.
     host: HeaderValue,
+    /// The backend as configured, for what the runner says about it.
+    backend: String,
+    /// False from a POST that got no answer at all until one that did: one state for every
+    /// request, so an absent sidecar is said once, not per request, and later requests do not
+    /// each wait through the retries.
+    answering: AtomicBool,
 }
 
 impl Endpoint {
@@ -60,7 +85,35 @@ impl Endpoint {
             client: build_client(),
             uri_prefix: format!("{scheme}://{address}{path}/log?aid="),
             host,
+            backend: backend.to_owned(),
+            answering: AtomicBool::new(true),
         })
+    }
+
+    /// Whether the sidecar answered the last POST that reached a verdict (true until one
+    /// did not).
+    pub(crate) fn answering(&self) -> bool {
+        self.answering.load(Ordering::Relaxed)
+    }
+
+    /// Records that a POST got no answer at all; says so only when the sidecar had answered
+    /// until now, so the runner's log gets one line, however many requests follow.
+    pub(crate) fn note_silent(&self, error: &str) {
+        if self.answering.swap(false, Ordering::Relaxed) {
+            tracing::error!(
+                sidecar = %self.backend,
+                %error,
+                "the sidecar does not answer; log lines go to stdout with their action id in \
+                 front until it does (without a sidecar, set DIREKTIV_DEV_MODE=1)"
+            );
+        }
+    }
+
+    /// Records that a POST got an answer; says so when the sidecar had been silent.
+    pub(crate) fn note_answer(&self) {
+        if !self.answering.swap(true, Ordering::Relaxed) {
+            tracing::info!(sidecar = %self.backend, "the sidecar answers again");
+        }
     }
 
     /// The URI one request's lines go to (the action id escaped for a query).
@@ -73,31 +126,35 @@ impl Endpoint {
 
     /// One POST of `body` to `uri`; any answer but 2xx is a failure. The answer is read to
     /// its end so the connection goes back to the pool.
-    pub(crate) async fn post(&self, uri: &Uri, body: Bytes) -> Result<(), String> {
+    pub(crate) async fn post(&self, uri: &Uri, body: Bytes) -> Result<(), PostError> {
         let request = Request::builder()
             .method(Method::POST)
             .uri(uri.clone())
             .header(HOST, self.host.clone())
             .header(CONTENT_TYPE, TEXT_PLAIN)
             .body(Full::new(body))
-            .map_err(|error| error_chain(&error))?;
+            .map_err(|error| PostError::Refused(error_chain(&error)))?;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|error| format!("error sending request: {}", error_chain(&error)))?;
+            let response = self.client.request(request).await.map_err(|error| {
+                PostError::NoAnswer(format!("error sending request: {}", error_chain(&error)))
+            })?;
             let status = response.status();
             let _ = response.into_body().collect().await;
             if status.is_success() {
                 Ok(())
             } else {
-                Err(format!("the endpoint answered {status}"))
+                Err(PostError::Refused(format!(
+                    "the endpoint answered {status}"
+                )))
             }
         };
         tokio::time::timeout(POST_TIMEOUT, exchange)
             .await
-            .unwrap_or_else(|_| Err(format!("no answer within {POST_TIMEOUT:?}")))
+            .unwrap_or_else(|_| {
+                Err(PostError::NoAnswer(format!(
+                    "no answer within {POST_TIMEOUT:?}"
+                )))
+            })
     }
 }
 

@@ -12,7 +12,7 @@ use http::Uri;
 use crate::metrics::METRICS;
 
 use super::console::Console;
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, PostError};
 use super::queue::{Message, Queue};
 
 /// Pauses between tries of one failed POST: about a second in all, then the endpoint counts as
@@ -86,7 +86,12 @@ async fn post_message(endpoint: &Endpoint, uri: &Uri, message: Message) -> Resul
             }
             Ok(())
         }
-        Err(error) => {
+        Err(PostError::NoAnswer(error)) => {
+            // Said of the sidecar once, not of every request.
+            endpoint.note_silent(&error);
+            Err(body)
+        }
+        Err(PostError::Refused(error)) => {
             tracing::warn!(
                 url = %uri,
                 %error,
@@ -98,17 +103,31 @@ async fn post_message(endpoint: &Endpoint, uri: &Uri, message: Message) -> Resul
     }
 }
 
-/// Tries a POST until it succeeds or the backoff schedule is used up.
-async fn post_with_retries(endpoint: &Endpoint, uri: &Uri, body: &Bytes) -> Result<(), String> {
+/// Tries a POST until it succeeds or the backoff schedule is used up. While the sidecar is
+/// known to be silent a message gets one try: a request does not wait a second for a sidecar
+/// that earlier requests found absent, and the first answer ends that state.
+async fn post_with_retries(endpoint: &Endpoint, uri: &Uri, body: &Bytes) -> Result<(), PostError> {
     let started = Instant::now();
     let mut pauses = BACKOFF.iter();
+    let mut retry = endpoint.answering();
     loop {
         METRICS.log_posts.inc();
         let error = match endpoint.post(uri, body.clone()).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                endpoint.note_answer();
+                return Ok(());
+            }
             Err(error) => error,
         };
         METRICS.log_post_failures.inc();
+        if let PostError::Refused(_) = error {
+            // An answer, if not the one wanted: the sidecar is there.
+            endpoint.note_answer();
+            retry = true;
+        }
+        if !retry {
+            return Err(error);
+        }
         match pauses.next() {
             // Saturating: a sum of two short durations, but no addition here may panic.
             Some(pause) if started.elapsed().saturating_add(*pause) < RETRY_WINDOW => {

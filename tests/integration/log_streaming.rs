@@ -356,3 +356,78 @@ async fn concurrent_requests_never_post_after_their_response() {
     let runner = Arc::try_unwrap(runner).unwrap_or_else(|_| panic!("the runner is still shared"));
     assert_no_late_posts(&sidecar, runner);
 }
+
+/// `direktiv_cmd_log_posts_total` as the runner's /metrics shows it.
+async fn log_posts(runner: &Runner) -> u64 {
+    let text = runner.get("/metrics").await.text;
+    text.lines()
+        .find_map(|line| line.strip_prefix("direktiv_cmd_log_posts_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no direktiv_cmd_log_posts_total in:\n{text}"))
+}
+
+/// A sidecar that does not answer at all is said once, not per request, and later requests
+/// do not each wait through the retries for it; once it answers again, that is said once and
+/// lines reach it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_sidecar_is_said_once_and_not_retried_per_request() {
+    let (sidecar, runner) = start_pair(&[]);
+    sidecar.set_down(true);
+    let body = |word: &str| json!({"commands": [{"command": format!("echo {word}")}]});
+    sidecar
+        .call(&runner, "first", body("first"))
+        .await
+        .assert_success();
+    let after_first = log_posts(&runner).await;
+    assert!(
+        after_first >= 3,
+        "the first request retries its first message: {after_first} posts"
+    );
+    for i in 0..4 {
+        let aid = format!("later-{i}");
+        sidecar
+            .call(&runner, &aid, body(&aid))
+            .await
+            .assert_success();
+        assert!(
+            runner.wait_stdout(PATIENCE, |l| l == format!("[{aid}] {aid}")),
+            "stdout: {:?}",
+            runner.stdout_lines()
+        );
+    }
+    let later = log_posts(&runner).await - after_first;
+    assert!(
+        later <= 4,
+        "each later request tries the silent sidecar once, without retries: {later} posts"
+    );
+    let said = |needle: &str| {
+        runner
+            .stderr_lines()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
+    };
+    assert_eq!(
+        said("the sidecar does not answer"),
+        1,
+        "{:?}",
+        runner.stderr_lines()
+    );
+    assert_eq!(said("the log endpoint did not take"), 0);
+
+    sidecar.set_down(false);
+    sidecar
+        .call(&runner, "back", body("back-again"))
+        .await
+        .assert_success();
+    assert_eq!(
+        sidecar.lines("back"),
+        ["running command 'echo back-again'", "back-again"]
+    );
+    assert!(
+        runner.wait_stderr(PATIENCE, |l| l.contains("the sidecar answers again")),
+        "{:?}",
+        runner.stderr_lines()
+    );
+    assert_eq!(said("the sidecar does not answer"), 1);
+}
