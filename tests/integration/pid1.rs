@@ -109,7 +109,7 @@ async fn forks_the_server_and_stays_behind_as_pid_1() {
 }
 
 /// An orphan (a process in a session of its own whose parent exited) is reparented to the init;
-/// the runner stops it when its command ends (README, "Guarantees"), and the init reaps it.
+/// the runner stops it when its command ends (docs/guarantees.md), and the init reaps it.
 #[tokio::test(flavor = "multi_thread")]
 async fn orphaned_zombies_are_reaped() {
     skip_without!(Capability::PidNamespaces);

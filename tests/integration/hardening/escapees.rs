@@ -311,7 +311,7 @@ async fn request_cgroups_are_reused_and_removed_at_exit() {
 /// (and so sheds the mark) is stopped all the same.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cleared_environment_does_not_escape_where_cgroups_can_be_made() {
-    // Without request cgroups the runner tracks by the mark alone (README, "Guarantees").
+    // Without request cgroups the runner tracks by the mark alone (docs/guarantees.md).
     skip_without!(Capability::Cgroups);
     let (sidecar, runner) = start();
     let marker = procs::marker("cleared-env");

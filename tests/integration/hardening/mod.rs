@@ -1,4 +1,4 @@
-//! What a hostile request must not be able to do to the runner (README, "Guarantees"), against
+//! What a hostile request must not be able to do to the runner (docs/guarantees.md), against
 //! the real binary with real processes, file systems and sockets:
 //!
 //! - stall it through the file system: FIFOs, devices and sockets where a file or folder is
