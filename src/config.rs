@@ -165,8 +165,8 @@ pub struct Config {
           value_parser = parse_bool, action = clap::ArgAction::Set)]
     pub mask_response: bool,
 
-    /// Default `memory` limit of every command: address space, in bytes or like 256Mi, 1Gi,
-    /// 500M. Empty: none.
+    /// Default `memory` limit of every command: memory it uses (see --limits-mechanism), in
+    /// bytes or like 256Mi, 1Gi, 500M. Empty: none.
     #[arg(long, env = "CMD_LIMIT_MEMORY", default_value = "", hide_default_value = true,
           value_parser = limit_setting(limits::parse_memory))]
     pub limit_memory: LimitSetting,
@@ -179,13 +179,28 @@ pub struct Config {
     /// Default `file_size` limit of every command: the largest file it may write, in bytes or
     /// like 1Gi. Empty: none.
     #[arg(long, env = "CMD_LIMIT_FILE_SIZE", default_value = "", hide_default_value = true,
-          value_parser = limit_setting(limits::parse_bytes))]
+          value_parser = limit_setting(crate::size::parse))]
     pub limit_file_size: LimitSetting,
 
     /// Default `open_files` limit of every command: open file descriptors. Empty: none.
     #[arg(long, env = "CMD_LIMIT_OPEN_FILES", default_value = "", hide_default_value = true,
           value_parser = limit_setting(limits::parse_open_files))]
     pub limit_open_files: LimitSetting,
+
+    /// How `memory` limits are enforced. auto: a memory cgroup per command (memory used;
+    /// passing it is cmd.limit.memory) where the runner can make one, else RLIMIT_DATA;
+    /// rlimit: RLIMIT_DATA always (writable private memory: an allocation past it fails).
+    #[arg(long, env = "CMD_LIMITS_MECHANISM", default_value = "auto", value_enum)]
+    pub limits_mechanism: LimitsMechanism,
+}
+
+/// `CMD_LIMITS_MECHANISM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LimitsMechanism {
+    /// A memory cgroup per command where the runner can make one, else `RLIMIT_DATA`.
+    Auto,
+    /// `RLIMIT_DATA`, even where a memory cgroup could be made.
+    Rlimit,
 }
 
 /// A `CMD_LIMIT_*` setting; empty (the default) sets no limit, so an image can clear a base
@@ -307,30 +322,9 @@ fn parse_positive_duration(value: &str) -> Result<Duration, String> {
     }
 }
 
-/// Sizes: plain bytes or a number with a unit (`512KiB`, `1MiB`, `1MB`, `2G`).
+/// Sizes, in the one grammar of `crate::size`: bytes, `512Ki`, `1Mi` (`1MiB`), `2G`.
 pub fn parse_size(value: &str) -> Result<usize, String> {
-    let trimmed = value.trim();
-    let split = trimmed
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(trimmed.len());
-    let (digits, unit) = trimmed.split_at(split);
-    let number: usize = digits
-        .parse()
-        .map_err(|_| format!("'{value}' is not a size; use bytes or a value like 512KiB, 1MiB"))?;
-    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        other => {
-            return Err(format!(
-                "'{value}': unknown size unit '{other}' (use KiB, MiB or GiB)"
-            ))
-        }
-    };
-    number
-        .checked_mul(multiplier)
-        .ok_or_else(|| format!("'{value}' is too large"))
+    crate::size::parse_usize(value)
 }
 
 fn parse_backend(value: &str) -> Result<String, String> {
@@ -412,9 +406,13 @@ mod tests {
         assert_eq!(parse_size("1024"), Ok(1024));
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert_eq!(parse_size("32 MiB"), Ok(32 << 20));
-        assert_eq!(parse_size("4k"), Ok(4096));
+        assert_eq!(parse_size("4Ki"), Ok(4096));
+        assert_eq!(parse_size("4k"), Ok(4000));
         assert!(parse_size("lots").is_err());
         assert!(parse_size("3 parsecs").is_err());
+        assert!(parse_size("1MB")
+            .unwrap_err()
+            .contains("write 1Mi for 1048576 bytes"));
     }
 
     #[test]

@@ -25,11 +25,17 @@ pub enum Failure {
     /// or the machine out of memory): the memory cgroup counted an OOM kill while it ran.
     #[error("was killed by the kernel's OOM killer (out of memory)")]
     Oom,
-    /// A command used up its `cpu` limit (SIGXCPU, or the SIGKILL of the hard limit).
-    #[error("exceeded its CPU time limit of {seconds}s")]
+    /// A command passed its `memory` limit where that is a memory cgroup of its own: the
+    /// kernel's OOM killer killed it inside that cgroup (not the container's limit).
+    #[error("exceeded its memory limit of {} and was killed", crate::size::format(*.bytes))]
+    MemoryLimit { bytes: u64 },
+    /// A command used up its `cpu` limit (SIGXCPU, or the SIGKILL of the hard limit, also as a
+    /// shell's exit status 152).
+    #[error("exceeded its cpu limit of {seconds}s")]
     CpuLimit { seconds: u64 },
-    /// A command tried to write a file larger than its `file_size` limit (SIGXFSZ).
-    #[error("exceeded its file size limit of {bytes} bytes")]
+    /// A command tried to write a file larger than its `file_size` limit (SIGXFSZ, also as a
+    /// shell's exit status 153).
+    #[error("exceeded its file_size limit of {}", crate::size::format(*.bytes))]
     FileSizeLimit { bytes: u64 },
     /// A command ran past its timeout and was stopped.
     #[error("timed out after {}", humantime::format_duration(*.after))]
@@ -98,6 +104,7 @@ impl Failure {
             Failure::Exit { code } => format!("cmd.exit.{code}"),
             Failure::Signal { name } => format!("cmd.signal.{name}"),
             Failure::Oom => "cmd.oom".into(),
+            Failure::MemoryLimit { .. } => "cmd.limit.memory".into(),
             Failure::CpuLimit { .. } => "cmd.limit.cpu".into(),
             Failure::FileSizeLimit { .. } => "cmd.limit.file_size".into(),
             Failure::Timeout { .. } => "cmd.timeout".into(),
@@ -170,6 +177,22 @@ mod tests {
             "cmd.limit.file_size"
         );
         assert_eq!(Failure::Oom.status(), 500);
+        assert_eq!(
+            Failure::MemoryLimit { bytes: 1 << 28 }.code(),
+            "cmd.limit.memory"
+        );
+        assert_eq!(
+            Failure::MemoryLimit { bytes: 1 << 28 }.to_string(),
+            "exceeded its memory limit of 256Mi and was killed"
+        );
+        assert_eq!(
+            Failure::CpuLimit { seconds: 1 }.to_string(),
+            "exceeded its cpu limit of 1s"
+        );
+        assert_eq!(
+            Failure::FileSizeLimit { bytes: 1 << 20 }.to_string(),
+            "exceeded its file_size limit of 1Mi"
+        );
     }
 
     #[test]

@@ -22,8 +22,9 @@
 //! Beside the path: `direktiv` (Direktiv's wire constants), `error` (the `cmd.*` taxonomy),
 //! `cancel` (a request's cancellation, passed down as a value), `mask` (secret redaction),
 //! `config`, `init` (PID 1, forked through `process`), `limits` (resource limits: read by
-//! `request` and `config`, set in the child by `process`), `metrics`, `stdio` (the runner's
-//! own stdout and stderr, which never block), `sync` (the lock-poison policy), `text`, `trace`
+//! `request` and `config`, set in the child by `process`), `size` (the one grammar of every
+//! size the runner reads), `metrics`, `stdio` (the runner's own stdout and stderr, which never
+//! block), `sync` (the lock-poison policy), `text`, `trace`
 //! (W3C trace context for commands), `workflow_commands` (`::add-mask::` and other lines a
 //! command prints to the runner).
 //!
@@ -50,6 +51,7 @@ pub mod process;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod size;
 pub mod startup;
 pub mod stdio;
 pub(crate) mod sync;

@@ -2,11 +2,15 @@
 //! reading them (for `request` and `config`), layering them, and setting them in the child
 //! between fork and exec (for `exec`).
 //!
-//! Each limit is a kernel resource limit of the command's processes (inherited by everything
-//! it starts): `memory` is the address space (`RLIMIT_AS`: an allocation past it fails),
-//! `cpu` the CPU seconds of each process (`RLIMIT_CPU`: SIGXCPU, then SIGKILL one second
-//! later), `file_size` the largest file a process may write (`RLIMIT_FSIZE`: SIGXFSZ), and
-//! `open_files` the number of descriptors (`RLIMIT_NOFILE`).
+//! `memory` is memory the command uses, never address space it reserves (the JVM, V8, Go and
+//! Bun reserve gigabytes they never touch): where the runner can make memory cgroups, the
+//! `memory.max` of a cgroup of the command's own (`crate::process::MemoryCgroup`; passing it
+//! is `cmd.limit.memory`), elsewhere `RLIMIT_DATA` (writable private memory: an allocation past
+//! it fails inside the program) — `MemoryBy`. The others are kernel resource limits of the
+//! command's processes (inherited by everything it starts): `cpu` the CPU seconds of each
+//! process (`RLIMIT_CPU`: SIGXCPU, then SIGKILL one second later), `file_size` the largest file
+//! a process may write (`RLIMIT_FSIZE`: SIGXFSZ), and `open_files` the number of descriptors
+//! (`RLIMIT_NOFILE`). Sizes are read by `crate::size`.
 
 use rustix::process::{Resource, Rlimit};
 use serde_json::Value;
@@ -16,7 +20,7 @@ use crate::error::Failure;
 /// A command's resource limits; `None` leaves the runner's own limit in place.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes of address space (`RLIMIT_AS`).
+    /// Bytes of memory used (`MemoryBy`).
     pub memory: Option<u64>,
     /// CPU seconds of each process (`RLIMIT_CPU`).
     pub cpu: Option<u64>,
@@ -38,10 +42,35 @@ const MAX_CPU_SECONDS: u64 = crate::duration::MAX.as_secs();
 /// The fields of a `limits` object, for the message about an unknown one.
 const FIELDS: &str = "memory, cpu, file_size, open_files";
 
-/// How limits are enforced, for the start-up line (`crate::startup`).
-pub fn enforcement() -> &'static str {
-    "rlimits set on each command: memory as address space (RLIMIT_AS), cpu (RLIMIT_CPU), \
-     file_size (RLIMIT_FSIZE), open_files (RLIMIT_NOFILE)"
+/// Why `pids` is refused rather than set: the one rlimit for it (`RLIMIT_NPROC`) counts every
+/// process of the user — the runner's and every other request's — so it would fail commands
+/// for what others run; a pids cgroup exists only where the runner may make cgroups, so the
+/// same request would be limited on one host and not on the next.
+const NO_PIDS: &str = "a process count per command is refused: it cannot be enforced the same \
+    way everywhere (RLIMIT_NPROC counts every process of the user, other \
+    requests' too); the container's own pids limit (Kubernetes podPidsLimit) applies to it";
+
+/// How a shell (or a script's interpreter) reports a child killed by a signal: 128 + it.
+const SHELL_SAW_SIGXCPU: i32 = 128 + libc::SIGXCPU;
+const SHELL_SAW_SIGXFSZ: i32 = 128 + libc::SIGXFSZ;
+
+/// How the `memory` limit is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryBy {
+    /// A memory cgroup per command: memory used, the whole command killed past it.
+    Cgroup,
+    /// `RLIMIT_DATA`: writable private memory (heap, anonymous mappings); an allocation past
+    /// it fails. Reserved address space (`PROT_NONE`) does not count.
+    Rlimit,
+}
+
+/// How limits are enforced, for the start-up line (`crate::startup`): `memory` is said by the
+/// caller, which knows the mechanism.
+pub fn enforcement(memory: &str) -> String {
+    format!(
+        "memory as {memory}; rlimits for cpu (RLIMIT_CPU), file_size (RLIMIT_FSIZE), \
+         open_files (RLIMIT_NOFILE)"
+    )
 }
 
 impl Limits {
@@ -82,6 +111,7 @@ impl Limits {
                 "cpu" => (&mut limits.cpu, json_cpu(value)),
                 "file_size" => (&mut limits.file_size, json_bytes(value)),
                 "open_files" => (&mut limits.open_files, json_count(value)),
+                "pids" => return Err(field_error(key, NO_PIDS.to_owned())),
                 _ => {
                     return Err(field_error(
                         key,
@@ -95,14 +125,15 @@ impl Limits {
     }
 
     /// The `setrlimit` calls that apply these limits, computed before the fork (the child may
-    /// only do async-signal-safe work). Each limit becomes both the soft and the hard limit,
+    /// only do async-signal-safe work); `memory` is one of them (`RLIMIT_DATA`) only when
+    /// `memory_by` says so. Each limit becomes both the soft and the hard limit,
     /// so the command cannot raise it again; CPU gets a hard limit one second above the soft
     /// one, so the command receives SIGXCPU first and SIGKILL after.
     ///
     /// A process cannot raise its hard limit without privilege, so a request above the
     /// runner's own hard limit is clamped to it: the command then runs under the stricter
     /// existing limit instead of failing to start.
-    pub fn rlimits(&self) -> RlimitPlan {
+    pub fn rlimits(&self, memory_by: MemoryBy) -> RlimitPlan {
         let entry = |resource: Resource, limit: Option<u64>, extra_hard: u64| {
             limit.map(|soft| {
                 let ceiling = rustix::process::getrlimit(resource).maximum;
@@ -116,7 +147,11 @@ impl Limits {
         };
         RlimitPlan {
             entries: [
-                entry(Resource::As, self.memory, 0),
+                entry(
+                    Resource::Data,
+                    self.memory.filter(|_| memory_by == MemoryBy::Rlimit),
+                    0,
+                ),
                 entry(Resource::Cpu, self.cpu, 1),
                 entry(Resource::Fsize, self.file_size, 0),
                 entry(Resource::Nofile, self.open_files, 0),
@@ -141,6 +176,18 @@ impl Limits {
                 Some(Failure::CpuLimit { seconds })
             }
             (libc::SIGXFSZ, _, Some(bytes)) => Some(Failure::FileSizeLimit { bytes }),
+            _ => None,
+        }
+    }
+
+    /// The failure a command's exit status `code` shows, when it is a shell's (or a script's)
+    /// report of a child killed by one of these limits: 152 (128 + SIGXCPU) under a `cpu`
+    /// limit is `cmd.limit.cpu`, 153 (128 + SIGXFSZ) under a `file_size` limit is
+    /// `cmd.limit.file_size`. `None`: a plain exit status.
+    pub fn exceeded_in_child(&self, code: i32) -> Option<Failure> {
+        match (code, self.cpu, self.file_size) {
+            (SHELL_SAW_SIGXCPU, Some(seconds), _) => Some(Failure::CpuLimit { seconds }),
+            (SHELL_SAW_SIGXFSZ, _, Some(bytes)) => Some(Failure::FileSizeLimit { bytes }),
             _ => None,
         }
     }
@@ -177,7 +224,7 @@ fn json_memory(value: &Value) -> Result<u64, String> {
 
 /// `memory` as a setting (`CMD_LIMIT_MEMORY`): a size of at least 1 MiB.
 pub fn parse_memory(text: &str) -> Result<u64, String> {
-    parse_bytes(text).and_then(memory)
+    crate::size::parse(text).and_then(memory)
 }
 
 fn memory(bytes: u64) -> Result<u64, String> {
@@ -193,7 +240,7 @@ fn memory(bytes: u64) -> Result<u64, String> {
 /// A size: whole bytes as a number, or a quantity string.
 fn json_bytes(value: &Value) -> Result<u64, String> {
     match value {
-        Value::String(text) => parse_bytes(text),
+        Value::String(text) => crate::size::parse(text),
         Value::Number(n) => n
             .as_u64()
             .or_else(|| {
@@ -240,74 +287,6 @@ fn json_count(value: &Value) -> Result<u64, String> {
             "expected a number of files like 1024, got {}",
             kind(other)
         )),
-    }
-}
-
-/// A size in bytes: a whole number, or a Kubernetes-style quantity — a number (fractions
-/// allowed) with a binary suffix `Ki Mi Gi Ti Pi Ei` (also written `KiB`, `MiB`, ...) or a
-/// decimal one `k M G T P E`. Fractional bytes round up, as Kubernetes does.
-pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let trimmed = text.trim();
-    let split = trimmed
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(trimmed.len());
-    let (number, suffix) = trimmed.split_at(split);
-    let multiplier =
-        size_multiplier(suffix.trim_start()).map_err(|hint| format!("\"{text}\": {hint}"))?;
-    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-    let malformed = || {
-        format!("\"{text}\" is not a size; use bytes or a value like \"256Mi\", \"1Gi\", \"500M\"")
-    };
-    if whole.is_empty() && fraction.is_empty() || fraction.contains('.') || fraction.len() > 18 {
-        return Err(malformed());
-    }
-    let whole: u128 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| malformed())?
-    };
-    let fraction_value: u128 = if fraction.is_empty() {
-        0
-    } else {
-        fraction.parse().map_err(|_| malformed())?
-    };
-    let scale = 10u128.pow(fraction.len() as u32);
-    let bytes = whole
-        .checked_mul(multiplier)
-        .and_then(|b| b.checked_add((fraction_value * multiplier).div_ceil(scale)))
-        .filter(|b| *b < u128::from(u64::MAX))
-        .ok_or_else(|| format!("\"{text}\" is too large"))?;
-    Ok(bytes as u64)
-}
-
-/// The factor of a quantity suffix, or a hint about what was meant.
-fn size_multiplier(suffix: &str) -> Result<u128, String> {
-    const UNITS: &str =
-        "use bytes or a unit: Ki, Mi, Gi, Ti (powers of 1024) or k, M, G, T (powers of 1000)";
-    let binary = |power: u32| Ok(1u128 << (10 * power));
-    let decimal = |power: u32| Ok(10u128.pow(3 * power));
-    match suffix {
-        "" => Ok(1),
-        "Ki" | "KiB" => binary(1),
-        "Mi" | "MiB" => binary(2),
-        "Gi" | "GiB" => binary(3),
-        "Ti" | "TiB" => binary(4),
-        "Pi" | "PiB" => binary(5),
-        "Ei" | "EiB" => binary(6),
-        "k" => decimal(1),
-        "M" => decimal(2),
-        "G" => decimal(3),
-        "T" => decimal(4),
-        "P" => decimal(5),
-        "E" => decimal(6),
-        "m" => Err(
-            "'m' means thousandths in Kubernetes quantities; write Mi (MiB) or M (megabytes)"
-                .to_owned(),
-        ),
-        "K" | "KB" | "kB" | "MB" | "GB" | "TB" | "mb" | "gb" | "kb" => {
-            Err(format!("the unit '{suffix}' is ambiguous; {UNITS}"))
-        }
-        other => Err(format!("unknown unit '{other}'; {UNITS}")),
     }
 }
 
@@ -370,42 +349,13 @@ mod tests {
     }
 
     #[test]
-    fn sizes_accept_bytes_and_kubernetes_quantities() {
-        assert_eq!(parse_bytes("1024"), Ok(1024));
-        assert_eq!(parse_bytes("64Ki"), Ok(64 << 10));
-        assert_eq!(parse_bytes("256Mi"), Ok(256 << 20));
-        assert_eq!(parse_bytes("256MiB"), Ok(256 << 20));
-        assert_eq!(parse_bytes("1Gi"), Ok(1 << 30));
-        assert_eq!(parse_bytes("1.5Gi"), Ok(3 << 29));
-        assert_eq!(parse_bytes("500M"), Ok(500_000_000));
-        assert_eq!(parse_bytes("1G"), Ok(1_000_000_000));
-        assert_eq!(parse_bytes("2k"), Ok(2000));
-        assert_eq!(parse_bytes(" 1 Gi "), Ok(1 << 30));
-        // Fractional bytes round up.
-        assert_eq!(parse_bytes("0.5"), Ok(1));
-        assert_eq!(parse_bytes("1.0001k"), Ok(1001));
-    }
-
-    #[test]
-    fn sizes_refuse_ambiguous_or_malformed_values_with_a_hint() {
-        assert!(parse_bytes("256m").unwrap_err().contains("thousandths"));
-        assert!(parse_bytes("256MB").unwrap_err().contains("ambiguous"));
-        assert!(parse_bytes("1K").unwrap_err().contains("ambiguous"));
-        assert!(parse_bytes("3 parsecs")
-            .unwrap_err()
-            .contains("unknown unit"));
-        for bad in ["", "Mi", ".", "1..2", "1.2.3Mi", "-1Mi", "lots"] {
-            assert!(parse_bytes(bad).is_err(), "{bad:?}");
-        }
-        assert!(parse_bytes("16Ei").unwrap_err().contains("too large"));
-        assert!(parse_bytes("99999999999999999999999").is_err());
-    }
-
-    #[test]
     fn memory_is_at_least_a_mebibyte() {
         assert_eq!(parse_memory("1Mi"), Ok(1 << 20));
         assert!(parse_memory("1000").unwrap_err().contains("at least 1Mi"));
         assert!(parse_memory("256m").is_err());
+        assert!(parse_memory("256MB")
+            .unwrap_err()
+            .contains("write 256Mi for 268435456 bytes or 256M for 256000000"));
     }
 
     #[test]
@@ -476,6 +426,8 @@ mod tests {
         assert!(error(json!({"file_size": "big"})).starts_with("commands[0].limits.file_size: "));
         assert!(error(json!({"open_files": 2.5})).starts_with("commands[0].limits.open_files: "));
         assert!(error(json!({"open_files": 0})).starts_with("commands[0].limits.open_files: "));
+        assert!(error(json!({"pids": 10}))
+            .starts_with("commands[0].limits.pids: a process count per command is refused"));
         assert_eq!(
             error(json!({"mem": "1Gi"})),
             "commands[0].limits.mem: is not a limit; the limits are memory, cpu, file_size, open_files"
@@ -519,7 +471,7 @@ mod tests {
             memory: Some(1 << 30),
             ..Limits::default()
         }
-        .rlimits();
+        .rlimits(MemoryBy::Rlimit);
         let find = |resource| {
             plan.entries
                 .iter()
@@ -540,11 +492,21 @@ mod tests {
             })
         );
         assert_eq!(
-            find(Resource::As).map(|l| l.current),
-            Some(Some(clamp(Resource::As, 1 << 30)))
+            find(Resource::Data).map(|l| l.current),
+            Some(Some(clamp(Resource::Data, 1 << 30)))
         );
+        assert_eq!(find(Resource::As), None, "never the address space");
         assert_eq!(find(Resource::Fsize), None);
-        assert_eq!(Limits::default().rlimits(), RlimitPlan::default());
+        assert_eq!(
+            Limits::default().rlimits(MemoryBy::Rlimit),
+            RlimitPlan::default()
+        );
+        // A memory cgroup holds the limit: no rlimit for it.
+        let in_cgroup = Limits {
+            memory: Some(1 << 30),
+            ..Limits::default()
+        };
+        assert!(in_cgroup.rlimits(MemoryBy::Cgroup).is_empty());
     }
 
     #[test]
@@ -554,7 +516,7 @@ mod tests {
             open_files: Some(u64::MAX - 1),
             ..Limits::default()
         }
-        .rlimits();
+        .rlimits(MemoryBy::Rlimit);
         let (_, rlimit) = plan.entries.iter().flatten().next().copied().unwrap();
         assert_eq!(rlimit.maximum, Some(hard.unwrap_or(u64::MAX - 1)));
     }
@@ -589,6 +551,28 @@ mod tests {
         assert!(file_only.exceeded(libc::SIGXFSZ, 0).is_some());
     }
 
+    #[test]
+    fn a_shells_report_of_a_limit_signal_is_the_limit() {
+        let limited = Limits {
+            cpu: Some(2),
+            file_size: Some(1 << 20),
+            ..Limits::default()
+        };
+        assert_eq!(
+            limited.exceeded_in_child(152),
+            Some(Failure::CpuLimit { seconds: 2 })
+        );
+        assert_eq!(
+            limited.exceeded_in_child(153),
+            Some(Failure::FileSizeLimit { bytes: 1 << 20 })
+        );
+        assert_eq!(limited.exceeded_in_child(1), None);
+        assert_eq!(limited.exceeded_in_child(137), None);
+        // Without the limit, 152 and 153 are exit statuses like any.
+        assert_eq!(Limits::default().exceeded_in_child(152), None);
+        assert_eq!(Limits::default().exceeded_in_child(153), None);
+    }
+
     /// Starts a child with the limits the way a command gets them, and reads them back from
     /// its /proc/self/limits.
     #[test]
@@ -602,7 +586,7 @@ mod tests {
             file_size: Some(1 << 20),
             open_files: Some(64),
         }
-        .rlimits();
+        .rlimits(MemoryBy::Rlimit);
         let root = std::fs::File::open("/").unwrap();
         let args = ["/proc/self/limits".to_owned()];
         let env = ChildEnv::new(&[]).unwrap();
@@ -612,6 +596,7 @@ mod tests {
             stdin: false,
             limits: plan,
             cgroup: None,
+            memory: None,
         })
         .unwrap();
         let mut text = String::new();
@@ -627,7 +612,11 @@ mod tests {
         };
         assert!(row("Max cpu time").ends_with("7 8 seconds"), "{text}");
         assert!(
-            row("Max address space").ends_with(&format!("{0} {0} bytes", 512u64 << 20)),
+            row("Max data size").ends_with(&format!("{0} {0} bytes", 512u64 << 20)),
+            "{text}"
+        );
+        assert!(
+            row("Max address space").ends_with("unlimited unlimited bytes"),
             "{text}"
         );
         assert!(

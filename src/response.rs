@@ -386,6 +386,7 @@ fn render_direktiv_cmd(outcome: &JobOutcome, shown: &Shown<'_>) -> Reply {
                     Failure::Exit { .. }
                         | Failure::Signal { .. }
                         | Failure::Oom
+                        | Failure::MemoryLimit { .. }
                         | Failure::CpuLimit { .. }
                         | Failure::FileSizeLimit { .. }
                         | Failure::NotFound(_)

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use crate::config::{Config, ShellSetting, DEFAULT_SHELL};
 use crate::direktiv::DEVELOPMENT_ACTION_ID;
 use crate::limits::Limits;
+use crate::size::format as size;
 
 /// How the runner will behave: labelled phrases, in the order they are said.
 pub struct Behaviour {
@@ -26,7 +27,13 @@ impl Behaviour {
         let mut behaviour = Behaviour { parts: Vec::new() };
         behaviour.part("logs", logs(config));
         behaviour.part("shell", shell(config));
-        behaviour.part("limits", limits(&config.default_limits()));
+        behaviour.part(
+            "limits",
+            limits(
+                &crate::exec::memory_enforcement(config),
+                &config.default_limits(),
+            ),
+        );
         behaviour.part("processes", crate::exec::tracking());
         behaviour.part("pid 1", crate::init::role().to_owned());
         behaviour
@@ -81,8 +88,8 @@ fn shell(config: &Config) -> String {
     }
 }
 
-/// How limits are enforced, and the configured defaults.
-fn limits(defaults: &Limits) -> String {
+/// How limits are enforced (`memory` as the mechanism says), and the configured defaults.
+fn limits(memory: &str, defaults: &Limits) -> String {
     let mut set = Vec::new();
     if let Some(bytes) = defaults.memory {
         set.push(format!("memory {}", size(bytes)));
@@ -100,17 +107,10 @@ fn limits(defaults: &Limits) -> String {
         true => "none".to_owned(),
         false => set.join(", "),
     };
-    format!("{} (defaults: {defaults})", crate::limits::enforcement())
-}
-
-/// Bytes in the largest binary unit that divides them (`256Mi`), else as bytes.
-fn size(bytes: u64) -> String {
-    for (shift, unit) in [(40, "Ti"), (30, "Gi"), (20, "Mi"), (10, "Ki")] {
-        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", bytes >> shift);
-        }
-    }
-    bytes.to_string()
+    format!(
+        "{} (defaults: {defaults})",
+        crate::limits::enforcement(memory)
+    )
 }
 
 #[cfg(test)]
@@ -165,13 +165,5 @@ mod tests {
             behaviour.contains("(defaults: memory 256Mi, cpu 30s); processes: "),
             "{behaviour}"
         );
-    }
-
-    #[test]
-    fn sizes_in_the_largest_unit_that_divides_them() {
-        assert_eq!(size(256 << 20), "256Mi");
-        assert_eq!(size(1 << 30), "1Gi");
-        assert_eq!(size(1536), "1536");
-        assert_eq!(size(3 << 10), "3Ki");
     }
 }

@@ -36,6 +36,9 @@ command -v cc >/dev/null 2>&1 || need gcc
 command -v jq >/dev/null 2>&1 || need jq
 command -v python3 >/dev/null 2>&1 || need python3
 command -v perl >/dev/null 2>&1 || need perl
+# Runtimes that reserve far more address space than they use: the `memory` limit tests.
+command -v node >/dev/null 2>&1 || need nodejs
+command -v java >/dev/null 2>&1 || need default-jre-headless
 command -v ps >/dev/null 2>&1 || need procps
 for tool in unshare setpriv setsid; do
     command -v "$tool" >/dev/null 2>&1 || need util-linux

@@ -34,17 +34,17 @@ pub(crate) use capture::{masked_tail, Capture};
 pub(crate) use launch::{unresolved_allow_entries, Launch};
 
 use crate::cancel::Cancel;
-use crate::config::{AllowList, Config};
+use crate::config::{AllowList, Config, LimitsMechanism};
 use crate::direktiv::ENV_DEADLINE;
 use crate::error::{CancelReason, Failure};
-use crate::limits::Limits;
+use crate::limits::{Limits, MemoryBy};
 use crate::logs::LogStream;
 use crate::mask::Masker;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use crate::process::{
-    self, ChildEnv, Image, ProcessGroup, RequestTracker, SpawnRequest, Spawned, StopPolicy,
-    MARK_VARIABLE,
+    self, ChildEnv, Image, MemoryCgroup, ProcessGroup, RequestTracker, SpawnRequest, Spawned,
+    StopPolicy, MARK_VARIABLE,
 };
 use deadline::Deadline;
 use output::{Captures, CommandOutput};
@@ -60,6 +60,28 @@ pub(crate) fn tracking() -> String {
     }
 }
 
+/// How `memory` limits are enforced: `CMD_LIMITS_MECHANISM`, and what the machine allows
+/// (found once).
+pub(crate) fn memory_by(config: &Config) -> MemoryBy {
+    match config.limits_mechanism {
+        LimitsMechanism::Auto if process::memory_mechanism().is_some() => MemoryBy::Cgroup,
+        LimitsMechanism::Auto | LimitsMechanism::Rlimit => MemoryBy::Rlimit,
+    }
+}
+
+/// How `memory` limits are enforced, for the start-up line (`crate::startup`).
+pub(crate) fn memory_enforcement(config: &Config) -> String {
+    match (config.limits_mechanism, process::memory_mechanism()) {
+        (LimitsMechanism::Rlimit, _) => {
+            "writable private memory (RLIMIT_DATA, as CMD_LIMITS_MECHANISM=rlimit says)".to_owned()
+        }
+        (LimitsMechanism::Auto, Some(cgroup)) => cgroup,
+        (LimitsMechanism::Auto, None) => {
+            "writable private memory (RLIMIT_DATA: no memory cgroup can be made here)".to_owned()
+        }
+    }
+}
+
 /// The execution settings taken from the configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct ExecSettings {
@@ -70,6 +92,8 @@ pub(crate) struct ExecSettings {
     pub(crate) max_output: usize,
     /// `CMD_LIMIT_*`: under every request's own `limits`.
     pub(crate) limits: Limits,
+    /// How `memory` limits are enforced.
+    pub(crate) memory_by: MemoryBy,
 }
 
 impl ExecSettings {
@@ -81,6 +105,7 @@ impl ExecSettings {
             default_timeout: config.default_timeout(),
             max_output: config.max_output,
             limits: config.default_limits(),
+            memory_by: memory_by(config),
         }
     }
 
@@ -228,7 +253,8 @@ async fn execute(
     let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
     let limits = spec.limits.over(x.settings.limits);
     let oom_before = process::oom_kills();
-    let spawned = start(spec, launch, cwd, shown_deadline, limits, x, deadline).await?;
+    let (spawned, memory) = start(spec, launch, cwd, shown_deadline, limits, x, deadline).await?;
+    let memory = OwnMemoryCgroup(memory);
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
     let _running = scopeguard(|| {
@@ -252,6 +278,9 @@ async fn execute(
     tokio::pin!(pumps);
     let stop_at = sleep_until(deadline);
     tokio::pin!(stop_at);
+    let memory_watch = memory_limit_passed(memory.0.as_ref());
+    tokio::pin!(memory_watch);
+    let mut memory_passed = false;
     let mut drained = None;
     let ending = loop {
         tokio::select! {
@@ -259,6 +288,13 @@ async fn execute(
             () = &mut stop_at => break Ending::TimedOut(timeout.unwrap_or_default()),
             reason = x.cancel.cancelled() => break Ending::Cancelled(reason),
             captures = &mut pumps, if drained.is_none() => drained = Some(captures),
+            () = &mut memory_watch, if !memory_passed => {
+                // cgroup v1: the kernel killed one process; the rest of the command goes too.
+                memory_passed = true;
+                if let Some(memory) = &memory.0 {
+                    memory.kill();
+                }
+            }
         }
     };
 
@@ -305,6 +341,12 @@ async fn execute(
     };
     (run.stdout, run.stderr, run.combined) = (captures.stdout, captures.stderr, captures.combined);
     run.usage = group.usage();
+    // Read once its processes are stopped: a kill inside the limit is counted by then.
+    let memory_limit_passed = memory
+        .0
+        .as_ref()
+        .filter(|memory| memory.oom_killed())
+        .map(MemoryCgroup::bytes);
 
     match ending {
         Ending::Exited(exit) => {
@@ -314,6 +356,7 @@ async fn execute(
                 limits,
                 usage: run.usage,
                 oom_killed,
+                memory_limit_passed,
             })
         }
         Ending::TimedOut(after) => Err(Failure::Timeout { after }),
@@ -321,9 +364,46 @@ async fn execute(
     }
 }
 
+/// How often the OOM count of a command's cgroup v1 memory cgroup is read while it runs: v1
+/// has no `memory.oom.group`, so the runner kills the rest of a command the kernel killed a
+/// process of.
+const MEMORY_WATCH: Duration = Duration::from_millis(50);
+
+/// Returns once the kernel killed a process of a command in its v1 memory cgroup; never for a
+/// command without one, or with one on v2, where the kernel kills the whole command.
+async fn memory_limit_passed(memory: Option<&MemoryCgroup>) {
+    let Some(memory) = memory.filter(|memory| !memory.kills_group_itself()) else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(MEMORY_WATCH).await;
+        if memory.oom_killed() {
+            return;
+        }
+    }
+}
+
+/// A command's memory cgroup, removed when dropped: at once when it is empty (as it is once the
+/// command's processes are stopped), else on the blocking pool, tried until it is.
+struct OwnMemoryCgroup(Option<MemoryCgroup>);
+
+impl Drop for OwnMemoryCgroup {
+    fn drop(&mut self) {
+        if let Some(memory) = self.0.take() {
+            if !memory.remove() {
+                drop(tokio::task::spawn_blocking(move || {
+                    memory.remove_patiently()
+                }));
+            }
+        }
+    }
+}
+
 /// Locates the executable and starts it, on the blocking pool: looking up files can block (a
 /// hung mount in PATH), and so can the exec itself, which the start waits for. `shown_deadline`
-/// (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`.
+/// (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`. A command with a `memory` limit
+/// gets its memory cgroup here, where the runner makes them (returned with it); where making
+/// one fails, the limit is `RLIMIT_DATA` instead, with a warning.
 ///
 /// A start waits for the child's exec, which a child created in a frozen cgroup never reaches
 /// (something froze the request's cgroup): once the deadline passes or the request is
@@ -336,7 +416,7 @@ async fn start(
     limits: Limits,
     x: &Execution<'_>,
     deadline: Option<Deadline>,
-) -> Result<Spawned, Failure> {
+) -> Result<(Spawned, Option<MemoryCgroup>), Failure> {
     // The runner's facts come last: a request's own env cannot replace the deadline or the
     // mark of its processes.
     let vars: Vec<(String, String)> = x
@@ -347,11 +427,12 @@ async fn start(
         .chain(shown_deadline.map(|at| (ENV_DEADLINE.to_owned(), at)))
         .chain([(MARK_VARIABLE.to_owned(), x.tracker.mark().to_owned())])
         .collect();
-    let (launch, allow, stdin, tracker) = (
+    let (launch, allow, stdin, tracker, memory_by) = (
         launch.clone(),
         x.settings.allow.clone(),
         spec.stdin.is_some(),
         x.tracker.clone(),
+        x.settings.memory_by,
     );
     let started = tokio::task::spawn_blocking(move || {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -365,15 +446,23 @@ async fn start(
         let path = launch::locate(&launch, place, &allow)?;
         let image =
             Image::new(OsStr::new(&path), &launch.name, &launch.args, env, cwd).map_err(failed)?;
+        let cgroup = tracker.cgroup();
+        let memory = OwnMemoryCgroup(memory_cgroup(memory_by, limits, cgroup));
+        let memory_by = match memory.0 {
+            Some(_) => MemoryBy::Cgroup,
+            None => MemoryBy::Rlimit,
+        };
         let spawned = process::spawn(SpawnRequest {
             image,
             stdin,
-            limits: limits.rlimits(),
-            cgroup: tracker.cgroup(),
+            limits: limits.rlimits(memory_by),
+            cgroup,
+            memory: memory.0.as_ref(),
         })
         .map_err(failed)?;
         tracker.started(spawned.pid, spawned.in_cgroup);
-        Ok(spawned)
+        let mut memory = memory;
+        Ok((spawned, memory.0.take()))
     });
     tokio::pin!(started);
     let due = async {
@@ -396,6 +485,24 @@ async fn start(
             "the command could not be started: {error}"
         )))
     })
+}
+
+/// The memory cgroup for a command with a `memory` limit, where limits are enforced by memory
+/// cgroups; `None` (the limit is then `RLIMIT_DATA`) otherwise, or when one cannot be made.
+/// Blocking (cgroupfs).
+fn memory_cgroup(
+    memory_by: MemoryBy,
+    limits: Limits,
+    request: Option<&process::RequestCgroup>,
+) -> Option<MemoryCgroup> {
+    let bytes = limits.memory.filter(|_| memory_by == MemoryBy::Cgroup)?;
+    match MemoryCgroup::create(bytes, request) {
+        Ok(made) => made,
+        Err(error) => {
+            tracing::warn!(%error, "cannot make a memory cgroup for a command; its memory limit is RLIMIT_DATA");
+            None
+        }
+    }
 }
 
 /// How often a start still waiting after its deadline (or cancellation) thaws the request's

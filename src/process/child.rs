@@ -40,6 +40,9 @@ enum Duty {
     /// first fork starts outside. Failing is no error: the command is then tracked by the
     /// environment mark alone, and the parent is told.
     JoinCgroup,
+    /// Move into the command's own memory cgroup (when not created in it): its `memory`
+    /// limit. Failing is an error: the command would run without its limit.
+    JoinMemoryCgroup,
     /// Become the OOM killer's first choice. Best effort; before the limits, since a tiny
     /// `open_files` would leave no descriptor to write with.
     OomScore,
@@ -55,17 +58,16 @@ enum Duty {
 /// ends the child with its errno, which the parent reports.
 ///
 /// Steps to come fit into this order, each as a duty with its data in `ChildPlan` (prepared
-/// before the clone, like everything here): joining a per-command memory cgroup (v1 or v2: a
-/// `cgroup.procs` descriptor) right after `JoinCgroup`, while the child still has the runner's
-/// privileges; a per-slot user (`setgroups`, `setresgid`, `setresuid` with ids in the plan)
+/// before the clone, like everything here): a per-slot user (`setgroups`, `setresgid`, `setresuid` with ids in the plan)
 /// after `Limits` (a raised hard limit needs the privilege the switch drops); Landlock
 /// (`PR_SET_NO_NEW_PRIVS`, then `landlock_restrict_self` with a ruleset descriptor in the
 /// plan) last before `UnblockSignals`, once the child needs no file it would deny.
-const DUTIES: [Duty; 8] = [
+const DUTIES: [Duty; 9] = [
     Duty::DefaultSignals,
     Duty::OwnProcessGroup,
     Duty::WorkingDirectory,
     Duty::JoinCgroup,
+    Duty::JoinMemoryCgroup,
     Duty::OomScore,
     Duty::Stdio,
     Duty::Limits,
@@ -80,6 +82,9 @@ pub(super) struct ChildPlan<'a> {
     stdio: [BorrowedFd<'a>; 3],
     /// The request cgroup's `cgroup.procs`, open for writing, when the child moves itself in.
     join_cgroup: Option<BorrowedFd<'a>>,
+    /// The command's memory cgroup's `cgroup.procs`, open for writing, when the child moves
+    /// itself in.
+    join_memory: Option<BorrowedFd<'a>>,
     limits: RlimitPlan,
     report: Report,
 }
@@ -94,16 +99,19 @@ struct Report {
     joined_cgroup: AtomicBool,
     /// The errno of the duty (or exec) that failed; 0 while none did.
     error: AtomicI32,
+    /// Set when the duty that failed was `JoinMemoryCgroup`.
+    memory_join_failed: AtomicBool,
 }
 
 impl<'a> ChildPlan<'a> {
-    /// The plan for `image`, with `stdio` on 0, 1 and 2, `limits`, and `join_cgroup` (a
-    /// `cgroup.procs`) to move into before exec.
+    /// The plan for `image`, with `stdio` on 0, 1 and 2, `limits`, and `join_cgroup` and
+    /// `join_memory` (each a `cgroup.procs`) to move into before exec.
     pub(super) fn new(
         image: &'a Image<'a>,
         stdio: [&'a OwnedFd; 3],
         limits: RlimitPlan,
         join_cgroup: Option<BorrowedFd<'a>>,
+        join_memory: Option<BorrowedFd<'a>>,
     ) -> Self {
         let [stdin, stdout, stderr] = stdio;
         ChildPlan {
@@ -111,6 +119,7 @@ impl<'a> ChildPlan<'a> {
             cwd: image.cwd(),
             stdio: [stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
             join_cgroup,
+            join_memory,
             limits,
             report: Report::default(),
         }
@@ -130,6 +139,12 @@ impl<'a> ChildPlan<'a> {
     pub(super) fn child_error(&self) -> Option<io::Error> {
         match self.report.error.load(Ordering::SeqCst) {
             0 => None,
+            errno if self.report.memory_join_failed.load(Ordering::SeqCst) => {
+                let why = io::Error::from_raw_os_error(errno);
+                Some(io::Error::other(format!(
+                    "cannot enter the command's memory cgroup (its memory limit): {why}"
+                )))
+            }
             errno => Some(io::Error::from_raw_os_error(errno)),
         }
     }
@@ -167,6 +182,14 @@ impl<'a> ChildPlan<'a> {
                     .is_some_and(|procs| rustix::io::write(procs, b"0").is_ok());
                 if joined {
                     self.report.joined_cgroup.store(true, Ordering::SeqCst);
+                }
+            }
+            Duty::JoinMemoryCgroup => {
+                if let Some(procs) = self.join_memory {
+                    if let Err(errno) = rustix::io::write(procs, b"0") {
+                        self.report.memory_join_failed.store(true, Ordering::SeqCst);
+                        return Err(errno);
+                    }
                 }
             }
             Duty::OomScore => oom::raise_own_oom_score(),
@@ -225,6 +248,9 @@ mod tests {
         assert_eq!(position(Duty::DefaultSignals), 0);
         assert_eq!(position(Duty::UnblockSignals), DUTIES.len() - 1);
         assert!(position(Duty::JoinCgroup) < position(Duty::Stdio));
+        // Into the memory cgroup after the request's: on v2 it is nested in it.
+        assert!(position(Duty::JoinCgroup) < position(Duty::JoinMemoryCgroup));
+        assert!(position(Duty::JoinMemoryCgroup) < position(Duty::Limits));
         assert!(position(Duty::OomScore) < position(Duty::Limits));
     }
 }

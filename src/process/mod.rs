@@ -9,7 +9,8 @@
 //! reap       how a process ended (ExitKind) and what it used (wait4)
 //! tracker    every process of one request: its cgroup and its environment mark
 //! stop       the one stop policy: SIGTERM, grace, SIGKILL, bounded wait
-//! cgroup     request cgroups: locate, make, verify, keep, sweep, kill, remove
+//! cgroup     request cgroups: locate, make, verify, keep, sweep, kill, remove; a memory
+//!            cgroup per command with a `memory` limit (v2 nested, or v1)
 //! oom        the memory cgroup's OOM-kill count, the children's raised OOM score
 //! procfs     what /proc says about a process
 //! signals    masks and dispositions rustix has no call for; `own`: fork as PID 1, malloc
@@ -34,7 +35,10 @@ mod stack;
 mod stop;
 mod tracker;
 
-pub(crate) use cgroup::{home_dir as cgroup_home, remove_spares as remove_spare_cgroups};
+pub(crate) use cgroup::{
+    home_dir as cgroup_home, memory_mechanism, remove_spares as remove_spare_cgroups, MemoryCgroup,
+    RequestCgroup,
+};
 pub(crate) use group::ProcessGroup;
 pub(crate) use image::{ChildEnv, Image};
 pub(crate) use oom::{count as oom_kills, rose as oom_kills_rose};

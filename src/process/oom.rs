@@ -80,7 +80,7 @@ impl OomCounter {
 
 /// The value of the `oom_kill` line (`memory.events` and `memory.oom_control` share it;
 /// `oom_group_kill` and `oom_kill_disable` are other counters).
-fn parse_oom_kill(text: &str) -> Option<u64> {
+pub(super) fn parse_oom_kill(text: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (key, value) = line.split_once(' ')?;
         (key == "oom_kill").then(|| value.trim().parse().ok())?

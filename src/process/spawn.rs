@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::Pid;
 
-use super::cgroup::RequestCgroup;
+use super::cgroup::{MemoryCgroup, RequestCgroup};
 use super::child::ChildPlan;
 use super::clone::{clone_child, Born, Failed};
 use super::image::Image;
@@ -34,6 +34,9 @@ pub(crate) struct SpawnRequest<'a> {
     /// The request's cgroup: the child is created in it or moves itself there before exec,
     /// so not even its first fork starts outside.
     pub(crate) cgroup: Option<&'a RequestCgroup>,
+    /// The command's own memory cgroup (its `memory` limit): the child is created in it (v2)
+    /// or moves itself there before exec (v1), and does not start when it cannot.
+    pub(crate) memory: Option<&'a MemoryCgroup>,
 }
 
 /// A started process: the leader of its own new process group.
@@ -62,7 +65,7 @@ pub(crate) fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
     let mut pause = TEXT_BUSY_FIRST_PAUSE;
     let mut tries = 1;
     let born = loop {
-        match start_once(&request.image, stdio, request.limits, request.cgroup) {
+        match start_once(&request, stdio) {
             Err(error)
                 if error.raw_os_error() == Some(libc::ETXTBSY) && tries < TEXT_BUSY_TRIES =>
             {
@@ -76,9 +79,11 @@ pub(crate) fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
     // The child's ends close here: EOF on stdout/stderr then means every holder is gone, and
     // a stdin pipe's reader is the child's alone.
     drop((stdout_write, stderr_write));
+    // A command that joined a memory cgroup nested in the request's is in the request's.
+    let in_memory_cgroup = request.memory.is_some_and(MemoryCgroup::in_request_cgroup);
     Ok(Spawned {
         pid: born.pid,
-        in_cgroup: born.in_cgroup,
+        in_cgroup: born.in_cgroup || in_memory_cgroup,
         stdin: stdin.into_writer(),
         stdout: stdout_read,
         stderr: stderr_read,
@@ -94,18 +99,22 @@ pub(crate) fn spawn(request: SpawnRequest<'_>) -> io::Result<Spawned> {
 const TEXT_BUSY_TRIES: u32 = 8;
 const TEXT_BUSY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// One try at starting the process: created in the request's cgroup where clone3 allows it,
-/// else moving itself in. A child created in the cgroup and killed before its first
-/// instruction proves the cgroup was killed: from then on the request's commands move in.
-fn start_once(
-    image: &Image<'_>,
-    stdio: [&OwnedFd; 3],
-    limits: RlimitPlan,
-    cgroup: Option<&RequestCgroup>,
-) -> io::Result<Born> {
-    let create_in = cgroup.and_then(RequestCgroup::dir_to_create_in);
+/// One try at starting the process: created in the request's cgroup (or the command's memory
+/// cgroup nested in it) where clone3 allows it, else moving itself in. A child created in the
+/// cgroup and killed before its first instruction proves the cgroup was killed: from then on
+/// the request's commands move in. A v1 memory cgroup is always moved into.
+fn start_once(request: &SpawnRequest<'_>, stdio: [&OwnedFd; 3]) -> io::Result<Born> {
+    let (image, limits, cgroup) = (&request.image, request.limits, request.cgroup);
+    let nested_memory = request.memory.and_then(MemoryCgroup::dir_to_create_in);
+    let create_in = cgroup
+        .and_then(RequestCgroup::dir_to_create_in)
+        .map(|dir| nested_memory.unwrap_or(dir));
+    let v1_memory = request
+        .memory
+        .filter(|memory| !memory.in_request_cgroup())
+        .map(MemoryCgroup::procs_to_join);
     if let (Some(cgroup), Some(dir)) = (cgroup, create_in.filter(|_| clone3::usable())) {
-        let plan = ChildPlan::new(image, stdio, limits, None);
+        let plan = ChildPlan::new(image, stdio, limits, None, v1_memory);
         match clone_child(&plan, Some(dir)) {
             Ok(born) => return Ok(born),
             Err(Failed::Setup(error)) => return Err(error),
@@ -120,6 +129,7 @@ fn start_once(
         stdio,
         limits,
         cgroup.map(RequestCgroup::procs_to_join),
+        request.memory.map(MemoryCgroup::procs_to_join),
     );
     clone_child(&plan, None).map_err(Failed::into_error)
 }
@@ -190,7 +200,10 @@ mod tests {
             open_files: Some(512),
             ..Limits::default()
         };
-        [RlimitPlan::default(), limited.rlimits()]
+        [
+            RlimitPlan::default(),
+            limited.rlimits(crate::limits::MemoryBy::Rlimit),
+        ]
     }
 
     /// A folder, open as commands get their working directory.
@@ -215,6 +228,7 @@ mod tests {
             stdin: false,
             limits,
             cgroup: None,
+            memory: None,
         })
     }
 
@@ -293,6 +307,7 @@ mod tests {
                 stdin: true,
                 limits,
                 cgroup: None,
+                memory: None,
             })
             .unwrap();
             let mut writer = std::fs::File::from(spawned.stdin.unwrap());
@@ -396,6 +411,7 @@ mod tests {
             stdin: false,
             limits: RlimitPlan::default(),
             cgroup: Some(&cgroup),
+            memory: None,
         })
         .unwrap();
         let mut out = String::new();

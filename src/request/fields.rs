@@ -73,7 +73,8 @@ pub(crate) const ENV_ENTRY: Fields = Fields {
 /// A `limits` object (its values are read by `crate::limits`).
 pub(crate) const LIMITS: Fields = Fields {
     what: "limits",
-    names: &["memory", "cpu", "file_size", "open_files"],
+    // `pids` is known so that it is refused with the reason (`crate::limits`), not as a typo.
+    names: &["memory", "cpu", "file_size", "open_files", "pids"],
 };
 
 /// The direktiv-cmd shape's `data` wrapper.

@@ -172,7 +172,8 @@ fn one_start_up_line_says_how_the_runner_will_behave() {
             sidecar.url()
         ),
         "; shell: /bin/sh; ".to_owned(),
-        "; limits: rlimits set on each command".to_owned(),
+        "; limits: memory as ".to_owned(),
+        "; rlimits for cpu (RLIMIT_CPU)".to_owned(),
         "(defaults: memory 256Mi); ".to_owned(),
         "; processes: a process group per command".to_owned(),
         "; pid 1: no ".to_owned(),

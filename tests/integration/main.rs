@@ -27,6 +27,7 @@ mod hardening_server;
 mod harness;
 mod isolation;
 mod lifecycle;
+mod limits;
 mod log_streaming;
 mod masking;
 mod pid1;

@@ -20,16 +20,20 @@ pub enum Capability {
     /// A writable cgroup v2 with `cgroup.kill` where the tests run, so that the runner makes
     /// a cgroup per request.
     Cgroups,
+    /// A memory cgroup per command: a writable cgroup v1 memory hierarchy, or a cgroup v2
+    /// that delegates the memory controller, where the tests run.
+    MemoryCgroups,
     /// Root: files only root may remove, `chroot`, running the runner as another user.
     Root,
 }
 
 impl Capability {
     /// Every capability some test needs.
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::Docker,
         Capability::PidNamespaces,
         Capability::Cgroups,
+        Capability::MemoryCgroups,
         Capability::Root,
     ];
 
@@ -39,6 +43,7 @@ impl Capability {
             Capability::Docker => "CMD_SKIP_DOCKER",
             Capability::PidNamespaces => "CMD_SKIP_PIDNS",
             Capability::Cgroups => "CMD_SKIP_CGROUPS",
+            Capability::MemoryCgroups => "CMD_SKIP_MEMORY_CGROUPS",
             Capability::Root => "CMD_SKIP_ROOT",
         }
     }
@@ -51,6 +56,11 @@ impl Capability {
             Capability::Cgroups => super::cgroups::own_dir()
                 .map(|_| ())
                 .ok_or_else(|| "no writable cgroup v2 with cgroup.kill where the tests run".into()),
+            Capability::MemoryCgroups => super::cgroups::memory_dir().map(|_| ()).ok_or_else(|| {
+                "no writable cgroup v1 memory hierarchy, nor a cgroup v2 delegating memory, where \
+                 the tests run"
+                    .into()
+            }),
             Capability::Root => rustix::process::geteuid()
                 .is_root()
                 .then_some(())

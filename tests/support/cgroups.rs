@@ -41,6 +41,58 @@ fn find_own_dir() -> Option<PathBuf> {
     usable.then_some(dir)
 }
 
+/// Where a runner started by this test process makes its commands' memory cgroups: its own
+/// cgroup v1 memory cgroup, when a limited cgroup can be made in it, or its cgroup v2 when that
+/// delegates the memory controller (found once per test process).
+pub fn memory_dir() -> Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(find_memory_dir).clone()
+}
+
+fn find_memory_dir() -> Option<PathBuf> {
+    if let Some(own) = own_dir() {
+        let delegated = std::fs::read_to_string(own.join("cgroup.subtree_control"))
+            .is_ok_and(|text| text.split_whitespace().any(|c| c == "memory"));
+        if delegated {
+            return Some(own);
+        }
+    }
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let own = own.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let controllers = fields.nth(1)?;
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then(|| fields.next())?
+    })?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = mounts.lines().find_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        let mut rest = rest.split_whitespace();
+        let is_memory = rest.next() == Some("cgroup")
+            && rest
+                .nth(1)
+                .is_some_and(|options| options.split(',').any(|o| o == "memory"));
+        is_memory.then_some(())?;
+        let mut fields = fields.split_whitespace();
+        let root = fields.nth(3)?;
+        let mount_point = Path::new(fields.next()?);
+        let below = Path::new(own).strip_prefix(root).ok()?;
+        let dir = mount_point.join(below);
+        Some(if dir.is_dir() {
+            dir
+        } else {
+            mount_point.to_owned()
+        })
+    })?;
+    let probe = dir.join(format!("test-memory-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).ok()?;
+    let usable = std::fs::write(probe.join("memory.limit_in_bytes"), "268435456").is_ok();
+    let _ = std::fs::remove_dir(&probe);
+    usable.then_some(dir)
+}
+
 /// The cgroup2 mount point `dir` (a cgroup directory) lies under.
 fn mount_of(dir: &Path) -> Option<PathBuf> {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;

@@ -163,7 +163,7 @@ impl Files {
 }
 
 /// The value of the `key value` line of a cgroup file.
-fn line_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+pub(super) fn line_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines().find_map(|line| {
         let (name, value) = line.split_once(' ')?;
         (name == key).then_some(value.trim())
@@ -181,7 +181,7 @@ pub(super) fn pids_in(procs: BorrowedFd<'_>) -> Vec<i32> {
         .unwrap_or_default()
 }
 
-fn read_text(file: BorrowedFd<'_>) -> io::Result<String> {
+pub(super) fn read_text(file: BorrowedFd<'_>) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&read_from_start(file)?).into_owned())
 }
 

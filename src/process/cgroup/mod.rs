@@ -23,6 +23,7 @@
 
 mod files;
 mod locate;
+mod memory;
 mod pool;
 mod tree;
 
@@ -36,6 +37,7 @@ use std::time::Duration;
 use rustix::fs::{Mode, OFlags};
 
 pub(crate) use locate::{Hierarchy, OwnCgroups};
+pub(crate) use memory::{mechanism as memory_mechanism, MemoryCgroup};
 pub(crate) use pool::remove_spares;
 
 use crate::sync::lock;

@@ -1,0 +1,365 @@
+//! A memory cgroup of its own for each command with a `memory` limit, where the runner can make
+//! one: the limit is then memory the command *uses* (`memory.max`), not address space it
+//! reserves, so the JVM, V8, Go and Bun — which reserve gigabytes they never touch — start
+//! under a few hundred MiB, and a command that passes its limit is killed by the kernel inside
+//! its own cgroup, counted there, and told apart from the container's own OOM kill.
+//!
+//! Two places qualify, found once at start-up (`mechanism`):
+//!
+//! - cgroup v2, when the runner's cgroup delegates the memory controller (`memory` in its
+//!   `cgroup.subtree_control`): every request cgroup then has it, and the command's memory
+//!   cgroup is nested in the request's (`memory` turned on in the request cgroup for the
+//!   command's life: between commands it holds no process), so everything the request tracks
+//!   still holds. `memory.max` = the limit, `memory.swap.max` = 0, `memory.oom.group` = 1: an
+//!   OOM kill takes the whole command.
+//! - a writable cgroup v1 memory hierarchy (the runner's own memory cgroup): the command's
+//!   memory cgroup is made below it. `memory.limit_in_bytes` = the limit, and
+//!   `memory.memsw.limit_in_bytes` the same where swap is accounted (no swap on top). v1 has no
+//!   `oom.group`: the runner watches the count and kills the rest of the command itself
+//!   (`kills_group_itself`).
+//!
+//! A command's memory cgroup lives as long as the command: made before its start, entered
+//! before its exec (created in it by clone3 on v2, moving itself in on v1), and removed once its
+//! processes are stopped. It is never kept for another command: whatever a command did to it
+//! (a raised limit, cgroups nested in it) goes with it.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+use rustix::fs::{Mode, OFlags};
+use rustix::process::{Pid, PidfdFlags, Signal};
+
+use super::files::{pids_in, read_text, write};
+use super::locate::{Hierarchy, OwnCgroups};
+use super::{tree, RequestCgroup, NAME_TRIES};
+
+/// Where commands' memory cgroups are made.
+#[derive(Debug)]
+enum Place {
+    /// Nested in each request's cgroup v2, whose parent delegates the memory controller.
+    V2,
+    /// Below the runner's own cgroup v1 memory cgroup, `dir`; `memsw`: swap is accounted
+    /// (`memory.memsw.limit_in_bytes` exists).
+    V1 { dir: PathBuf, memsw: bool },
+}
+
+/// Found (and tried with a first memory cgroup) once, at the first call.
+static PLACE: LazyLock<Option<Place>> = LazyLock::new(locate);
+
+/// The memory cgroups of this runner's commands, for the start-up line: `None` where the
+/// runner cannot make one (the `memory` limit is then `RLIMIT_DATA`).
+pub(crate) fn mechanism() -> Option<String> {
+    match PLACE.as_ref()? {
+        Place::V2 => Some(
+            "a cgroup v2 memory.max per command (swap off, OOM kills the whole command)".to_owned(),
+        ),
+        Place::V1 { dir, memsw } => Some(format!(
+            "a cgroup v1 memory limit per command in {}{}",
+            dir.display(),
+            if *memsw { " (swap off)" } else { "" }
+        )),
+    }
+}
+
+fn locate() -> Option<Place> {
+    if let Some(home) = super::HOME.as_ref() {
+        if delegates_memory(&home.dir) {
+            return Some(Place::V2);
+        }
+    }
+    let own = OwnCgroups::read();
+    own.candidates(Hierarchy::Controller("memory"))
+        .into_iter()
+        .find_map(|dir| try_v1(&dir))
+}
+
+/// Whether the cgroup v2 `dir` gives its children the memory controller.
+fn delegates_memory(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.subtree_control"))
+        .is_ok_and(|text| text.split_whitespace().any(|name| name == "memory"))
+}
+
+/// `dir` as the place of v1 memory cgroups, when one can be made there, limited, counted and
+/// removed again.
+fn try_v1(dir: &Path) -> Option<Place> {
+    let made = make_dir(dir).ok()?;
+    let works = (|| {
+        let open = |name: &str, flags| open_in(&made, name, flags);
+        write(
+            open("memory.limit_in_bytes", OFlags::WRONLY)?.as_fd(),
+            b"1073741824",
+        )?;
+        let counter = open("memory.oom_control", OFlags::RDONLY)?;
+        // Kernels before 4.13 do not count OOM kills here: nothing to tell a passed limit by.
+        let counts = crate::process::oom::parse_oom_kill(&read_text(counter.as_fd())?).is_some();
+        let memsw = open("memory.memsw.limit_in_bytes", OFlags::WRONLY).is_ok();
+        io::Result::Ok(counts.then_some(memsw))
+    })();
+    let _ = std::fs::remove_dir(&made);
+    match works {
+        Ok(Some(memsw)) => Some(Place::V1 {
+            dir: dir.to_owned(),
+            memsw,
+        }),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::debug!(%error, dir = %dir.display(), "no memory cgroups for commands here");
+            None
+        }
+    }
+}
+
+/// A new cgroup folder in `parent` under a name no cgroup has.
+fn make_dir(parent: &Path) -> io::Result<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..NAME_TRIES {
+        let serial = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = parent.join(format!("direktiv-cmd-{}-mem-{serial}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Err(io::ErrorKind::AlreadyExists.into())
+}
+
+fn open_in(dir: &Path, name: &str, flags: OFlags) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        dir.join(name),
+        flags | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// One command's memory cgroup.
+#[derive(Debug)]
+pub(crate) struct MemoryCgroup {
+    dir: PathBuf,
+    /// The cgroup's directory: on v2 the command is created in it.
+    dir_fd: OwnedFd,
+    /// `cgroup.procs` for writing: the command moves itself in before exec.
+    join: OwnedFd,
+    /// `cgroup.procs` for reading.
+    procs: OwnedFd,
+    /// `memory.events` (v2) or `memory.oom_control` (v1): the `oom_kill` count.
+    counter: OwnedFd,
+    /// The request cgroup's `cgroup.subtree_control` (v2), to turn `memory` off once the
+    /// command's cgroup is gone: a request cgroup with it on can hold no process of its own.
+    subtree_control: Option<OwnedFd>,
+    /// The limit, in bytes.
+    bytes: u64,
+}
+
+impl MemoryCgroup {
+    /// A memory cgroup limited to `bytes` for a command of the request whose cgroup is
+    /// `request`. `Ok(None)` where the runner makes none (then the limit is an rlimit).
+    pub(crate) fn create(bytes: u64, request: Option<&RequestCgroup>) -> io::Result<Option<Self>> {
+        match (PLACE.as_ref(), request) {
+            (Some(Place::V1 { dir, memsw }), _) => Self::create_v1(dir, *memsw, bytes).map(Some),
+            (Some(Place::V2), Some(request)) => Self::create_v2(request, bytes).map(Some),
+            // The request has no cgroup to nest one in (it could not be made).
+            (Some(Place::V2), None) => Err(io::Error::other("the request has no cgroup")),
+            (None, _) => Ok(None),
+        }
+    }
+
+    fn create_v1(parent: &Path, memsw: bool, bytes: u64) -> io::Result<Self> {
+        let dir = make_dir(parent)?;
+        let made = (|| {
+            let limit = bytes.to_string();
+            write(
+                open_in(&dir, "memory.limit_in_bytes", OFlags::WRONLY)?.as_fd(),
+                limit.as_bytes(),
+            )?;
+            if memsw {
+                let file = open_in(&dir, "memory.memsw.limit_in_bytes", OFlags::WRONLY)?;
+                write(file.as_fd(), limit.as_bytes())?;
+            }
+            Self::open(&dir, "memory.oom_control", bytes)
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        made
+    }
+
+    fn create_v2(request: &RequestCgroup, bytes: u64) -> io::Result<Self> {
+        let subtree_control = rustix::fs::openat(
+            &request.files.dir,
+            "cgroup.subtree_control",
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        write(subtree_control.as_fd(), b"+memory")?;
+        let made = make_dir(&request.dir).and_then(|dir| {
+            let settings = (|| {
+                let set = |name: &str, value: &[u8]| match open_in(&dir, name, OFlags::WRONLY) {
+                    Ok(file) => write(file.as_fd(), value),
+                    // Without swap accounting there is no swap to turn off.
+                    Err(error)
+                        if name == "memory.swap.max" && error.kind() == io::ErrorKind::NotFound =>
+                    {
+                        Ok(())
+                    }
+                    Err(error) => Err(error),
+                };
+                set("memory.max", bytes.to_string().as_bytes())?;
+                set("memory.swap.max", b"0")?;
+                set("memory.oom.group", b"1")
+            })();
+            match settings {
+                Ok(()) => Self::open(&dir, "memory.events", bytes),
+                Err(error) => {
+                    let _ = std::fs::remove_dir(&dir);
+                    Err(error)
+                }
+            }
+        });
+        match made {
+            Ok(cgroup) => Ok(MemoryCgroup {
+                subtree_control: Some(subtree_control),
+                ..cgroup
+            }),
+            Err(error) => {
+                let _ = write(subtree_control.as_fd(), b"-memory");
+                Err(error)
+            }
+        }
+    }
+
+    fn open(dir: &Path, counter: &str, bytes: u64) -> io::Result<Self> {
+        Ok(MemoryCgroup {
+            dir_fd: open_in(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY)?,
+            join: open_in(dir, "cgroup.procs", OFlags::WRONLY)?,
+            procs: open_in(dir, "cgroup.procs", OFlags::RDONLY)?,
+            counter: open_in(dir, counter, OFlags::RDONLY)?,
+            dir: dir.to_owned(),
+            subtree_control: None,
+            bytes,
+        })
+    }
+
+    /// The limit, in bytes.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// The cgroup v2 directory to create the command in (nested in the request's cgroup);
+    /// `None` on v1, where the command moves itself in.
+    pub(in crate::process) fn dir_to_create_in(&self) -> Option<BorrowedFd<'_>> {
+        self.subtree_control.is_some().then(|| self.dir_fd.as_fd())
+    }
+
+    /// `cgroup.procs` open for writing, for a command that moves itself in.
+    pub(in crate::process) fn procs_to_join(&self) -> BorrowedFd<'_> {
+        self.join.as_fd()
+    }
+
+    /// Whether it is nested in the request's cgroup (v2): a command in it is in the request's.
+    pub(in crate::process) fn in_request_cgroup(&self) -> bool {
+        self.subtree_control.is_some()
+    }
+
+    /// Whether the kernel kills every process of the command when one passes the limit (v2's
+    /// `memory.oom.group`); on v1 the runner does (`oom_killed`, then `kill`).
+    pub(crate) fn kills_group_itself(&self) -> bool {
+        self.subtree_control.is_some()
+    }
+
+    /// Whether the kernel's OOM killer killed a process in it: the command passed its limit.
+    /// One read of a small cgroup file.
+    pub(crate) fn oom_killed(&self) -> bool {
+        read_text(self.counter.as_fd())
+            .ok()
+            .and_then(|text| crate::process::oom::parse_oom_kill(&text))
+            .is_some_and(|kills| kills > 0)
+    }
+
+    /// SIGKILL to every process in it: what `memory.oom.group` does on v2, for v1. A pid is
+    /// signalled through a pidfd opened while it was listed and still listed after: a number
+    /// reused meanwhile is never signalled.
+    pub(crate) fn kill(&self) {
+        let listed = pids_in(self.procs.as_fd());
+        let opened: Vec<(i32, OwnedFd)> = listed
+            .into_iter()
+            .filter_map(|pid| {
+                let pidfd = rustix::process::pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty());
+                Some((pid, pidfd.ok()?))
+            })
+            .collect();
+        let still = pids_in(self.procs.as_fd());
+        for (pid, pidfd) in opened.iter().filter(|(pid, _)| still.contains(pid)) {
+            if rustix::process::pidfd_send_signal(pidfd, Signal::KILL).is_ok() {
+                tracing::debug!(
+                    pid,
+                    "killed a process of a command that passed its memory limit"
+                );
+            }
+        }
+    }
+
+    /// Removes the cgroup once its processes are stopped; false while something is still in
+    /// it (the caller tries again later). Whatever is left in it then is not the request's
+    /// (a command running as root may move another process in): it is moved out first.
+    pub(crate) fn remove(&self) -> bool {
+        let nested_gone = tree::remove_below(self.dir_fd.as_fd());
+        match std::fs::remove_dir(&self.dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => {
+                if error.raw_os_error() == Some(libc::EBUSY) {
+                    self.move_out();
+                }
+                tracing::debug!(%error, nested_gone, dir = %self.dir.display(), "a command's memory cgroup is not empty yet");
+                return false;
+            }
+        }
+        if let Some(subtree_control) = &self.subtree_control {
+            if let Err(error) = write(subtree_control.as_fd(), b"-memory") {
+                tracing::warn!(%error, "cannot turn the memory controller off in a request's cgroup");
+            }
+        }
+        true
+    }
+
+    /// Moves every process in it to the cgroup above (v1) or the runner's own (v2).
+    fn move_out(&self) {
+        let parent = match self.subtree_control {
+            Some(_) => super::HOME
+                .as_ref()
+                .map(|home| home.dir.join("cgroup.procs")),
+            None => self.dir.parent().map(|dir| dir.join("cgroup.procs")),
+        };
+        let Some(Ok(parent)) = parent
+            .map(|path| rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()))
+        else {
+            return;
+        };
+        for pid in pids_in(self.procs.as_fd()) {
+            let _ = write(parent.as_fd(), pid.to_string().as_bytes());
+        }
+    }
+}
+
+/// How often `remove` is tried for a cgroup whose last processes are still exiting, and the
+/// pause between tries.
+const REMOVE_TRIES: u32 = 50;
+const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl MemoryCgroup {
+    /// `remove`, tried until it works (blocking: for the blocking pool); a warning when the
+    /// cgroup stays.
+    pub(crate) fn remove_patiently(&self) {
+        for _ in 0..REMOVE_TRIES {
+            if self.remove() {
+                return;
+            }
+            std::thread::sleep(REMOVE_PAUSE);
+        }
+        tracing::warn!(dir = %self.dir.display(), "a command's memory cgroup did not empty; it is left");
+    }
+}
