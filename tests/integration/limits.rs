@@ -143,15 +143,17 @@ async fn each_limited_command_gets_a_fresh_memory_cgroup_whatever_the_last_did_t
         panic!("Capability::MemoryCgroups without a memory cgroup directory");
     };
     let (sidecar, runner) = start_pair(&[]);
-    // Finds its own memory cgroup, says its name and limit, then (as root) raises the limit
-    // and nests a cgroup in it.
+    // Finds its own memory cgroup, then (as root) raises the limit — memsw first on v1, which
+    // must stay above it — and nests a cgroup in it; says its name and limit before and after.
     let look = "name=$(grep -o 'direktiv-cmd-[0-9]*-mem-[0-9]*' /proc/self/cgroup | head -n1); \
                 d=$(find \"$MEMDIR\" -maxdepth 2 -type d -name \"$name\" | head -n1); \
-                limit=$(cat \"$d/memory.limit_in_bytes\" 2>/dev/null || cat \"$d/memory.max\"); \
-                echo \"$name $limit\"; \
-                echo 1073741824 > \"$d/memory.limit_in_bytes\" 2>/dev/null || \
-                  echo max > \"$d/memory.max\"; \
-                mkdir \"$d/nested\"";
+                limit() { cat \"$d/memory.limit_in_bytes\" 2>/dev/null || cat \"$d/memory.max\"; }; \
+                before=$(limit); \
+                if [ -e \"$d/memory.limit_in_bytes\" ]; then \
+                  echo 2147483648 > \"$d/memory.memsw.limit_in_bytes\" 2>/dev/null; \
+                  echo 1073741824 > \"$d/memory.limit_in_bytes\"; \
+                else echo max > \"$d/memory.max\"; fi && \
+                mkdir \"$d/nested\" && echo \"$name $before $(limit)\"";
     let limited = json!({"command": look, "shell": true, "limits": {"memory": "256Mi"}});
     let unlimited = sh("grep -c 'direktiv-cmd-[0-9]*-mem-' /proc/self/cgroup || true");
     let body = json!({
@@ -167,18 +169,22 @@ async fn each_limited_command_gets_a_fresh_memory_cgroup_whatever_the_last_did_t
             .trim()
             .to_owned()
     };
-    let (first, second) = (seen(0), seen(1));
+    let fields = |seen: String| seen.split(' ').map(str::to_owned).collect::<Vec<_>>();
+    let (first, second) = (fields(seen(0)), fields(seen(1)));
     let limit = (256u64 << 20).to_string();
-    assert!(first.ends_with(&limit), "{first}");
+    assert_eq!(first.get(1), Some(&limit), "{first:?}");
+    let raised = first.get(2).map(String::as_str);
     assert!(
-        second.ends_with(&limit),
-        "the raised limit did not carry over: {second}"
+        raised == Some("1073741824") || raised == Some("max"),
+        "the first command raised its limit: {first:?}"
     );
-    assert_ne!(
-        first.split(' ').next(),
-        second.split(' ').next(),
-        "a fresh cgroup each"
+    assert_eq!(
+        second.get(1),
+        Some(&limit),
+        "the raised limit did not carry over: {second:?}"
     );
+    assert_ne!(first.first(), second.first(), "a fresh cgroup each");
+    let first = first.join(" ");
     assert!(
         first.starts_with(&format!("direktiv-cmd-{}-mem-", runner.pid())),
         "{first}"
