@@ -139,12 +139,12 @@ fn open_in(dir: &Path, name: &str, flags: OFlags) -> io::Result<OwnedFd> {
 #[derive(Debug)]
 pub(crate) struct MemoryCgroup {
     dir: PathBuf,
-    /// The cgroup's directory: on v2 the command is created in it.
-    dir_fd: OwnedFd,
+    /// The cgroup's directory, on v2, to create the command in. (Files a command seldom
+    /// needs — its `cgroup.procs` for reading, the folder to walk for nested cgroups — are
+    /// opened when it does: every open is paid by every limited command.)
+    dir_fd: Option<OwnedFd>,
     /// `cgroup.procs` for writing: the command moves itself in before exec.
     join: OwnedFd,
-    /// `cgroup.procs` for reading.
-    procs: OwnedFd,
     /// `memory.events` (v2) or `memory.oom_control` (v1): the `oom_kill` count.
     counter: OwnedFd,
     /// The request cgroup's `cgroup.subtree_control` (v2), to turn `memory` off once the
@@ -221,6 +221,11 @@ impl MemoryCgroup {
         });
         match made {
             Ok(cgroup) => Ok(MemoryCgroup {
+                dir_fd: Some(open_in(
+                    &cgroup.dir,
+                    ".",
+                    OFlags::RDONLY | OFlags::DIRECTORY,
+                )?),
                 subtree_control: Some(subtree_control),
                 ..cgroup
             }),
@@ -233,9 +238,8 @@ impl MemoryCgroup {
 
     fn open(dir: &Path, counter: &str, bytes: u64) -> io::Result<Self> {
         Ok(MemoryCgroup {
-            dir_fd: open_in(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY)?,
+            dir_fd: None,
             join: open_in(dir, "cgroup.procs", OFlags::WRONLY)?,
-            procs: open_in(dir, "cgroup.procs", OFlags::RDONLY)?,
             counter: open_in(dir, counter, OFlags::RDONLY)?,
             dir: dir.to_owned(),
             subtree_control: None,
@@ -251,7 +255,7 @@ impl MemoryCgroup {
     /// The cgroup v2 directory to create the command in (nested in the request's cgroup);
     /// `None` on v1, where the command moves itself in.
     pub(in crate::process) fn dir_to_create_in(&self) -> Option<BorrowedFd<'_>> {
-        self.subtree_control.is_some().then(|| self.dir_fd.as_fd())
+        self.dir_fd.as_ref().map(AsFd::as_fd)
     }
 
     /// `cgroup.procs` open for writing, for a command that moves itself in.
@@ -283,7 +287,10 @@ impl MemoryCgroup {
     /// signalled through a pidfd opened while it was listed and still listed after: a number
     /// reused meanwhile is never signalled.
     pub(crate) fn kill(&self) {
-        let listed = pids_in(self.procs.as_fd());
+        let Ok(procs) = open_in(&self.dir, "cgroup.procs", OFlags::RDONLY) else {
+            return;
+        };
+        let listed = pids_in(procs.as_fd());
         let opened: Vec<(i32, OwnedFd)> = listed
             .into_iter()
             .filter_map(|pid| {
@@ -291,7 +298,7 @@ impl MemoryCgroup {
                 Some((pid, pidfd.ok()?))
             })
             .collect();
-        let still = pids_in(self.procs.as_fd());
+        let still = pids_in(procs.as_fd());
         for (pid, pidfd) in opened.iter().filter(|(pid, _)| still.contains(pid)) {
             if rustix::process::pidfd_send_signal(pidfd, Signal::KILL).is_ok() {
                 tracing::debug!(
@@ -303,27 +310,29 @@ impl MemoryCgroup {
     }
 
     /// Removes the cgroup once its processes are stopped; false while something is still in
-    /// it (the caller tries again later). Whatever is left in it then is not the request's
-    /// (a command running as root may move another process in): it is moved out first.
+    /// it (the caller tries again later). Cgroups a command running as root nested in it are
+    /// removed first; whatever is left in it then is not the request's (such a command may move
+    /// another process in): it is moved out.
     pub(crate) fn remove(&self) -> bool {
-        let nested_gone = tree::remove_below(self.dir_fd.as_fd());
-        match std::fs::remove_dir(&self.dir) {
-            Ok(()) => {}
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        let removed = match std::fs::remove_dir(&self.dir) {
+            Ok(()) => true,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => true,
             Err(error) => {
-                if error.raw_os_error() == Some(libc::EBUSY) {
-                    self.move_out();
-                }
+                let nested_gone = open_in(&self.dir, ".", OFlags::RDONLY | OFlags::DIRECTORY)
+                    .is_ok_and(|dir| tree::remove_below(dir.as_fd()));
+                self.move_out();
                 tracing::debug!(%error, nested_gone, dir = %self.dir.display(), "a command's memory cgroup is not empty yet");
-                return false;
+                std::fs::remove_dir(&self.dir).is_ok()
+            }
+        };
+        if removed {
+            if let Some(subtree_control) = &self.subtree_control {
+                if let Err(error) = write(subtree_control.as_fd(), b"-memory") {
+                    tracing::warn!(%error, "cannot turn the memory controller off in a request's cgroup");
+                }
             }
         }
-        if let Some(subtree_control) = &self.subtree_control {
-            if let Err(error) = write(subtree_control.as_fd(), b"-memory") {
-                tracing::warn!(%error, "cannot turn the memory controller off in a request's cgroup");
-            }
-        }
-        true
+        removed
     }
 
     /// Moves every process in it to the cgroup above (v1) or the runner's own (v2).
@@ -339,7 +348,10 @@ impl MemoryCgroup {
         else {
             return;
         };
-        for pid in pids_in(self.procs.as_fd()) {
+        let Ok(procs) = open_in(&self.dir, "cgroup.procs", OFlags::RDONLY) else {
+            return;
+        };
+        for pid in pids_in(procs.as_fd()) {
             let _ = write(parent.as_fd(), pid.to_string().as_bytes());
         }
     }
