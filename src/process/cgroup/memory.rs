@@ -211,21 +211,21 @@ impl MemoryCgroup {
                 set("memory.swap.max", b"0")?;
                 set("memory.oom.group", b"1")
             })();
-            match settings {
-                Ok(()) => Self::open(&dir, "memory.events", bytes),
-                Err(error) => {
-                    let _ = std::fs::remove_dir(&dir);
-                    Err(error)
-                }
+            let opened = settings.and_then(|()| {
+                let dir_fd = open_in(&dir, ".", OFlags::RDONLY | OFlags::DIRECTORY)?;
+                let cgroup = Self::open(&dir, "memory.events", bytes)?;
+                Ok(MemoryCgroup {
+                    dir_fd: Some(dir_fd),
+                    ..cgroup
+                })
+            });
+            if opened.is_err() {
+                let _ = std::fs::remove_dir(&dir);
             }
+            opened
         });
         match made {
             Ok(cgroup) => Ok(MemoryCgroup {
-                dir_fd: Some(open_in(
-                    &cgroup.dir,
-                    ".",
-                    OFlags::RDONLY | OFlags::DIRECTORY,
-                )?),
                 subtree_control: Some(subtree_control),
                 ..cgroup
             }),
