@@ -383,18 +383,27 @@ async fn memory_limit_passed(memory: Option<&MemoryCgroup>) {
     }
 }
 
-/// A command's memory cgroup, removed when dropped: at once when it is empty (as it is once the
-/// command's processes are stopped), else on the blocking pool, tried until it is.
+/// A command's memory cgroup, removed when dropped (its processes are stopped by then). On v2
+/// at once, since the request's cgroup can hold the next command only once it is gone (and
+/// `memory` is off again in it); on v1 on the blocking pool, so the response does not wait for
+/// the kernel to take some 30 cgroup files down. Either way tried until it is gone.
 struct OwnMemoryCgroup(Option<MemoryCgroup>);
 
 impl Drop for OwnMemoryCgroup {
     fn drop(&mut self) {
-        if let Some(memory) = self.0.take() {
-            if !memory.remove() {
-                drop(tokio::task::spawn_blocking(move || {
-                    memory.remove_patiently()
-                }));
+        let Some(memory) = self.0.take() else {
+            return;
+        };
+        let runtime = tokio::runtime::Handle::try_current();
+        match runtime {
+            Ok(runtime) if !memory.kills_group_itself() => {
+                drop(runtime.spawn_blocking(move || memory.remove_patiently()));
             }
+            Ok(runtime) if !memory.remove() => {
+                drop(runtime.spawn_blocking(move || memory.remove_patiently()));
+            }
+            Ok(_) => {}
+            Err(_) => memory.remove_patiently(),
         }
     }
 }
