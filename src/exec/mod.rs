@@ -8,13 +8,15 @@
 //! deadline (`timeout`, else `CMD_TIMEOUT`) and the request's `Cancel`, then stops the group
 //! and the request's other processes with `CMD_KILL_GRACE` between SIGTERM and SIGKILL.
 //!
-//! Accounting too: the command runs under its `limits` (set before exec), is told its
-//! deadline (`DIREKTIV_DEADLINE`), is reaped with its usage, and an ending by itself is judged
-//! with the OOM-kill count read around it (`verdict`).
+//! Accounting too: the command runs under its `limits` (set before exec; `memory` in a memory
+//! cgroup of its own where the runner makes them: `memory`), is told its deadline
+//! (`DIREKTIV_DEADLINE`), is reaped with its usage, and an ending by itself is judged with the
+//! OOM-kill counts read around it (`verdict`).
 
 mod capture;
 mod deadline;
 mod launch;
+mod memory;
 mod order;
 mod output;
 pub(crate) mod path_search;
@@ -32,9 +34,10 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use crate::process::{ExitKind, Usage};
 pub(crate) use capture::{masked_tail, Capture};
 pub(crate) use launch::{unresolved_allow_entries, Launch};
+pub(crate) use memory::{memory_by, memory_enforcement};
 
 use crate::cancel::Cancel;
-use crate::config::{AllowList, Config, LimitsMechanism};
+use crate::config::{AllowList, Config};
 use crate::direktiv::ENV_DEADLINE;
 use crate::error::{CancelReason, Failure};
 use crate::limits::{Limits, MemoryBy};
@@ -47,6 +50,7 @@ use crate::process::{
     StopPolicy, MARK_VARIABLE,
 };
 use deadline::Deadline;
+use memory::{memory_cgroup, memory_limit_passed, OwnMemoryCgroup};
 use output::{Captures, CommandOutput};
 use path_search::SearchPlace;
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
@@ -57,28 +61,6 @@ pub(crate) fn tracking() -> String {
     match process::cgroup_home() {
         Some(dir) => format!("{groups} and a cgroup per request in {}", dir.display()),
         None => format!("{groups} (no writable cgroup for requests)"),
-    }
-}
-
-/// How `memory` limits are enforced: `CMD_LIMITS_MECHANISM`, and what the machine allows
-/// (found once).
-pub(crate) fn memory_by(config: &Config) -> MemoryBy {
-    match config.limits_mechanism {
-        LimitsMechanism::Auto if process::memory_mechanism().is_some() => MemoryBy::Cgroup,
-        LimitsMechanism::Auto | LimitsMechanism::Rlimit => MemoryBy::Rlimit,
-    }
-}
-
-/// How `memory` limits are enforced, for the start-up line (`crate::startup`).
-pub(crate) fn memory_enforcement(config: &Config) -> String {
-    match (config.limits_mechanism, process::memory_mechanism()) {
-        (LimitsMechanism::Rlimit, _) => {
-            "writable private memory (RLIMIT_DATA, as CMD_LIMITS_MECHANISM=rlimit says)".to_owned()
-        }
-        (LimitsMechanism::Auto, Some(cgroup)) => cgroup,
-        (LimitsMechanism::Auto, None) => {
-            "writable private memory (RLIMIT_DATA: no memory cgroup can be made here)".to_owned()
-        }
     }
 }
 
@@ -364,50 +346,6 @@ async fn execute(
     }
 }
 
-/// How often the OOM count of a command's cgroup v1 memory cgroup is read while it runs: v1
-/// has no `memory.oom.group`, so the runner kills the rest of a command the kernel killed a
-/// process of.
-const MEMORY_WATCH: Duration = Duration::from_millis(50);
-
-/// Returns once the kernel killed a process of a command in its v1 memory cgroup; never for a
-/// command without one, or with one on v2, where the kernel kills the whole command.
-async fn memory_limit_passed(memory: Option<&MemoryCgroup>) {
-    let Some(memory) = memory.filter(|memory| !memory.kills_group_itself()) else {
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::time::sleep(MEMORY_WATCH).await;
-        if memory.oom_killed() {
-            return;
-        }
-    }
-}
-
-/// A command's memory cgroup, removed when dropped (its processes are stopped by then). On v2
-/// at once, since the request's cgroup can hold the next command only once it is gone (and
-/// `memory` is off again in it); on v1 on the blocking pool, so the response does not wait for
-/// the kernel to take some 30 cgroup files down. Either way tried until it is gone.
-struct OwnMemoryCgroup(Option<MemoryCgroup>);
-
-impl Drop for OwnMemoryCgroup {
-    fn drop(&mut self) {
-        let Some(memory) = self.0.take() else {
-            return;
-        };
-        let runtime = tokio::runtime::Handle::try_current();
-        match runtime {
-            Ok(runtime) if !memory.kills_group_itself() => {
-                drop(runtime.spawn_blocking(move || memory.remove_patiently()));
-            }
-            Ok(runtime) if !memory.remove() => {
-                drop(runtime.spawn_blocking(move || memory.remove_patiently()));
-            }
-            Ok(_) => {}
-            Err(_) => memory.remove_patiently(),
-        }
-    }
-}
-
 /// Locates the executable and starts it, on the blocking pool: looking up files can block (a
 /// hung mount in PATH), and so can the exec itself, which the start waits for. `shown_deadline`
 /// (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`. A command with a `memory` limit
@@ -494,24 +432,6 @@ async fn start(
             "the command could not be started: {error}"
         )))
     })
-}
-
-/// The memory cgroup for a command with a `memory` limit, where limits are enforced by memory
-/// cgroups; `None` (the limit is then `RLIMIT_DATA`) otherwise, or when one cannot be made.
-/// Blocking (cgroupfs).
-fn memory_cgroup(
-    memory_by: MemoryBy,
-    limits: Limits,
-    request: Option<&process::RequestCgroup>,
-) -> Option<MemoryCgroup> {
-    let bytes = limits.memory.filter(|_| memory_by == MemoryBy::Cgroup)?;
-    match MemoryCgroup::create(bytes, request) {
-        Ok(made) => made,
-        Err(error) => {
-            tracing::warn!(%error, "cannot make a memory cgroup for a command; its memory limit is RLIMIT_DATA");
-            None
-        }
-    }
 }
 
 /// How often a start still waiting after its deadline (or cancellation) thaws the request's
