@@ -52,9 +52,9 @@ pub(super) async fn memory_limit_passed(memory: Option<&MemoryCgroup>) {
 }
 
 /// A command's memory cgroup, removed when dropped (its processes are stopped by then). On v2
-/// at once, since the request's cgroup can hold the next command only once it is gone (and
-/// `memory` is off again in it); on v1 on the blocking pool, so the response does not wait for
-/// the kernel to take some 30 cgroup files down. Either way tried until it is gone.
+/// at once (one `rmdir`), so the request's next command finds it gone; on v1 on the blocking
+/// pool, so the response does not wait for the kernel to take some 30 cgroup files down. Either
+/// way tried until it is gone.
 pub(super) struct OwnMemoryCgroup(pub(super) Option<MemoryCgroup>);
 
 impl Drop for OwnMemoryCgroup {
@@ -78,18 +78,22 @@ impl Drop for OwnMemoryCgroup {
 
 /// The memory cgroup for a command with a `memory` limit, where limits are enforced by memory
 /// cgroups; `None` (the limit is then `RLIMIT_DATA`) otherwise, or when one cannot be made.
-/// Blocking (cgroupfs).
+/// A command without one gets the request's cgroup ready to hold it (on v2 an earlier command's
+/// memory cgroup was nested in it). Blocking (cgroupfs).
 pub(super) fn memory_cgroup(
     memory_by: MemoryBy,
     limits: Limits,
     request: Option<&RequestCgroup>,
 ) -> Option<MemoryCgroup> {
-    let bytes = limits.memory.filter(|_| memory_by == MemoryBy::Cgroup)?;
-    match MemoryCgroup::create(bytes, request) {
-        Ok(made) => made,
-        Err(error) => {
+    let made = match limits.memory.filter(|_| memory_by == MemoryBy::Cgroup) {
+        Some(bytes) => MemoryCgroup::create(bytes, request).unwrap_or_else(|error| {
             tracing::warn!(%error, "cannot make a memory cgroup for a command; its memory limit is RLIMIT_DATA");
             None
-        }
+        }),
+        None => None,
+    };
+    if let (None, Some(request)) = (&made, request) {
+        process::leave_request_cgroup_open(request);
     }
+    made
 }

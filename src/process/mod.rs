@@ -36,8 +36,8 @@ mod stop;
 mod tracker;
 
 pub(crate) use cgroup::{
-    home_dir as cgroup_home, memory_mechanism, remove_spares as remove_spare_cgroups, MemoryCgroup,
-    RequestCgroup,
+    home_dir as cgroup_home, leave_request_cgroup_open, memory_mechanism,
+    remove_spares as remove_spare_cgroups, MemoryCgroup, RequestCgroup,
 };
 pub(crate) use group::ProcessGroup;
 pub(crate) use image::{ChildEnv, Image};

@@ -8,10 +8,15 @@
 //!
 //! - cgroup v2, when the runner's cgroup delegates the memory controller (`memory` in its
 //!   `cgroup.subtree_control`): every request cgroup then has it, and the command's memory
-//!   cgroup is nested in the request's (`memory` turned on in the request cgroup for the
-//!   command's life: between commands it holds no process), so everything the request tracks
-//!   still holds. `memory.max` = the limit, `memory.swap.max` = 0, `memory.oom.group` = 1: an
-//!   OOM kill takes the whole command.
+//!   cgroup is nested in the request's, so everything the request tracks still holds. `memory`
+//!   is turned on in the request cgroup for its first limited command (between commands it
+//!   holds no process, so no process moves: no wait for the kernel) and left on while its
+//!   commands have memory limits; a command without one turns it off first
+//!   (`leave_request_cgroup_open`), since a cgroup with it on can hold no process itself.
+//!   Turning it off waits for the kernel to finish with the memory cgroups removed just
+//!   before: on the blocking pool, and only when a command without a limit follows one with.
+//!   `memory.max` = the limit, `memory.swap.max` = 0, `memory.oom.group` = 1: an OOM kill
+//!   takes the whole command.
 //! - a writable cgroup v1 memory hierarchy (the runner's own memory cgroup): the command's
 //!   memory cgroup is made below it. `memory.limit_in_bytes` = the limit, and
 //!   `memory.memsw.limit_in_bytes` the same where swap is accounted (no swap on top). v1 has no
@@ -147,9 +152,8 @@ pub(crate) struct MemoryCgroup {
     join: OwnedFd,
     /// `memory.events` (v2) or `memory.oom_control` (v1): the `oom_kill` count.
     counter: OwnedFd,
-    /// The request cgroup's `cgroup.subtree_control` (v2), to turn `memory` off once the
-    /// command's cgroup is gone: a request cgroup with it on can hold no process of its own.
-    subtree_control: Option<OwnedFd>,
+    /// Nested in the request's cgroup (v2).
+    nested: bool,
     /// The limit, in bytes.
     bytes: u64,
 }
@@ -188,13 +192,10 @@ impl MemoryCgroup {
     }
 
     fn create_v2(request: &RequestCgroup, bytes: u64) -> io::Result<Self> {
-        let subtree_control = rustix::fs::openat(
-            &request.files.dir,
-            "cgroup.subtree_control",
-            OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        write(subtree_control.as_fd(), b"+memory")?;
+        if !request.memory_on.load(Ordering::SeqCst) {
+            write_subtree_control(request, b"+memory")?;
+            request.memory_on.store(true, Ordering::SeqCst);
+        }
         let made = make_dir(&request.dir).and_then(|dir| {
             let settings = (|| {
                 let set = |name: &str, value: &[u8]| match open_in(&dir, name, OFlags::WRONLY) {
@@ -224,16 +225,11 @@ impl MemoryCgroup {
             }
             opened
         });
-        match made {
-            Ok(cgroup) => Ok(MemoryCgroup {
-                subtree_control: Some(subtree_control),
-                ..cgroup
-            }),
-            Err(error) => {
-                let _ = write(subtree_control.as_fd(), b"-memory");
-                Err(error)
-            }
-        }
+        // On failure `memory` stays on: the next command without a memory cgroup turns it off.
+        made.map(|cgroup| MemoryCgroup {
+            nested: true,
+            ..cgroup
+        })
     }
 
     fn open(dir: &Path, counter: &str, bytes: u64) -> io::Result<Self> {
@@ -242,7 +238,7 @@ impl MemoryCgroup {
             join: open_in(dir, "cgroup.procs", OFlags::WRONLY)?,
             counter: open_in(dir, counter, OFlags::RDONLY)?,
             dir: dir.to_owned(),
-            subtree_control: None,
+            nested: false,
             bytes,
         })
     }
@@ -265,13 +261,13 @@ impl MemoryCgroup {
 
     /// Whether it is nested in the request's cgroup (v2): a command in it is in the request's.
     pub(in crate::process) fn in_request_cgroup(&self) -> bool {
-        self.subtree_control.is_some()
+        self.nested
     }
 
     /// Whether the kernel kills every process of the command when one passes the limit (v2's
     /// `memory.oom.group`); on v1 the runner does (`oom_killed`, then `kill`).
     pub(crate) fn kills_group_itself(&self) -> bool {
-        self.subtree_control.is_some()
+        self.nested
     }
 
     /// Whether the kernel's OOM killer killed a process in it: the command passed its limit.
@@ -314,7 +310,7 @@ impl MemoryCgroup {
     /// removed first; whatever is left in it then is not the request's (such a command may move
     /// another process in): it is moved out.
     pub(crate) fn remove(&self) -> bool {
-        let removed = match std::fs::remove_dir(&self.dir) {
+        match std::fs::remove_dir(&self.dir) {
             Ok(()) => true,
             Err(error) if error.kind() == io::ErrorKind::NotFound => true,
             Err(error) => {
@@ -324,24 +320,16 @@ impl MemoryCgroup {
                 tracing::debug!(%error, nested_gone, dir = %self.dir.display(), "a command's memory cgroup is not empty yet");
                 std::fs::remove_dir(&self.dir).is_ok()
             }
-        };
-        if removed {
-            if let Some(subtree_control) = &self.subtree_control {
-                if let Err(error) = write(subtree_control.as_fd(), b"-memory") {
-                    tracing::warn!(%error, "cannot turn the memory controller off in a request's cgroup");
-                }
-            }
         }
-        removed
     }
 
     /// Moves every process in it to the cgroup above (v1) or the runner's own (v2).
     fn move_out(&self) {
-        let parent = match self.subtree_control {
-            Some(_) => super::HOME
+        let parent = match self.nested {
+            true => super::HOME
                 .as_ref()
                 .map(|home| home.dir.join("cgroup.procs")),
-            None => self.dir.parent().map(|dir| dir.join("cgroup.procs")),
+            false => self.dir.parent().map(|dir| dir.join("cgroup.procs")),
         };
         let Some(Ok(parent)) = parent
             .map(|path| rustix::fs::open(path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty()))
@@ -355,6 +343,34 @@ impl MemoryCgroup {
             let _ = write(parent.as_fd(), pid.to_string().as_bytes());
         }
     }
+}
+
+/// Makes the request's cgroup (v2) able to hold a command again: turns `memory` off where a
+/// command with a memory limit turned it on. Called before a command without a memory cgroup
+/// starts; nothing to do unless one with a limit ran before it. Blocking: the kernel first
+/// finishes with the memory cgroups just removed (for the blocking pool).
+pub(crate) fn leave_request_cgroup_open(request: &RequestCgroup) {
+    if !request.memory_on.load(Ordering::SeqCst) {
+        return;
+    }
+    match write_subtree_control(request, b"-memory") {
+        Ok(()) => request.memory_on.store(false, Ordering::SeqCst),
+        // The command then starts outside the request's cgroup, tracked by its mark.
+        Err(error) => {
+            tracing::warn!(%error, "cannot turn the memory controller off in a request's cgroup")
+        }
+    }
+}
+
+/// Writes `change` (`+memory`, `-memory`) to the request cgroup's `cgroup.subtree_control`.
+fn write_subtree_control(request: &RequestCgroup, change: &[u8]) -> io::Result<()> {
+    let file = rustix::fs::openat(
+        &request.files.dir,
+        "cgroup.subtree_control",
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    write(file.as_fd(), change)
 }
 
 /// How often `remove` is tried for a cgroup whose last processes are still exiting, and the

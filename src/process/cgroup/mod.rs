@@ -37,7 +37,7 @@ use std::time::Duration;
 use rustix::fs::{Mode, OFlags};
 
 pub(crate) use locate::{Hierarchy, OwnCgroups};
-pub(crate) use memory::{mechanism as memory_mechanism, MemoryCgroup};
+pub(crate) use memory::{leave_request_cgroup_open, mechanism as memory_mechanism, MemoryCgroup};
 pub(crate) use pool::remove_spares;
 
 use crate::sync::lock;
@@ -134,6 +134,13 @@ pub(crate) struct RequestCgroup {
     /// parent's own cgroup's), so later commands move themselves in instead, and the cgroup
     /// is never kept for another request.
     killed: AtomicBool,
+    /// Whether `memory` is on in its `cgroup.subtree_control` (cgroup v2, where the runner's
+    /// cgroup delegates it): turned on for a command with a memory limit, whose memory cgroup
+    /// is nested in it (`memory`), and left on while the request's commands have limits. It
+    /// holds no process of its own meanwhile, so it is turned off before a command without a
+    /// memory cgroup starts (`memory::leave_request_cgroup_open`). Such a cgroup has a
+    /// controller, so it is never kept for another request.
+    memory_on: AtomicBool,
 }
 
 impl RequestCgroup {
@@ -158,6 +165,7 @@ impl RequestCgroup {
             files,
             released: Mutex::new(false),
             killed: AtomicBool::new(false),
+            memory_on: AtomicBool::new(false),
         })
     }
 
@@ -322,6 +330,7 @@ impl RequestCgroup {
             files: Arc::new(Files::open(dir).unwrap()),
             released: Mutex::new(false),
             killed: AtomicBool::new(false),
+            memory_on: AtomicBool::new(false),
         }
     }
 
