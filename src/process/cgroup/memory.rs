@@ -391,3 +391,52 @@ impl MemoryCgroup {
         tracing::warn!(dir = %self.dir.display(), "a command's memory cgroup did not empty; it is left");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in request cgroup (a plain folder: no memory cgroup can be made in it) with an
+    /// empty `cgroup.subtree_control`.
+    fn request(dir: &Path) -> RequestCgroup {
+        let request = RequestCgroup::stand_in(dir);
+        std::fs::write(dir.join("cgroup.subtree_control"), "").unwrap();
+        request
+    }
+
+    fn subtree_control(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap()
+    }
+
+    #[test]
+    fn memory_stays_on_in_the_request_cgroup_until_a_command_without_a_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = request(dir.path());
+        // Nothing to do while no command turned it on.
+        leave_request_cgroup_open(&request);
+        assert_eq!(subtree_control(dir.path()), "");
+
+        // Turned on first; the folder has no memory.max, so the command's cgroup cannot be
+        // made, and none is left behind.
+        assert!(MemoryCgroup::create_v2(&request, 256 << 20).is_err());
+        assert_eq!(subtree_control(dir.path()), "+memory");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().is_dir())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+
+        // Left on for the next limited command (not written again)...
+        std::fs::write(dir.path().join("cgroup.subtree_control"), "").unwrap();
+        assert!(MemoryCgroup::create_v2(&request, 256 << 20).is_err());
+        assert_eq!(subtree_control(dir.path()), "");
+
+        // ...and turned off once before a command without one.
+        leave_request_cgroup_open(&request);
+        assert_eq!(subtree_control(dir.path()), "-memory");
+        std::fs::write(dir.path().join("cgroup.subtree_control"), "").unwrap();
+        leave_request_cgroup_open(&request);
+        assert_eq!(subtree_control(dir.path()), "");
+    }
+}
