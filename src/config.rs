@@ -125,6 +125,11 @@ pub struct Config {
     #[arg(long, env = "CMD_MAX_OUTPUT", default_value = "1MiB", value_parser = parse_size)]
     pub max_output: usize,
 
+    /// Largest `DIREKTIV_RESULT` file read back as a command's `result`; a larger one fails
+    /// the command with cmd.result.too_large (Direktiv takes responses up to 128 MiB).
+    #[arg(long, env = "CMD_MAX_RESULT", default_value = "64MiB", value_parser = parse_size)]
+    pub max_result: usize,
+
     /// Largest request body accepted.
     #[arg(long, env = "CMD_MAX_BODY", default_value = "32MiB", value_parser = parse_size)]
     pub max_body: usize,

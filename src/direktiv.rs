@@ -35,6 +35,8 @@ pub(crate) const OUT_DIRS: [&str; 3] = ["out/instance", "out/workflow", "out/nam
 pub(crate) const ENV_ACTION_ID: &str = "DIREKTIV_ACTION_ID";
 /// Command environment: the request's temp dir (also `HOME`).
 pub(crate) const ENV_TEMP_DIR: &str = "DIREKTIV_TEMPDIR";
+/// Command environment: the empty file a command may leave its `result` in.
+pub(crate) const ENV_RESULT: &str = "DIREKTIV_RESULT";
 /// Command environment: the instant a command with a timeout will be stopped (RFC 3339, UTC).
 pub(crate) const ENV_DEADLINE: &str = "DIREKTIV_DEADLINE";
 /// Runner setting: the sidecar's base URL.

@@ -43,6 +43,12 @@ pub enum Failure {
     /// `DELETE /`, a client disconnect or shutdown ended the command.
     #[error("was cancelled: {reason}")]
     Cancelled { reason: CancelReason },
+    /// A command left a `DIREKTIV_RESULT` file larger than `CMD_MAX_RESULT`.
+    #[error(
+        "left a DIREKTIV_RESULT file larger than CMD_MAX_RESULT ({limit} bytes); write less \
+         there (a reference to the data, for example) or raise CMD_MAX_RESULT"
+    )]
+    ResultTooLarge { limit: usize },
     /// The executable does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -109,6 +115,7 @@ impl Failure {
             Failure::FileSizeLimit { .. } => "cmd.limit.file_size".into(),
             Failure::Timeout { .. } => "cmd.timeout".into(),
             Failure::Cancelled { .. } => "cmd.cancelled".into(),
+            Failure::ResultTooLarge { .. } => "cmd.result.too_large".into(),
             Failure::NotFound(_) => "cmd.notfound".into(),
             Failure::Denied(_) => "cmd.denied".into(),
             Failure::Busy(_) | Failure::Conflict(_) => "cmd.busy".into(),

@@ -28,6 +28,9 @@ pub(crate) struct CommandReport {
     pub(crate) run: CommandRun,
     /// The content of the command's `output` file, when it names one that could be read.
     pub(crate) output_file: Option<OutputFile>,
+    /// `output_file` is what the command left in its `DIREKTIV_RESULT` file (also the
+    /// direktiv-cmd shape's `Output` then).
+    pub(crate) from_result_file: bool,
     /// Why the command failed, when it did.
     pub(crate) message: Option<FailureMessage>,
 }
@@ -40,13 +43,18 @@ impl CommandReport {
         mut run: CommandRun,
         output_file: Option<Result<OutputFile, Failure>>,
     ) -> Self {
+        let from_result_file = output_file.is_none() && run.result_file.is_some();
         let output_file = match output_file {
             Some(Ok(file)) => Some(file),
             Some(Err(failure)) => {
                 run.failure.get_or_insert(failure);
                 None
             }
-            None => None,
+            // What the command left in DIREKTIV_RESULT, read whole (up to CMD_MAX_RESULT).
+            None => run
+                .result_file
+                .take()
+                .map(|bytes| OutputFile { bytes, cut: false }),
         };
         let message = run
             .failure
@@ -56,6 +64,7 @@ impl CommandReport {
             display: display.to_owned(),
             run,
             output_file,
+            from_result_file,
             message,
         }
     }

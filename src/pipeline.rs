@@ -62,6 +62,13 @@ impl Context {
             mask_response: config.mask_response,
             registry: Arc::clone(Registry::global()),
         }
+        // The folder of DIREKTIV_RESULT files, made now rather than by the first request.
+        .with_result_home()
+    }
+
+    fn with_result_home(self) -> Self {
+        let _ = crate::workspace::ResultHome::shared();
+        self
     }
 }
 
@@ -128,6 +135,7 @@ pub fn install_container_secrets(config: &Config) -> Result<(), String> {
 /// kept between requests outside its own memory (emptied request cgroups kept for reuse).
 pub fn close() {
     crate::process::remove_spare_cgroups();
+    crate::workspace::ResultHome::remove();
 }
 
 /// Runs one request without HTTP (`direktiv-cmd run`): development mode, logs to stderr.
@@ -263,6 +271,7 @@ impl Job<'_> {
         let tracker = RequestTracker::new();
         let execution = Execution {
             env: &self.env,
+            results: self.workspace.result_home(),
             tracker: &tracker,
             logs: &self.logs,
             secrets: &self.secrets,

@@ -361,8 +361,13 @@ fn render_direktiv_cmd(outcome: &JobOutcome, shown: &Shown<'_>) -> Reply {
                 .reports
                 .iter()
                 .map(|report| {
-                    let combined = shown.capture(&report.run.combined);
-                    let output = shown.derived(output_value(combined.as_bytes()), &combined);
+                    let output = match (&report.output_file, report.from_result_file) {
+                        (Some(file), true) => shown.result(Some(file), ""),
+                        _ => {
+                            let combined = shown.capture(&report.run.combined);
+                            shown.derived(output_value(combined.as_bytes()), &combined)
+                        }
+                    };
                     let error = report
                         .message
                         .as_ref()

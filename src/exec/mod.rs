@@ -24,8 +24,9 @@ mod pumps;
 mod verdict;
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::unix::pipe;
@@ -38,7 +39,7 @@ pub(crate) use memory::{memory_by, memory_enforcement};
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
-use crate::direktiv::ENV_DEADLINE;
+use crate::direktiv::{ENV_DEADLINE, ENV_RESULT};
 use crate::error::{CancelReason, Failure};
 use crate::limits::{Limits, MemoryBy};
 use crate::logs::LogStream;
@@ -49,6 +50,7 @@ use crate::process::{
     self, ChildEnv, Image, MemoryCgroup, ProcessGroup, RequestTracker, SpawnRequest, Spawned,
     StopPolicy, MARK_VARIABLE,
 };
+use crate::workspace::{Left, ResultFile};
 use deadline::Deadline;
 use memory::{memory_cgroup, memory_limit_passed, OwnMemoryCgroup};
 use output::{Captures, CommandOutput};
@@ -72,6 +74,8 @@ pub(crate) struct ExecSettings {
     pub(crate) kill_grace: Duration,
     pub(crate) default_timeout: Option<Duration>,
     pub(crate) max_output: usize,
+    /// `CMD_MAX_RESULT`: the largest `DIREKTIV_RESULT` file read back.
+    pub(crate) max_result: usize,
     /// `CMD_LIMIT_*`: under every request's own `limits`.
     pub(crate) limits: Limits,
     /// How `memory` limits are enforced.
@@ -86,6 +90,7 @@ impl ExecSettings {
             kill_grace: config.kill_grace,
             default_timeout: config.default_timeout(),
             max_output: config.max_output,
+            max_result: config.max_result,
             limits: config.default_limits(),
             memory_by: memory_by(config),
         }
@@ -153,6 +158,8 @@ fn path_variable<'a>(layers: impl Iterator<Item = &'a (String, String)>) -> Opti
 pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
     pub(crate) env: &'a [(String, String)],
+    /// Where each command's `DIREKTIV_RESULT` file is made (open), and its path.
+    pub(crate) results: (&'a Arc<OwnedFd>, &'a Path),
     /// Every process of the request, also those that leave their process group.
     pub(crate) tracker: &'a RequestTracker,
     pub(crate) logs: &'a LogStream,
@@ -185,6 +192,8 @@ pub(crate) struct CommandRun {
     pub(crate) usage: Option<Usage>,
     pub(crate) failure: Option<Failure>,
     pub(crate) duration: Duration,
+    /// What the command left in its `DIREKTIV_RESULT` file, when it left anything.
+    pub(crate) result_file: Option<Vec<u8>>,
 }
 
 /// How the wait for a command ended.
@@ -205,6 +214,7 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
         usage: None,
         failure: None,
         duration: Duration::ZERO,
+        result_file: None,
     };
     let result = match command.cwd {
         Ok(cwd) => execute(command.spec, command.launch, cwd, x, &mut run).await,
@@ -235,7 +245,8 @@ async fn execute(
     let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
     let limits = spec.limits.over(x.settings.limits);
     let oom_before = process::oom_kills();
-    let (spawned, memory) = start(spec, launch, cwd, shown_deadline, limits, x, deadline).await?;
+    let (spawned, memory, result_file) =
+        start(spec, launch, cwd, shown_deadline, limits, x, deadline).await?;
     let memory = OwnMemoryCgroup(memory);
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
@@ -329,8 +340,10 @@ async fn execute(
         .as_ref()
         .filter(|memory| memory.oom_killed())
         .map(MemoryCgroup::bytes);
+    // Every process of the command is gone: what the file holds now is final.
+    let result = read_result(result_file, x).await;
 
-    match ending {
+    let verdict = match ending {
         Ending::Exited(exit) => {
             run.exit = Some(exit);
             verdict::verdict(&verdict::Ending {
@@ -343,6 +356,34 @@ async fn execute(
         }
         Ending::TimedOut(after) => Err(Failure::Timeout { after }),
         Ending::Cancelled(reason) => Err(Failure::Cancelled { reason }),
+    };
+    // A failed command's result is still shown; its own failure comes before the file's.
+    let result = result.map(|left| run.result_file = left);
+    verdict.and(result)
+}
+
+/// What the command left in its `DIREKTIV_RESULT` file, read (and the file removed) on the
+/// blocking pool: the command chose what is there. Something that is not a regular file is
+/// not read, and the request's log says so.
+async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u8>>, Failure> {
+    let (dir, max) = (Arc::clone(x.results.0), x.settings.max_result);
+    let left = tokio::task::spawn_blocking(move || file.take(dir.as_fd(), max))
+        .await
+        .unwrap_or_else(|error| {
+            Err(Failure::internal(format!(
+                "the DIREKTIV_RESULT file could not be read: {error}"
+            )))
+        })?;
+    match left {
+        Left::Nothing => Ok(None),
+        Left::Bytes(bytes) => Ok(Some(bytes)),
+        Left::Ignored(kind) => {
+            x.logs.line(&format!(
+                "DIREKTIV_RESULT was replaced by {kind}; only a regular file is read back, so \
+                 the result is taken from stdout"
+            ));
+            Ok(None)
+        }
     }
 }
 
@@ -363,7 +404,7 @@ async fn start(
     limits: Limits,
     x: &Execution<'_>,
     deadline: Option<Deadline>,
-) -> Result<(Spawned, Option<MemoryCgroup>), Failure> {
+) -> Result<(Spawned, Option<MemoryCgroup>, ResultFile), Failure> {
     // The runner's facts come last: a request's own env cannot replace the deadline or the
     // mark of its processes.
     let vars: Vec<(String, String)> = x
@@ -381,35 +422,24 @@ async fn start(
         x.tracker.clone(),
         x.settings.memory_by,
     );
+    let (results, root) = (Arc::clone(x.results.0), x.results.1.to_owned());
     let started = tokio::task::spawn_blocking(move || {
-        let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let cwd = cwd.as_fd();
-        let failed = |error: std::io::Error| launch::spawn_failure(&error, &launch, Some(cwd));
-        let env = ChildEnv::new(&vars).map_err(failed)?;
-        let place = SearchPlace {
-            cwd: Some(cwd),
-            path: env.path(),
-        };
-        let path = launch::locate(&launch, place, &allow)?;
-        let image =
-            Image::new(OsStr::new(&path), &launch.name, &launch.args, env, cwd).map_err(failed)?;
-        let cgroup = tracker.cgroup();
-        let memory = OwnMemoryCgroup(memory_cgroup(memory_by, limits, cgroup));
-        let memory_by = match memory.0 {
-            Some(_) => MemoryBy::Cgroup,
-            None => MemoryBy::Rlimit,
-        };
-        let spawned = process::spawn(SpawnRequest {
-            image,
-            stdin,
-            limits: limits.rlimits(memory_by),
-            cgroup,
-            memory: memory.0.as_ref(),
-        })
-        .map_err(failed)?;
-        tracker.started(spawned.pid, spawned.in_cgroup);
-        let mut memory = memory;
-        Ok((spawned, memory.0.take()))
+        // Made here, beside the start, so it costs no trip of its own to the blocking pool.
+        let result_file = ResultFile::create(results.as_fd(), &root)?;
+        let result_path = result_file.path().to_string_lossy().into_owned();
+        let vars: Vec<(&str, &str)> = vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([(ENV_RESULT, result_path.as_str())])
+            .collect();
+        let how = (stdin, limits, memory_by);
+        match spawn_with(&vars, &launch, cwd.as_fd(), &allow, how, &tracker) {
+            Ok((spawned, memory)) => Ok((spawned, memory, result_file)),
+            Err(failure) => {
+                result_file.remove(results.as_fd());
+                Err(failure)
+            }
+        }
     });
     tokio::pin!(started);
     let due = async {
@@ -432,6 +462,45 @@ async fn start(
             "the command could not be started: {error}"
         )))
     })
+}
+
+/// Locates the executable and starts it with `vars` over the runner's environment (on the
+/// blocking pool), in a memory cgroup of its own when it has a `memory` limit and the runner
+/// makes them.
+fn spawn_with(
+    vars: &[(&str, &str)],
+    launch: &Launch,
+    cwd: BorrowedFd<'_>,
+    allow: &AllowList,
+    (stdin, limits, memory_by): (bool, Limits, MemoryBy),
+    tracker: &RequestTracker,
+) -> Result<(Spawned, Option<MemoryCgroup>), Failure> {
+    let failed = |error: std::io::Error| launch::spawn_failure(&error, launch, Some(cwd));
+    let env = ChildEnv::new(vars).map_err(failed)?;
+    let place = SearchPlace {
+        cwd: Some(cwd),
+        path: env.path(),
+    };
+    let path = launch::locate(launch, place, allow)?;
+    let image =
+        Image::new(OsStr::new(&path), &launch.name, &launch.args, env, cwd).map_err(failed)?;
+    let cgroup = tracker.cgroup();
+    let memory = OwnMemoryCgroup(memory_cgroup(memory_by, limits, cgroup));
+    let memory_by = match memory.0 {
+        Some(_) => MemoryBy::Cgroup,
+        None => MemoryBy::Rlimit,
+    };
+    let spawned = process::spawn(SpawnRequest {
+        image,
+        stdin,
+        limits: limits.rlimits(memory_by),
+        cgroup,
+        memory: memory.0.as_ref(),
+    })
+    .map_err(failed)?;
+    tracker.started(spawned.pid, spawned.in_cgroup);
+    let mut memory = memory;
+    Ok((spawned, memory.0.take()))
 }
 
 /// How often a start still waiting after its deadline (or cancellation) thaws the request's

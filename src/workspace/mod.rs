@@ -12,6 +12,7 @@
 mod beneath;
 mod files;
 mod removal;
+mod result_file;
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,6 +23,7 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 pub use files::write_files;
+pub(crate) use result_file::{Home as ResultHome, Left, ResultFile};
 
 use crate::direktiv::OUT_DIRS;
 use crate::error::Failure;
@@ -108,6 +110,15 @@ impl Workspace {
     /// The temp dir.
     pub(crate) fn path(&self) -> &Path {
         &self.root
+    }
+
+    /// Where its commands' `DIREKTIV_RESULT` files are made, open, and its path: the runner's
+    /// folder for them, else the temp dir itself.
+    pub(crate) fn result_home(&self) -> (&Arc<OwnedFd>, &Path) {
+        match ResultHome::shared() {
+            Some(home) => (&home.dir, &home.path),
+            None => (&self.dir, &self.root),
+        }
     }
 
     /// A command's working directory, opened: the temp dir, or `workdir` inside it (made when

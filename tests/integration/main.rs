@@ -36,3 +36,4 @@ mod readme;
 mod request_props;
 mod results;
 mod static_binary;
+mod talking_back;

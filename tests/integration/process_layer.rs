@@ -680,8 +680,19 @@ fn damage(dir: &Path) -> Option<String> {
 
 /// The private temp dirs left under `tmp`.
 fn temp_dirs_left(tmp: &Path) -> Vec<PathBuf> {
+    // The runner's own folder for DIREKTIV_RESULT files lives as long as the runner.
+    let runner_own = |path: &PathBuf| {
+        path.file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with("direktiv-cmd-results-"))
+    };
     std::fs::read_dir(tmp)
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|path| !runner_own(path))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
