@@ -18,6 +18,15 @@ pub enum Failure {
     /// A command exited with a non-zero status.
     #[error("exited with status {code}")]
     Exit { code: i32 },
+    /// A command exited with a non-zero status after choosing its failure: a code (an
+    /// `::error code=CODE::` line, or its `errors` map) and/or a message (an `::error` line).
+    /// Without a code it stays `cmd.exit.N`.
+    #[error("{}", reported_message(*.status, .message.as_deref()))]
+    Reported {
+        code: Option<String>,
+        status: i32,
+        message: Option<String>,
+    },
     /// A command was killed by a signal that did not come from the runner (e.g. the OOM killer).
     #[error("was killed by signal {name}")]
     Signal { name: String },
@@ -81,6 +90,44 @@ impl PartialEq for Failure {
 
 impl Eq for Failure {}
 
+fn reported_message(status: i32, message: Option<&str>) -> String {
+    match message {
+        Some(message) => message.to_owned(),
+        None => format!("exited with status {status}"),
+    }
+}
+
+/// Longest error code a command may choose.
+pub const MAX_CHOSEN_CODE: usize = 128;
+
+/// Checks an error code a command chose (`::error code=CODE::`, an `errors` map): words of
+/// `[A-Za-z][A-Za-z0-9_-]*` joined by dots, at most 128 bytes, not Direktiv's own
+/// `io.direktiv.*` (its engine's codes, which a catch could not tell apart). `Err` says why.
+pub fn check_chosen_code(code: &str) -> Result<(), String> {
+    if code.is_empty() {
+        return Err("is empty".into());
+    }
+    if code.len() > MAX_CHOSEN_CODE {
+        return Err(format!("is longer than {MAX_CHOSEN_CODE} bytes"));
+    }
+    let word_ok = |word: &str| {
+        let mut chars = word.chars();
+        chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    if !code.split('.').all(word_ok) {
+        return Err(
+            "is not words of letters, digits, '_' and '-' (each starting with a letter) joined \
+             by dots, like aws.client"
+                .into(),
+        );
+    }
+    if code.to_ascii_lowercase().starts_with("io.direktiv.") {
+        return Err("is one of Direktiv's own codes (io.direktiv.*)".into());
+    }
+    Ok(())
+}
+
 /// What ended a cancelled request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelReason {
@@ -108,6 +155,10 @@ impl Failure {
         match self {
             Failure::Input(_) | Failure::ReadTimeout(_) => "cmd.input".into(),
             Failure::Exit { code } => format!("cmd.exit.{code}"),
+            Failure::Reported { code, status, .. } => match code {
+                Some(code) => code.clone(),
+                None => format!("cmd.exit.{status}"),
+            },
             Failure::Signal { name } => format!("cmd.signal.{name}"),
             Failure::Oom => "cmd.oom".into(),
             Failure::MemoryLimit { .. } => "cmd.limit.memory".into(),
@@ -200,6 +251,34 @@ mod tests {
             Failure::FileSizeLimit { bytes: 1 << 20 }.to_string(),
             "exceeded its file_size limit of 1Mi"
         );
+    }
+
+    #[test]
+    fn chosen_codes_follow_the_grammar() {
+        for good in ["aws.client", "a", "A-1.b_2", "my-tool.not-found"] {
+            assert_eq!(check_chosen_code(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "a.1",
+            "io.direktiv.x",
+            "x/y",
+        ] {
+            assert!(check_chosen_code(bad).is_err(), "{bad}");
+        }
+        assert!(check_chosen_code(&"a".repeat(128)).is_ok());
+        assert!(check_chosen_code(&"a".repeat(129)).is_err());
+        let reported = Failure::Reported {
+            code: None,
+            status: 3,
+            message: Some("m".into()),
+        };
+        assert_eq!(reported.code(), "cmd.exit.3");
     }
 
     #[test]

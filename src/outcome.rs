@@ -192,6 +192,18 @@ impl FailureMessage {
         failure: &Failure,
         stderr_tail: Option<(&[u8], bool)>,
     ) -> Self {
+        // The command's own words (`::error::MESSAGE`) are the message, as it wrote them.
+        if let Failure::Reported {
+            message: Some(message),
+            ..
+        } = failure
+        {
+            return FailureMessage {
+                head: message.clone(),
+                has_command: false,
+                tail: None,
+            };
+        }
         let head = match command {
             Some(command) => format!("command {} {failure}", quoted_command(command)),
             None => failure.to_string(),

@@ -163,7 +163,9 @@ pub async fn run_local(mut config: Config, options: &RunOptions, body: &[u8]) ->
     let failure = outcome.failure.as_ref();
     let exit_status = match failure.map(|failed| &failed.failure) {
         None => 0,
-        Some(Failure::Exit { code }) => u8::try_from(*code).ok().filter(|c| *c != 0).unwrap_or(1),
+        Some(Failure::Exit { code } | Failure::Reported { status: code, .. }) => {
+            u8::try_from(*code).ok().filter(|c| *c != 0).unwrap_or(1)
+        }
         Some(_) => 1,
     };
     let unlogged_failure = match (failure, &reply.error) {

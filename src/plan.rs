@@ -80,6 +80,8 @@ pub struct CommandSpec {
     /// The command's `limits` over the request's; the configured defaults come last, at
     /// execution.
     pub limits: Limits,
+    /// `errors`: exit statuses (1-255) and the error codes they fail with, checked.
+    pub errors: Vec<(i32, String)>,
 }
 
 /// A path relative to the temp dir, lexically checked like file paths, with the JSON path of

@@ -389,6 +389,7 @@ fn render_direktiv_cmd(outcome: &JobOutcome, shown: &Shown<'_>) -> Reply {
                 && matches!(
                     failed.failure,
                     Failure::Exit { .. }
+                        | Failure::Reported { code: None, .. }
                         | Failure::Signal { .. }
                         | Failure::Oom
                         | Failure::MemoryLimit { .. }

@@ -4,8 +4,9 @@
 //!
 //! Each kind is one entry in `KINDS`: its name and whether its lines are logged. A
 //! `::add-mask::VALUE` line declares `VALUE` secret and is never logged, whatever its length;
-//! a new kind (`::error code=CODE::MESSAGE`, logged as printed) is a new entry and a new
-//! `WorkflowCommand` variant.
+//! a `::error code=CODE::MESSAGE` line (GitHub's `::error` with a `code` property) chooses
+//! the command's failure code and message, should it fail by its exit status, and is logged as
+//! printed.
 //!
 //! Output arrives in reads cut anywhere, and a line may be far longer than any read, so a
 //! `Watcher` per stream follows lines across reads; the log framer asks `hides_line` about the
@@ -20,10 +21,15 @@ pub const MAX_COMMAND_LINE: usize = 128 * 1024;
 pub enum Kind {
     /// `::add-mask::VALUE`: VALUE is secret from now on.
     AddMask,
+    /// `::error[ code=CODE]::MESSAGE`: the command's failure, should it fail.
+    Error,
 }
 
 /// Each kind's name on the line, and whether its lines are logged.
-const KINDS: [(Kind, &str, bool); 1] = [(Kind::AddMask, "add-mask", false)];
+const KINDS: [(Kind, &str, bool); 2] = [
+    (Kind::AddMask, "add-mask", false),
+    (Kind::Error, "error", true),
+];
 
 /// A command line, read whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +37,12 @@ pub enum WorkflowCommand {
     /// The value of an `::add-mask::` line: trimmed, as printed (GitHub's escapes are decoded
     /// by `declared_values`).
     AddMask(String),
+    /// An `::error` line: its `code` property, as printed (checked by the caller), and its
+    /// message, GitHub's escapes decoded.
+    Error {
+        code: Option<String>,
+        message: String,
+    },
 }
 
 /// What a `Watcher` found on a stream.
@@ -45,16 +57,39 @@ impl WorkflowCommand {
     /// The values an `::add-mask::` line makes secret: the value as printed and, when it
     /// differs, as GitHub decodes it (`%0A`, `%0D`, `%25`), so either way it is masked.
     pub fn declared_values(&self) -> Vec<String> {
-        let WorkflowCommand::AddMask(value) = self;
-        let decoded = value
-            .replace("%0D", "\r")
-            .replace("%0A", "\n")
-            .replace("%25", "%");
+        let WorkflowCommand::AddMask(value) = self else {
+            return Vec::new();
+        };
+        let decoded = unescape_data(value);
         match decoded == *value {
             true => vec![value.clone()],
             false => vec![value.clone(), decoded],
         }
     }
+}
+
+/// A value as GitHub decodes it (`%0D`, `%0A`, `%25`).
+fn unescape_data(value: &str) -> String {
+    value
+        .replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%25", "%")
+}
+
+/// A property as GitHub decodes it: a value's escapes and `%3A` (`:`), `%2C` (`,`).
+fn unescape_property(value: &str) -> String {
+    unescape_data(&value.replace("%3A", ":").replace("%2C", ","))
+}
+
+/// The `code` property of `NAME PROPERTIES` (`error code=aws.client,title=x`).
+fn code_property(name_and_properties: &str) -> Option<String> {
+    let (_, properties) = name_and_properties.split_once(' ')?;
+    properties
+        .split(',')
+        .filter_map(|property| property.split_once('='))
+        .filter(|(key, _)| key.trim() == "code")
+        .map(|(_, value)| unescape_property(value.trim()))
+        .next_back()
 }
 
 /// What the start of a line says about it.
@@ -125,10 +160,14 @@ pub fn parse(line: &[u8]) -> Option<WorkflowCommand> {
     let text = crate::text::lossy(line);
     let text = text.trim_start_matches([' ', '\t']);
     // `::NAME[ PROPERTIES]::VALUE`: the value follows the second `::`.
-    let (_, value) = text.get(2..)?.split_once("::")?;
+    let (name, value) = text.get(2..)?.split_once("::")?;
     let value = value.trim();
     match kind {
         Kind::AddMask => (!value.is_empty()).then(|| WorkflowCommand::AddMask(value.to_owned())),
+        Kind::Error => Some(WorkflowCommand::Error {
+            code: code_property(name),
+            message: unescape_data(value),
+        }),
     }
 }
 
@@ -294,6 +333,37 @@ mod tests {
         assert_eq!(hides_line(b"::warning::x", false), Some(false));
         assert_eq!(hides_line(b"plain", false), Some(false));
         assert_eq!(hides_line(b"", false), None);
+    }
+
+    fn error(code: Option<&str>, message: &str) -> Found {
+        Found::Command(WorkflowCommand::Error {
+            code: code.map(str::to_owned),
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn error_lines_give_their_code_and_message() {
+        assert_eq!(
+            found(&[b"x\n::error code=aws.client::no such bucket\n"]),
+            [error(Some("aws.client"), "no such bucket")]
+        );
+        assert_eq!(
+            found(&[b"::error file=a.sh,line=3,code=my.code,title=T::line 1%0Aline 2"]),
+            [error(Some("my.code"), "line 1\nline 2")]
+        );
+        assert_eq!(
+            found(&[b"  ::error::just a message\n"]),
+            [error(None, "just a message")]
+        );
+        assert_eq!(
+            found(&[b"::error code=a%2Cb::m\n"]),
+            [error(Some("a,b"), "m")]
+        );
+        assert!(found(&[b"echo ::error::x\n::errors::x\n::warning::x\n"]).is_empty());
+        // Logged as printed, unlike a declaration.
+        assert_eq!(hides_line(b"::error code=x::y", false), Some(false));
+        assert_eq!(hides_line(b"::error::y", true), Some(false));
     }
 
     #[test]

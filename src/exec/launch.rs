@@ -233,6 +233,7 @@ mod tests {
             continue_on_error: false,
             output: None,
             limits: Default::default(),
+            errors: vec![],
         }
     }
 

@@ -53,7 +53,7 @@ use crate::process::{
 use crate::workspace::{Left, ResultFile};
 use deadline::Deadline;
 use memory::{memory_cgroup, memory_limit_passed, OwnMemoryCgroup};
-use output::{Captures, CommandOutput};
+use output::{Captures, CommandOutput, Reported};
 use path_search::SearchPlace;
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
 
@@ -264,6 +264,7 @@ async fn execute(
         stdout: std::mem::take(&mut run.stdout),
         stderr: std::mem::take(&mut run.stderr),
         combined: std::mem::take(&mut run.combined),
+        reported: None,
     };
     let output = CommandOutput::new(captures, x.logs, spec.silent, x.secrets);
     // The pipes are read inside this task, beside the wait: no task to spawn and wake.
@@ -333,6 +334,7 @@ async fn execute(
         None => finish_pumps(&mut pumps, &stop_pumps).await,
     };
     (run.stdout, run.stderr, run.combined) = (captures.stdout, captures.stderr, captures.combined);
+    let reported = captures.reported;
     run.usage = group.usage();
     // Read once its processes are stopped: a kill inside the limit is counted by then.
     let memory_limit_passed = memory
@@ -357,9 +359,34 @@ async fn execute(
         Ending::TimedOut(after) => Err(Failure::Timeout { after }),
         Ending::Cancelled(reason) => Err(Failure::Cancelled { reason }),
     };
+    let verdict = verdict.map_err(|failure| chosen(failure, reported, &spec.errors));
     // A failed command's result is still shown; its own failure comes before the file's.
     let result = result.map(|left| run.result_file = left);
     verdict.and(result)
+}
+
+/// A failure by exit status as the command chose it: the code of its last `::error` line,
+/// else its `errors` map's for that status (else `cmd.exit.N`), with the line's message.
+/// Any other failure (a signal, a timeout) is the runner's finding and stays.
+fn chosen(failure: Failure, reported: Option<Reported>, errors: &[(i32, String)]) -> Failure {
+    let Failure::Exit { code: status } = failure else {
+        return failure;
+    };
+    let Reported { code, message } = reported.unwrap_or_default();
+    let code = code.or_else(|| {
+        errors
+            .iter()
+            .find(|(mapped, _)| *mapped == status)
+            .map(|(_, code)| code.clone())
+    });
+    match (code, message) {
+        (None, None) => Failure::Exit { code: status },
+        (code, message) => Failure::Reported {
+            code,
+            status,
+            message,
+        },
+    }
 }
 
 /// What the command left in its `DIREKTIV_RESULT` file, read (and the file removed) on the

@@ -12,7 +12,7 @@ use super::order::{ReadOrder, Stream};
 use super::Capture;
 use crate::logs::{LineFramer, LogStream};
 use crate::mask::Masker;
-use crate::workflow_commands::{Found, Kind, Watcher};
+use crate::workflow_commands::{Found, Kind, Watcher, WorkflowCommand};
 
 /// What the log and the runner's own log say when a request starts withholding its output.
 pub(crate) const WITHHELD_NOTICE: &str =
@@ -28,6 +28,16 @@ pub(crate) struct Captures {
     pub(crate) stderr: Capture,
     /// Both streams in the order read (the direktiv-cmd `Output`), when asked for.
     pub(crate) combined: Capture,
+    /// The last `::error` line the command printed, on either stream (the last read: lines
+    /// written to both streams at nearly the same moment are taken in the order read).
+    pub(crate) reported: Option<Reported>,
+}
+
+/// What an `::error` line chose: a code (checked) and a message.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reported {
+    pub(crate) code: Option<String>,
+    pub(crate) message: Option<String>,
 }
 
 /// The sinks of one command's output.
@@ -102,14 +112,22 @@ impl<'a> CommandOutput<'a> {
         self.captures
     }
 
-    /// Declares what the command declared; says so once when that is more than can be masked.
-    async fn apply(&self, found: Vec<Found>) {
+    /// Declares what the command declared (saying so once when that is more than can be
+    /// masked), and keeps the last `::error` line.
+    async fn apply(&mut self, found: Vec<Found>) {
         let mut values = Vec::new();
         let mut unreadable = false;
         for item in found {
             match item {
+                Found::Command(WorkflowCommand::Error { code, message }) => {
+                    self.captures.reported = Some(self.reported(code, message));
+                }
                 Found::Command(command) => values.extend(command.declared_values()),
                 Found::TooLong(Kind::AddMask) => unreadable = true,
+                Found::TooLong(Kind::Error) => self.logs.line(
+                    "an ::error line longer than 128 KiB is ignored: it chooses no error code or \
+                     message",
+                ),
             }
         }
         let newly_withheld = match unreadable {
@@ -120,6 +138,23 @@ impl<'a> CommandOutput<'a> {
         if newly_withheld || overflowed {
             tracing::warn!("{WITHHELD_NOTICE}");
             self.logs.notice(WITHHELD_NOTICE);
+        }
+    }
+
+    /// An `::error` line's choice: a code that breaks the rules is ignored, and the log says
+    /// why (the log stream masks the line).
+    fn reported(&self, code: Option<String>, message: String) -> Reported {
+        let code = code.filter(|code| match crate::error::check_chosen_code(code) {
+            Ok(()) => true,
+            Err(why) => {
+                self.logs
+                    .line(&format!("::error code '{code}' {why}; it is ignored"));
+                false
+            }
+        });
+        Reported {
+            code,
+            message: (!message.is_empty()).then_some(message),
         }
     }
 

@@ -45,7 +45,45 @@ pub(crate) fn parse(
             .unwrap_or(dialect == Dialect::DirektivCmd),
         output: relative_path(cmd, "output")?,
         limits: limits(cmd, unknown)?,
+        errors: errors(cmd)?,
     })
+}
+
+/// `errors`: `{"254": "aws.client"}`, exit statuses and the codes a failure with one of them
+/// gets (the rules of `check_chosen_code`).
+fn errors(cmd: Obj<'_>) -> Result<Vec<(i32, String)>, Failure> {
+    let Some(map) = cmd.object("errors", "an object like {\"254\": \"aws.client\"}")? else {
+        return Ok(Vec::new());
+    };
+    let path = cmd.path_of("errors");
+    map.iter()
+        .filter(|(_, value)| !value.is_null())
+        .map(|(status, code)| {
+            let field = json::join(&path, status);
+            let status = status
+                .parse::<i32>()
+                .ok()
+                .filter(|status| (1..=255).contains(status))
+                .ok_or_else(|| {
+                    json::at(
+                        &path,
+                        format!(
+                            "{} is not an exit status; the keys are exit statuses from 1 to 255",
+                            json::describe(&Value::String(status.clone()))
+                        ),
+                    )
+                })?;
+            let Value::String(code) = code else {
+                return Err(json::at(
+                    &field,
+                    json::expected("an error code like \"aws.client\"", code),
+                ));
+            };
+            crate::error::check_chosen_code(code)
+                .map_err(|why| json::at(&field, format!("the error code '{code}' {why}")))?;
+            Ok((status, code.clone()))
+        })
+        .collect()
 }
 
 /// The program from `command` (split, or run by the shell with `shell: true`) or `args`, and

@@ -69,6 +69,7 @@ fn native_shape_with_defaults() {
             continue_on_error: false,
             output: None,
             limits: Default::default(),
+            errors: vec![],
         }]
     );
 }

@@ -113,3 +113,153 @@ async fn the_result_file_is_the_direktiv_cmd_output() {
     assert_eq!(entries[0]["Output"], json!([1, 2]));
     assert_eq!(entries[1]["Output"], "plain\n");
 }
+
+/// `::error code=CODE::MESSAGE` on either stream, then a failing exit: the failure is CODE
+/// with MESSAGE (the last line wins), `exit_code` stays real and the line is logged as printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_line_chooses_the_failure_code_and_message() {
+    let (sidecar, runner) = start_pair(&[]);
+    let script = "echo '::error code=first.code::not this one' >&2; \
+                  echo '::error code=aws.client::bucket gone' >&2; exit 3";
+    let reply = sidecar
+        .call(&runner, "error-line", json!({"commands": [sh(script)]}))
+        .await;
+    reply.assert_error("aws.client", 500);
+    assert_eq!(reply.error_message().as_deref(), Some("bucket gone"));
+    let entry = reply.command(0);
+    assert_eq!(entry["exit_code"], 3);
+    assert_eq!(entry["error"]["code"], "aws.client");
+    let lines = sidecar.lines("error-line");
+    assert!(
+        lines.contains(&"::error code=aws.client::bucket gone".to_owned()),
+        "{lines:?}"
+    );
+}
+
+/// `::error::MESSAGE` (here on stdout) keeps cmd.exit.N with the message; a command that
+/// then succeeds has no failure at all.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_line_without_a_code_keeps_cmd_exit_and_a_success_stays_one() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({"commands": [
+        sh("echo '::error code=never.used::fine'; exit 0"),
+        sh("echo '::error::disk%0Afull'; exit 4"),
+    ]});
+    let reply = sidecar.call(&runner, "no-code", body).await;
+    reply.assert_error("cmd.exit.4", 500);
+    assert_eq!(reply.error_message().as_deref(), Some("disk\\nfull"));
+    assert_eq!(reply.command(0)["success"], true);
+}
+
+/// A command's `errors` map names the codes of exit statuses; an `::error` code wins over it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_errors_map_gives_exit_statuses_codes() {
+    let (sidecar, runner) = start_pair(&[]);
+    let mapped = json!({"commands": [
+        {"command": "sh -c 'echo boom >&2; exit 254'", "errors": {"254": "aws.client", "255": "aws.cli"}}
+    ]});
+    let reply = sidecar.call(&runner, "mapped", mapped).await;
+    reply.assert_error("aws.client", 500);
+    let message = reply.error_message().unwrap_or_default();
+    assert!(
+        message.contains("exited with status 254: boom"),
+        "{message}"
+    );
+    assert_eq!(reply.command(0)["exit_code"], 254);
+    let unmapped =
+        json!({"commands": [{"command": "sh -c 'exit 2'", "errors": {"254": "aws.client"}}]});
+    sidecar
+        .call(&runner, "unmapped", unmapped)
+        .await
+        .assert_error("cmd.exit.2", 500);
+    let line_wins = json!({"commands": [{
+        "command": "sh -c 'echo ::error code=tool.own::said; exit 254'",
+        "errors": {"254": "aws.client"}
+    }]});
+    sidecar
+        .call(&runner, "line-wins", line_wins)
+        .await
+        .assert_error("tool.own", 500);
+}
+
+/// A code that breaks the rules is ignored with a log line saying why; the message stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_error_code_is_ignored_with_a_log_line() {
+    let (sidecar, runner) = start_pair(&[]);
+    let script = "echo '::error code=io.direktiv.error.execution::taken'; exit 5";
+    let reply = sidecar
+        .call(&runner, "bad-code", json!({"commands": [sh(script)]}))
+        .await;
+    reply.assert_error("cmd.exit.5", 500);
+    assert_eq!(reply.error_message().as_deref(), Some("taken"));
+    let lines = sidecar.lines("bad-code");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("'io.direktiv.error.execution'")
+                && l.contains("Direktiv's own codes")
+                && l.contains("ignored")),
+        "{lines:?}"
+    );
+}
+
+/// The message and the logged line are masked.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_message_is_masked() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({
+        "env": {"DB_PASSWORD": "hunter2-very-secret"},
+        "commands": [sh(r#"echo "::error code=db.auth::login with $DB_PASSWORD refused"; exit 1"#)]
+    });
+    let reply = sidecar.call(&runner, "masked-error", body).await;
+    reply.assert_error("db.auth", 500);
+    assert_eq!(
+        reply.error_message().as_deref(),
+        Some("login with *** refused")
+    );
+    let lines = sidecar.lines("masked-error");
+    assert!(
+        lines.contains(&"::error code=db.auth::login with *** refused".to_owned()),
+        "{lines:?}"
+    );
+}
+
+/// A bad `errors` map is cmd.input naming the field, before anything runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_errors_map_is_cmd_input_naming_the_field() {
+    let (sidecar, runner) = start_pair(&[]);
+    for (errors, expected) in [
+        (
+            json!({"254": "io.direktiv.x"}),
+            "commands[0].errors.254: the error code 'io.direktiv.x'",
+        ),
+        (
+            json!({"256": "a.b"}),
+            "commands[0].errors: \"256\" is not an exit status",
+        ),
+        (
+            json!({"1": 7}),
+            "commands[0].errors.1: expected an error code",
+        ),
+        (json!(["a"]), "commands[0].errors: expected an object"),
+    ] {
+        let body = json!({"commands": [{"command": "touch ran", "errors": errors}]});
+        let reply = sidecar.call(&runner, "bad-errors", body).await;
+        reply.assert_error("cmd.input", 400);
+        let message = reply.error_message().unwrap_or_default();
+        assert!(message.starts_with(expected), "{message}");
+    }
+}
+
+/// The direktiv-cmd shape: a chosen code is the failure's code (instead of
+/// io.direktiv.error.execution) when the command stops the request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chosen_code_is_kept_in_the_direktiv_cmd_shape() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({"data": {"commands": [
+        {"command": "sh -c 'echo ::error code=git.clone::no access; exit 128'", "stop": true},
+    ]}});
+    let reply = sidecar.call(&runner, "dcmd-error", body).await;
+    reply.assert_error("git.clone", 500);
+    assert_eq!(reply.error_message().as_deref(), Some("no access"));
+}
