@@ -59,6 +59,13 @@ pub enum Mode {
         /// Path of the request JSON, or `-` to read it from stdin.
         request: String,
     },
+    /// Read or write a Direktiv variable from inside a command, through the sidecar (in
+    /// development mode, files under CMD_DEV_VARS, default $DIREKTIV_TEMPDIR/.direktiv-vars).
+    /// Exit status: 0 on success, 4 when the variable does not exist, 1 on anything else.
+    Var {
+        #[command(subcommand)]
+        command: crate::var::VarCommand,
+    },
 }
 
 /// What `direktiv-cmd run` sets that an HTTP request gets from Direktiv.
@@ -129,6 +136,11 @@ pub struct Config {
     /// the command with cmd.result.too_large (Direktiv takes responses up to 128 MiB).
     #[arg(long, env = "CMD_MAX_RESULT", default_value = "64MiB", value_parser = parse_size)]
     pub max_result: usize,
+
+    /// Where `direktiv-cmd var` keeps variables in development mode (no sidecar); commands are
+    /// told it. Unset: `$DIREKTIV_TEMPDIR/.direktiv-vars`, the request's temp dir.
+    #[arg(long, env = "CMD_DEV_VARS", value_name = "DIR")]
+    pub dev_vars: Option<PathBuf>,
 
     /// Largest request body accepted.
     #[arg(long, env = "CMD_MAX_BODY", default_value = "32MiB", value_parser = parse_size)]

@@ -26,7 +26,7 @@
 //! size the runner reads), `metrics`, `stdio` (the runner's own stdout and stderr, which never
 //! block), `sync` (the lock-poison policy), `text`, `trace`
 //! (W3C trace context for commands), `workflow_commands` (`::add-mask::` and other lines a
-//! command prints to the runner).
+//! command prints to the runner), `var` (`direktiv-cmd var get|set`, run by commands).
 //!
 //! Modules and items are crate-private unless the binary, the integration tests, the fuzz
 //! targets or the benchmarks use them.
@@ -57,5 +57,6 @@ pub mod stdio;
 pub(crate) mod sync;
 pub(crate) mod text;
 pub(crate) mod trace;
+pub mod var;
 pub(crate) mod workflow_commands;
 pub mod workspace;

@@ -19,6 +19,10 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 fn main() -> ExitCode {
     // Before anything else, while the process has a single thread: fork() is only safe then.
     init::become_init_if_pid1();
+    // `var` runs inside a command: none of the runner's settings apply to it.
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == "var") {
+        return direktiv_cmd::var::main(std::env::args_os().skip(1));
+    }
     limit_malloc_arenas();
 
     let cli = Cli::try_parse().unwrap_or_else(|error| config_error(error));
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
     let default_level = match cli.command {
         None => tracing::Level::INFO,
         Some(Mode::Run { .. }) => tracing::Level::WARN,
+        // Handled before the settings are read (above); never reached.
+        Some(Mode::Var { .. }) => return ExitCode::from(2),
     };
     init_tracing(&cli.config, default_level);
     // Before any request, and before the runner logs anything of a request.
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
         Some(Mode::Run { options, request }) => {
             runtime.block_on(run_once(cli.config, &options, &request))
         }
+        Some(Mode::Var { .. }) => ExitCode::from(2),
     };
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     pipeline::close();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::cancel::Cancel;
 use crate::config::{Config, RunOptions};
-use crate::direktiv::{ENV_ACTION_ID, ENV_TEMP_DIR};
+use crate::direktiv::{ENV_ACTION_ID, ENV_HTTP_BACKEND, ENV_TEMP_DIR};
 use crate::error::Failure;
 use crate::exec::{self, ExecSettings, Execution, Launch};
 use crate::logs::{LogShipper, LogStream};
@@ -27,6 +27,7 @@ use crate::process::{RequestTracker, StopPolicy};
 use crate::request;
 use crate::response::{self, Reply};
 use crate::trace::TraceContext;
+use crate::var::ENV_DEV_VARS;
 use crate::workspace::{TempDirChoice, Workspace};
 
 /// What every request shares: built once from the configuration.
@@ -41,6 +42,11 @@ pub(crate) struct Context {
     pub(crate) mask_response: bool,
     /// Every request's secrets in flight, and the container's.
     pub(crate) registry: Arc<Registry>,
+    /// `DIREKTIV_HTTP_BACKEND`, told to every command (`direktiv-cmd var` finds the sidecar
+    /// there).
+    pub(crate) backend: String,
+    /// `CMD_DEV_VARS`, told to every command when set.
+    pub(crate) dev_vars: Option<String>,
 }
 
 impl Context {
@@ -61,6 +67,11 @@ impl Context {
             secrets: config.secret_names.clone(),
             mask_response: config.mask_response,
             registry: Arc::clone(Registry::global()),
+            backend: config.backend.clone(),
+            dev_vars: config
+                .dev_vars
+                .as_ref()
+                .map(|dir| dir.display().to_string()),
         }
         // The folder of DIREKTIV_RESULT files, made now rather than by the first request.
         .with_result_home()
@@ -237,6 +248,7 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
         secrets,
         cancel: &request.cancel,
         env: base_env(
+            ctx,
             request.action_id,
             workspace.path(),
             &request.trace,
@@ -359,9 +371,10 @@ impl Job<'_> {
     }
 }
 
-/// HOME, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, the trace context (TRACEPARENT, TRACESTATE,
-/// BAGGAGE), then the request's env (later wins).
+/// HOME, DIREKTIV_HTTP_BACKEND, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, CMD_DEV_VARS, the trace context
+/// (TRACEPARENT, TRACESTATE, BAGGAGE), then the request's env (later wins).
 fn base_env(
+    ctx: &Context,
     action_id: &str,
     dir: &Path,
     trace: &TraceContext,
@@ -370,9 +383,13 @@ fn base_env(
     let dir = dir.display().to_string();
     let mut env = vec![
         ("HOME".to_owned(), dir.clone()),
+        (ENV_HTTP_BACKEND.to_owned(), ctx.backend.clone()),
         (ENV_ACTION_ID.to_owned(), action_id.to_owned()),
         (ENV_TEMP_DIR.to_owned(), dir),
     ];
+    if let Some(dir) = &ctx.dev_vars {
+        env.push((ENV_DEV_VARS.to_owned(), dir.clone()));
+    }
     env.extend(
         trace
             .env()

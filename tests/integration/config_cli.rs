@@ -50,6 +50,7 @@ fn help_lists_every_variable_with_its_default() {
         ("CMD_MAX_OUTPUT", "1MiB"),
         ("CMD_MAX_BODY", "32MiB"),
         ("CMD_MAX_RESULT", "64MiB"),
+        ("CMD_DEV_VARS", ""),
         ("CMD_ALLOW", ""),
         ("CMD_SHELL", "/bin/sh"),
         ("CMD_RESULT_KEY", "commands"),

@@ -138,7 +138,7 @@ async fn fake_sidecar_serves_variables_for_registered_action_ids() {
             .await
             .expect("get")
             .status(),
-        500
+        404
     );
     sidecar.register("v1");
     let posted = client
@@ -151,8 +151,19 @@ async fn fake_sidecar_serves_variables_for_registered_action_ids() {
     let got = client.get(url("workflow")).send().await.expect("get");
     assert_eq!(got.text().await.expect("text"), "value");
     assert_eq!(sidecar.var("workflow", "k").as_deref(), Some(&b"value"[..]));
+    // Direktiv v0.10: a missing variable and an unknown scope are 200 with an error text.
     let missing = client.get(url("namespace")).send().await.expect("get");
-    assert_eq!(missing.text().await.expect("text"), "");
+    assert_eq!(missing.status(), 200);
+    assert_eq!(
+        missing.text().await.expect("text"),
+        "resource with key k not found in scope namespace\n"
+    );
+    let unknown = client.get(url("thread")).send().await.expect("get");
+    assert_eq!(unknown.status(), 200);
+    assert_eq!(
+        unknown.text().await.expect("text"),
+        "unknown scope: thread\n"
+    );
 }
 
 // --- skips ---

@@ -3,7 +3,12 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{sh, start_pair};
+use crate::support::{binary, sh, start_pair, VarPost};
+
+/// A request whose commands find the binary under test as `$DCMD`.
+fn with_dcmd(commands: Value) -> Value {
+    json!({"env": {"DCMD": binary().display().to_string()}, "commands": commands})
+}
 
 /// The result file: private, empty, not among the temp dir's files (nor in `out/`), its
 /// content the `result` (JSON kept as written, key order included), `stdout` untouched, and
@@ -262,4 +267,195 @@ async fn a_chosen_code_is_kept_in_the_direktiv_cmd_shape() {
     let reply = sidecar.call(&runner, "dcmd-error", body).await;
     reply.assert_error("git.clone", 500);
     assert_eq!(reply.error_message().as_deref(), Some("no access"));
+}
+
+/// `var set` and `var get` through the sidecar's `/var`: every scope, the mime type, a file
+/// or stdin as the value, `-o FILE`; commands are told where the sidecar is.
+#[tokio::test(flavor = "multi_thread")]
+async fn var_set_and_get_go_through_the_sidecar() {
+    let (sidecar, runner) = start_pair(&[]);
+    sidecar.set_var("namespace", "greeting", "hello from the namespace");
+    let body = with_dcmd(json!([
+        sh(
+            r#"printf '{"a": 1}' > cfg.json && "$DCMD" var set cfg.json cfg.json --scope workflow --type application/json"#
+        ),
+        sh(r#"printf 'piped' | "$DCMD" var set piped"#),
+        sh(r#""$DCMD" var get greeting --scope namespace"#),
+        sh(r#""$DCMD" var get cfg.json --scope workflow -o got.json && cat got.json"#),
+        sh(r#"echo "$DIREKTIV_HTTP_BACKEND""#),
+    ]));
+    let reply = sidecar.call(&runner, "var-sidecar", body).await;
+    reply.assert_success();
+    assert_eq!(reply.command(2)["stdout"], "hello from the namespace");
+    assert_eq!(reply.command(3)["result"], json!({"a": 1}));
+    assert_eq!(reply.command(4)["result"], sidecar.url());
+    assert_eq!(
+        sidecar.var("workflow", "cfg.json").as_deref(),
+        Some(&b"{\"a\": 1}"[..])
+    );
+    assert_eq!(
+        sidecar.var("instance", "piped").as_deref(),
+        Some(&b"piped"[..])
+    );
+    let posts = sidecar.var_posts();
+    assert_eq!(
+        posts[0],
+        VarPost {
+            scope: "workflow".into(),
+            key: "cfg.json".into(),
+            content_length: Some(8),
+            mime: Some("application/json".into()),
+            bytes: 8,
+        }
+    );
+    assert_eq!(posts[1].content_length, Some(5), "{posts:?}");
+}
+
+/// A missing variable (Direktiv v0.10: status 200 with `resource with key … not found`) exits
+/// 4 and makes no output file; a name Direktiv refuses exits 1 before anything is sent; an
+/// action id the sidecar does not know exits 1 saying why.
+#[tokio::test(flavor = "multi_thread")]
+async fn var_exits_4_for_a_missing_variable_and_1_with_a_reason_otherwise() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = with_dcmd(json!([
+        sh(
+            r#""$DCMD" var get nothing -o out.txt; echo "status=$? file=$(test -e out.txt && echo yes || echo no)""#
+        ),
+        sh(r#"echo x | "$DCMD" var set 1bad; echo "status=$?""#),
+        sh(r#"DIREKTIV_ACTION_ID=someone-else "$DCMD" var get x; echo "status=$?""#),
+        sh(r#"DIREKTIV_HTTP_BACKEND=http://127.0.0.1:1 "$DCMD" var get x; echo "status=$?""#),
+        sh(r#""$DCMD" var get x --scope thread; echo "status=$?""#),
+    ]));
+    let reply = sidecar.call(&runner, "var-fail", body).await;
+    reply.assert_success();
+    let outcome = |i: usize| {
+        (
+            reply.command(i)["stdout"].clone(),
+            reply.command(i)["stderr"].clone(),
+        )
+    };
+    let (stdout, stderr) = outcome(0);
+    assert_eq!(stdout, "status=4 file=no\n");
+    assert!(
+        stderr
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not exist in scope instance"),
+        "{stderr}"
+    );
+    let (stdout, stderr) = outcome(1);
+    assert_eq!(stdout, "status=1\n");
+    assert!(
+        stderr
+            .as_str()
+            .unwrap_or_default()
+            .contains("must start with a letter"),
+        "{stderr}"
+    );
+    let (stdout, stderr) = outcome(2);
+    assert_eq!(stdout, "status=1\n");
+    assert!(
+        stderr
+            .as_str()
+            .unwrap_or_default()
+            .contains("does not know action id \"someone-else\""),
+        "{stderr}"
+    );
+    let (stdout, stderr) = outcome(3);
+    assert_eq!(stdout, "status=1\n");
+    assert!(
+        stderr
+            .as_str()
+            .unwrap_or_default()
+            .contains("DIREKTIV_HTTP_BACKEND"),
+        "{stderr}"
+    );
+    assert_eq!(
+        outcome(4).0,
+        "status=2\n",
+        "a scope the sidecar never serves is a usage error"
+    );
+    assert!(sidecar.var_posts().is_empty());
+}
+
+/// Values larger than 2 MiB stream both ways, from a pipe too, always with Content-Length.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_value_streams_with_its_length() {
+    let (sidecar, runner) = start_pair(&[]);
+    let size = 3 * 1024 * 1024 + 7;
+    let body = with_dcmd(json!([
+        sh(&format!(
+            r#"head -c {size} /dev/zero | tr '\0' v | "$DCMD" var set big"#
+        )),
+        sh(r#""$DCMD" var get big | wc -c"#),
+    ]));
+    let reply = sidecar.call(&runner, "var-large", body).await;
+    reply.assert_success();
+    assert_eq!(reply.command(1)["result"], json!(size));
+    let posts = sidecar.var_posts();
+    assert_eq!(posts[0].content_length, Some(size as u64));
+    assert_eq!(posts[0].bytes, size);
+}
+
+/// Development mode (no sidecar): variables are files under `CMD_DEV_VARS`, by default
+/// `$DIREKTIV_TEMPDIR/.direktiv-vars`.
+#[tokio::test(flavor = "multi_thread")]
+async fn var_keeps_variables_in_a_folder_in_development_mode() {
+    let (sidecar, runner) = start_pair(&[]);
+    let folder = tempfile::tempdir().expect("a folder");
+    let body = with_dcmd(json!([
+        sh(r#"echo v1 | "$DCMD" var set one && "$DCMD" var get one"#),
+        sh(r#"test -f "$DIREKTIV_TEMPDIR/.direktiv-vars/instance/one""#),
+        sh(r#""$DCMD" var get two --scope workflow; echo "status=$?""#),
+        {"command": "sh -c 'echo kept | \"$DCMD\" var set three --scope namespace'",
+         "env": {"CMD_DEV_VARS": folder.path().display().to_string()}},
+    ]));
+    let reply = sidecar.call(&runner, "development", body).await;
+    reply.assert_success();
+    assert_eq!(reply.command(0)["stdout"], "v1\n");
+    assert_eq!(reply.command(2)["stdout"], "status=4\n");
+    assert_eq!(
+        std::fs::read_to_string(folder.path().join("namespace/three"))
+            .ok()
+            .as_deref(),
+        Some("kept\n")
+    );
+    assert!(sidecar.var_posts().is_empty());
+}
+
+/// Commands are told the sidecar the runner uses and its development folder for variables,
+/// also when they are set by flags rather than inherited through the environment.
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_are_told_the_sidecar_and_dev_folder_set_by_flag() {
+    let sidecar = crate::support::FakeSidecar::start();
+    let folder = tempfile::tempdir().expect("a folder");
+    let runner = crate::support::Runner::builder()
+        .arg("--backend")
+        .arg(sidecar.url())
+        .arg("--dev-vars")
+        .arg(folder.path())
+        .start();
+    sidecar.set_var("instance", "x", "found");
+    let body = with_dcmd(json!([sh(
+        r#"echo "$DIREKTIV_HTTP_BACKEND"; "$DCMD" var get x"#
+    )]));
+    let reply = sidecar.call(&runner, "by-flag", body).await;
+    reply.assert_success();
+    assert_eq!(
+        reply.command(0)["stdout"],
+        format!("{}\nfound", sidecar.url())
+    );
+    let body = with_dcmd(json!([sh(
+        r#"echo dev | "$DCMD" var set d --scope workflow"#
+    )]));
+    sidecar
+        .call(&runner, "development", body)
+        .await
+        .assert_success();
+    assert_eq!(
+        std::fs::read_to_string(folder.path().join("workflow/d"))
+            .ok()
+            .as_deref(),
+        Some("dev\n")
+    );
 }

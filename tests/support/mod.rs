@@ -58,7 +58,9 @@ pub use metrics::Metrics;
 pub use reply::{Body, Reply};
 pub use request::{marked, sh};
 pub use runner::{binary, strip_ansi, Finished, Runner};
-pub use sidecar::{ActionFile, CallOptions, FakeSidecar, TempDirHeader, LOG_CAP, MISSING_AID};
+pub use sidecar::{
+    ActionFile, CallOptions, FakeSidecar, TempDirHeader, VarPost, LOG_CAP, MISSING_AID,
+};
 
 /// A generous bound for anything that should be quick, sized for a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(30);

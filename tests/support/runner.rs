@@ -30,6 +30,8 @@ const SCRUBBED_ENV: &[&str] = &[
     "CMD_MAX_INFLIGHT",
     "CMD_MAX_OUTPUT",
     "CMD_MAX_BODY",
+    "CMD_MAX_RESULT",
+    "CMD_DEV_VARS",
     "CMD_ALLOW",
     "CMD_SHELL",
     "CMD_RESULT_KEY",

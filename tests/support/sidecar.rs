@@ -59,6 +59,21 @@ struct Inner {
     rejected: Vec<Rejected>,
     /// Variables by (scope, name).
     vars: BTreeMap<(String, String), Vec<u8>>,
+    /// Every `/var` POST, in arrival order.
+    var_posts: Vec<VarPost>,
+}
+
+/// One `/var` POST as the sidecar received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarPost {
+    pub scope: String,
+    pub key: String,
+    /// The `Content-Length` header, when the client sent one (not chunked).
+    pub content_length: Option<u64>,
+    /// The `Content-Type` header: the variable's mime type.
+    pub mime: Option<String>,
+    /// The body's size.
+    pub bytes: usize,
 }
 
 /// Knobs and records of the fake sidecar.
@@ -357,6 +372,11 @@ impl FakeSidecar {
             .cloned()
     }
 
+    /// Every `/var` POST so far.
+    pub fn var_posts(&self) -> Vec<VarPost> {
+        self.shared.lock().var_posts.clone()
+    }
+
     /// Runs one action against `runner` the way the sidecar does, with default options.
     pub async fn call(&self, runner: &Runner, aid: &str, body: impl Into<Body>) -> Reply {
         self.call_with(runner, aid, body, &CallOptions::default())
@@ -591,42 +611,60 @@ struct VarQuery {
     key: String,
 }
 
+/// `/var`, answered as Direktiv v0.10's sidecar answers it (direktiv-protocol.md §2.2, and
+/// `docker/test-sidecar/src/vars.rs`): an action id not in flight is 404; a scope other than
+/// `namespace`, `workflow`, `instance` (empty too) is 200 with `unknown scope: <scope>`; a
+/// GET of a missing variable is 200 with `resource with key <name> not found in scope
+/// <scope>`; a POST keeps the body and its `Content-Type` (the mime type); other methods 405.
+/// Error texts end with a newline, as Go's `http.Error` writes them. Every POST is recorded
+/// with the `Content-Length` it carried ([`FakeSidecar::var_posts`]).
 async fn var_handler(
     State(shared): State<Arc<Shared>>,
     method: axum::http::Method,
     Query(query): Query<VarQuery>,
-    _headers: HeaderMap,
+    headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Vec<u8>) {
+    let text = |status, message: String| (status, format!("{message}\n").into_bytes());
     let mut inner = shared.lock();
     if !inner.registered.contains(&query.aid) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, MISSING_AID.into());
-    }
-    // Direktiv's gRPC-era sidecar treats an empty scope as `instance`.
-    let scope = if query.scope.is_empty() {
-        "instance".to_string()
-    } else {
-        query.scope
-    };
-    if !SCOPES.contains(&scope.as_str()) {
-        return (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("unknown scope: {scope}").into(),
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("actionId {} not found", query.aid),
         );
     }
-    let slot = (scope, query.key);
-    match method {
-        axum::http::Method::GET => {
-            // A missing variable reads as empty, like Direktiv v0.6+.
-            let value = inner.vars.get(&slot).cloned().unwrap_or_default();
-            (StatusCode::OK, value)
-        }
-        axum::http::Method::POST => {
-            inner.vars.insert(slot, body.to_vec());
-            (StatusCode::OK, Vec::new())
-        }
-        _ => (StatusCode::METHOD_NOT_ALLOWED, Vec::new()),
+    if method != axum::http::Method::GET && method != axum::http::Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into());
     }
+    if !SCOPES.contains(&query.scope.as_str()) {
+        return text(StatusCode::OK, format!("unknown scope: {}", query.scope));
+    }
+    let slot = (query.scope, query.key);
+    if method == axum::http::Method::GET {
+        return match inner.vars.get(&slot) {
+            Some(value) => (StatusCode::OK, value.clone()),
+            None => text(
+                StatusCode::OK,
+                format!("resource with key {} not found in scope {}", slot.1, slot.0),
+            ),
+        };
+    }
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &axum::http::HeaderValue| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    inner.var_posts.push(VarPost {
+        scope: slot.0.clone(),
+        key: slot.1.clone(),
+        content_length: header(axum::http::header::CONTENT_LENGTH)
+            .and_then(|length| length.parse().ok()),
+        mime: header(axum::http::header::CONTENT_TYPE),
+        bytes: body.len(),
+    });
+    inner.vars.insert(slot, body.to_vec());
+    (StatusCode::OK, Vec::new())
 }
 
 /// A listener that, while "down", closes new connections at once; see [`GatedStream`].
