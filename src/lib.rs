@@ -50,6 +50,7 @@ pub mod plan;
 pub mod process;
 pub mod request;
 pub mod response;
+pub mod retry;
 pub mod server;
 pub mod size;
 pub mod startup;

@@ -33,6 +33,8 @@ pub(crate) struct CommandReport {
     pub(crate) from_result_file: bool,
     /// Why the command failed, when it did.
     pub(crate) message: Option<FailureMessage>,
+    /// How many times it ran, for a command with `retry` (the report is the last run's).
+    pub(crate) attempts: Option<u32>,
 }
 
 impl CommandReport {
@@ -66,6 +68,7 @@ impl CommandReport {
             output_file,
             from_result_file,
             message,
+            attempts: None,
         }
     }
 }

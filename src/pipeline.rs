@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::cancel::Cancel;
 use crate::config::{Config, RunOptions};
 use crate::direktiv::{ENV_ACTION_ID, ENV_HTTP_BACKEND, ENV_TEMP_DIR};
-use crate::error::Failure;
+use crate::error::{CancelReason, Failure};
 use crate::exec::{self, ExecSettings, Execution, Launch};
 use crate::logs::{LogShipper, LogStream};
 use crate::mask::{Masker, Registry, SecretPolicy};
@@ -310,16 +310,14 @@ impl Job<'_> {
                 break;
             }
             self.announce(spec, index);
-            let command = exec::Command {
-                spec,
-                launch,
-                cwd: self.workspace.workdir(spec.workdir.as_ref()).await,
-            };
-            let run = exec::run(command, &execution).await;
-            let output_file = self.read_output(spec).await;
-            let report = CommandReport::new(&spec.display, run, output_file);
-            self.log_failure(&report);
-            if outcome.record(index, spec.continue_on_error, report) {
+            let (report, cancelled) = self.run_command(spec, launch, &execution).await;
+            let ended = outcome.record(index, spec.continue_on_error, report);
+            // Cancelled while it waited to try again: the request ends as cancelled.
+            if let Some(reason) = cancelled {
+                outcome.cancel(reason);
+                break;
+            }
+            if ended {
                 if dialect == Dialect::DirektivCmd {
                     let stop = format!("stopping execution due to error in command {index}");
                     self.logs.line(&stop);
@@ -332,6 +330,49 @@ impl Job<'_> {
         tracker.stop(None, policy).await;
         tracker.close();
         outcome
+    }
+
+    /// Runs a command, again while its `retry` wants another attempt; the report is the last
+    /// attempt's. A cancellation during a wait ends the wait at once, and is returned.
+    async fn run_command(
+        &self,
+        spec: &CommandSpec,
+        launch: &Launch,
+        execution: &Execution<'_>,
+    ) -> (CommandReport, Option<CancelReason>) {
+        let mut attempt = 1;
+        loop {
+            let command = exec::Command {
+                spec,
+                launch,
+                cwd: self.workspace.workdir(spec.workdir.as_ref()).await,
+            };
+            let run = exec::run(command, execution).await;
+            let output_file = self.read_output(spec).await;
+            let mut report = CommandReport::new(&spec.display, run, output_file);
+            self.log_failure(&report);
+            let Some(retry) = &spec.retry else {
+                return (report, None);
+            };
+            report.attempts = Some(attempt);
+            let failure = report.run.failure.as_ref();
+            let Some(wait) = failure.and_then(|failure| retry.wait_before(attempt + 1, failure))
+            else {
+                return (report, None);
+            };
+            let code = failure.map(Failure::code).unwrap_or_default();
+            self.logs.line(&format!(
+                "attempt {} of {} after {code}, waiting {}",
+                attempt + 1,
+                retry.attempts,
+                humantime::format_duration(wait)
+            ));
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                reason = self.cancel.cancelled() => return (report, Some(reason)),
+            }
+            attempt += 1;
+        }
     }
 
     /// `running command '…'` (the log stream masks it), or its index in the direktiv-cmd

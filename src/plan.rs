@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::limits::Limits;
+use crate::retry::Retry;
 
 /// Which wire format the request came in; the response is answered in the same dialect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,8 @@ pub struct CommandSpec {
     pub limits: Limits,
     /// `errors`: exit statuses (1-255) and the error codes they fail with, checked.
     pub errors: Vec<(i32, String)>,
+    /// `retry`: run again after a failure worth another try.
+    pub retry: Option<Retry>,
 }
 
 /// A path relative to the temp dir, lexically checked like file paths, with the JSON path of

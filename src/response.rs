@@ -238,6 +238,10 @@ fn write_entry(entry: &NativeEntry<'_>, out: &mut Vec<u8>) -> serde_json::Result
     field(out, "duration_ms", &entry.duration_ms)?;
     out.push(b',');
     field(out, "usage", &entry.usage)?;
+    if let Some(attempts) = entry.attempts {
+        out.push(b',');
+        field(out, "attempts", &attempts)?;
+    }
     if let Some(error) = &entry.error {
         out.push(b',');
         field(out, "error", error)?;
@@ -316,6 +320,8 @@ struct NativeEntry<'a> {
     duration_ms: u64,
     /// What the command used; null when it never started.
     usage: Option<crate::exec::Usage>,
+    /// Runs of a command with `retry`; left out without one.
+    attempts: Option<u32>,
     /// Left out when the command did not fail.
     error: Option<NativeError>,
 }
@@ -342,6 +348,7 @@ fn native_entry<'a>(report: &'a CommandReport, shown: &Shown<'_>) -> NativeEntry
         truncated: run.stdout.truncated() || run.stderr.truncated(),
         duration_ms: run.duration.as_millis() as u64,
         usage: run.usage,
+        attempts: report.attempts,
         error: run
             .failure
             .as_ref()

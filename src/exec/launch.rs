@@ -234,6 +234,7 @@ mod tests {
             output: None,
             limits: Default::default(),
             errors: vec![],
+            retry: None,
         }
     }
 

@@ -10,6 +10,7 @@ use super::{env, paths, shell};
 use crate::error::Failure;
 use crate::limits::Limits;
 use crate::plan::{CommandSpec, Dialect, FieldPath, Program};
+use crate::retry::Retry;
 
 /// Reads a command. `with_env` is false for the top-level `command` shorthand, whose `env`
 /// (and other request fields) belong to the request, which checks them. Env values marked
@@ -46,7 +47,92 @@ pub(crate) fn parse(
         output: relative_path(cmd, "output")?,
         limits: limits(cmd, unknown)?,
         errors: errors(cmd)?,
+        retry: retry(cmd)?,
     })
+}
+
+/// Most attempts a `retry` may ask for.
+const MAX_ATTEMPTS: u64 = 100;
+
+/// `retry`: `{"attempts": 3, "on": ["cmd\\.exit\\.75"], "delay": "PT2S", "backoff": 2}`.
+fn retry(cmd: Obj<'_>) -> Result<Option<Retry>, Failure> {
+    let Some(map) = cmd.object(
+        "retry",
+        "an object like {\"attempts\": 3, \"delay\": \"5s\"}",
+    )?
+    else {
+        return Ok(None);
+    };
+    let path = cmd.path_of("retry");
+    let retry = Obj::new(map, &path);
+    let attempts =
+        match retry.get("attempts") {
+            None => return Err(json::at(
+                &path,
+                "needs \"attempts\": the number of attempts in all, the first included (e.g. 3)",
+            )),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    retry.error(
+                        "attempts",
+                        format!("expected a whole number from 1 to {MAX_ATTEMPTS}, got {n}"),
+                    )
+                })?,
+            Some(other) => {
+                return Err(retry.error(
+                    "attempts",
+                    json::expected(&format!("a whole number from 1 to {MAX_ATTEMPTS}"), other),
+                ))
+            }
+        };
+    let on = match retry.array(
+        "on",
+        "an array of regular expressions like [\"cmd\\\\.exit\\\\.75\"]",
+    )? {
+        None => None,
+        Some(items) => {
+            let on_path = retry.path_of("on");
+            let patterns = items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let at = json::index(&on_path, i);
+                    match item {
+                        Value::String(pattern) => regex_lite::Regex::new(pattern).map_err(|e| {
+                            json::at(&at, format!("is not a regular expression: {e}"))
+                        }),
+                        other => Err(json::at(&at, json::expected("a regular expression", other))),
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some(patterns)
+        }
+    };
+    let delay = duration(retry, "delay")?.unwrap_or_default();
+    let backoff = match retry.get("backoff") {
+        None => 1.0,
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|b| b.is_finite() && *b >= 1.0)
+            .ok_or_else(|| {
+                retry.error(
+                    "backoff",
+                    format!("expected a number of at least 1, got {n}"),
+                )
+            })?,
+        Some(other) => {
+            return Err(retry.error("backoff", json::expected("a number of at least 1", other)))
+        }
+    };
+    Ok(Some(Retry {
+        attempts,
+        on,
+        delay,
+        backoff,
+    }))
 }
 
 /// `errors`: `{"254": "aws.client"}`, exit statuses and the codes a failure with one of them
@@ -166,8 +252,13 @@ fn check_no_nul(argv: &[String]) -> Result<(), String> {
 /// `crate::duration`). Zero means "no timeout of its own", like `CMD_TIMEOUT=0`, so the command
 /// gets the configured default instead of being stopped at once.
 fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
+    duration(cmd, "timeout").map(|timeout| timeout.filter(|timeout| !timeout.is_zero()))
+}
+
+/// A duration field: seconds (a number ≥ 0) or a duration string (`"90s"`, `"5m"`, `"PT10M"`).
+fn duration(cmd: Obj<'_>, key: &str) -> Result<Option<Duration>, Failure> {
     use crate::duration::{self, EXPECTED};
-    let Some(value) = cmd.get("timeout") else {
+    let Some(value) = cmd.get(key) else {
         return Ok(None);
     };
     let parsed = match value {
@@ -178,9 +269,7 @@ fn timeout(cmd: Obj<'_>) -> Result<Option<Duration>, Failure> {
         Value::String(s) => duration::parse(s),
         other => Err(format!("{EXPECTED}, got {}", json::describe(other))),
     };
-    parsed
-        .map(|timeout| (!timeout.is_zero()).then_some(timeout))
-        .map_err(|e| cmd.error("timeout", e))
+    parsed.map(Some).map_err(|e| cmd.error(key, e))
 }
 
 /// `limits`: the command's own resource limits (the request's apply where it sets none).

@@ -70,6 +70,7 @@ fn native_shape_with_defaults() {
             output: None,
             limits: Default::default(),
             errors: vec![],
+            retry: None,
         }]
     );
 }

@@ -459,3 +459,137 @@ async fn commands_are_told_the_sidecar_and_dev_folder_set_by_flag() {
         Some("dev\n")
     );
 }
+
+/// `retry` runs a command again while its failure matches `on`, waiting `delay` × `backoff`^n,
+/// logs each retry, and reports `attempts` with the last attempt's output.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_runs_again_until_success_with_growing_waits() {
+    let (sidecar, runner) = start_pair(&[]);
+    let flaky = r#"n=$(cat n 2>/dev/null || echo 0); n=$((n+1)); echo $n > n; echo "try $n"; [ $n -ge 3 ] || exit 75"#;
+    let body = json!({"commands": [{
+        "command": flaky, "shell": true,
+        "retry": {"attempts": 3, "on": ["cmd\\.exit\\.75"], "delay": 0.1, "backoff": 2}
+    }]});
+    let reply = sidecar.call(&runner, "retry-ok", body).await;
+    reply.assert_success();
+    let entry = reply.command(0);
+    assert_eq!(entry["attempts"], 3);
+    assert_eq!(entry["stdout"], "try 3\n");
+    let lines = sidecar.lines("retry-ok");
+    for expected in [
+        "attempt 2 of 3 after cmd.exit.75, waiting 100ms",
+        "attempt 3 of 3 after cmd.exit.75, waiting 200ms",
+    ] {
+        assert!(
+            lines.contains(&expected.to_owned()),
+            "{expected}: {lines:?}"
+        );
+    }
+}
+
+/// Out of attempts, the last failure stands; a failure `on` does not match is not retried;
+/// by default every failure but cmd.cancelled, cmd.input, cmd.denied and cmd.notfound is.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_stops_at_attempts_and_follows_on() {
+    let (sidecar, runner) = start_pair(&[]);
+    let always = json!({"commands": [{
+        "command": "echo again >> log; cat log; exit 75", "shell": true,
+        "retry": {"attempts": 2}
+    }]});
+    let reply = sidecar.call(&runner, "retry-out", always).await;
+    reply.assert_error("cmd.exit.75", 500);
+    assert_eq!(reply.command(0)["attempts"], 2);
+    assert_eq!(reply.command(0)["stdout"], "again\nagain\n");
+    let other = json!({"commands": [{
+        "command": "exit 1", "shell": true,
+        "retry": {"attempts": 5, "on": ["cmd\\.exit\\.75", "cmd\\.timeout"]}
+    }]});
+    let reply = sidecar.call(&runner, "retry-other", other).await;
+    reply.assert_error("cmd.exit.1", 500);
+    assert_eq!(reply.command(0)["attempts"], 1);
+    let missing = json!({"commands": [{"command": "no-such-tool-here", "retry": {"attempts": 5}}]});
+    let reply = sidecar.call(&runner, "retry-missing", missing).await;
+    reply.assert_error("cmd.notfound", 500);
+    let lines = sidecar.lines("retry-missing");
+    assert!(
+        !lines.iter().any(|l| l.starts_with("attempt ")),
+        "{lines:?}"
+    );
+}
+
+/// A DELETE during the wait ends it at once: the request is cmd.cancelled.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancellation_ends_a_retry_wait_at_once() {
+    let (sidecar, runner) = crate::support::start_shared(&[]);
+    let body = json!({"commands": [{
+        "command": "exit 75", "shell": true,
+        "retry": {"attempts": 2, "delay": "PT10M"}
+    }]});
+    let call = crate::support::call_in_background(&sidecar, &runner, "retry-cancel", body);
+    let waiting = "attempt 2 of 2 after cmd.exit.75, waiting 10m".to_owned();
+    crate::support::within(crate::support::PATIENCE, "the retry wait", async {
+        while !sidecar.lines("retry-cancel").contains(&waiting) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    assert_eq!(sidecar.cancel(&runner, "retry-cancel").await, 200);
+    let reply = crate::support::reply_within(call, std::time::Duration::from_secs(10)).await;
+    reply.assert_error("cmd.cancelled", 500);
+    assert!(asked.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(reply.command(0)["attempts"], 1);
+}
+
+/// A bad `retry` is cmd.input naming the field, before anything runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_retry_is_cmd_input_naming_the_field() {
+    let (sidecar, runner) = start_pair(&[]);
+    for (retry, expected) in [
+        (
+            json!({"attempts": 0}),
+            "commands[0].retry.attempts: expected a whole number from 1 to 100",
+        ),
+        (
+            json!({"delay": "5s"}),
+            "commands[0].retry: needs \"attempts\"",
+        ),
+        (
+            json!({"attempts": 2, "on": ["cmd\\.exit\\.(75"]}),
+            "commands[0].retry.on[0]: is not a regular expression",
+        ),
+        (
+            json!({"attempts": 2, "backoff": 0.5}),
+            "commands[0].retry.backoff: expected a number of at least 1",
+        ),
+        (
+            json!({"attempts": 2, "delay": "soon"}),
+            "commands[0].retry.delay: ",
+        ),
+        (
+            json!({"attempts": 2, "dealy": "5s"}),
+            "commands[0].retry.dealy: is not a field of retry; did you mean \"delay\"?",
+        ),
+    ] {
+        let body = json!({"commands": [{"command": "touch ran", "retry": retry}]});
+        let reply = sidecar.call(&runner, "bad-retry", body).await;
+        reply.assert_error("cmd.input", 400);
+        let message = reply.error_message().unwrap_or_default();
+        assert!(message.starts_with(expected), "{message}");
+    }
+}
+
+/// The direktiv-cmd shape retries too; `Output` is the last attempt's.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_in_the_direktiv_cmd_shape() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({"data": {"commands": [{
+        "command": "sh -c 'test -e done && echo ok && exit 0; touch done; exit 3'",
+        "retry": {"attempts": 2}
+    }]}});
+    let reply = sidecar.call(&runner, "dcmd-retry", body).await;
+    let entries: Vec<Value> = serde_json::from_value(reply.body().clone()).unwrap_or_default();
+    assert_eq!(entries.len(), 1, "{reply:?}");
+    assert_eq!(entries[0]["Output"], "ok\n");
+    assert_eq!(entries[0]["Error"], "");
+}
