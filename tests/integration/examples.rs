@@ -309,7 +309,7 @@ fn with_jq_defaults(value: &Value) -> Value {
 async fn the_bash_example_logs_readable_values() {
     let workflow = workflows()
         .into_iter()
-        .find(|w| w.name().contains("/examples/bash/"))
+        .find(|w| w.name().ends_with("/examples/bash/workflow.yaml"))
         .expect("the bash example workflow");
     let action = workflow.actions().into_iter().next().expect("an action");
     let mut input = action.input.clone();
@@ -338,4 +338,59 @@ async fn the_bash_example_logs_readable_values() {
         json!("staging"),
         "{reply:?}"
     );
+}
+
+/// The talking-back example run for real (`direktiv-cmd var` from the binary under test): the
+/// result from DIREKTIV_RESULT, the variable through the sidecar, the retry, and for
+/// production the failure code its catch matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_talking_back_example_runs_as_its_comments_say() {
+    let workflow = workflows()
+        .into_iter()
+        .find(|w| w.name().ends_with("/examples/bash/talking-back.yaml"))
+        .expect("the talking-back example workflow");
+    let action = workflow.actions().into_iter().next().expect("an action");
+    let sidecar = FakeSidecar::start();
+    let runner = runner_for(&sidecar, &action, &[]);
+    let bin_dir = crate::support::binary()
+        .parent()
+        .expect("the binary's folder")
+        .display()
+        .to_string();
+    let input_for = |target: &str| {
+        let mut input = action.input.clone();
+        input["env"] = json!({
+            "TARGET": target,
+            "PATH": format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default()),
+        });
+        input
+    };
+    let reply = sidecar
+        .call(&runner, "talking-back", input_for("staging"))
+        .await;
+    reply.assert_success();
+    let results = reply.results_under(&action.result_key());
+    assert_eq!(
+        results[1]["result"],
+        json!({"target": "staging", "healthy": true})
+    );
+    assert_eq!(results[3]["attempts"], 2);
+    assert_eq!(
+        sidecar.var("workflow", "runs").as_deref(),
+        Some(&b"1\n"[..])
+    );
+    let reply = sidecar
+        .call(&runner, "talking-back-2", input_for("production"))
+        .await;
+    reply.assert_error("deploy.refused", 500);
+    assert_eq!(
+        reply.error_message().as_deref(),
+        Some("production needs an approval")
+    );
+    assert_eq!(
+        sidecar.var("workflow", "runs").as_deref(),
+        Some(&b"2\n"[..])
+    );
+    let caught = workflow.states()[0]["catch"][0]["error"].clone();
+    assert_eq!(caught, r"deploy\.refused");
 }
