@@ -25,7 +25,7 @@ mod verdict;
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ use crate::process::{
     self, ChildEnv, Image, MemoryCgroup, ProcessGroup, RequestTracker, SpawnRequest, Spawned,
     StopPolicy, MARK_VARIABLE,
 };
-use crate::workspace::{Left, ResultFile};
+use crate::workspace::{Left, ResultFile, ResultsDir};
 use deadline::Deadline;
 use memory::{memory_cgroup, memory_limit_passed, OwnMemoryCgroup};
 use output::{Captures, CommandOutput, Reported};
@@ -158,8 +158,8 @@ fn path_variable<'a>(layers: impl Iterator<Item = &'a (String, String)>) -> Opti
 pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
     pub(crate) env: &'a [(String, String)],
-    /// Where each command's `DIREKTIV_RESULT` file is made (open), and its path.
-    pub(crate) results: (&'a Arc<OwnedFd>, &'a Path),
+    /// Where each command's `DIREKTIV_RESULT` file is made.
+    pub(crate) results: ResultsDir<'a>,
     /// Every process of the request, also those that leave their process group.
     pub(crate) tracker: &'a RequestTracker,
     pub(crate) logs: &'a LogStream,
@@ -393,7 +393,11 @@ fn chosen(failure: Failure, reported: Option<Reported>, errors: &[(i32, String)]
 /// blocking pool: the command chose what is there. Something that is not a regular file is
 /// not read, and the request's log says so.
 async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u8>>, Failure> {
-    let (dir, max) = (Arc::clone(x.results.0), x.settings.max_result);
+    // Most commands leave it empty: then a look and a removal, with no trip to the pool.
+    if x.results.runner_own && file.remove_if_empty(x.results.dir.as_fd()) {
+        return Ok(None);
+    }
+    let (dir, max) = (Arc::clone(x.results.dir), x.settings.max_result);
     let left = tokio::task::spawn_blocking(move || file.take(dir.as_fd(), max))
         .await
         .unwrap_or_else(|error| {
@@ -449,7 +453,7 @@ async fn start(
         x.tracker.clone(),
         x.settings.memory_by,
     );
-    let (results, root) = (Arc::clone(x.results.0), x.results.1.to_owned());
+    let (results, root) = (Arc::clone(x.results.dir), x.results.path.to_owned());
     let started = tokio::task::spawn_blocking(move || {
         // Made here, beside the start, so it costs no trip of its own to the blocking pool.
         let result_file = ResultFile::create(results.as_fd(), &root)?;

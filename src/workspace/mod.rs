@@ -30,6 +30,18 @@ use crate::error::Failure;
 use crate::plan::{FieldPath, InputFile};
 use beneath::{quoted, PathError};
 
+/// Where a request's `DIREKTIV_RESULT` files are made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResultsDir<'a> {
+    /// The folder, open.
+    pub(crate) dir: &'a Arc<OwnedFd>,
+    pub(crate) path: &'a Path,
+    /// The runner's own folder (in `TMPDIR`), not the request's temp dir (which Direktiv may
+    /// share over a network file system): looking at an empty file there without a trip to
+    /// the blocking pool is safe.
+    pub(crate) runner_own: bool,
+}
+
 /// The header that names a given temp dir, for messages.
 const TEMP_DIR_HEADER: &str = "Direktiv-TempDir";
 
@@ -112,12 +124,20 @@ impl Workspace {
         &self.root
     }
 
-    /// Where its commands' `DIREKTIV_RESULT` files are made, open, and its path: the runner's
-    /// folder for them, else the temp dir itself.
-    pub(crate) fn result_home(&self) -> (&Arc<OwnedFd>, &Path) {
+    /// Where its commands' `DIREKTIV_RESULT` files are made: the runner's folder for them,
+    /// else the temp dir itself.
+    pub(crate) fn result_home(&self) -> ResultsDir<'_> {
         match ResultHome::shared() {
-            Some(home) => (&home.dir, &home.path),
-            None => (&self.dir, &self.root),
+            Some(home) => ResultsDir {
+                dir: &home.dir,
+                path: &home.path,
+                runner_own: true,
+            },
+            None => ResultsDir {
+                dir: &self.dir,
+                path: &self.root,
+                runner_own: false,
+            },
         }
     }
 

@@ -12,7 +12,9 @@
 //! `O_NOFOLLOW`), opened without blocking (`O_NONBLOCK`), read only when it is a regular file,
 //! and never past `CMD_MAX_RESULT`. The cost for a command that leaves it empty: one `openat`
 //! and `close` before the start (in the trip to the blocking pool the start makes anyway), one
-//! `statat` and `unlinkat` after.
+//! `statat` and `unlinkat` after, on the async worker when the folder is the runner's own
+//! (`remove_if_empty`: no open, so nothing there can make it wait); only a file with something
+//! in it goes to the blocking pool to be read.
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
@@ -149,6 +151,17 @@ impl ResultFile {
         left
     }
 
+    /// Removes the file when it is still the empty regular file it was made, without opening
+    /// it; true when that is so. No open, so nothing a command puts there (a FIFO) can make
+    /// this wait: cheap enough for an async worker where the folder is the runner's own.
+    pub(crate) fn remove_if_empty(&self, dir: BorrowedFd<'_>) -> bool {
+        let empty =
+            rustix::fs::statat(dir, &self.name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|stat| {
+                FileType::from_raw_mode(stat.st_mode) == FileType::RegularFile && stat.st_size == 0
+            });
+        empty && rustix::fs::unlinkat(dir, &self.name, AtFlags::empty()).is_ok()
+    }
+
     /// Removes the file unread (the command never started).
     pub(crate) fn remove(self, dir: BorrowedFd<'_>) {
         let _ = rustix::fs::unlinkat(dir, &self.name, AtFlags::empty());
@@ -219,6 +232,28 @@ mod tests {
         assert!(name.starts_with(".direktiv-result-"), "{name}");
         assert_eq!(file.take(dir.as_fd(), 10).unwrap(), Left::Nothing);
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn only_an_empty_regular_file_is_removed_without_a_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = open(tmp.path());
+        let empty = ResultFile::create(dir.as_fd(), tmp.path()).unwrap();
+        assert!(empty.remove_if_empty(dir.as_fd()));
+        assert!(!empty.path().exists());
+        let written = ResultFile::create(dir.as_fd(), tmp.path()).unwrap();
+        std::fs::write(written.path(), b"x").unwrap();
+        assert!(!written.remove_if_empty(dir.as_fd()));
+        let fifo = ResultFile::create(dir.as_fd(), tmp.path()).unwrap();
+        std::fs::remove_file(fifo.path()).unwrap();
+        let name = fifo.path().file_name().unwrap();
+        rustix::fs::mknodat(dir.as_fd(), name, FileType::Fifo, Mode::RUSR, 0).unwrap();
+        assert!(!fifo.remove_if_empty(dir.as_fd()));
+        assert_eq!(
+            written.take(dir.as_fd(), 10).unwrap(),
+            Left::Bytes(b"x".to_vec())
+        );
+        assert_eq!(fifo.take(dir.as_fd(), 10).unwrap(), Left::Ignored("a FIFO"));
     }
 
     #[test]
