@@ -593,3 +593,30 @@ async fn retry_in_the_direktiv_cmd_shape() {
     assert_eq!(entries[0]["Output"], "ok\n");
     assert_eq!(entries[0]["Error"], "");
 }
+
+/// A script using `direktiv-cmd var` can be tried with `direktiv-cmd run`: with `--temp-dir`
+/// its variables stay in `<dir>/.direktiv-vars` from one run to the next.
+#[test]
+fn var_works_under_direktiv_cmd_run() {
+    let dir = tempfile::tempdir().expect("a folder");
+    let request = with_dcmd(json!([sh(
+        r#"n=$("$DCMD" var get n || echo 0); echo $((n + 1)) | "$DCMD" var set n; echo $((n + 1))"#
+    )]));
+    let body = serde_json::to_vec(&request).expect("JSON");
+    for expected in [1, 2] {
+        let finished = crate::support::Runner::builder()
+            .arg("run")
+            .arg("--temp-dir")
+            .arg(dir.path())
+            .arg("-")
+            .run_to_exit(&body, crate::support::PATIENCE);
+        assert!(finished.status.is_some_and(|s| s.success()), "{finished:?}");
+        let reply: Value = serde_json::from_str(&finished.stdout).expect("the response");
+        assert_eq!(
+            reply["commands"][0]["result"],
+            json!(expected),
+            "{finished:?}"
+        );
+    }
+    assert!(dir.path().join(".direktiv-vars/instance/n").is_file());
+}
