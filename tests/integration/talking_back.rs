@@ -27,6 +27,7 @@ async fn the_result_file_becomes_the_result() {
         sh(script),
         sh(r#"test ! -e "$(cat seen)" && echo "  plain text  " > "$DIREKTIV_RESULT""#),
         sh("echo from stdout"),
+        {"command": r#"echo file > o.txt; echo ignored > "$DIREKTIV_RESULT""#, "shell": true, "output": "o.txt"},
     ]});
     let reply = sidecar.call(&runner, "result-file", body).await;
     reply.assert_success();
@@ -38,6 +39,11 @@ async fn the_result_file_becomes_the_result() {
     );
     assert_eq!(reply.command(1)["result"], "plain text");
     assert_eq!(reply.command(2)["result"], "from stdout");
+    assert_eq!(
+        reply.command(3)["result"],
+        "file",
+        "the request's output field wins"
+    );
 }
 
 /// Past `CMD_MAX_RESULT` the command fails with cmd.result.too_large; up to it, it is read.
