@@ -78,7 +78,7 @@ impl Context {
     }
 
     fn with_result_home(self) -> Self {
-        let _ = crate::workspace::ResultHome::shared();
+        let _ = crate::workspace::ResultHome::current();
         self
     }
 }
@@ -285,7 +285,7 @@ impl Job<'_> {
         let tracker = RequestTracker::new();
         let execution = Execution {
             env: &self.env,
-            results: self.workspace.result_home(),
+            results: self.workspace.results_fallback(),
             tracker: &tracker,
             logs: &self.logs,
             secrets: &self.secrets,

@@ -26,7 +26,6 @@ mod verdict;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::unix::pipe;
@@ -158,8 +157,9 @@ fn path_variable<'a>(layers: impl Iterator<Item = &'a (String, String)>) -> Opti
 pub(crate) struct Execution<'a> {
     /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
     pub(crate) env: &'a [(String, String)],
-    /// Where each command's `DIREKTIV_RESULT` file is made.
-    pub(crate) results: ResultsDir<'a>,
+    /// Where a command's `DIREKTIV_RESULT` file is made when the runner's folder for them
+    /// cannot take it (the temp dir).
+    pub(crate) results: ResultsDir,
     /// Every process of the request, also those that leave their process group.
     pub(crate) tracker: &'a RequestTracker,
     pub(crate) logs: &'a LogStream,
@@ -394,11 +394,11 @@ fn chosen(failure: Failure, reported: Option<Reported>, errors: &[(i32, String)]
 /// not read, and the request's log says so.
 async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u8>>, Failure> {
     // Most commands leave it empty: then a look and a removal, with no trip to the pool.
-    if x.results.runner_own && file.remove_if_empty(x.results.dir.as_fd()) {
+    if file.in_runner_folder() && file.remove_if_empty() {
         return Ok(None);
     }
-    let (dir, max) = (Arc::clone(x.results.dir), x.settings.max_result);
-    let left = tokio::task::spawn_blocking(move || file.take(dir.as_fd(), max))
+    let max = x.settings.max_result;
+    let left = tokio::task::spawn_blocking(move || file.take(max))
         .await
         .unwrap_or_else(|error| {
             Err(Failure::internal(format!(
@@ -453,10 +453,10 @@ async fn start(
         x.tracker.clone(),
         x.settings.memory_by,
     );
-    let (results, root) = (Arc::clone(x.results.dir), x.results.path.to_owned());
+    let fallback = x.results.clone();
     let started = tokio::task::spawn_blocking(move || {
         // Made here, beside the start, so it costs no trip of its own to the blocking pool.
-        let result_file = ResultFile::create(results.as_fd(), &root)?;
+        let result_file = ResultFile::create(&fallback)?;
         let result_path = result_file.path().to_string_lossy().into_owned();
         let vars: Vec<(&str, &str)> = vars
             .iter()
@@ -467,7 +467,7 @@ async fn start(
         match spawn_with(&vars, &launch, cwd.as_fd(), &allow, how, &tracker) {
             Ok((spawned, memory)) => Ok((spawned, memory, result_file)),
             Err(failure) => {
-                result_file.remove(results.as_fd());
+                result_file.remove();
                 Err(failure)
             }
         }

@@ -23,24 +23,12 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::io::Errno;
 
 pub use files::write_files;
-pub(crate) use result_file::{Home as ResultHome, Left, ResultFile};
+pub(crate) use result_file::{Home as ResultHome, Left, Place as ResultsDir, ResultFile};
 
 use crate::direktiv::OUT_DIRS;
 use crate::error::Failure;
 use crate::plan::{FieldPath, InputFile};
 use beneath::{quoted, PathError};
-
-/// Where a request's `DIREKTIV_RESULT` files are made.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ResultsDir<'a> {
-    /// The folder, open.
-    pub(crate) dir: &'a Arc<OwnedFd>,
-    pub(crate) path: &'a Path,
-    /// The runner's own folder (in `TMPDIR`), not the request's temp dir (which Direktiv may
-    /// share over a network file system): looking at an empty file there without a trip to
-    /// the blocking pool is safe.
-    pub(crate) runner_own: bool,
-}
 
 /// The header that names a given temp dir, for messages.
 const TEMP_DIR_HEADER: &str = "Direktiv-TempDir";
@@ -124,20 +112,13 @@ impl Workspace {
         &self.root
     }
 
-    /// Where its commands' `DIREKTIV_RESULT` files are made: the runner's folder for them,
-    /// else the temp dir itself.
-    pub(crate) fn result_home(&self) -> ResultsDir<'_> {
-        match ResultHome::shared() {
-            Some(home) => ResultsDir {
-                dir: &home.dir,
-                path: &home.path,
-                runner_own: true,
-            },
-            None => ResultsDir {
-                dir: &self.dir,
-                path: &self.root,
-                runner_own: false,
-            },
+    /// Where its commands' `DIREKTIV_RESULT` files are made when the runner's folder for them
+    /// cannot take them: the temp dir itself.
+    pub(crate) fn results_fallback(&self) -> ResultsDir {
+        ResultsDir {
+            dir: Arc::clone(&self.dir),
+            path: self.root.clone(),
+            runner_own: false,
         }
     }
 

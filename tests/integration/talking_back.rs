@@ -626,3 +626,26 @@ fn var_works_under_direktiv_cmd_run() {
     }
     assert!(dir.path().join(".direktiv-vars/instance/n").is_file());
 }
+
+/// A command that removes the folder of result files (it shares the runner's uid) changes
+/// nothing for the next command or request: a new folder is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_result_folder_is_made_again() {
+    let (sidecar, runner) = start_pair(&[]);
+    let body = json!({"commands": [
+        sh(r#"rm -rf "$(dirname "$DIREKTIV_RESULT")""#),
+        sh(r#"echo second > "$DIREKTIV_RESULT""#),
+    ]});
+    let reply = sidecar.call(&runner, "rm-results", body).await;
+    reply.assert_success();
+    assert_eq!(reply.command(1)["result"], "second");
+    let body = json!({"commands": [sh(r#"echo next > "$DIREKTIV_RESULT"; ls -A"#)]});
+    let reply = sidecar.call(&runner, "after-rm", body).await;
+    reply.assert_success();
+    assert_eq!(reply.command(0)["result"], "next");
+    assert_eq!(
+        reply.command(0)["stdout"],
+        "out\n",
+        "the temp dir shows no result file"
+    );
+}
