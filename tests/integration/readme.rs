@@ -170,3 +170,29 @@ async fn the_response_format_has_the_keys_and_types_shown() {
     // `aws` is not installed here: keys and types only.
     assert_shape(&shown, reply.body(), "body", false);
 }
+
+/// The commands the README's "Talking back" section shows (`errors`, `retry`) are commands the
+/// runner accepts: sent with a harmless program, every other field kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_talking_back_commands_are_accepted() {
+    let readme = readme();
+    let section = readme
+        .split("\n## Talking back\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("the README's Talking back section");
+    let commands: Vec<Value> = code_blocks(section)
+        .into_iter()
+        .filter(|(info, _)| info == "json")
+        .map(|(_, text)| serde_json::from_str(&text).expect("a JSON command"))
+        .collect();
+    assert_eq!(commands.len(), 2, "the errors and retry examples");
+    let sidecar = FakeSidecar::start();
+    let runner = Runner::start(&sidecar);
+    for mut command in commands {
+        command["command"] = Value::from("true");
+        let body = serde_json::json!({ "commands": [command] });
+        let reply = sidecar.call(&runner, "readme-talking-back", body).await;
+        reply.assert_success();
+    }
+}
