@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::direktiv::{DEVELOPMENT_ACTION_ID, ENV_DEV_MODE, ENV_HTTP_BACKEND};
+use crate::isolation::IsolationSetting;
 use crate::limits::{self, Limits};
 use crate::mask::{SecretPolicy, DEFAULT_SECRET_NAMES};
 
@@ -127,6 +128,14 @@ pub struct Config {
     #[arg(long, env = "CMD_MAX_INFLIGHT", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_inflight: u32,
+
+    /// How concurrent requests are isolated from each other: `landlock` (a Landlock domain per
+    /// request where the kernel has Landlock, else none), `require` (where it has not, one
+    /// request at a time instead), `uid` (root only: each concurrency slot's commands run as
+    /// uid and gid 100000 + slot, owning the request's folder, and Landlock where there is) or
+    /// `off`.
+    #[arg(long, env = "CMD_ISOLATION", default_value = "landlock", value_enum)]
+    pub isolation: IsolationSetting,
 
     /// Bytes of stdout and of stderr kept per command in the response (logs get everything).
     #[arg(long, env = "CMD_MAX_OUTPUT", default_value = "1MiB", value_parser = parse_size)]

@@ -21,12 +21,13 @@
 //!
 //! Beside the path: `direktiv` (Direktiv's wire constants), `error` (the `cmd.*` taxonomy),
 //! `cancel` (a request's cancellation, passed down as a value), `mask` (secret redaction),
-//! `config`, `init` (PID 1, forked through `process`), `limits` (resource limits: read by
-//! `request` and `config`, set in the child by `process`), `size` (the one grammar of every
-//! size the runner reads), `metrics`, `stdio` (the runner's own stdout and stderr, which never
-//! block), `sync` (the lock-poison policy), `text`, `trace`
-//! (W3C trace context for commands), `workflow_commands` (`::add-mask::` and other lines a
-//! command prints to the runner), `var` (`direktiv-cmd var get|set`, run by commands).
+//! `config`, `init` (PID 1, forked through `process`), `isolation` (how concurrent requests are
+//! kept apart: a Landlock ruleset per request, entered by each command in `process`), `limits`
+//! (resource limits: read by `request` and `config`, set in the child by `process`), `size`
+//! (the one grammar of every size the runner reads), `metrics`, `stdio` (the runner's own
+//! stdout and stderr, which never block), `sync` (the lock-poison policy), `text`, `trace` (W3C
+//! trace context for commands), `workflow_commands` (`::add-mask::` and other lines a command
+//! prints to the runner), `var` (`direktiv-cmd var get|set`, run by commands).
 //!
 //! Modules and items are crate-private unless the binary, the integration tests, the fuzz
 //! targets or the benchmarks use them.
@@ -40,6 +41,7 @@ pub(crate) mod duration;
 pub mod error;
 pub(crate) mod exec;
 pub mod init;
+pub mod isolation;
 pub mod limits;
 pub(crate) mod logs;
 pub(crate) mod mask;

@@ -597,6 +597,8 @@ mod tests {
             limits: plan,
             cgroup: None,
             memory: None,
+            domain: None,
+            user: None,
         })
         .unwrap();
         let mut text = String::new();

@@ -17,6 +17,11 @@ const FINAL_FLUSH: Duration = Duration::from_secs(2);
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 
 fn main() -> ExitCode {
+    // First of all: no process of the same uid may read the runner's environment or memory,
+    // not even in the moments before the first request.
+    if let Err(error) = process::become_undumpable() {
+        eprintln!("direktiv-cmd: cannot make the runner non-dumpable ({error}); continuing");
+    }
     // Before anything else, while the process has a single thread: fork() is only safe then.
     init::become_init_if_pid1();
     // `var` runs inside a command: none of the runner's settings apply to it.
@@ -34,6 +39,10 @@ fn main() -> ExitCode {
         // Handled before the settings are read (above); never reached.
         Some(Mode::Var { .. }) => return ExitCode::from(2),
     };
+    if let Some(refusal) = direktiv_cmd::isolation::refusal(cli.config.isolation) {
+        eprintln!("direktiv-cmd: {refusal}; nothing was started");
+        return ExitCode::from(2);
+    }
     init_tracing(&cli.config, default_level);
     // Before any request, and before the runner logs anything of a request.
     if let Err(error) = pipeline::install_container_secrets(&cli.config) {

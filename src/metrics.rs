@@ -31,6 +31,13 @@ pub struct StreamLabels {
     pub stream: &'static str,
 }
 
+/// Labels of `direktiv_cmd_isolation`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IsolationLabels {
+    /// `landlock`, `serial` (one request at a time), `none` (no Landlock here) or `off`.
+    pub mode: &'static str,
+}
+
 /// Every metric the runner exports.
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +60,8 @@ pub struct Metrics {
     pub escaped_processes_killed: Counter,
     pub temp_dir_removal_failures: Counter,
     pub console_lines_dropped: Family<StreamLabels, Counter>,
+    /// 1 for the isolation of requests in effect (`CMD_ISOLATION` on this kernel).
+    pub isolation: Family<IsolationLabels, Gauge>,
 }
 
 impl Metrics {
@@ -94,6 +103,7 @@ impl Metrics {
             escaped_processes_killed: Counter::default(),
             temp_dir_removal_failures: Counter::default(),
             console_lines_dropped: Family::default(),
+            isolation: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,6 +194,12 @@ impl Metrics {
             "console_lines_dropped",
             "Lines the runner dropped instead of waiting on a stdout or stderr nobody reads",
             metrics.console_lines_dropped.clone(),
+        );
+        registry.register(
+            "isolation",
+            "1 for how concurrent requests are isolated from each other (CMD_ISOLATION): \
+             landlock, serial (one at a time), none (no Landlock on this kernel) or off",
+            metrics.isolation.clone(),
         );
         Metrics {
             registry,

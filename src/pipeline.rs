@@ -19,11 +19,12 @@ use crate::config::{Config, RunOptions};
 use crate::direktiv::{ENV_ACTION_ID, ENV_HTTP_BACKEND, ENV_TEMP_DIR};
 use crate::error::{CancelReason, Failure};
 use crate::exec::{self, ExecSettings, Execution, Launch};
+use crate::isolation::{Isolation, SlotUser};
 use crate::logs::{LogShipper, LogStream};
 use crate::mask::{Masker, Registry, SecretPolicy};
 use crate::outcome::{quoted_command, CommandReport, JobOutcome, OutputFile, MAX_MESSAGE};
 use crate::plan::{CommandSpec, Dialect, Plan};
-use crate::process::{RequestTracker, StopPolicy};
+use crate::process::{RequestTracker, Ruleset, StopPolicy};
 use crate::request;
 use crate::response::{self, Reply};
 use crate::trace::TraceContext;
@@ -47,6 +48,8 @@ pub(crate) struct Context {
     pub(crate) backend: String,
     /// `CMD_DEV_VARS`, told to every command when set.
     pub(crate) dev_vars: Option<String>,
+    /// `CMD_ISOLATION`: how requests are kept apart.
+    pub(crate) isolation: Isolation,
 }
 
 impl Context {
@@ -72,6 +75,7 @@ impl Context {
                 .dev_vars
                 .as_ref()
                 .map(|dir| dir.display().to_string()),
+            isolation: Isolation::new(config.isolation, config.max_inflight as usize),
         }
         // The folder of DIREKTIV_RESULT files, made now rather than by the first request.
         .with_result_home()
@@ -230,10 +234,38 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
             return JobOutcome::rejected(dialect, failure, display, secrets);
         }
     };
-    let workspace = match Workspace::prepare(request.tempdir, std::mem::take(&mut plan.files)).await
-    {
+    // Where requests may not run side by side unisolated, each waits for its turn here and
+    // holds it until its files are removed.
+    let _turn = ctx.isolation.turn(&request.cancel).await;
+    let files = std::mem::take(&mut plan.files);
+    let private_in = ctx.isolation.private_root();
+    let given = match &request.tempdir {
+        TempDirChoice::Given(path) => Some(path.clone()),
+        TempDirChoice::Private => None,
+    };
+    // Both blocking work: the request's ruleset is built while its files are written.
+    let (workspace, domain) = tokio::join!(
+        Workspace::prepare(request.tempdir, files, private_in),
+        ctx.isolation.domain(given.as_deref()),
+    );
+    let workspace = match workspace {
         Ok(workspace) => workspace,
         Err(failure) => return JobOutcome::rejected(dialect, failure, None, secrets),
+    };
+    let user = ctx.isolation.user();
+    let handed = match &user {
+        Some(user) => user.take(workspace.path()).await,
+        None => Ok(()),
+    };
+    let domain = handed
+        .and(domain)
+        .and_then(|domain| Isolation::with_own_folder(domain, workspace.dir()));
+    let domain = match domain {
+        Ok(domain) => domain,
+        Err(failure) => {
+            workspace.close().await;
+            return JobOutcome::rejected(dialect, failure, None, secrets);
+        }
     };
     let (logs, delivery) = ctx
         .shipper
@@ -253,7 +285,10 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
             workspace.path(),
             &request.trace,
             &plan.env,
+            domain.is_some(),
         ),
+        domain: domain.as_ref(),
+        user: user.as_ref().map(SlotUser::uid),
         warning,
     };
     let outcome = job.run_commands().await;
@@ -276,6 +311,10 @@ struct Job<'a> {
     env: Vec<(String, String)>,
     /// What the request is warned of (unknown top-level fields), as shown.
     warning: Option<String>,
+    /// The request's Landlock ruleset, which each of its commands enters.
+    domain: Option<&'a Arc<Ruleset>>,
+    /// The uid its commands run as (`CMD_ISOLATION=uid`).
+    user: Option<u32>,
 }
 
 impl Job<'_> {
@@ -292,6 +331,8 @@ impl Job<'_> {
             cancel: self.cancel,
             settings: &self.ctx.settings,
             combine: dialect == Dialect::DirektivCmd,
+            domain: self.domain,
+            user: self.user,
         };
         let mut outcome = JobOutcome::running(dialect, Arc::clone(&self.secrets));
         match (dialect, &self.warning) {
@@ -420,16 +461,22 @@ fn base_env(
     dir: &Path,
     trace: &TraceContext,
     request_env: &[(String, String)],
+    isolated: bool,
 ) -> Vec<(String, String)> {
     let dir = dir.display().to_string();
     let mut env = vec![
         ("HOME".to_owned(), dir.clone()),
         (ENV_HTTP_BACKEND.to_owned(), ctx.backend.clone()),
         (ENV_ACTION_ID.to_owned(), action_id.to_owned()),
-        (ENV_TEMP_DIR.to_owned(), dir),
+        (ENV_TEMP_DIR.to_owned(), dir.clone()),
     ];
     if let Some(dir) = &ctx.dev_vars {
         env.push((ENV_DEV_VARS.to_owned(), dir.clone()));
+    }
+    // An isolated request's temp files go to its own folder, which it alone can read; the
+    // request's env may still say otherwise.
+    if isolated {
+        env.push(("TMPDIR".to_owned(), dir));
     }
     env.extend(
         trace

@@ -3,9 +3,8 @@
 //! are tracked, and whether it is PID 1. A reader of `docker logs` or `kubectl logs` learns
 //! from it what a request will meet, before sending one.
 //!
-//! Each part is a phrase from the subsystem that knows it, labelled. A new mechanism (how
-//! requests are isolated from each other, say) is one more `part` in `Behaviour::of`, with its
-//! phrase from its own module.
+//! Each part is a phrase from the subsystem that knows it, labelled. A new mechanism is one
+//! more `part` in `Behaviour::of`, with its phrase from its own module.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,6 +34,7 @@ impl Behaviour {
             ),
         );
         behaviour.part("processes", crate::exec::tracking());
+        behaviour.part("isolation", crate::isolation::phrase(config.isolation));
         behaviour.part("pid 1", crate::init::role().to_owned());
         behaviour
     }
@@ -135,7 +135,9 @@ mod tests {
             "{line}"
         );
         assert!(
-            line.contains("; processes: ") && line.contains("; pid 1: "),
+            line.contains("; processes: ")
+                && line.contains("; isolation: ")
+                && line.contains("; pid 1: "),
             "{line}"
         );
         assert!(!line.contains('\n'), "{line}");

@@ -26,6 +26,7 @@ mod verdict;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::unix::pipe;
@@ -46,8 +47,8 @@ use crate::mask::Masker;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use crate::process::{
-    self, ChildEnv, Image, MemoryCgroup, ProcessGroup, RequestTracker, SpawnRequest, Spawned,
-    StopPolicy, MARK_VARIABLE,
+    self, ChildEnv, Image, MemoryCgroup, ProcessGroup, RequestTracker, Ruleset, SpawnRequest,
+    Spawned, StopPolicy, MARK_VARIABLE,
 };
 use crate::workspace::{Left, ResultFile, ResultsDir};
 use deadline::Deadline;
@@ -169,6 +170,10 @@ pub(crate) struct Execution<'a> {
     pub(crate) settings: &'a ExecSettings,
     /// Keep stdout and stderr interleaved as well (the direktiv-cmd `Output`).
     pub(crate) combine: bool,
+    /// The request's Landlock ruleset, entered by each command before exec.
+    pub(crate) domain: Option<&'a Arc<Ruleset>>,
+    /// The uid (and gid) each command runs as (`CMD_ISOLATION=uid`).
+    pub(crate) user: Option<u32>,
 }
 
 /// One command, ready to start.
@@ -453,10 +458,11 @@ async fn start(
         x.tracker.clone(),
         x.settings.memory_by,
     );
+    let (domain, user) = (x.domain.cloned(), x.user);
     let fallback = x.results.clone();
     let started = tokio::task::spawn_blocking(move || {
         // Made here, beside the start, so it costs no trip of its own to the blocking pool.
-        let result_file = ResultFile::create(&fallback)?;
+        let result_file = ResultFile::create_for(&fallback, user)?;
         let result_path = result_file.path().to_string_lossy().into_owned();
         let vars: Vec<(&str, &str)> = vars
             .iter()
@@ -464,7 +470,16 @@ async fn start(
             .chain([(ENV_RESULT, result_path.as_str())])
             .collect();
         let how = (stdin, limits, memory_by);
-        match spawn_with(&vars, &launch, cwd.as_fd(), &allow, how, &tracker) {
+        let isolation = (domain.as_deref(), user);
+        match spawn_with(
+            &vars,
+            &launch,
+            cwd.as_fd(),
+            &allow,
+            how,
+            isolation,
+            &tracker,
+        ) {
             Ok((spawned, memory)) => Ok((spawned, memory, result_file)),
             Err(failure) => {
                 result_file.remove();
@@ -504,6 +519,7 @@ fn spawn_with(
     cwd: BorrowedFd<'_>,
     allow: &AllowList,
     (stdin, limits, memory_by): (bool, Limits, MemoryBy),
+    (domain, user): (Option<&Ruleset>, Option<u32>),
     tracker: &RequestTracker,
 ) -> Result<(Spawned, Option<MemoryCgroup>), Failure> {
     let failed = |error: std::io::Error| launch::spawn_failure(&error, launch, Some(cwd));
@@ -527,6 +543,8 @@ fn spawn_with(
         limits: limits.rlimits(memory_by),
         cgroup,
         memory: memory.0.as_ref(),
+        domain,
+        user,
     })
     .map_err(failed)?;
     tracker.started(spawned.pid, spawned.in_cgroup);

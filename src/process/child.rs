@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use rustix::io::Errno;
 
 use super::image::{ExecArgs, Image};
-use super::{oom, signals};
+use super::{landlock, oom, signals};
 use crate::limits::RlimitPlan;
 
 /// The exit status of a child whose preparation or exec failed, as posix_spawn's: the parent
@@ -50,19 +50,20 @@ enum Duty {
     Stdio,
     /// The command's resource limits.
     Limits,
+    /// Become the request's own user (`CMD_ISOLATION=uid`): no supplementary groups, then the
+    /// gid, then the uid (after the limits: a raised hard limit needs the privilege this drops).
+    SwitchUser,
+    /// Enter the request's Landlock domain (no new privileges, then the ruleset), last before
+    /// the signals open: from here on the child may touch only what the ruleset grants, and
+    /// it needs nothing more but the exec.
+    Landlock,
     /// Nothing blocked, as a command must start (the runner's threads block SIGCHLD).
     UnblockSignals,
 }
 
 /// The duties, in the order the child performs them before it execs; the first that fails
 /// ends the child with its errno, which the parent reports.
-///
-/// Steps to come fit into this order, each as a duty with its data in `ChildPlan` (prepared
-/// before the clone, like everything here): a per-slot user (`setgroups`, `setresgid`, `setresuid` with ids in the plan)
-/// after `Limits` (a raised hard limit needs the privilege the switch drops); Landlock
-/// (`PR_SET_NO_NEW_PRIVS`, then `landlock_restrict_self` with a ruleset descriptor in the
-/// plan) last before `UnblockSignals`, once the child needs no file it would deny.
-const DUTIES: [Duty; 9] = [
+const DUTIES: [Duty; 11] = [
     Duty::DefaultSignals,
     Duty::OwnProcessGroup,
     Duty::WorkingDirectory,
@@ -71,8 +72,18 @@ const DUTIES: [Duty; 9] = [
     Duty::OomScore,
     Duty::Stdio,
     Duty::Limits,
+    Duty::SwitchUser,
+    Duty::Landlock,
     Duty::UnblockSignals,
 ];
+
+/// How a command is kept apart from other requests' commands: the Landlock ruleset it enters
+/// and the user it becomes (both prepared before the clone).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Isolation<'a> {
+    pub(crate) domain: Option<BorrowedFd<'a>>,
+    pub(crate) user: Option<u32>,
+}
 
 /// Everything the child reads, prepared before the clone, and what it tells its parent.
 pub(super) struct ChildPlan<'a> {
@@ -86,6 +97,10 @@ pub(super) struct ChildPlan<'a> {
     /// itself in.
     join_memory: Option<BorrowedFd<'a>>,
     limits: RlimitPlan,
+    /// The request's Landlock ruleset, when requests are isolated by Landlock.
+    domain: Option<BorrowedFd<'a>>,
+    /// The uid (and gid) the command runs as, when requests have users of their own.
+    user: Option<u32>,
     report: Report,
 }
 
@@ -104,14 +119,16 @@ struct Report {
 }
 
 impl<'a> ChildPlan<'a> {
-    /// The plan for `image`, with `stdio` on 0, 1 and 2, `limits`, and `join_cgroup` and
-    /// `join_memory` (each a `cgroup.procs`) to move into before exec.
+    /// The plan for `image`, with `stdio` on 0, 1 and 2, `limits`, `join_cgroup` and
+    /// `join_memory` (each a `cgroup.procs`) to move into, and `isolation` (the user to become
+    /// and the Landlock ruleset to enter) before exec.
     pub(super) fn new(
         image: &'a Image<'a>,
         stdio: [&'a OwnedFd; 3],
         limits: RlimitPlan,
         join_cgroup: Option<BorrowedFd<'a>>,
         join_memory: Option<BorrowedFd<'a>>,
+        isolation: Isolation<'a>,
     ) -> Self {
         let [stdin, stdout, stderr] = stdio;
         ChildPlan {
@@ -121,6 +138,8 @@ impl<'a> ChildPlan<'a> {
             join_cgroup,
             join_memory,
             limits,
+            domain: isolation.domain,
+            user: isolation.user,
             report: Report::default(),
         }
     }
@@ -195,6 +214,20 @@ impl<'a> ChildPlan<'a> {
             Duty::OomScore => oom::raise_own_oom_score(),
             Duty::Stdio => self.install_stdio()?,
             Duty::Limits => self.limits.apply()?,
+            Duty::SwitchUser => {
+                if let Some(id) = self.user {
+                    use rustix::process::{Gid, Uid};
+                    let (uid, gid) = (Uid::from_raw(id), Gid::from_raw(id));
+                    rustix::thread::set_thread_groups(&[])?;
+                    rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+                    rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+                }
+            }
+            Duty::Landlock => {
+                if let Some(ruleset) = self.domain {
+                    landlock::enter(ruleset)?;
+                }
+            }
             Duty::UnblockSignals => signals::unblock_all(),
         }
         Ok(())
@@ -252,5 +285,8 @@ mod tests {
         assert!(position(Duty::JoinCgroup) < position(Duty::JoinMemoryCgroup));
         assert!(position(Duty::JoinMemoryCgroup) < position(Duty::Limits));
         assert!(position(Duty::OomScore) < position(Duty::Limits));
+        assert!(position(Duty::Limits) < position(Duty::SwitchUser));
+        // Nothing after the domain is entered needs a file it could deny.
+        assert_eq!(position(Duty::Landlock), DUTIES.len() - 2);
     }
 }

@@ -12,6 +12,7 @@
 //! cgroup     request cgroups: locate, make, verify, keep, sweep, kill, remove; a memory
 //!            cgroup per command with a `memory` limit (v2 nested, or v1)
 //! oom        the memory cgroup's OOM-kill count, the children's raised OOM score
+//! landlock   a request's ruleset, built once; entered by each of its children before exec
 //! procfs     what /proc says about a process
 //! signals    masks and dispositions rustix has no call for; `own`: fork as PID 1, malloc
 //! ```
@@ -25,6 +26,7 @@ mod clone;
 mod clone3;
 mod group;
 mod image;
+mod landlock;
 mod oom;
 mod own;
 mod procfs;
@@ -41,8 +43,9 @@ pub(crate) use cgroup::{
 };
 pub(crate) use group::ProcessGroup;
 pub(crate) use image::{ChildEnv, Image};
+pub(crate) use landlock::{abi as landlock_abi, GrantTarget, Ruleset};
 pub(crate) use oom::{count as oom_kills, rose as oom_kills_rose};
-pub use own::{block_sigchld, limit_malloc_arenas};
+pub use own::{become_undumpable, block_sigchld, limit_malloc_arenas};
 pub(crate) use own::{fork_single_threaded, Forked};
 pub(crate) use reap::{signal_name, ExitKind, Usage};
 pub(crate) use signals::SignalSet;

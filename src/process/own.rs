@@ -1,5 +1,6 @@
 //! What the runner does to its own process at start-up where rustix has no call: fork into an
-//! init and a server when it is PID 1 (`init`), cap glibc's malloc arenas, block SIGCHLD.
+//! init and a server when it is PID 1 (`init`), cap glibc's malloc arenas, block SIGCHLD, and
+//! keep its memory and environment from other processes of its uid (`become_undumpable`).
 
 use std::io;
 
@@ -54,6 +55,16 @@ pub fn limit_malloc_arenas(arenas: i32) {
     // SAFETY: mallopt only sets a parameter of the allocator under its own lock; M_ARENA_MAX
     // with a positive value is a documented use, valid at any time.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas.max(1)) };
+}
+
+/// Makes the runner non-dumpable: /proc/<pid>/environ, mem, maps and fd of the runner are then
+/// readable only with CAP_SYS_PTRACE, not by every process of the same uid — the commands the
+/// runner starts included. The runner holds every request's secrets in memory and the
+/// container's in its environment. Inherited by the init's fork (the flag belongs to the
+/// memory map, which fork copies); reset by exec, so commands start dumpable as usual.
+pub fn become_undumpable() -> io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    Ok(())
 }
 
 /// Blocks SIGCHLD in the calling thread and every thread it starts later (the runtime's).

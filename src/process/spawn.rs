@@ -18,9 +18,10 @@ use rustix::pipe::{pipe_with, PipeFlags};
 use rustix::process::Pid;
 
 use super::cgroup::{MemoryCgroup, RequestCgroup};
-use super::child::ChildPlan;
+use super::child::{ChildPlan, Isolation};
 use super::clone::{clone_child, Born, Failed};
 use super::image::Image;
+use super::landlock::Ruleset;
 use super::{clone3, reap};
 use crate::limits::RlimitPlan;
 
@@ -37,6 +38,10 @@ pub(crate) struct SpawnRequest<'a> {
     /// The command's own memory cgroup (its `memory` limit): the child is created in it (v2)
     /// or moves itself there before exec (v1), and does not start when it cannot.
     pub(crate) memory: Option<&'a MemoryCgroup>,
+    /// The request's Landlock ruleset, entered by the child just before exec.
+    pub(crate) domain: Option<&'a Ruleset>,
+    /// The uid and gid the command runs as (`CMD_ISOLATION=uid`), else the runner's.
+    pub(crate) user: Option<u32>,
 }
 
 /// A started process: the leader of its own new process group.
@@ -105,6 +110,10 @@ const TEXT_BUSY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_mil
 /// the request's commands move in. A v1 memory cgroup is always moved into.
 fn start_once(request: &SpawnRequest<'_>, stdio: [&OwnedFd; 3]) -> io::Result<Born> {
     let (image, limits, cgroup) = (&request.image, request.limits, request.cgroup);
+    let isolation = Isolation {
+        domain: request.domain.map(Ruleset::as_fd),
+        user: request.user,
+    };
     let nested_memory = request.memory.and_then(MemoryCgroup::dir_to_create_in);
     let create_in = cgroup
         .and_then(RequestCgroup::dir_to_create_in)
@@ -114,7 +123,7 @@ fn start_once(request: &SpawnRequest<'_>, stdio: [&OwnedFd; 3]) -> io::Result<Bo
         .filter(|memory| !memory.in_request_cgroup())
         .map(MemoryCgroup::procs_to_join);
     if let (Some(cgroup), Some(dir)) = (cgroup, create_in.filter(|_| clone3::usable())) {
-        let plan = ChildPlan::new(image, stdio, limits, None, v1_memory);
+        let plan = ChildPlan::new(image, stdio, limits, None, v1_memory, isolation);
         match clone_child(&plan, Some(dir)) {
             Ok(born) => return Ok(born),
             Err(Failed::Setup(error)) => return Err(error),
@@ -130,6 +139,7 @@ fn start_once(request: &SpawnRequest<'_>, stdio: [&OwnedFd; 3]) -> io::Result<Bo
         limits,
         cgroup.map(RequestCgroup::procs_to_join),
         request.memory.map(MemoryCgroup::procs_to_join),
+        isolation,
     );
     clone_child(&plan, None).map_err(Failed::into_error)
 }
@@ -229,6 +239,8 @@ mod tests {
             limits,
             cgroup: None,
             memory: None,
+            domain: None,
+            user: None,
         })
     }
 
@@ -308,6 +320,8 @@ mod tests {
                 limits,
                 cgroup: None,
                 memory: None,
+                domain: None,
+                user: None,
             })
             .unwrap();
             let mut writer = std::fs::File::from(spawned.stdin.unwrap());
@@ -412,6 +426,8 @@ mod tests {
             limits: RlimitPlan::default(),
             cgroup: Some(&cgroup),
             memory: None,
+            domain: None,
+            user: None,
         })
         .unwrap();
         let mut out = String::new();

@@ -15,7 +15,7 @@ mod removal;
 mod result_file;
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -52,10 +52,11 @@ pub(crate) struct Workspace {
 
 impl Workspace {
     /// Makes (or checks) the temp dir, writes the input files (all or none) and the `out/`
-    /// folders.
+    /// folders. A private temp dir is made in `private_in`, else in the system temp dir.
     pub(crate) async fn prepare(
         choice: TempDirChoice,
         files: Vec<InputFile>,
+        private_in: Option<PathBuf>,
     ) -> Result<Workspace, Failure> {
         if let TempDirChoice::Given(path) = &choice {
             if !path.is_absolute() {
@@ -73,10 +74,13 @@ impl Workspace {
                     private: None,
                 },
                 TempDirChoice::Private => {
-                    let made = tempfile::Builder::new()
-                        .prefix("direktiv-cmd-")
-                        .tempdir()
-                        .map_err(|e| Failure::io("cannot create a temp dir", e))?;
+                    let mut builder = tempfile::Builder::new();
+                    builder.prefix("direktiv-cmd-");
+                    let made = match &private_in {
+                        Some(root) => builder.tempdir_in(root),
+                        None => builder.tempdir(),
+                    };
+                    let made = made.map_err(|e| Failure::io("cannot create a temp dir", e))?;
                     let root = made.keep();
                     match open_dir(&root) {
                         Ok(dir) => Workspace {
@@ -120,6 +124,11 @@ impl Workspace {
             path: self.root.clone(),
             runner_own: false,
         }
+    }
+
+    /// The temp dir, open.
+    pub(crate) fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
     }
 
     /// A command's working directory, opened: the temp dir, or `workdir` inside it (made when

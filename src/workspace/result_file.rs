@@ -158,6 +158,35 @@ pub(crate) enum Left {
 }
 
 impl ResultFile {
+    /// Makes an empty result file for a command running as `owner` (`CMD_ISOLATION=uid`), else
+    /// as the runner. A slot's user cannot reach the runner's folder (mode 0300, the runner's):
+    /// its file is made in `fallback`, the request's temp dir, which that user owns, and given
+    /// to it.
+    pub(crate) fn create_for(fallback: &Place, owner: Option<u32>) -> Result<ResultFile, Failure> {
+        let Some(id) = owner else {
+            return ResultFile::create(fallback);
+        };
+        let refused = |errno: Errno| {
+            Failure::io(
+                "cannot create the DIREKTIV_RESULT file in the temp dir",
+                errno.into(),
+            )
+        };
+        let file = ResultFile::create_in(fallback).map_err(refused)?;
+        let (uid, gid) = (
+            rustix::process::Uid::from_raw(id),
+            rustix::process::Gid::from_raw(id),
+        );
+        let flags = AtFlags::SYMLINK_NOFOLLOW;
+        match rustix::fs::chownat(&*file.place.dir, &file.name, Some(uid), Some(gid), flags) {
+            Ok(()) => Ok(file),
+            Err(errno) => {
+                file.remove();
+                Err(refused(errno))
+            }
+        }
+    }
+
     /// Makes an empty result file: in the runner's folder, else in `fallback` (the request's
     /// temp dir).
     pub(crate) fn create(fallback: &Place) -> Result<ResultFile, Failure> {

@@ -26,6 +26,7 @@ mod hardening;
 mod hardening_server;
 mod harness;
 mod isolation;
+mod isolation_requests;
 mod lifecycle;
 mod limits;
 mod log_streaming;

@@ -609,7 +609,9 @@ async fn settings_a_command_changed_on_its_cgroup_do_not_reach_a_later_request()
 // --- private temp dirs and mounts -------------------------------------------------------------
 
 /// A runner in a mount namespace of its own (so nothing its commands mount outlives the test)
-/// with private temp dirs under `tmp` (the test has checked for namespaces and root).
+/// with private temp dirs under `tmp` (the test has checked for namespaces and root). Its
+/// requests are not isolated: a command in a Landlock domain may not mount at all, and the
+/// removal must hold where there is no Landlock.
 fn start_mounting(sidecar: &FakeSidecar, tmp: &Path) -> Runner {
     Runner::builder()
         .program("unshare")
@@ -619,6 +621,7 @@ fn start_mounting(sidecar: &FakeSidecar, tmp: &Path) -> Runner {
         .arg(binary())
         .sidecar(sidecar)
         .env("TMPDIR", tmp.to_str().unwrap())
+        .env("CMD_ISOLATION", "off")
         .start()
 }
 

@@ -25,16 +25,19 @@ pub enum Capability {
     MemoryCgroups,
     /// Root: files only root may remove, `chroot`, running the runner as another user.
     Root,
+    /// Landlock with ABI 6 or later (signal scoping): requests isolated from each other.
+    Landlock,
 }
 
 impl Capability {
     /// Every capability some test needs.
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Docker,
         Capability::PidNamespaces,
         Capability::Cgroups,
         Capability::MemoryCgroups,
         Capability::Root,
+        Capability::Landlock,
     ];
 
     /// The variable a person sets to `1` to skip the tests that need this on purpose.
@@ -45,6 +48,7 @@ impl Capability {
             Capability::Cgroups => "CMD_SKIP_CGROUPS",
             Capability::MemoryCgroups => "CMD_SKIP_MEMORY_CGROUPS",
             Capability::Root => "CMD_SKIP_ROOT",
+            Capability::Landlock => "CMD_SKIP_LANDLOCK",
         }
     }
 
@@ -65,6 +69,7 @@ impl Capability {
                 .is_root()
                 .then_some(())
                 .ok_or_else(|| "the tests do not run as root".into()),
+            Capability::Landlock => probe_landlock(),
         }
     }
 }
@@ -138,4 +143,23 @@ fn probe_pid_namespaces() -> Result<(), String> {
     status.success().then_some(()).ok_or_else(|| {
         format!("`unshare --pid --fork --mount-proc true` failed ({status}); it needs root")
     })
+}
+
+/// Landlock's ABI version, asked of the kernel (`landlock_create_ruleset` with the VERSION
+/// flag): 6 or later scopes signals.
+fn probe_landlock() -> Result<(), String> {
+    // SAFETY: with a null attribute, size 0 and the VERSION flag the call touches no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0_usize,
+            1_u32,
+        )
+    };
+    match abi {
+        abi if abi >= 6 => Ok(()),
+        abi if abi >= 1 => Err(format!("Landlock ABI {abi}: signals are scoped from ABI 6")),
+        _ => Err("no Landlock in this kernel".into()),
+    }
 }

@@ -65,6 +65,7 @@ pub struct RunnerBuilder {
     stdout: Drain,
     stderr: Drain,
     nofile: Option<(u64, u64)>,
+    no_landlock: bool,
 }
 
 /// Whether the test reads one of the runner's output pipes.
@@ -88,6 +89,7 @@ impl Default for RunnerBuilder {
             stdout: Drain::Always,
             stderr: Drain::Always,
             nofile: None,
+            no_landlock: false,
         }
     }
 }
@@ -159,6 +161,13 @@ impl RunnerBuilder {
         self
     }
 
+    /// Starts the runner under a seccomp filter that answers `landlock_create_ruleset` with
+    /// ENOSYS, as on a kernel built without Landlock.
+    pub fn without_landlock(mut self) -> Self {
+        self.no_landlock = true;
+        self
+    }
+
     /// The configured command, environment scrubbed of runner settings.
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
@@ -177,6 +186,12 @@ impl RunnerBuilder {
                         .map_err(std::io::Error::from)
                 });
             }
+        }
+        if self.no_landlock {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: the closure runs in the forked child before exec and makes two prctl
+            // system calls on a filter that lives in the closure: no allocation, no lock.
+            unsafe { command.pre_exec(deny_landlock) };
         }
         command.args(&self.args);
         if let Some(dir) = &self.current_dir {
@@ -632,4 +647,49 @@ fn blocking_get_status(addr: SocketAddr, path: &str) -> u16 {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0)
+}
+
+/// Installs a seccomp filter on the calling process (a runner about to be exec'd) under which
+/// `landlock_create_ruleset` fails with ENOSYS and every other system call runs.
+fn deny_landlock() -> std::io::Result<()> {
+    // Classic BPF over `struct seccomp_data`, whose first field is the system call number.
+    const LOAD_WORD_ABS: u16 = 0x20;
+    const JUMP_IF_EQUAL: u16 = 0x15;
+    const RETURN: u16 = 0x06;
+    const RET_ALLOW: u32 = 0x7fff_0000;
+    const RET_ERRNO: u32 = 0x0005_0000;
+    let statement = |code, k| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut filter = [
+        statement(LOAD_WORD_ABS, 0),
+        libc::sock_filter {
+            code: JUMP_IF_EQUAL,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_landlock_create_ruleset as u32,
+        },
+        statement(RETURN, RET_ERRNO | libc::ENOSYS as u32),
+        statement(RETURN, RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls; the filter program is alive for the call, which copies it.
+    let done = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &program as *const libc::sock_fprog,
+            ) == 0
+    };
+    match done {
+        true => Ok(()),
+        false => Err(std::io::Error::last_os_error()),
+    }
 }

@@ -1,7 +1,8 @@
-//! Requests running at the same time share the container's uid, so a command can read another
-//! running command's environment through /proc. Every secret of every request in flight is
+//! Requests running at the same time share the container's uid. With `CMD_ISOLATION=off` (or a
+//! kernel without Landlock) a command can read another running command's environment through
+//! /proc; these tests turn isolation off to do so. Every secret of every request in flight is
 //! masked in every request's output, whichever started first, including a value read while the
-//! other request ran and printed after it ended.
+//! other request ran and printed after it ended: masking is the net under the isolation.
 
 use std::time::Duration;
 
@@ -9,6 +10,9 @@ use serde_json::json;
 
 use super::assert_hidden;
 use crate::support::{call_in_background, start_shared, within, Reply, PATIENCE};
+
+/// Requests not isolated from each other, so that one reads another's environment.
+const UNISOLATED: &[(&str, &str)] = &[("CMD_ISOLATION", "off")];
 
 /// The secret of the victim request, in its environment while it sleeps.
 const VICTIM_SECRET: &str = "victim-pw-881-zq";
@@ -45,7 +49,7 @@ fn assert_snooper_saw_it_masked(reply: &Reply, lines: &[String]) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_concurrent_request_s_secret_is_masked_in_another_request() {
-    let (sidecar, runner) = start_shared(&[]);
+    let (sidecar, runner) = start_shared(UNISOLATED);
     let victim = call_in_background(&sidecar, &runner, "victim", victim(4));
     // Once the victim's command runs.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -66,7 +70,7 @@ async fn a_concurrent_request_s_secret_is_masked_in_another_request() {
 /// answered: still masked, in its logs and its response.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_read_while_its_request_ran_is_masked_after_it_ended() {
-    let (sidecar, runner) = start_shared(&[]);
+    let (sidecar, runner) = start_shared(UNISOLATED);
     let snooper = call_in_background(&sidecar, &runner, "snooper-2", snooper(true));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let victim = call_in_background(&sidecar, &runner, "victim-2", victim(2));

@@ -1,0 +1,169 @@
+//! Which paths a request's Landlock ruleset grants: the whole file system but the hidden roots
+//! (the shared TempDir root, the runner's root of private temp dirs), and the request's own
+//! folder.
+//!
+//! Landlock only allows, and a right granted on a folder holds for everything beneath it: a
+//! grant on `/` would reach every other request's folder. So the grants walk down from `/`
+//! towards each hidden root, granting every entry beside the way (each top-level entry but the
+//! one holding a hidden root, then each entry of that one but the next step, ...) and nothing
+//! at or beneath a hidden root. The folders on the way themselves get no grant: a command can
+//! still reach everything through them, but not list them or make new entries in them, which
+//! is why a hidden root is never `/` or the runner's temp dir (`/tmp`), where commands expect to
+//! make files.
+
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::process::GrantTarget;
+
+/// What covers the file system but the hidden roots, opened: the same for every request until
+/// a folder on the way to a hidden root changes (an entry made or removed there), so it is
+/// built once and checked, not walked, per request.
+pub(super) struct Cover {
+    hidden: Vec<PathBuf>,
+    /// The folders on the way, as they were when walked.
+    walked: Vec<(PathBuf, Stamp)>,
+    pub(super) targets: Vec<GrantTarget>,
+}
+
+/// What changes when an entry of a folder is made, removed or renamed (or the folder replaced).
+#[derive(PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl Stamp {
+    fn of(folder: &Path) -> io::Result<Stamp> {
+        let meta = std::fs::symlink_metadata(folder)?;
+        Ok(Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        })
+    }
+}
+
+impl Cover {
+    /// Walks from `/` towards the `hidden` roots (absolute, canonical).
+    pub(super) fn walk(hidden: &[PathBuf]) -> io::Result<Cover> {
+        let mut cover = Cover {
+            hidden: hidden.to_vec(),
+            walked: Vec::new(),
+            targets: Vec::new(),
+        };
+        let mut paths = Vec::new();
+        cover.step(Path::new("/"), &mut paths)?;
+        for path in paths {
+            match GrantTarget::open(&path) {
+                Ok(Some(target)) => cover.targets.push(target),
+                Ok(None) => {}
+                // Gone since it was listed, or a file the runner may not even look at:
+                // nothing to grant.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EACCES)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(cover)
+    }
+
+    /// Whether this cover still holds for `hidden`: the same roots, and no folder on the way
+    /// changed since the walk.
+    pub(super) fn holds_for(&self, hidden: &[PathBuf]) -> bool {
+        self.hidden == hidden
+            && self
+                .walked
+                .iter()
+                .all(|(folder, stamp)| Stamp::of(folder).is_ok_and(|now| now == *stamp))
+    }
+
+    /// Adds to `paths` what covers `dir` except the hidden roots.
+    fn step(&mut self, dir: &Path, paths: &mut Vec<PathBuf>) -> io::Result<()> {
+        if self.hidden.iter().any(|root| root == dir) {
+            return Ok(());
+        }
+        if !self.hidden.iter().any(|root| root.starts_with(dir)) {
+            paths.push(dir.to_path_buf());
+            return Ok(());
+        }
+        // A hidden root lies beneath: one step down, entry by entry. A symbolic link is not
+        // followed (its target is covered by its own path). Stamped first: an entry made while
+        // the folder is read makes the next request walk again.
+        self.walked.push((dir.to_path_buf(), Stamp::of(dir)?));
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                self.step(&path, paths)?;
+            } else {
+                paths.push(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// The paths the walk granted, for tests.
+    #[cfg(test)]
+    fn paths(hidden: &[PathBuf]) -> Vec<PathBuf> {
+        let mut cover = Cover {
+            hidden: hidden.to_vec(),
+            walked: Vec::new(),
+            targets: Vec::new(),
+        };
+        let mut paths = Vec::new();
+        cover.step(Path::new("/"), &mut paths).unwrap();
+        paths
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_hidden_roots_the_root_is_granted_whole() {
+        assert_eq!(Cover::paths(&[]), [PathBuf::from("/")]);
+    }
+
+    #[test]
+    fn a_hidden_root_is_left_out_and_everything_beside_the_way_is_granted() {
+        let top = tempfile::tempdir().unwrap();
+        let top = top.path().canonicalize().unwrap();
+        let shared = top.join("shared");
+        std::fs::create_dir_all(shared.join("other-request")).unwrap();
+        std::fs::create_dir(top.join("beside")).unwrap();
+        std::fs::write(top.join("file"), "").unwrap();
+
+        let grants = Cover::paths(std::slice::from_ref(&shared));
+        assert!(grants.contains(&top.join("beside")), "{grants:?}");
+        assert!(grants.contains(&top.join("file")), "{grants:?}");
+        assert!(grants.contains(&PathBuf::from("/proc")), "{grants:?}");
+        // Nothing on the way, nothing beneath the hidden root.
+        for refused in [Path::new("/"), &top, &shared] {
+            assert!(
+                !grants.iter().any(|g| g == refused),
+                "{refused:?} in {grants:?}"
+            );
+        }
+        assert!(!grants.iter().any(|g| g.starts_with(&shared)), "{grants:?}");
+    }
+
+    #[test]
+    fn a_cover_holds_until_a_folder_on_the_way_changes() {
+        let top = tempfile::tempdir().unwrap();
+        let top = top.path().canonicalize().unwrap();
+        let shared = top.join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let hidden = [shared.clone()];
+        let cover = Cover::walk(&hidden).unwrap();
+        assert!(cover.holds_for(&hidden));
+        assert!(!cover.holds_for(&[]));
+        // Another entry beside the way: the next request must walk again to grant it.
+        std::fs::create_dir(top.join("new")).unwrap();
+        assert!(!cover.holds_for(&hidden));
+    }
+}

@@ -1,0 +1,321 @@
+//! Keeping concurrent requests apart (`CMD_ISOLATION`): their commands share the container's
+//! uid, so without more any of them could read another's environment and memory through
+//! /proc, signal its processes, or read its temp dir.
+//!
+//! With Landlock, each request gets a ruleset, built here once when its commands are about to
+//! run (`Isolation::domain`), which each of its commands enters before exec (`process`): ptrace
+//! access and (from ABI 6) signals and abstract unix sockets stay within the domain, and the
+//! file rules (`grants`) leave the request only its own folder of the shared TempDir root and
+//! of the runner's root of private temp dirs. The runner itself is non-dumpable from its
+//! start (`main`), so no command can read its memory or environment either.
+
+mod grants;
+mod users;
+
+use std::io;
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use clap::ValueEnum;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::cancel::Cancel;
+use crate::error::Failure;
+use crate::metrics::{IsolationLabels, METRICS};
+use crate::process::{landlock_abi, Ruleset};
+use grants::Cover;
+pub(crate) use users::SlotUser;
+pub use users::FIRST_SLOT_UID;
+
+/// `CMD_ISOLATION`: how concurrent requests are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IsolationSetting {
+    /// Landlock where the kernel has it; where it does not, requests run concurrently
+    /// without (the start-up line and /metrics say so).
+    Landlock,
+    /// Landlock, and where the kernel lacks it, one request at a time instead of unisolated.
+    Require,
+    /// Root only: each concurrency slot's commands run as a uid of their own
+    /// (`FIRST_SLOT_UID` + slot), owning the request's folder; Landlock as well where the
+    /// kernel has it.
+    Uid,
+    /// No isolation between requests (the runner stays non-dumpable).
+    Off,
+}
+
+/// The isolation in effect, decided at start from the setting and the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Active {
+    /// A Landlock domain per request (the ABI version).
+    Landlock(u32),
+    /// No Landlock, `require`: one request at a time.
+    Serial,
+    /// No Landlock, `landlock`: concurrent and not isolated.
+    Missing,
+    /// `off`.
+    Off,
+}
+
+impl Active {
+    fn of(setting: IsolationSetting) -> Active {
+        match (setting, landlock_abi()) {
+            (IsolationSetting::Off, _) => Active::Off,
+            (_, Some(abi)) => Active::Landlock(abi),
+            (IsolationSetting::Require, None) => Active::Serial,
+            (IsolationSetting::Landlock | IsolationSetting::Uid, None) => Active::Missing,
+        }
+    }
+
+    /// The `mode` label of `direktiv_cmd_isolation`.
+    fn label(self) -> &'static str {
+        match self {
+            Active::Landlock(_) => "landlock",
+            Active::Serial => "serial",
+            Active::Missing => "none",
+            Active::Off => "off",
+        }
+    }
+}
+
+/// Why the runner cannot start with `setting`, if it cannot: `uid` needs root.
+pub fn refusal(setting: IsolationSetting) -> Option<String> {
+    let root = rustix::process::geteuid().is_root();
+    (setting == IsolationSetting::Uid && !root).then(|| {
+        "CMD_ISOLATION=uid needs the runner to run as root (it runs each request's commands as \
+         a uid of their own); use landlock or require"
+            .to_owned()
+    })
+}
+
+/// The start-up line's phrase: which isolation is in effect, and what it covers.
+pub(crate) fn phrase(setting: IsolationSetting) -> String {
+    let mechanism = mechanism(setting);
+    match setting {
+        IsolationSetting::Uid => {
+            format!("a uid per concurrency slot ({FIRST_SLOT_UID} + slot), and {mechanism}")
+        }
+        _ => mechanism,
+    }
+}
+
+/// What Landlock (or its absence) does under `setting`.
+fn mechanism(setting: IsolationSetting) -> String {
+    match Active::of(setting) {
+        Active::Landlock(abi) => {
+            let scope = match abi >= 6 {
+                true => "/proc, signals, abstract sockets and temp dirs",
+                false => "/proc and temp dirs; signals are not scoped before ABI 6",
+            };
+            let private = match private_root() {
+                Some(root) => format!("private temp dirs in {}", root.display()),
+                None => {
+                    "private temp dirs in the temp dir, not hidden (no place of the runner's own)"
+                        .to_owned()
+                }
+            };
+            format!("landlock ABI {abi}, a domain per request ({scope}); {private}")
+        }
+        Active::Serial => "one request at a time (CMD_ISOLATION=require, and this kernel has no \
+                           Landlock)"
+            .to_owned(),
+        Active::Missing => "none: this kernel has no Landlock (CMD_ISOLATION=require runs \
+                            requests one at a time instead)"
+            .to_owned(),
+        Active::Off => "off (CMD_ISOLATION=off)".to_owned(),
+    }
+}
+
+/// The runner's isolation of requests: what every request asks before its commands run.
+pub(crate) struct Isolation {
+    active: Active,
+    /// `CMD_ISOLATION=uid`: which slots' uids are in use.
+    users: Option<Mutex<Vec<bool>>>,
+    /// The folders holding the temp dirs `Direktiv-TempDir` named (canonical): the pod's shared
+    /// volume (`/mnt/shared`). A request's domain leaves out everything beneath them but its
+    /// own folder.
+    shared_roots: Arc<Mutex<Vec<PathBuf>>>,
+    /// One request at a time (`Active::Serial`).
+    turn: Arc<Semaphore>,
+    /// What the last ruleset granted besides its request's folder, for the next.
+    cover: Arc<Mutex<Option<Arc<Cover>>>>,
+}
+
+impl Isolation {
+    /// The isolation `setting` asks for, on this kernel, for `slots` concurrent requests;
+    /// shown in /metrics.
+    pub(crate) fn new(setting: IsolationSetting, slots: usize) -> Isolation {
+        let active = Active::of(setting);
+        let users = (setting == IsolationSetting::Uid).then(|| Mutex::new(vec![false; slots]));
+        let mode = match users {
+            Some(_) => "uid",
+            None => active.label(),
+        };
+        METRICS
+            .isolation
+            .get_or_create(&IsolationLabels { mode })
+            .set(1);
+        Isolation {
+            active,
+            users,
+            shared_roots: Arc::default(),
+            turn: Arc::new(Semaphore::new(1)),
+            cover: Arc::default(),
+        }
+    }
+
+    /// Where private temp dirs are made: the runner's own root when requests are isolated by
+    /// Landlock (no other request's rules cover it), else the system temp dir (`None`).
+    pub(crate) fn private_root(&self) -> Option<PathBuf> {
+        match self.active {
+            Active::Landlock(_) => private_root(),
+            _ => None,
+        }
+    }
+
+    /// Waits, where requests run one at a time, for this request's turn (held until the
+    /// permit is dropped); `None` at once otherwise, and when the request is cancelled first.
+    pub(crate) async fn turn(&self, cancel: &Cancel) -> Option<OwnedSemaphorePermit> {
+        if self.active != Active::Serial {
+            return None;
+        }
+        tokio::select! {
+            permit = Arc::clone(&self.turn).acquire_owned() => permit.ok(),
+            _ = cancel.cancelled() => None,
+        }
+    }
+
+    /// A user of its own for a request (`CMD_ISOLATION=uid`): the uid of a free concurrency
+    /// slot, held until the returned guard drops. `None` otherwise.
+    pub(crate) fn user(&self) -> Option<SlotUser<'_>> {
+        self.users.as_ref().map(SlotUser::claim)
+    }
+
+    /// The Landlock ruleset of a request whose temp dir is `given` by `Direktiv-TempDir` (else
+    /// private), granting all but the hidden roots; its own folder is added once made
+    /// (`with_own_folder`). `None` when requests are not isolated by Landlock.
+    pub(crate) async fn domain(&self, given: Option<&Path>) -> Result<Option<Ruleset>, Failure> {
+        if !matches!(self.active, Active::Landlock(_)) {
+            return Ok(None);
+        }
+        let given = given.map(Path::to_path_buf);
+        let cover = Arc::clone(&self.cover);
+        let shared_roots = Arc::clone(&self.shared_roots);
+        let span = tracing::Span::current();
+        let built = tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let hidden = hidden_roots(&shared_roots, given.as_deref());
+                build(&cover, &hidden)
+            })
+        })
+        .await
+        .map_err(|e| Failure::internal(format!("the request's domain was not built: {e}")))?;
+        built
+            .map(Some)
+            .map_err(|e| Failure::io("cannot build the request's Landlock ruleset", e))
+    }
+
+    /// `ruleset` with the request's own folder (its temp dir, open) granted: the ruleset each
+    /// of its commands enters.
+    pub(crate) fn with_own_folder(
+        ruleset: Option<Ruleset>,
+        folder: BorrowedFd<'_>,
+    ) -> Result<Option<Arc<Ruleset>>, Failure> {
+        let Some(ruleset) = ruleset else {
+            return Ok(None);
+        };
+        ruleset
+            .grant_folder(folder)
+            .map_err(|e| Failure::io("cannot grant the request its temp dir", e))?;
+        Ok(Some(Arc::new(ruleset)))
+    }
+}
+
+/// The roots to hide from a request: every shared root seen so far (that of the request's
+/// `given` temp dir registered first) and the private root.
+fn hidden_roots(shared_roots: &Mutex<Vec<PathBuf>>, given: Option<&Path>) -> Vec<PathBuf> {
+    let mut roots = shared_roots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(root) = given.and_then(shared_root) {
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    roots.iter().cloned().chain(private_root()).collect()
+}
+
+/// The shared root of a given temp dir: the folder holding it (canonical), when it can be
+/// hidden (`hideable`). A TempDir of `/tmp`, as Direktiv sends for external services, is shared
+/// by every request anyway.
+fn shared_root(given: &Path) -> Option<PathBuf> {
+    // The temp dir itself may not exist yet (the runner makes a missing one).
+    let parent = match given.canonicalize() {
+        Ok(given) => given.parent()?.to_path_buf(),
+        Err(_) => given.parent()?.canonicalize().ok()?,
+    };
+    hideable(&parent).then_some(parent)
+}
+
+/// Whether the file rules may leave out what is beneath `root`: not when it is `/`, the system
+/// temp dir or a folder holding it, nor a folder inside it. The folders on the way to a hidden
+/// root take no new entries, and commands expect to make files in `/tmp`. (A pod's shared
+/// TempDir root is `/mnt/shared`.)
+fn hideable(root: &Path) -> bool {
+    let temp = std::env::temp_dir();
+    let temp = temp.canonicalize().unwrap_or(temp);
+    root != Path::new("/") && !temp.starts_with(root) && !root.starts_with(&temp)
+}
+
+/// The ruleset granting the cover of `hidden` (the last one when it still holds).
+fn build(last: &Mutex<Option<Arc<Cover>>>, hidden: &[PathBuf]) -> io::Result<Ruleset> {
+    let held = last
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+        .filter(|cover| cover.holds_for(hidden));
+    let cover = match held {
+        Some(cover) => cover,
+        None => {
+            let cover = Arc::new(Cover::walk(hidden)?);
+            *last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&cover));
+            cover
+        }
+    };
+    let ruleset = Ruleset::new()?;
+    for target in &cover.targets {
+        ruleset.grant(target)?;
+    }
+    Ok(ruleset)
+}
+
+/// The runner's root of private temp dirs, made once: a folder of its own outside the system
+/// temp dir (`/var/tmp/direktiv-cmd-<uid>`), since hiding a folder in `/tmp` from requests
+/// would keep them from making files in `/tmp`. `None` where it cannot be made (or the
+/// runner's temp dir is `/var/tmp`).
+fn private_root() -> Option<PathBuf> {
+    static ROOT: std::sync::LazyLock<Option<PathBuf>> = std::sync::LazyLock::new(|| {
+        let uid = rustix::process::getuid().as_raw();
+        let root = PathBuf::from(format!("/var/tmp/direktiv-cmd-{uid}"));
+        let made = match std::fs::create_dir(&root) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            other => other,
+        };
+        if let Err(error) = made {
+            tracing::debug!(%error, root = %root.display(), "no root of private temp dirs");
+            return None;
+        }
+        // Ours and a real folder (not a link someone planted); other users may pass through
+        // (a slot's user to its own folder, under CMD_ISOLATION=uid) but not list it.
+        let meta = std::fs::symlink_metadata(&root).ok()?;
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if !meta.is_dir() || meta.uid() != uid {
+            return None;
+        }
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).ok()?;
+        root.canonicalize().ok().filter(|root| hideable(root))
+    });
+    ROOT.clone()
+}
