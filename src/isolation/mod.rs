@@ -319,3 +319,24 @@ fn private_root() -> Option<PathBuf> {
     });
     ROOT.clone()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_folder_holding_a_given_temp_dir_is_hidden_unless_commands_need_it() {
+        let pod = tempfile::Builder::new().tempdir_in("/var/tmp").unwrap();
+        let shared = pod.path().canonicalize().unwrap();
+        // Made or not yet: the folder holding it is the shared root.
+        std::fs::create_dir(shared.join("made")).unwrap();
+        assert_eq!(shared_root(&shared.join("made")), Some(shared.clone()));
+        assert_eq!(shared_root(&shared.join("not-yet")), Some(shared.clone()));
+        // `/`, the temp dir, a folder in it, and what holds the temp dir stay granted.
+        let temp = std::env::temp_dir().canonicalize().unwrap();
+        assert_eq!(shared_root(Path::new("/tmp")), None);
+        assert_eq!(shared_root(&temp.join("a")), None);
+        assert!(!hideable(&temp.join("a")));
+        assert!(!hideable(Path::new("/")));
+    }
+}
