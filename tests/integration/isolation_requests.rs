@@ -26,25 +26,30 @@ const VICTIM_FILE: &str = "victim-file-881";
 /// In the runner's own environment only.
 const RUNNER_CANARY: &str = "RUNNER_CANARY_7731";
 
-/// A request that keeps `VICTIM_SECRET` in its environment and `VICTIM_FILE` in its temp dir
-/// while its `sleep <pause>` runs (a pause of its own per test: the snooper kills by name).
+/// A request that keeps `VICTIM_SECRET` in its environment, `VICTIM_FILE` in its temp dir and an
+/// abstract unix socket listening while its `sleep <pause>` runs (a pause of its own per test:
+/// the snooper kills by name).
 fn victim(pause: &str) -> Value {
     json!({
         "env": {"OTHER_TEAM_PASSWORD": format!("{VICTIM_SECRET}-{pause}")},
         "files": [{"name": "secret.txt", "data": format!("{VICTIM_FILE}-{pause}")}],
-        "commands": [{"command": format!("sleep {pause}")}]
+        "commands": [{"command": format!(
+            r#"/usr/bin/python3 -c 'import socket, time; s = socket.socket(socket.AF_UNIX); s.bind("\x00iso-{pause}"); s.listen(); open("listening", "w").close(); time.sleep(60)' & while [ ! -e listening ]; do sleep 0.01; done; sleep {pause}"#
+        ), "shell": true}]
     })
 }
 
 /// Tries each leak and prints a marker line for each that worked: the victim's environment,
 /// its input file (in the shared TempDir root beside its own, or among the private temp
-/// dirs), the runner's environment and memory map, and killing the victim's command.
+/// dirs), the runner's environment and memory map, connecting to the victim's abstract unix
+/// socket, and killing the victim's command.
 fn snooper(runner_pid: u32, pause: &str) -> Value {
     let script = format!(
         r#"cat /proc/[0-9]*/environ 2>/dev/null | tr "\0" "\n" | grep -a -q -F {VICTIM_SECRET}-{pause} && echo LEAK-ENVIRON
 cat "$DIREKTIV_TEMPDIR"/../*/secret.txt /tmp/direktiv-cmd-*/secret.txt /var/tmp/direktiv-cmd-*/*/secret.txt 2>/dev/null | grep -q -F {VICTIM_FILE}-{pause} && echo LEAK-FILES
 tr "\0" "\n" < /proc/{runner_pid}/environ 2>/dev/null | grep -a -q {RUNNER_CANARY} && echo LEAK-RUNNER-ENVIRON
 head -c 1 /proc/{runner_pid}/maps >/dev/null 2>&1 && echo LEAK-RUNNER-MAPS
+/usr/bin/python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("\x00iso-{pause}")' 2>/dev/null && echo LEAK-SOCKET
 pkill -KILL -f "slee[p] {pause}" 2>/dev/null && echo LEAK-KILL
 true"#
     );
@@ -171,6 +176,7 @@ async fn without_isolation_a_request_reads_and_kills_another_and_reads_the_runne
             "LEAK-FILES",
             "LEAK-RUNNER-ENVIRON",
             "LEAK-RUNNER-MAPS",
+            "LEAK-SOCKET",
             "LEAK-KILL"
         ]
     );
@@ -204,7 +210,10 @@ async fn an_unprivileged_runner_s_requests_leak_without_isolation() {
     let runner = unprivileged_runner(&sidecar, "off");
     let snooped = snoop(sidecar, runner, TempDirHeader::Omitted, "3.04").await;
     // The runner itself is non-dumpable whatever CMD_ISOLATION says.
-    assert_eq!(snooped.leaks, ["LEAK-ENVIRON", "LEAK-FILES", "LEAK-KILL"]);
+    assert_eq!(
+        snooped.leaks,
+        ["LEAK-ENVIRON", "LEAK-FILES", "LEAK-SOCKET", "LEAK-KILL"]
+    );
     assert!(!snooped.victim_survived);
 }
 
@@ -378,7 +387,8 @@ async fn without_landlock_the_default_runs_requests_side_by_side_and_says_so() {
 
 /// `CMD_ISOLATION=uid`: each concurrency slot's commands run as a uid of their own, which owns
 /// the request's folder; with Landlock on top nothing leaks, and without Landlock the users
-/// alone keep requests from reading or signalling each other.
+/// alone keep requests from reading or signalling each other (not from connecting to each
+/// other's abstract unix sockets).
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_uid_per_slot_requests_run_as_their_own_users_and_do_not_leak() {
     skip_without!(Capability::Root);
@@ -416,7 +426,8 @@ async fn with_a_uid_per_slot_and_no_landlock_requests_still_do_not_leak() {
         .without_landlock()
         .start();
     let snooped = snoop(sidecar, runner, TempDirHeader::Sent, "3.07").await;
-    assert_eq!(snooped.leaks, Vec::<String>::new());
+    // Abstract unix sockets have no owner: only Landlock keeps them within a request.
+    assert_eq!(snooped.leaks, ["LEAK-SOCKET"]);
     assert!(snooped.victim_survived, "the snooper killed the victim");
 }
 
