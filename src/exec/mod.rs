@@ -462,7 +462,7 @@ async fn start(
     let fallback = x.results.clone();
     let started = tokio::task::spawn_blocking(move || {
         // Made here, beside the start, so it costs no trip of its own to the blocking pool.
-        let result_file = ResultFile::create_for(&fallback, user)?;
+        let result_file = ResultFile::create_for(&fallback, user, domain.is_some())?;
         let result_path = result_file.path().to_string_lossy().into_owned();
         let vars: Vec<(&str, &str)> = vars
             .iter()

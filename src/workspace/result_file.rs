@@ -1,10 +1,12 @@
 //! `DIREKTIV_RESULT`: the empty file each command gets to leave its `result` in (Tekton's
 //! result files), mode 0600, removed once read.
 //!
-//! Where: beside the private temp dirs, in one folder of the runner's own (`Home`, made at
-//! start in `TMPDIR`), so the file is never among what a command finds in its temp dir (`ls -A`
-//! there shows its input files and `out/`, nothing else) and never reaches the sidecar's shared
-//! folder or `out/`. The folder is mode 0300: commands share the runner's uid, and without the
+//! Where: in a request confined by a Landlock domain of its own (the default where the kernel
+//! has Landlock), in the request's temp dir under a dot name, since that folder is the one no
+//! other request's command may open. Elsewhere (no isolation: any command could read another's
+//! environment anyway) beside the private temp dirs, in one folder of the runner's own (`Home`,
+//! made at start in `TMPDIR`), so the file is not among what a command finds in its temp dir
+//! and never reaches the sidecar's shared folder. Never in `out/`. The folder is mode 0300: commands share the runner's uid, and without the
 //! right to list it, and with names no one can guess, a command cannot find another request's
 //! file. Should something remove the folder (a command may: same uid), the next command makes
 //! a new one. Where no folder can be made (a read-only `TMPDIR`), the request's temp dir takes
@@ -159,18 +161,30 @@ pub(crate) enum Left {
 
 impl ResultFile {
     /// Makes an empty result file for a command running as `owner` (`CMD_ISOLATION=uid`), else
-    /// as the runner. A slot's user cannot reach the runner's folder (mode 0300, the runner's):
-    /// its file is made in `fallback`, the request's temp dir, which that user owns, and given
-    /// to it.
-    pub(crate) fn create_for(fallback: &Place, owner: Option<u32>) -> Result<ResultFile, Failure> {
-        let Some(id) = owner else {
-            return ResultFile::create(fallback);
-        };
+    /// as the runner, in a request that is `confined` (a Landlock domain of its own) or not.
+    ///
+    /// A confined request's file is made in `fallback`, the request's temp dir, which its
+    /// domain alone may open: the runner's folder in `TMPDIR` is reachable from every domain,
+    /// and a command sharing the runner's uid can give itself the right to list it (`chmod`),
+    /// so another request's command could read the file there. A slot's user cannot reach the
+    /// runner's folder at all (mode 0300, the runner's): its file is made in the temp dir too,
+    /// which that user owns, and given to it.
+    pub(crate) fn create_for(
+        fallback: &Place,
+        owner: Option<u32>,
+        confined: bool,
+    ) -> Result<ResultFile, Failure> {
         let refused = |errno: Errno| {
             Failure::io(
                 "cannot create the DIREKTIV_RESULT file in the temp dir",
                 errno.into(),
             )
+        };
+        let Some(id) = owner else {
+            if confined {
+                return ResultFile::create_in(fallback).map_err(refused);
+            }
+            return ResultFile::create(fallback);
         };
         let file = ResultFile::create_in(fallback).map_err(refused)?;
         let (uid, gid) = (

@@ -23,30 +23,35 @@ const VICTIM_SECRET: &str = "victim-pw-881";
 /// The content of the victim's input file, with the pause after it (not a secret: shown
 /// plainly if read).
 const VICTIM_FILE: &str = "victim-file-881";
+/// What the victim leaves in its `DIREKTIV_RESULT` file, with the pause after it.
+const VICTIM_RESULT: &str = "victim-result-881";
 /// In the runner's own environment only.
 const RUNNER_CANARY: &str = "RUNNER_CANARY_7731";
 
-/// A request that keeps `VICTIM_SECRET` in its environment, `VICTIM_FILE` in its temp dir and an
-/// abstract unix socket listening while its `sleep <pause>` runs (a pause of its own per test:
+/// A request that keeps `VICTIM_SECRET` in its environment, `VICTIM_FILE` in its temp dir,
+/// `VICTIM_RESULT` in its result file and an abstract unix socket listening while its
+/// `sleep <pause>` runs (a pause of its own per test:
 /// the snooper kills by name).
 fn victim(pause: &str) -> Value {
     json!({
         "env": {"OTHER_TEAM_PASSWORD": format!("{VICTIM_SECRET}-{pause}")},
         "files": [{"name": "secret.txt", "data": format!("{VICTIM_FILE}-{pause}")}],
         "commands": [{"command": format!(
-            r#"/usr/bin/python3 -c 'import socket, time; s = socket.socket(socket.AF_UNIX); s.bind("\x00iso-{pause}"); s.listen(); open("listening", "w").close(); time.sleep(60)' & while [ ! -e listening ]; do sleep 0.01; done; sleep {pause}"#
+            r#"echo {VICTIM_RESULT}-{pause} > "$DIREKTIV_RESULT"; /usr/bin/python3 -c 'import socket, time; s = socket.socket(socket.AF_UNIX); s.bind("\x00iso-{pause}"); s.listen(); open("listening", "w").close(); time.sleep(60)' & while [ ! -e listening ]; do sleep 0.01; done; sleep {pause}"#
         ), "shell": true}]
     })
 }
 
 /// Tries each leak and prints a marker line for each that worked: the victim's environment,
 /// its input file (in the shared TempDir root beside its own, or among the private temp
-/// dirs), the runner's environment and memory map, connecting to the victim's abstract unix
+/// dirs), its result file (wherever result files are made: a folder a command of the same uid
+/// can make listable with chmod), the runner's environment and memory map, connecting to the victim's abstract unix
 /// socket, and killing the victim's command.
 fn snooper(runner_pid: u32, pause: &str) -> Value {
     let script = format!(
         r#"cat /proc/[0-9]*/environ 2>/dev/null | tr "\0" "\n" | grep -a -q -F {VICTIM_SECRET}-{pause} && echo LEAK-ENVIRON
 cat "$DIREKTIV_TEMPDIR"/../*/secret.txt /tmp/direktiv-cmd-*/secret.txt /var/tmp/direktiv-cmd-*/*/secret.txt 2>/dev/null | grep -q -F {VICTIM_FILE}-{pause} && echo LEAK-FILES
+for d in /tmp/direktiv-cmd-results-* "$DIREKTIV_TEMPDIR"/../* /tmp/direktiv-cmd-* /var/tmp/direktiv-cmd-*/*; do chmod u+rwx "$d" 2>/dev/null; cat "$d"/.direktiv-result-* 2>/dev/null; done | grep -q -F {VICTIM_RESULT}-{pause} && echo LEAK-RESULT
 tr "\0" "\n" < /proc/{runner_pid}/environ 2>/dev/null | grep -a -q {RUNNER_CANARY} && echo LEAK-RUNNER-ENVIRON
 head -c 1 /proc/{runner_pid}/maps >/dev/null 2>&1 && echo LEAK-RUNNER-MAPS
 /usr/bin/python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect("\x00iso-{pause}")' 2>/dev/null && echo LEAK-SOCKET
@@ -174,6 +179,7 @@ async fn without_isolation_a_request_reads_and_kills_another_and_reads_the_runne
         [
             "LEAK-ENVIRON",
             "LEAK-FILES",
+            "LEAK-RESULT",
             "LEAK-RUNNER-ENVIRON",
             "LEAK-RUNNER-MAPS",
             "LEAK-SOCKET",
@@ -212,7 +218,13 @@ async fn an_unprivileged_runner_s_requests_leak_without_isolation() {
     // The runner itself is non-dumpable whatever CMD_ISOLATION says.
     assert_eq!(
         snooped.leaks,
-        ["LEAK-ENVIRON", "LEAK-FILES", "LEAK-SOCKET", "LEAK-KILL"]
+        [
+            "LEAK-ENVIRON",
+            "LEAK-FILES",
+            "LEAK-RESULT",
+            "LEAK-SOCKET",
+            "LEAK-KILL"
+        ]
     );
     assert!(!snooped.victim_survived);
 }

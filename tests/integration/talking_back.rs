@@ -3,19 +3,19 @@
 
 use serde_json::{json, Value};
 
-use crate::support::{binary, sh, start_pair, VarPost};
+use crate::support::{binary, sh, skip_without, start_pair, Capability, VarPost};
 
 /// A request whose commands find the binary under test as `$DCMD`.
 fn with_dcmd(commands: Value) -> Value {
     json!({"env": {"DCMD": binary().display().to_string()}, "commands": commands})
 }
 
-/// The result file: private, empty, not among the temp dir's files (nor in `out/`), its
-/// content the `result` (JSON kept as written, key order included), `stdout` untouched, and
-/// gone after the command.
+/// The result file of a request that is not isolated: private, empty, not among the temp
+/// dir's files (nor in `out/`), its content the `result` (JSON kept as written, key order
+/// included), `stdout` untouched, and gone after the command.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_result_file_becomes_the_result() {
-    let (sidecar, runner) = start_pair(&[]);
+    let (sidecar, runner) = start_pair(&[("CMD_ISOLATION", "off")]);
     let script = r#"
         test -f "$DIREKTIV_RESULT" && test ! -s "$DIREKTIV_RESULT" || exit 9
         stat -c %a "$DIREKTIV_RESULT"
@@ -44,6 +44,27 @@ async fn the_result_file_becomes_the_result() {
         "file",
         "the request's output field wins"
     );
+}
+
+/// In a request isolated by a Landlock domain, the result file is in the request's own temp
+/// dir, the folder no other request may open (the runner's folder in TMPDIR is reachable from
+/// every domain): private, empty, read back, and gone after the command.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_landlock_domain_the_result_file_is_in_the_request_s_own_temp_dir() {
+    skip_without!(Capability::Landlock);
+    let (sidecar, runner) = start_pair(&[("CMD_ISOLATION", "landlock")]);
+    let script = r#"
+        test "$(dirname "$DIREKTIV_RESULT")" = "$DIREKTIV_TEMPDIR" || exit 7
+        test -f "$DIREKTIV_RESULT" && test ! -s "$DIREKTIV_RESULT" || exit 9
+        stat -c %a "$DIREKTIV_RESULT"
+        printf '{"b": 2, "a": 1}' > "$DIREKTIV_RESULT"
+        echo "$DIREKTIV_RESULT" > seen
+    "#;
+    let body = json!({"commands": [sh(script), sh(r#"test ! -e "$(cat seen)""#)]});
+    let reply = sidecar.call(&runner, "confined-result", body).await;
+    reply.assert_success();
+    assert_eq!(reply.command(0)["stdout"], "600\n");
+    assert_eq!(reply.command(0)["result"].to_string(), r#"{"b":2,"a":1}"#);
 }
 
 /// Past `CMD_MAX_RESULT` the command fails with cmd.result.too_large; up to it, it is read.
@@ -628,10 +649,11 @@ fn var_works_under_direktiv_cmd_run() {
 }
 
 /// A command that removes the folder of result files (it shares the runner's uid) changes
-/// nothing for the next command or request: a new folder is made.
+/// nothing for the next command or request: a new folder is made. (Requests isolated by
+/// Landlock have their files in their own temp dir instead.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removed_result_folder_is_made_again() {
-    let (sidecar, runner) = start_pair(&[]);
+    let (sidecar, runner) = start_pair(&[("CMD_ISOLATION", "off")]);
     let body = json!({"commands": [
         sh(r#"rm -rf "$(dirname "$DIREKTIV_RESULT")""#),
         sh(r#"echo second > "$DIREKTIV_RESULT""#),
