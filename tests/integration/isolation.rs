@@ -36,7 +36,9 @@ fn request(i: usize) -> Value {
             {"command": format!("cat own-{i}.txt")},
             {"command": format!("echo tok-{i}-a")},
             pause,
-            {"command": "ls -A"},
+            // The command's own DIREKTIV_RESULT file is in its temp dir where requests are
+            // isolated by Landlock; nothing else but the request's own files may be there.
+            {"command": "ls -A -I .direktiv-result-*"},
             {"command": "sh -c 'env | grep ^ISO_ | sort'"},
             {"command": format!("sh -c 'echo tok-{i}-b >&2; echo done-{i}- > out/instance/marker'")}
         ]
@@ -51,7 +53,7 @@ fn expected_lines(i: usize) -> Vec<String> {
         format!("running command 'echo tok-{i}-a'"),
         format!("tok-{i}-a"),
         "running command 'sleep 3'".into(),
-        "running command 'ls -A'".into(),
+        "running command 'ls -A -I .direktiv-result-*'".into(),
         "out".into(),
         format!("own-{i}.txt"),
         "running command \"sh -c 'env | grep ^ISO_ | sort'\"".into(),
