@@ -29,15 +29,24 @@
 //!
 //! The floors ignore the header; they get the same requests as the runner.
 //!
+//! Pod mode (pod.rs): the floors and the runner once more, each in its own mount and pid
+//! namespaces with the cgroup mounts read-only, as in an unprivileged Direktiv pod where the
+//! runner makes no cgroup and finds a request's processes through /proc. Start, memory and
+//! `true` at c=1 and c=16, judged with the same limits against the protocol floor in pod mode.
+//! It needs root; without it the rows say why they are missing.
+//!
 //! On the runner alone, with the same request with and without the feature: masking (2 MB of
 //! output, 20 secrets of 20–60 bytes in `mask`, target ≤ 1.10×) and `limits` (information).
 //!
 //! ```text
-//! direktiv-cmd-bench [--runner PATH] [--out PATH] [--strict]
-//!                                    run everything; --strict: exit 1 when a target is missed
+//! direktiv-cmd-bench [--runner PATH] [--out PATH] [--strict] [--pod-only]
+//!                                    run everything; --strict: exit 1 when a target is missed;
+//!                                    --pod-only: only the pod-mode rows (a short run)
 //! direktiv-cmd-bench floor-server    serve as the spawn floor (used by the run)
 //! direktiv-cmd-bench protocol-floor SIDECAR_URL
 //!                                    serve as the protocol floor (used by the run)
+//! direktiv-cmd-bench pod-init HOST_MNT_NS PROGRAM ARGS…
+//!                                    be the init of a pod-mode namespace (used by the run)
 //! direktiv-cmd-bench sidecar         serve the fake sidecar alone (for profiling)
 //! direktiv-cmd-bench load ADDR C N BODY [TEMPDIR]
 //!                                    N posts of BODY at concurrency C to a loopback ADDR, with
@@ -52,6 +61,7 @@ mod delivery;
 mod floor;
 mod load;
 mod measure;
+mod pod;
 mod process;
 mod report;
 mod sidecar;
@@ -63,9 +73,9 @@ use std::process::ExitCode;
 
 use client::Error;
 use floor::Floor;
-use report::Report;
+use report::{PodMode, Report};
 use sidecar::Sidecar;
-use target::Target;
+use target::{Mode, Target};
 
 /// Spawn+wait samples of `/bin/true`.
 const SPAWN_RUNS: usize = 1_000;
@@ -75,6 +85,8 @@ struct Options {
     runner: PathBuf,
     out: PathBuf,
     strict: bool,
+    /// Only the pod-mode measurements.
+    pod_only: bool,
 }
 
 /// How a run ended when nothing went wrong.
@@ -90,6 +102,12 @@ fn main() -> ExitCode {
         Some(mode @ ("floor-server" | "protocol-floor")) => Floor::from_args(mode, &args[1..])
             .and_then(floor::serve)
             .map(|()| Verdict::Done),
+        Some("pod-init") => {
+            return pod::init(&args[1..]).unwrap_or_else(|e| {
+                eprintln!("direktiv-cmd-bench pod-init: {e}");
+                ExitCode::FAILURE
+            })
+        }
         Some("sidecar") => sidecar::serve().map(|()| Verdict::Done),
         Some("load") => load_only(&args[1..]).map(|()| Verdict::Done),
         _ => options(&args).and_then(run),
@@ -136,6 +154,7 @@ fn options(args: &[String]) -> Result<Options, Error> {
         runner: PathBuf::from("target/static/direktiv-cmd"),
         out: PathBuf::from("bench-results/latest.json"),
         strict: false,
+        pod_only: false,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -144,6 +163,7 @@ fn options(args: &[String]) -> Result<Options, Error> {
             "--runner" => options.runner = PathBuf::from(value()?),
             "--out" => options.out = PathBuf::from(value()?),
             "--strict" => options.strict = true,
+            "--pod-only" => options.pod_only = true,
             _ => {
                 return Err(format!(
                     "unknown argument {flag}; see the doc comment of bench/src/main.rs"
@@ -165,6 +185,9 @@ fn options(args: &[String]) -> Result<Options, Error> {
 /// The whole benchmark. The table and the JSON are written either way; a missed target is an
 /// error only with `--strict`.
 fn run(options: Options) -> Result<Verdict, Error> {
+    if options.pod_only {
+        return run_pod_only(&options);
+    }
     let started = std::time::Instant::now();
     let load_before = report::load_average();
     let scratch = Scratch::create()?;
@@ -201,20 +224,7 @@ fn run(options: Options) -> Result<Verdict, Error> {
 /// `limits`. Requests carry `temp_dir` as `Direktiv-TempDir` except in the private-temp-dir run.
 async fn servers(options: &Options, temp_dir: &str) -> Result<Report, Error> {
     let sidecar = Sidecar::start().await?;
-    let harness = std::env::current_exe()?;
-    let targets = [
-        Target::SpawnFloor {
-            harness: harness.clone(),
-        },
-        Target::ProtocolFloor {
-            harness,
-            sidecar: sidecar.url(),
-        },
-        Target::Runner {
-            binary: options.runner.clone(),
-            sidecar: sidecar.url(),
-        },
-    ];
+    let targets = targets(options, &sidecar)?;
     eprintln!("spawn floor, protocol floor and direktiv-cmd, taking turns: starts");
     let mut measured = measure::side_by_side(&targets, &sidecar, temp_dir).await?;
     let (runner, runner_server) = measured.pop().ok_or("no runner measured")?;
@@ -230,6 +240,7 @@ async fn servers(options: &Options, temp_dir: &str) -> Result<Report, Error> {
     let near_matches = compare::near_matches(&runner_server, &sidecar, temp_dir).await?;
     let limits = compare::limits(&runner_server, &sidecar, temp_dir).await?;
     runner_server.stop().await?;
+    let pod_mode = pod_mode(&targets, &sidecar, temp_dir).await?;
 
     Ok(Report {
         direktiv_tempdir: temp_dir.to_owned(),
@@ -241,6 +252,7 @@ async fn servers(options: &Options, temp_dir: &str) -> Result<Report, Error> {
         masking,
         near_matches,
         limits,
+        pod_mode,
         binary_stripped_bytes: 0,
         load_average: Default::default(),
         strict: false,
@@ -248,6 +260,107 @@ async fn servers(options: &Options, temp_dir: &str) -> Result<Report, Error> {
         targets: Vec::new(),
         information: Vec::new(),
     })
+}
+
+/// The three servers of `targets` measured in pod mode, or why they could not be: not root, or
+/// the first start in a namespace failed (a container that may not make namespaces).
+async fn pod_mode(targets: &[Target], sidecar: &Sidecar, temp_dir: &str) -> Result<PodMode, Error> {
+    if let Some(reason) = pod::unavailable() {
+        return Ok(PodMode::Unavailable { reason });
+    }
+    let mode = Mode::Pod {
+        harness: std::env::current_exe()?,
+        host_mount_ns: pod::mount_namespace()?,
+    };
+    eprintln!("pod mode: spawn floor, protocol floor and direktiv-cmd, taking turns");
+    match targets[0].start(&mode).await {
+        Ok(server) => server.stop().await?,
+        Err(e) => {
+            return Ok(PodMode::Unavailable {
+                reason: format!("a server could not start in a namespace: {e}"),
+            })
+        }
+    }
+    let mut measured = measure::pod_side_by_side(targets, sidecar, temp_dir, &mode).await?;
+    let runner = measured.pop().ok_or("no runner measured")?;
+    let protocol_floor = measured.pop().ok_or("no protocol floor measured")?;
+    let spawn_floor = measured.pop().ok_or("no spawn floor measured")?;
+    Ok(PodMode::Measured(Box::new(report::PodServers {
+        spawn_floor,
+        protocol_floor,
+        runner,
+    })))
+}
+
+/// `--pod-only`: the pod-mode rows and targets alone, printed and written as JSON.
+fn run_pod_only(options: &Options) -> Result<Verdict, Error> {
+    #[derive(serde::Serialize)]
+    struct PodOnly {
+        pod_mode: PodMode,
+        targets: Vec<report::Check>,
+        load_average: [String; 2],
+        run_s: f64,
+    }
+    let started = std::time::Instant::now();
+    let load_before = report::load_average();
+    let scratch = Scratch::create()?;
+    let temp_dir = scratch.fixed_temp_dir()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let pod_mode = runtime.block_on(async {
+        let sidecar = Sidecar::start().await?;
+        pod_mode(&targets(options, &sidecar)?, &sidecar, &temp_dir).await
+    })?;
+    let report = PodOnly {
+        targets: pod_mode.targets(),
+        pod_mode,
+        load_average: [load_before, report::load_average()],
+        run_s: started.elapsed().as_secs_f64(),
+    };
+    println!(
+        "\n{:<44} {:>7} {:>14} {:>18} {:>24}",
+        "measurement", "TempDir", "spawn floor", "protocol floor", "direktiv-cmd"
+    );
+    table::print_pod_rows(&report.pod_mode);
+    println!("\ntargets (ratios are direktiv-cmd / protocol floor, both in pod mode, same run)");
+    report::print_checks(&report.targets);
+    if let Some(dir) = options.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&options.out, serde_json::to_string_pretty(&report)? + "\n")?;
+    let failed = report.targets.iter().filter(|c| !c.pass).count();
+    println!(
+        "\n{failed} of {} targets failed in a {:.0} s run (load average {} / {}); written to {}",
+        report.targets.len(),
+        report.run_s,
+        report.load_average[0],
+        report.load_average[1],
+        options.out.display()
+    );
+    Ok(if options.strict && failed > 0 {
+        Verdict::Missed
+    } else {
+        Verdict::Done
+    })
+}
+
+/// The spawn floor, the protocol floor and the runner, logging to `sidecar`.
+fn targets(options: &Options, sidecar: &Sidecar) -> Result<[Target; 3], Error> {
+    let harness = std::env::current_exe()?;
+    Ok([
+        Target::SpawnFloor {
+            harness: harness.clone(),
+        },
+        Target::ProtocolFloor {
+            harness,
+            sidecar: sidecar.url(),
+        },
+        Target::Runner {
+            binary: options.runner.clone(),
+            sidecar: sidecar.url(),
+        },
+    ])
 }
 
 /// The harness's own temp dir, removed with everything in it when the run ends.

@@ -11,7 +11,7 @@ use crate::delivery::{self, delivered, same, Delivery, Expected};
 use crate::load::{self, percentile, Load, LoadStats, Sample};
 use crate::process::Server;
 use crate::sidecar::Sidecar;
-use crate::target::{runner_command, runner_shell, Arm, LinesAt, Target};
+use crate::target::{runner_command, runner_shell, Arm, LinesAt, Mode, Target};
 
 /// Requests at c=1 before anything is measured (connections, allocator, page cache).
 const WARMUP: usize = 200;
@@ -55,6 +55,17 @@ pub struct ServerReport {
     /// One `true` after `IDLE_GAP` without requests, on a fresh connection: what a function
     /// called now and then waits (work a kernel does lazily shows here, not under load).
     pub after_idle: Delivery,
+}
+
+/// What pod mode measures on one server: the figures the targets judge.
+#[derive(Debug, Serialize)]
+pub struct PodServerReport {
+    pub ready_ms: f64,
+    pub idle_rss_kib: u64,
+    /// VmHWM right after the c=16 run.
+    pub peak_rss_kib: u64,
+    pub c1: LoadRun,
+    pub c16: LoadRun,
 }
 
 /// One load measurement of one server.
@@ -104,10 +115,10 @@ pub async fn side_by_side(
     sidecar: &Sidecar,
     temp_dir: &str,
 ) -> Result<Vec<(ServerReport, Server)>, Error> {
-    let ready = ready_times(targets).await?;
+    let ready = ready_times(targets, &Mode::Host).await?;
     let mut servers = Vec::with_capacity(targets.len());
     for target in targets {
-        servers.push(target.start().await?);
+        servers.push(target.start(&Mode::Host).await?);
     }
     let idle = memory(&servers, "VmRSS")?;
     let arms = |line: &str| -> Vec<Arm<'_>> {
@@ -148,12 +159,58 @@ pub async fn side_by_side(
     Ok(reports.zip(servers).collect())
 }
 
+/// The load measurements of `side_by_side` in pod mode (pod.rs), each server stopped at the
+/// end: start, memory, `true` at c=1 and c=16 with `temp_dir` as `Direktiv-TempDir`.
+pub async fn pod_side_by_side(
+    targets: &[Target],
+    sidecar: &Sidecar,
+    temp_dir: &str,
+    mode: &Mode,
+) -> Result<Vec<PodServerReport>, Error> {
+    let ready = ready_times(targets, mode).await?;
+    let mut servers = Vec::with_capacity(targets.len());
+    for target in targets {
+        servers.push(target.start(mode).await?);
+    }
+    let measured = async {
+        let idle = memory(&servers, "VmRSS")?;
+        let true_arms: Vec<Arm<'_>> = targets
+            .iter()
+            .zip(&servers)
+            .map(|(target, server)| Arm::of(target, server, "true"))
+            .collect();
+        let fixed = Some(temp_dir);
+        eprintln!("  pod mode: warm-up, c=1, c=16");
+        rounds(&true_arms, sidecar, 1, WARMUP, fixed).await?;
+        let c1 = rounds(&true_arms, sidecar, 1, C1_REQUESTS, fixed).await?;
+        let c16 = rounds(&true_arms, sidecar, 16, C16_REQUESTS, fixed).await?;
+        let peak = memory(&servers, "VmHWM")?;
+        Ok::<_, Error>(
+            (ready.into_iter().zip(idle).zip(peak))
+                .zip(c1.into_iter().zip(c16))
+                .map(|(((ready, idle), peak), (c1, c16))| PodServerReport {
+                    ready_ms: ready.as_secs_f64() * 1e3,
+                    idle_rss_kib: idle,
+                    peak_rss_kib: peak,
+                    c1,
+                    c16,
+                })
+                .collect(),
+        )
+    }
+    .await;
+    for server in servers {
+        server.stop().await?;
+    }
+    measured
+}
+
 /// Median exec-to-ready time of each target over several cold starts.
-async fn ready_times(targets: &[Target]) -> Result<Vec<Duration>, Error> {
+async fn ready_times(targets: &[Target], mode: &Mode) -> Result<Vec<Duration>, Error> {
     let mut samples = vec![Vec::with_capacity(STARTS); targets.len()];
     for round in 0..STARTS {
         for i in turns(round, targets.len()) {
-            let server = targets[i].start().await?;
+            let server = targets[i].start(mode).await?;
             samples[i].push(server.ready);
             server.stop().await?;
         }

@@ -24,8 +24,13 @@ const STDERR_TAIL: usize = 20;
 
 /// A running server process.
 pub struct Server {
+    /// The process the harness started: the server, or in pod mode `unshare`.
     child: Child,
+    /// The server itself: signalled to stop, and measured.
     pid: Pid,
+    /// In pod mode, the init of the server's pid namespace (as this machine numbers it):
+    /// killing it ends everything in the namespace.
+    init: Option<Pid>,
     /// Where to reach it: loopback, on the port it announced.
     pub addr: SocketAddr,
     /// From just before exec to the first 200 on `/healthz`.
@@ -34,8 +39,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `command` and waits until it answers `/healthz` with 200.
-    pub async fn start(mut command: Command) -> Result<Self, Error> {
+    /// Starts `command` and waits until it answers `/healthz` with 200. With `pod`, `command`
+    /// is `unshare` starting the server under an init of its own (pod.rs).
+    pub async fn start(mut command: Command, pod: bool) -> Result<Self, Error> {
         command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -54,6 +60,7 @@ impl Server {
         let mut server = Self {
             child,
             pid,
+            init: None,
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             ready: Duration::ZERO,
             stderr_tail,
@@ -70,6 +77,16 @@ impl Server {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         server.ready = started.elapsed();
+        if pod {
+            // unshare → the namespace's init → the server, which is up by now.
+            let only_child = |parent| match crate::pod::children_of(parent)[..] {
+                [child] => Ok(child),
+                ref children => Err(format!("{parent:?} has children {children:?}, not one")),
+            };
+            let init = only_child(server.pid).map_err(|e| server.failure(&e))?;
+            server.init = Some(init);
+            server.pid = only_child(init).map_err(|e| server.failure(&e))?;
+        }
         Ok(server)
     }
 
@@ -105,13 +122,18 @@ impl Server {
         Ok(line.trim().trim_end_matches("kB").trim().parse()?)
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited within the limit.
+    /// SIGTERM, then SIGKILL if it has not exited within the limit. In pod mode the init exits
+    /// once the server has, and `unshare` with it; SIGKILL goes to the init, which ends the
+    /// whole namespace.
     pub async fn stop(mut self) -> Result<(), Error> {
         kill_process(self.pid, Signal::TERM)?;
         if tokio::time::timeout(STOP_LIMIT, self.child.wait())
             .await
             .is_err()
         {
+            if let Some(init) = self.init {
+                let _ = kill_process(init, Signal::KILL);
+            }
             self.child.kill().await?;
             return Err(self.failure("did not exit within 10 s of SIGTERM"));
         }

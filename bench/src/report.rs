@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::client::Error;
 use crate::compare::{LimitsReport, MaskingReport, NearMatchReport};
 use crate::delivery::Delivery;
-use crate::measure::{ServerReport, SlowReport};
+use crate::measure::{PodServerReport, ServerReport, SlowReport};
 
 pub const MIB: f64 = 1024.0 * 1024.0;
 
@@ -28,6 +28,8 @@ pub struct Report {
     pub masking: MaskingReport,
     pub near_matches: NearMatchReport,
     pub limits: LimitsReport,
+    /// The floors and the runner again, in pod mode (pod.rs).
+    pub pod_mode: PodMode,
     pub binary_stripped_bytes: u64,
     /// /proc/loadavg before and after the run: how busy the machine was with other work.
     pub load_average: [String; 2],
@@ -38,6 +40,66 @@ pub struct Report {
     pub targets: Vec<Check>,
     /// Figures with no target: the private temp dir per request, `limits`.
     pub information: Vec<Note>,
+}
+
+/// The pod-mode measurements, or why there are none.
+#[derive(Debug, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PodMode {
+    Measured(Box<PodServers>),
+    Unavailable { reason: String },
+}
+
+/// The three servers measured in pod mode.
+#[derive(Debug, Serialize)]
+pub struct PodServers {
+    pub spawn_floor: PodServerReport,
+    pub protocol_floor: PodServerReport,
+    pub runner: PodServerReport,
+}
+
+impl PodMode {
+    /// The targets judged in pod mode, against the protocol floor in pod mode: the same limits
+    /// as on the host. None when pod mode could not run.
+    pub fn targets(&self) -> Vec<Check> {
+        let PodMode::Measured(servers) = self else {
+            return Vec::new();
+        };
+        let (s, p, r) = (
+            &servers.spawn_floor,
+            &servers.protocol_floor,
+            &servers.runner,
+        );
+        let clean = [r, p]
+            .iter()
+            .all(|x| x.c1.stats.errors == 0 && x.c16.stats.errors == 0);
+        let floors = |f: &dyn Fn(&PodServerReport) -> f64| (f(r) / f(p), f(r) / f(s));
+        vec![
+            ratio(
+                "pod: c=1 p50 latency",
+                floors(&|x| x.c1.stats.p50_us),
+                "≤",
+                1.05,
+                clean,
+            ),
+            ratio(
+                "pod: c=16 throughput",
+                floors(&|x| x.c16.stats.req_per_s),
+                "≥",
+                0.95,
+                clean,
+            ),
+            ratio(
+                "pod: server CPU per request (c=16)",
+                floors(&|x| x.c16.cpu_per_req_us),
+                "≤",
+                1.3,
+                clean,
+            ),
+            memory("pod: idle RSS", r.idle_rss_kib as f64 * 1024.0, 3.5),
+            memory("pod: peak RSS at c=16", r.peak_rss_kib as f64 * 1024.0, 6.0),
+        ]
+    }
 }
 
 /// One target: the measured value (a ratio to the protocol floor, or an absolute), its limit,
@@ -114,7 +176,14 @@ impl Report {
                 true,
             ),
         ];
+        self.targets.extend(self.pod_mode.targets());
         self.information = information(r, p, &self.limits);
+        if let PodMode::Unavailable { reason } = &self.pod_mode {
+            self.information.push(Note {
+                name: "pod mode (its targets are not judged)".to_owned(),
+                value: format!("unavailable: {reason}"),
+            });
+        }
     }
 
     /// How many targets failed.
@@ -128,6 +197,22 @@ impl Report {
         }
         std::fs::write(path, serde_json::to_string_pretty(self)? + "\n")?;
         Ok(())
+    }
+}
+
+/// One line per target: verdict, value, limit, and the ratio to the spawn floor if any.
+pub fn print_checks(checks: &[Check]) {
+    for check in checks {
+        let verdict = if check.pass { "PASS" } else { "FAIL" };
+        let reference = check
+            .vs_spawn_floor
+            .as_ref()
+            .map(|v| format!("   (spawn floor: {v})"))
+            .unwrap_or_default();
+        println!(
+            "  {verdict}  {:<36} {:>10}   target {}{reference}",
+            check.name, check.value, check.limit
+        );
     }
 }
 
@@ -241,6 +326,62 @@ mod tests {
         assert_eq!(
             ratio("m", (1.0, f64::NAN), "≤", 1.1, true).vs_spawn_floor,
             None
+        );
+    }
+
+    fn pod_server(p50_us: f64, req_per_s: f64, cpu_per_req_us: f64) -> PodServerReport {
+        let run = |p50_us, req_per_s, cpu_per_req_us| crate::measure::LoadRun {
+            direktiv_tempdir: Some("/tmp".to_owned()),
+            stats: crate::load::LoadStats {
+                concurrency: 1,
+                requests: 100,
+                errors: 0,
+                elapsed_s: 1.0,
+                req_per_s,
+                p50_us,
+                p99_us: p50_us,
+                first_error: None,
+            },
+            cpu_per_req_us,
+        };
+        PodServerReport {
+            ready_ms: 1.0,
+            idle_rss_kib: 3 * 1024,
+            peak_rss_kib: 7 * 1024,
+            c1: run(p50_us, 1000.0, cpu_per_req_us),
+            c16: run(p50_us, req_per_s, cpu_per_req_us),
+        }
+    }
+
+    #[test]
+    fn pod_targets_are_ratios_to_the_protocol_floor_in_pod_mode() {
+        let pod = PodMode::Measured(Box::new(PodServers {
+            spawn_floor: pod_server(500.0, 4000.0, 100.0),
+            protocol_floor: pod_server(1000.0, 2000.0, 200.0),
+            runner: pod_server(1040.0, 1800.0, 300.0),
+        }));
+        let checks: Vec<_> = pod
+            .targets()
+            .into_iter()
+            .map(|c| (c.name, c.value, c.pass))
+            .collect();
+        let expected = [
+            ("pod: c=1 p50 latency", "1.04×", true),
+            ("pod: c=16 throughput", "0.90×", false),
+            ("pod: server CPU per request (c=16)", "1.50×", false),
+            ("pod: idle RSS", "3.00 MiB", true),
+            ("pod: peak RSS at c=16", "7.00 MiB", false),
+        ]
+        .map(|(n, v, p)| (n.to_owned(), v.to_owned(), p));
+        assert_eq!(checks, expected);
+        let unavailable = PodMode::Unavailable {
+            reason: "needs root".to_owned(),
+        };
+        assert!(unavailable.targets().is_empty());
+        let json = serde_json::to_value(&unavailable).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"status": "unavailable", "reason": "needs root"})
         );
     }
 

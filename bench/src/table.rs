@@ -2,8 +2,8 @@
 //! the figures for information, and what went wrong where something did.
 
 use crate::delivery::Delivery;
-use crate::measure::{LoadRun, ServerReport};
-use crate::report::{Report, MIB};
+use crate::measure::{LoadRun, PodServerReport, ServerReport};
+use crate::report::{PodMode, Report, MIB};
 
 impl Report {
     /// The table: the floors and the runner side by side with the `Direktiv-TempDir` each row
@@ -24,12 +24,8 @@ impl Report {
             "\n{:<44} {:>7} {:>14} {:>18} {:>24}",
             "measurement", "TempDir", "spawn floor", "protocol floor", "direktiv-cmd"
         );
-        for row in self.rows() {
-            println!(
-                "{:<44} {:>7} {:>14} {:>18} {:>24}",
-                row.name, row.temp_dir, row.spawn, row.protocol, row.runner
-            );
-        }
+        print_rows(&self.rows());
+        print_pod_rows(&self.pod_mode);
         println!(
             "{:<44} {:>65}",
             "load average before / after",
@@ -39,18 +35,7 @@ impl Report {
             "\ntargets (ratios are direktiv-cmd / protocol floor, same run; TempDir fixed; \
              the ratio to the spawn floor is for reference)"
         );
-        for check in &self.targets {
-            let verdict = if check.pass { "PASS" } else { "FAIL" };
-            let reference = check
-                .vs_spawn_floor
-                .as_ref()
-                .map(|v| format!("   (spawn floor: {v})"))
-                .unwrap_or_default();
-            println!(
-                "  {verdict}  {:<36} {:>10}   target {}{reference}",
-                check.name, check.value, check.limit
-            );
-        }
+        crate::report::print_checks(&self.targets);
         println!("\nfor information, no target (ratios to the protocol floor, as above)");
         for note in &self.information {
             println!("        {:<52} {:>10}", note.name, note.value);
@@ -195,6 +180,90 @@ impl Report {
             }
         }
     }
+}
+
+/// The rows under the table's header.
+fn print_rows(rows: &[Row]) {
+    for row in rows {
+        println!(
+            "{:<44} {:>7} {:>14} {:>18} {:>24}",
+            row.name, row.temp_dir, row.spawn, row.protocol, row.runner
+        );
+    }
+}
+
+/// The pod-mode rows, under a line saying what pod mode is (or why it did not run).
+pub fn print_pod_rows(pod: &PodMode) {
+    println!(
+        "pod mode: every server in its own mount and pid namespaces (own /proc), the cgroup \
+         mounts read-only: no cgroup per request"
+    );
+    print_rows(&pod_rows(pod));
+    if let PodMode::Measured(servers) = pod {
+        let servers = [
+            ("spawn floor", &servers.spawn_floor),
+            ("protocol floor", &servers.protocol_floor),
+            ("direktiv-cmd", &servers.runner),
+        ];
+        for (name, server) in servers {
+            for e in [&server.c1, &server.c16]
+                .into_iter()
+                .filter_map(|run| run.stats.first_error.as_ref())
+            {
+                println!("  {name} load error in pod mode: {e}");
+            }
+        }
+    }
+}
+
+fn pod_rows(pod: &PodMode) -> Vec<Row> {
+    let (s, p, r) = match pod {
+        PodMode::Measured(servers) => (
+            &servers.spawn_floor,
+            &servers.protocol_floor,
+            &servers.runner,
+        ),
+        PodMode::Unavailable { reason } => {
+            return vec![Row::runner_only(
+                "pod mode",
+                "",
+                format!("unavailable: {reason}"),
+            )]
+        }
+    };
+    let us = |v: f64| format!("{v:.0} µs");
+    let mib = |kib: u64| format!("{:.2} MiB", kib as f64 / 1024.0);
+    let each = |name, temp_dir, f: &dyn Fn(&PodServerReport) -> String| Row {
+        name,
+        temp_dir,
+        spawn: f(s),
+        protocol: f(p),
+        runner: f(r),
+    };
+    vec![
+        each("pod: ready: exec → /healthz 200", "", &|x| {
+            format!("{:.1} ms", x.ready_ms)
+        }),
+        each("pod: idle RSS", "", &|x| mib(x.idle_rss_kib)),
+        each("pod: peak RSS (VmHWM after c=16)", "fixed", &|x| {
+            mib(x.peak_rss_kib)
+        }),
+        each("pod: c=1 `true` p50", "fixed", &|x| us(x.c1.stats.p50_us)),
+        each("pod: c=1 `true` p99", "fixed", &|x| us(x.c1.stats.p99_us)),
+        each("pod: c=16 `true` req/s", "fixed", &|x| {
+            format!("{:.0}", x.c16.stats.req_per_s)
+        }),
+        each("pod: c=16 `true` p50", "fixed", &|x| us(x.c16.stats.p50_us)),
+        each("pod: errors c=1 / c=16", "fixed", &|x| {
+            format!("{} / {}", x.c1.stats.errors, x.c16.stats.errors)
+        }),
+        each("pod: server CPU per request c=1", "fixed", &|x| {
+            us(x.c1.cpu_per_req_us)
+        }),
+        each("pod: server CPU per request c=16", "fixed", &|x| {
+            us(x.c16.cpu_per_req_us)
+        }),
+    ]
 }
 
 /// One line of the table.

@@ -32,8 +32,49 @@ pub enum LinesAt {
     Response,
 }
 
+/// How a server is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// As a process of the harness, on the host: the runner makes a cgroup per request.
+    Host,
+    /// In a mount and pid namespace of its own with the cgroup mounts read-only, as in an
+    /// unprivileged pod (pod.rs); `harness` is this binary, the namespace's init, and
+    /// `host_mount_ns` the mount namespace the init must not be in.
+    Pod {
+        harness: PathBuf,
+        host_mount_ns: String,
+    },
+}
+
 impl Target {
-    fn command(&self) -> Command {
+    /// The command that starts the server in `mode`.
+    fn command(&self, mode: &Mode) -> Command {
+        let server = self.server_command();
+        let Mode::Pod {
+            harness,
+            host_mount_ns,
+        } = mode
+        else {
+            return server;
+        };
+        let std = server.as_std();
+        let (unshare, args) = crate::pod::wrapper(harness, host_mount_ns);
+        let mut command = Command::new(unshare);
+        command
+            .args(args)
+            .arg(std.get_program())
+            .args(std.get_args());
+        for (name, value) in std.get_envs() {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        command
+    }
+
+    /// The command that starts the server itself.
+    fn server_command(&self) -> Command {
         match self {
             Target::Runner { binary, sidecar } => {
                 let mut command = Command::new(binary);
@@ -86,8 +127,8 @@ impl Target {
         }
     }
 
-    pub async fn start(&self) -> Result<Server, Error> {
-        Server::start(self.command()).await
+    pub async fn start(&self, mode: &Mode) -> Result<Server, Error> {
+        Server::start(self.command(mode), *mode != Mode::Host).await
     }
 }
 
@@ -118,5 +159,37 @@ impl<'a> Arm<'a> {
             body: target.body(line),
             lines_at: target.lines_at(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn in_pod_mode_unshare_starts_the_same_server_with_the_same_environment() {
+        let runner = Target::Runner {
+            binary: PathBuf::from("/r/direktiv-cmd"),
+            sidecar: "http://127.0.0.1:1".to_owned(),
+        };
+        let host = runner.command(&Mode::Host);
+        let pod = runner.command(&Mode::Pod {
+            harness: PathBuf::from("/h/bench"),
+            host_mount_ns: "mnt:[1]".to_owned(),
+        });
+        let (host, pod) = (host.as_std(), pod.as_std());
+        assert_eq!(host.get_program(), "/r/direktiv-cmd");
+        assert_eq!(pod.get_program(), "unshare");
+        let args: Vec<_> = pod.get_args().collect();
+        let tail = ["/h/bench", "pod-init", "mnt:[1]", "/r/direktiv-cmd"];
+        assert_eq!(args[args.len() - 4..], tail);
+        fn envs(c: &std::process::Command) -> Vec<(&OsStr, Option<&OsStr>)> {
+            c.get_envs().collect()
+        }
+        assert_eq!(envs(pod), envs(host));
+        let inflight = (OsStr::new("CMD_MAX_INFLIGHT"), Some(OsStr::new("64")));
+        assert!(envs(pod).contains(&inflight));
     }
 }
