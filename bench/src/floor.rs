@@ -8,12 +8,15 @@
 //!   cannot do without: the `running command '<cmd>'` line and the command's output lines,
 //!   newline-joined, to the sidecar's `/log?aid=<Direktiv-ActionID>`, over a pooled keep-alive
 //!   hyper-util client built as the runner builds its own, and awaited, because every line must be
-//!   at the sidecar before the response. Targets are judged against this floor.
+//!   at the sidecar before the response. It answers with the contract's JSON body (`commands`:
+//!   the command, `success`, `exit_code`, `result`, `stdout`, `stderr`, `truncated`,
+//!   `duration_ms`, with serde_json), and a failure with the contract's status, error headers
+//!   and body. Targets are judged against this floor.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -92,13 +95,16 @@ fn router(log: Option<Arc<LogPost>>) -> Router {
         .with_state(log)
 }
 
-/// The body is the command line, split on whitespace (no JSON, no shell).
+/// The body is the command line, split on whitespace (no JSON, no shell). The spawn floor
+/// answers with the command's stdout (stderr when it failed), the protocol floor as the
+/// contract says.
 async fn run(State(log): State<Option<Arc<LogPost>>>, headers: HeaderMap, body: Bytes) -> Response {
     let line = String::from_utf8_lossy(&body);
     let mut argv = line.split_whitespace();
     let Some(program) = argv.next() else {
         return (StatusCode::BAD_REQUEST, "empty command").into_response();
     };
+    let started = Instant::now();
     let output = tokio::process::Command::new(program)
         .args(argv)
         .stdin(Stdio::null())
@@ -108,23 +114,66 @@ async fn run(State(log): State<Option<Arc<LogPost>>>, headers: HeaderMap, body: 
         Ok(output) => output,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
-    if let Some(log) = log {
-        let Some(aid) = headers
-            .get("direktiv-actionid")
-            .and_then(|v| v.to_str().ok())
-        else {
-            return (StatusCode::BAD_REQUEST, "no Direktiv-ActionID").into_response();
+    let Some(log) = log else {
+        return if output.status.success() {
+            output.stdout.into_response()
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, output.stderr).into_response()
         };
-        let message = log_message(&line, &output.stdout, &output.stderr);
-        if let Err(e) = log.post(aid, message).await {
-            return (StatusCode::BAD_GATEWAY, e).into_response();
-        }
+    };
+    let Some(aid) = headers
+        .get("direktiv-actionid")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return (StatusCode::BAD_REQUEST, "no Direktiv-ActionID").into_response();
+    };
+    let message = log_message(&line, &output.stdout, &output.stderr);
+    if let Err(e) = log.post(aid, message).await {
+        return (StatusCode::BAD_GATEWAY, e).into_response();
     }
+    contract_response(&line, &output, started.elapsed())
+}
+
+/// The contract's answer for one command (SPEC §6): 200 with `{"commands": [result]}`, or for
+/// a non-zero exit 500 with `Direktiv-ErrorCode` `cmd.exit.N`, `Direktiv-ErrorMessage` and
+/// `{"errorCode", "errorMessage", "commands"}`. `result` is stdout parsed as JSON when it is
+/// JSON, else stdout trimmed.
+fn contract_response(command: &str, output: &Output, took: Duration) -> Response {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let trimmed = stdout.trim();
+    let result = serde_json::from_str::<serde_json::Value>(trimmed)
+        .unwrap_or_else(|_| serde_json::Value::from(trimmed));
+    let exit_code = output.status.code().unwrap_or(-1);
+    let commands = serde_json::json!([{
+        "command": command,
+        "success": output.status.success(),
+        "exit_code": exit_code,
+        "result": result,
+        "stdout": stdout,
+        "stderr": String::from_utf8_lossy(&output.stderr),
+        "truncated": false,
+        "duration_ms": took.as_millis() as u64,
+    }]);
+    let json = [(CONTENT_TYPE, "application/json")];
     if output.status.success() {
-        output.stdout.into_response()
-    } else {
-        (StatusCode::INTERNAL_SERVER_ERROR, output.stderr).into_response()
+        let body = serde_json::json!({ "commands": commands });
+        return (json, body.to_string()).into_response();
     }
+    let code = format!("cmd.exit.{exit_code}");
+    let message = format!("command '{command}' exited with status {exit_code}");
+    let body =
+        serde_json::json!({"errorCode": code, "errorMessage": message, "commands": commands});
+    let headers = [
+        ("direktiv-errorcode", code),
+        ("direktiv-errormessage", message),
+    ];
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json,
+        headers,
+        body.to_string(),
+    )
+        .into_response()
 }
 
 impl LogPost {
@@ -207,15 +256,66 @@ mod tests {
         let log = LogPost::new(&sidecar.url()).unwrap();
         let mut floor = start(Some(Arc::new(log))).await;
         let reply = floor.post("aid-1", None, "seq 1 3".into()).await.unwrap();
-        assert_eq!(
-            (reply.status.as_u16(), &reply.body[..]),
-            (200, &b"1\n2\n3\n"[..])
-        );
+        assert_eq!(reply.status.as_u16(), 200);
+        let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        let command = &body["commands"][0];
+        assert_eq!(command["command"], "seq 1 3");
+        assert_eq!(command["success"], true);
+        assert_eq!(command["exit_code"], 0);
+        assert_eq!(command["stdout"], "1\n2\n3\n");
+        assert_eq!(command["result"], "1\n2\n3");
         assert_eq!(
             sidecar.lines("aid-1"),
             ["running command 'seq 1 3'", "1", "2", "3"]
         );
         assert_eq!(sidecar.posts("aid-1"), 1);
+    }
+
+    #[test]
+    fn the_protocol_floor_answers_as_the_contract_says() {
+        use std::os::unix::process::ExitStatusExt;
+        let output = |code: i32, stdout: &str, stderr: &str| Output {
+            status: std::process::ExitStatus::from_raw(code << 8),
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: stderr.as_bytes().to_vec(),
+        };
+        let body = |response: Response| {
+            let (parts, body) = response.into_parts();
+            let bytes = futures_body(body);
+            (
+                parts,
+                serde_json::from_slice::<serde_json::Value>(&bytes).unwrap(),
+            )
+        };
+        let took = Duration::from_millis(3);
+        let (ok, json) = body(contract_response(
+            "x",
+            &output(0, " {\"a\": 1.5}\n", "w\"\n"),
+            took,
+        ));
+        assert_eq!(ok.status, StatusCode::OK);
+        assert_eq!(ok.headers[CONTENT_TYPE], "application/json");
+        assert_eq!(
+            json,
+            serde_json::json!({"commands": [{"command": "x", "success": true, "exit_code": 0,
+                "result": {"a": 1.5}, "stdout": " {\"a\": 1.5}\n", "stderr": "w\"\n",
+                "truncated": false, "duration_ms": 3}]})
+        );
+        let (failed, json) = body(contract_response("false", &output(1, "", ""), took));
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(failed.headers["direktiv-errorcode"], "cmd.exit.1");
+        assert!(failed.headers.contains_key("direktiv-errormessage"));
+        assert_eq!(json["errorCode"], "cmd.exit.1");
+        assert_eq!(json["commands"][0]["result"], "");
+        assert_eq!(json["commands"][0]["success"], false);
+    }
+
+    /// The whole body of a response built in memory.
+    fn futures_body(body: axum::body::Body) -> Bytes {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async { body.collect().await.unwrap().to_bytes() })
     }
 
     #[tokio::test]

@@ -6,7 +6,8 @@
 //! - the *spawn floor* spawns the command and answers with its stdout;
 //! - the *protocol floor* also makes the one log POST the contract needs (the `running command`
 //!   line and the output, awaited before answering), over a pooled hyper-util client like
-//!   the runner's. Every target is judged against it; the spawn floor is a second reference.
+//!   the runner's, and answers with the contract's JSON body. Every target is judged against
+//!   it; the spawn floor is a second reference.
 //!
 //! How it stays fair on a small shared machine:
 //! - floors and runner are built with the same profile and static linking, started and timed

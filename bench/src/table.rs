@@ -12,7 +12,8 @@ impl Report {
         println!("\nspawn floor: spawns the command, answers with its stdout");
         println!(
             "protocol floor: the same, plus the one log POST the contract needs (the `running \
-             command` line and the output, awaited before the response); targets are judged on it"
+             command` line and the output, awaited before the response) and the contract's JSON \
+             body; targets are judged on it"
         );
         println!("TempDir: the Direktiv-TempDir of the row's requests (the floors ignore it)");
         println!(
