@@ -24,7 +24,7 @@ impl Stat {
 }
 
 /// Every process id in /proc (thread group leaders only); empty without /proc.
-pub(super) fn pids() -> impl Iterator<Item = i32> {
+pub(super) fn pids() -> impl Iterator<Item = i32> + Send + 'static {
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()

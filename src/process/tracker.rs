@@ -42,6 +42,12 @@ pub(crate) const MARK_VARIABLE: &str = "DIREKTIV_CMD_REQUEST";
 /// How often the request's processes are looked at again while they are being stopped.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Up to this many processes in /proc, a look through it for the request's mark runs on the
+/// async worker (a pod's /proc, which shows only the pod's processes); with more, on the
+/// blocking pool. Of these only the ones started since the request's first command are read
+/// past their `stat` line: the request's own and those of requests running beside it.
+const INLINE_PROCESSES: usize = 64;
+
 /// How long one look through /proc may take before the request goes on without it (a process
 /// stuck with its memory map locked would hold the read of its environment).
 const PROC_WAIT: Duration = Duration::from_secs(5);
@@ -178,9 +184,17 @@ impl RequestTracker {
 
     /// One look: SIGTERM to the request's processes not in `signalled`, or SIGKILL (and
     /// `cgroup.kill`) to all of them; what it found and signalled.
-    fn signal_round(&self, group: Option<i32>, signal: Signal, signalled: &HashSet<i32>) -> Round {
+    /// `pids` is what /proc lists (or the part of it not read yet), looked at only when the
+    /// cgroup is not enough.
+    fn signal_round(
+        &self,
+        group: Option<i32>,
+        signal: Signal,
+        signalled: &HashSet<i32>,
+        pids: impl Iterator<Item = i32>,
+    ) -> Round {
         let lineage = Lineage::default();
-        let found = self.live_processes(group, &lineage);
+        let found = self.live_processes(group, &lineage, pids);
         if signal == Signal::KILL {
             if let Some(cgroup) = self.cgroup_if_made() {
                 cgroup.kill(|pid| lineage.contains(&pid));
@@ -205,7 +219,12 @@ impl RequestTracker {
     /// Live processes of the request outside `group`, never the runner or a process above it
     /// (`lineage`): those in its cgroup (or nested in it), and those started since its first
     /// command whose environment carries the mark.
-    fn live_processes(&self, group: Option<i32>, lineage: &Lineage) -> Vec<i32> {
+    fn live_processes(
+        &self,
+        group: Option<i32>,
+        lineage: &Lineage,
+        pids: impl Iterator<Item = i32>,
+    ) -> Vec<i32> {
         let ours = |pid: &i32| !lineage.contains(pid);
         let live_outside_group = |pid: i32, since: u64| {
             procfs::stat(pid).is_some_and(|stat| {
@@ -228,7 +247,7 @@ impl RequestTracker {
         }
         let since = self.0.first_start.load(Ordering::Relaxed);
         let entry = self.0.entry.as_bytes();
-        let marked = procfs::pids()
+        let marked = pids
             .filter(ours)
             .filter(|pid| !found.contains(pid))
             .filter(|&pid| live_outside_group(pid, since))
@@ -258,6 +277,30 @@ impl RequestTracker {
     }
 }
 
+impl Sweep<'_> {
+    /// A look through many processes, on the blocking pool: reading another process's
+    /// environment waits for its memory map lock, so a process stuck with it held (and there
+    /// are many to meet) would stall an async worker. Given up after `PROC_WAIT`.
+    async fn signal_round_blocking(
+        &self,
+        signal: Signal,
+        pids: impl Iterator<Item = i32> + Send + 'static,
+    ) -> Option<Round> {
+        let (tracker, group) = (self.tracker.clone(), self.group);
+        let signalled = self.signalled.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            tracker.signal_round(group, signal, &signalled, pids)
+        });
+        match tokio::time::timeout(PROC_WAIT, work).await {
+            Ok(Ok(round)) => Some(round),
+            Ok(Err(_)) | Err(_) => {
+                tracing::warn!("could not look through /proc for processes that left their group");
+                None
+            }
+        }
+    }
+}
+
 /// One `stop` of a request's processes: what was signalled so far.
 struct Sweep<'a> {
     tracker: &'a RequestTracker,
@@ -270,24 +313,23 @@ impl Members for Sweep<'_> {
         let round = if self.tracker.cgroup_is_enough() {
             // Only cgroupfs and /proc/<pid>/stat are read, which never wait for another
             // process (unlike its environment): no trip to the blocking pool.
+            let pids = std::iter::empty();
             self.tracker
-                .signal_round(self.group, signal, &self.signalled)
+                .signal_round(self.group, signal, &self.signalled, pids)
         } else {
-            // Reading another process's environment waits for its memory map lock: on the
-            // blocking pool, and given up after PROC_WAIT.
-            let (tracker, group) = (self.tracker.clone(), self.group);
-            let signalled = self.signalled.clone();
-            let work = tokio::task::spawn_blocking(move || {
-                tracker.signal_round(group, signal, &signalled)
-            });
-            match tokio::time::timeout(PROC_WAIT, work).await {
-                Ok(Ok(round)) => round,
-                Ok(Err(_)) | Err(_) => {
-                    tracing::warn!(
-                        "could not look through /proc for processes that left their group"
-                    );
-                    return None;
-                }
+            // Listing /proc never waits (it is the kernel's own table). With few processes
+            // (a pod, where /proc shows only the pod's), the look is a few small reads, done
+            // here: a trip to the blocking pool and back would cost more than the look. Only
+            // processes started since the request's first command have their environment
+            // read: its own and its neighbours' commands, not whatever else runs.
+            let mut listing = procfs::pids();
+            let first: Vec<i32> = listing.by_ref().take(INLINE_PROCESSES + 1).collect();
+            if first.len() <= INLINE_PROCESSES {
+                self.tracker
+                    .signal_round(self.group, signal, &self.signalled, first.into_iter())
+            } else {
+                self.signal_round_blocking(signal, first.into_iter().chain(listing))
+                    .await?
             }
         };
         self.signalled.extend(round.newly_signalled);
