@@ -131,6 +131,8 @@ impl ProcessGroup {
             return;
         }
         self.reaped = true;
+        // Before the reap frees its number (see `leaders`).
+        super::leaders::reaping(self.leader.as_raw_nonzero().get());
         match reap::reap_if_exited(self.leader) {
             Ok(Some((_, usage))) => self.usage = Some(usage),
             Ok(None) => reap_when_it_dies(self.leader),
@@ -206,6 +208,26 @@ fn live_member_in_proc(pgid: i32) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_leader_is_forgotten_before_it_is_reaped() {
+        let mut child = std::process::Command::new("true")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_child(&child);
+        let raw = pid.as_raw_nonzero().get();
+        super::super::leaders::started(raw, u64::MAX - 3);
+        let mut group = ProcessGroup::new(pid);
+        group.wait_leader().await;
+        assert!(super::super::leaders::held_by_other(raw, 0));
+        group
+            .stop(StopPolicy::with_grace(Duration::from_secs(1)))
+            .await;
+        assert!(!super::super::leaders::held_by_other(raw, 0));
+        // Already reaped by `stop`; this only tells the std handle so.
+        let _ = child.try_wait();
+    }
 
     #[tokio::test]
     async fn stopping_ends_the_whole_group_and_reaps_the_leader() {

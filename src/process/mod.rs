@@ -8,6 +8,7 @@
 //! group      a command's process group: wait for its leader, stop it
 //! reap       how a process ended (ExitKind) and what it used (wait4)
 //! tracker    every process of one request: its cgroup and its environment mark
+//! leaders    the live command leaders and their requests, which a look for a mark passes over
 //! stop       the one stop policy: SIGTERM, grace, SIGKILL, bounded wait
 //! cgroup     request cgroups: locate, make, verify, keep, sweep, kill, remove; a memory
 //!            cgroup per command with a `memory` limit (v2 nested, or v1)
@@ -27,6 +28,7 @@ mod clone3;
 mod group;
 mod image;
 mod landlock;
+mod leaders;
 mod oom;
 mod own;
 mod procfs;

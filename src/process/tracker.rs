@@ -32,8 +32,8 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::time::sleep;
 
 use super::cgroup::RequestCgroup;
-use super::procfs;
 use super::stop::{Members, StopPolicy, Stopped};
+use super::{leaders, procfs};
 use crate::metrics::METRICS;
 
 /// The variable that marks a request's processes.
@@ -60,6 +60,8 @@ pub(crate) struct RequestTracker(Arc<Tracking>);
 struct Tracking {
     /// `DIREKTIV_CMD_REQUEST=<value>`, as it appears in /proc/<pid>/environ.
     entry: String,
+    /// This request among the runner's requests (`leaders`).
+    serial: u64,
     /// Start time (clock ticks since boot) of the request's first command that started
     /// outside its cgroup: nothing the /proc look is for started earlier, so older processes
     /// are not even read.
@@ -85,6 +87,7 @@ impl RequestTracker {
         let value = format!("{}-{serial}-{nanos:x}", std::process::id());
         RequestTracker(Arc::new(Tracking {
             entry: format!("{MARK_VARIABLE}={value}"),
+            serial,
             first_start: AtomicU64::new(u64::MAX),
             cgroup: OnceLock::new(),
             outside_cgroup: AtomicBool::new(false),
@@ -105,6 +108,7 @@ impl RequestTracker {
     /// Notes a process the request started, and whether it is in the request's cgroup, to
     /// narrow later searches. Blocking.
     pub(crate) fn started(&self, pid: Pid, in_cgroup: bool) {
+        super::leaders::started(pid.as_raw_nonzero().get(), self.0.serial);
         if in_cgroup {
             // Found through the cgroup, with everything it starts: the start time only
             // narrows the /proc look, which is for commands outside it.
@@ -247,13 +251,31 @@ impl RequestTracker {
         }
         let since = self.0.first_start.load(Ordering::Relaxed);
         let entry = self.0.entry.as_bytes();
-        let marked = pids
+        let marked =
+            |pid: &i32| live_outside_group(*pid, since) && procfs::environ_has(*pid, entry);
+        // Other requests' leaders are passed over unread: most of /proc where the runner's
+        // own commands are most of what runs.
+        let others = leaders::of_other_requests(self.0.serial);
+        let mut passed_over = Vec::new();
+        let mut look = |pid: &i32| {
+            if others.contains(pid) {
+                passed_over.push(*pid);
+                return false;
+            }
+            marked(pid)
+        };
+        let seen: Vec<i32> = pids
             .filter(ours)
             .filter(|pid| !found.contains(pid))
-            .filter(|&pid| live_outside_group(pid, since))
-            .filter(|&pid| procfs::environ_has(pid, entry))
-            .collect::<Vec<_>>();
-        found.extend(marked);
+            .filter(|pid| look(pid))
+            .collect();
+        found.extend(seen);
+        // One passed over that is no longer another request's leader was reaped meanwhile,
+        // and its number may be a new process's: looked at after all.
+        let reaped_meanwhile = passed_over
+            .into_iter()
+            .filter(|&pid| !leaders::held_by_other(pid, self.0.serial));
+        found.extend(reaped_meanwhile.filter(|pid| marked(pid)));
         found
     }
 
@@ -481,6 +503,27 @@ mod tests {
             }
         }
         assert!(failures.len() < 3, "every try failed: {failures:#?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn another_requests_leader_is_passed_over_until_it_is_reaped() {
+        let mark = RequestTracker::new();
+        let other = RequestTracker::new();
+        // Marked for this request, noted as the other request's leader: the other request's.
+        let mut process = sleeper(Some(&mark), true);
+        let pid = Pid::from_child(&process);
+        mark.started(pid, false);
+        other.started(pid, false);
+        let policy = StopPolicy::with_grace(Duration::from_secs(1));
+        let passed_over = mark.stop(None, policy).await;
+        let running = state(&mut process);
+        // About to be reaped: from now on its number may be anyone's, and is looked at.
+        leaders::reaping(pid.as_raw_nonzero().get());
+        let stopped = mark.stop(None, policy).await;
+        let _ = process.kill();
+        let _ = process.wait();
+        assert_eq!((passed_over, running.as_str()), (0, "running"));
+        assert_eq!(stopped, 1);
     }
 
     #[test]
