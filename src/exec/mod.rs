@@ -529,6 +529,7 @@ fn spawn_with(
         path: env.path(),
     };
     let path = launch::locate(launch, place, allow)?;
+    let started_after = RequestTracker::start_time_now();
     let image =
         Image::new(OsStr::new(&path), &launch.name, &launch.args, env, cwd).map_err(failed)?;
     let cgroup = tracker.cgroup();
@@ -547,7 +548,7 @@ fn spawn_with(
         user,
     })
     .map_err(failed)?;
-    tracker.started(spawned.pid, spawned.in_cgroup);
+    tracker.started(spawned.pid, spawned.in_cgroup, started_after);
     let mut memory = memory;
     Ok((spawned, memory.0.take()))
 }

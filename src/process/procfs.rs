@@ -81,6 +81,18 @@ fn parse_stat(line: &str) -> Option<Stat> {
     })
 }
 
+/// The start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot) that a process
+/// started now would show: none started after this call shows an earlier one. The kernel
+/// counts it on the boot-time clock, which this reads (in the same time namespace), rounded
+/// down to clock ticks as /proc rounds it. No file is read.
+pub(super) fn start_time_now() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let nanos = u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000
+        + u64::try_from(now.tv_nsec).unwrap_or(0);
+    let ticks_per_second = rustix::param::clock_ticks_per_second().max(1);
+    nanos / (1_000_000_000 / ticks_per_second)
+}
+
 /// Whether the environment of `pid` holds the entry `entry` (`NAME=value`) exactly.
 /// False when it cannot be read (gone, a zombie, another user's process).
 pub(super) fn environ_has(pid: i32, entry: &[u8]) -> bool {
@@ -128,6 +140,26 @@ mod tests {
         child.wait().unwrap();
         let stat = stat.expect("the process is read");
         assert!(!stat.has_exited());
+    }
+
+    #[test]
+    fn a_process_started_now_shows_no_earlier_start_time() {
+        let before = start_time_now();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let shown = stat(child.id() as i32).map(|stat| stat.start_time);
+        let after = start_time_now();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let shown = shown.expect("the child is read");
+        assert!(
+            before <= shown && shown <= after,
+            "{before} {shown} {after}"
+        );
+        let own = stat(std::process::id() as i32).unwrap().start_time;
+        assert!(own <= before, "this process started before: {own} {before}");
     }
 
     #[test]

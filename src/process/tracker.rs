@@ -106,8 +106,9 @@ impl RequestTracker {
     }
 
     /// Notes a process the request started, and whether it is in the request's cgroup, to
-    /// narrow later searches. Blocking.
-    pub(crate) fn started(&self, pid: Pid, in_cgroup: bool) {
+    /// narrow later searches. `started_after` is `start_time_now()` from before the start: the
+    /// process's start time is no earlier, and no file need be read to learn it.
+    pub(crate) fn started(&self, pid: Pid, in_cgroup: bool, started_after: u64) {
         super::leaders::started(pid.as_raw_nonzero().get(), self.0.serial);
         if in_cgroup {
             // Found through the cgroup, with everything it starts: the start time only
@@ -115,11 +116,14 @@ impl RequestTracker {
             return;
         }
         self.0.outside_cgroup.store(true, Ordering::SeqCst);
-        if let Some(stat) = procfs::stat(pid.as_raw_nonzero().get()) {
-            self.0
-                .first_start
-                .fetch_min(stat.start_time, Ordering::Relaxed);
-        }
+        self.0
+            .first_start
+            .fetch_min(started_after, Ordering::Relaxed);
+    }
+
+    /// What `started` is to be told a process started after, read before it is started.
+    pub(crate) fn start_time_now() -> u64 {
+        procfs::start_time_now()
     }
 
     /// Thaws the request's cgroup where a command froze it (or one nested in it): before a
@@ -449,7 +453,7 @@ mod tests {
             procfs::stat(escapee_pid.as_raw_nonzero().get()),
             procfs::environ_has(escapee_pid.as_raw_nonzero().get(), mark.0.entry.as_bytes()),
         );
-        mark.started(escapee_pid, false);
+        mark.started(escapee_pid, false, 0);
         let stopped = mark
             .stop(Some(group), StopPolicy::with_grace(Duration::from_secs(1)))
             .await;
@@ -512,8 +516,8 @@ mod tests {
         // Marked for this request, noted as the other request's leader: the other request's.
         let mut process = sleeper(Some(&mark), true);
         let pid = Pid::from_child(&process);
-        mark.started(pid, false);
-        other.started(pid, false);
+        mark.started(pid, false, 0);
+        other.started(pid, false, 0);
         let policy = StopPolicy::with_grace(Duration::from_secs(1));
         let passed_over = mark.stop(None, policy).await;
         let running = state(&mut process);
