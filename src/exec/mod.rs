@@ -399,7 +399,7 @@ fn chosen(failure: Failure, reported: Option<Reported>, errors: &[(i32, String)]
 /// not read, and the request's log says so.
 async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u8>>, Failure> {
     // Most commands leave it empty: then a look and a removal, with no trip to the pool.
-    if file.in_runner_folder() && file.remove_if_empty() {
+    if file.may_look_inline() && file.remove_if_empty() {
         return Ok(None);
     }
     let max = x.settings.max_result;

@@ -138,6 +138,11 @@ pub(crate) struct ResultFile {
     path: PathBuf,
     /// Its folder.
     place: Place,
+    /// Whether an empty file may be looked at and removed on an async worker
+    /// (`remove_if_empty`): in the runner's own folder, or in the temp dir of a request
+    /// confined to a Landlock domain, where none of its commands can mount anything and no
+    /// other request can reach: nothing there can make a `statat` wait.
+    inline: bool,
 }
 
 /// A name no one can guess: the runner's pid, a counter, and a keyed hash of both.
@@ -182,7 +187,9 @@ impl ResultFile {
         };
         let Some(id) = owner else {
             if confined {
-                return ResultFile::create_in(fallback).map_err(refused);
+                let mut file = ResultFile::create_in(fallback).map_err(refused)?;
+                file.inline = true;
+                return Ok(file);
             }
             return ResultFile::create(fallback);
         };
@@ -238,6 +245,7 @@ impl ResultFile {
                         path: place.path.join(&name),
                         name: name.into(),
                         place: place.clone(),
+                        inline: place.runner_own,
                     })
                 }
                 // Left by a runner before this one (the same pid as PID 1), or made by a
@@ -249,8 +257,14 @@ impl ResultFile {
     }
 
     /// Whether its folder is the runner's own (see `Place::runner_own`).
+    #[cfg(test)]
     pub(crate) fn in_runner_folder(&self) -> bool {
         self.place.runner_own
+    }
+
+    /// Whether an empty file may be looked at on an async worker (see `ResultFile::inline`).
+    pub(crate) fn may_look_inline(&self) -> bool {
+        self.inline
     }
 
     /// The path the command is told.
