@@ -243,13 +243,12 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
         TempDirChoice::Given(path) => Some(path.clone()),
         TempDirChoice::Private => None,
     };
-    // Both blocking work: the request's ruleset is built while its files are written.
-    let (workspace, domain) = tokio::join!(
-        Workspace::prepare(request.tempdir, files, private_in),
-        ctx.isolation.domain(given.as_deref()),
-    );
-    let workspace = match workspace {
-        Ok(workspace) => workspace,
+    // Both blocking work, in one trip to the blocking pool: the request's ruleset, then its
+    // temp dir and files.
+    let domain_work = ctx.isolation.domain_work(given.as_deref());
+    let prepared = Workspace::prepare_beside(request.tempdir, files, private_in, domain_work).await;
+    let (workspace, domain) = match prepared {
+        Ok(prepared) => prepared,
         Err(failure) => return JobOutcome::rejected(dialect, failure, None, secrets),
     };
     let user = ctx.isolation.user();

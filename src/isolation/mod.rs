@@ -191,28 +191,31 @@ impl Isolation {
         self.users.as_ref().map(SlotUser::claim)
     }
 
-    /// The Landlock ruleset of a request whose temp dir is `given` by `Direktiv-TempDir` (else
-    /// private), granting all but the hidden roots; its own folder is added once made
-    /// (`with_own_folder`). `None` when requests are not isolated by Landlock.
-    pub(crate) async fn domain(&self, given: Option<&Path>) -> Result<Option<Ruleset>, Failure> {
-        if !matches!(self.active, Active::Landlock(_)) {
-            return Ok(None);
-        }
+    /// The work that builds the Landlock ruleset of a request whose temp dir is `given` by
+    /// `Direktiv-TempDir` (else private), granting all but the hidden roots; its own folder is
+    /// added once made (`with_own_folder`). The ruleset is `None` when requests are not
+    /// isolated by Landlock. Blocking work (it opens folders): for the blocking pool, in the
+    /// trip that prepares the request's workspace.
+    pub(crate) fn domain_work(
+        &self,
+        given: Option<&Path>,
+    ) -> impl FnOnce() -> Result<Option<Ruleset>, Failure> + Send + 'static {
+        let landlock = matches!(self.active, Active::Landlock(_));
         let given = given.map(Path::to_path_buf);
         let cover = Arc::clone(&self.cover);
         let shared_roots = Arc::clone(&self.shared_roots);
         let span = tracing::Span::current();
-        let built = tokio::task::spawn_blocking(move || {
+        move || {
+            if !landlock {
+                return Ok(None);
+            }
             span.in_scope(|| {
                 let hidden = hidden_roots(&shared_roots, given.as_deref());
                 build(&cover, &hidden)
             })
-        })
-        .await
-        .map_err(|e| Failure::internal(format!("the request's domain was not built: {e}")))?;
-        built
             .map(Some)
             .map_err(|e| Failure::io("cannot build the request's Landlock ruleset", e))
+        }
     }
 
     /// `ruleset` with the request's own folder (its temp dir, open) granted: the ruleset each
