@@ -118,6 +118,32 @@ pub async fn limits(
     })
 }
 
+/// `true` at c=1 on the runner as configured (requests isolated by a Landlock domain each,
+/// where the kernel has Landlock) and on a second runner with `CMD_ISOLATION=off`.
+#[derive(Debug, Serialize)]
+pub struct IsolationReport {
+    pub without: LoadRun,
+    pub with: LoadRun,
+}
+
+/// What isolating requests costs: `true` at c=1 on `runner` and on `unisolated`, taking turns.
+pub async fn isolation(
+    runner: &Server,
+    unisolated: &Server,
+    sidecar: &Sidecar,
+    temp_dir: &str,
+) -> Result<IsolationReport, Error> {
+    let request = serde_json::json!({"commands": [{"command": "true"}]});
+    let arms = [
+        runner_arm("runner-isolation-off", unisolated, &request),
+        runner_arm("runner-isolated", runner, &request),
+    ];
+    let mut runs = measure::rounds(&arms, sidecar, 1, LIMITS_REQUESTS, Some(temp_dir)).await?;
+    let with = runs.pop().ok_or("no isolated run")?;
+    let without = runs.pop().ok_or("no unisolated run")?;
+    Ok(IsolationReport { without, with })
+}
+
 /// Prints each of `NEAR_SECRETS` secrets with its last character changed, `NEAR_ROUNDS`
 /// times, then one secret as it is: every line must arrive, the last one masked.
 pub async fn near_matches(

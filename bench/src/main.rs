@@ -240,6 +240,13 @@ async fn servers(options: &Options, temp_dir: &str) -> Result<Report, Error> {
     eprintln!("direktiv-cmd: 2,000 mask entries, 19 MB of near-matches");
     let near_matches = compare::near_matches(&runner_server, &sidecar, temp_dir).await?;
     let limits = compare::limits(&runner_server, &sidecar, temp_dir).await?;
+    eprintln!("direktiv-cmd: isolated (a Landlock domain per request) and not");
+    let unisolated = targets[2]
+        .with_env("CMD_ISOLATION", "off")
+        .start(&Mode::Host)
+        .await?;
+    let isolation = compare::isolation(&runner_server, &unisolated, &sidecar, temp_dir).await?;
+    unisolated.stop().await?;
     runner_server.stop().await?;
     let pod_mode = pod_mode(&targets, &sidecar, temp_dir).await?;
 
@@ -253,6 +260,7 @@ async fn servers(options: &Options, temp_dir: &str) -> Result<Report, Error> {
         masking,
         near_matches,
         limits,
+        isolation,
         pod_mode,
         binary_stripped_bytes: 0,
         load_average: Default::default(),
@@ -360,6 +368,7 @@ fn targets(options: &Options, sidecar: &Sidecar) -> Result<[Target; 3], Error> {
         Target::Runner {
             binary: options.runner.clone(),
             sidecar: sidecar.url(),
+            env: Vec::new(),
         },
     ])
 }

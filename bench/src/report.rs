@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::client::Error;
-use crate::compare::{LimitsReport, MaskingReport, NearMatchReport};
+use crate::compare::{IsolationReport, LimitsReport, MaskingReport, NearMatchReport};
 use crate::delivery::Delivery;
 use crate::measure::{PodServerReport, ServerReport, SlowReport};
 
@@ -28,6 +28,7 @@ pub struct Report {
     pub masking: MaskingReport,
     pub near_matches: NearMatchReport,
     pub limits: LimitsReport,
+    pub isolation: IsolationReport,
     /// The floors and the runner again, in pod mode (pod.rs).
     pub pod_mode: PodMode,
     pub binary_stripped_bytes: u64,
@@ -177,7 +178,7 @@ impl Report {
             ),
         ];
         self.targets.extend(self.pod_mode.targets());
-        self.information = information(r, p, &self.limits);
+        self.information = information(r, p, &self.limits, &self.isolation);
         if let PodMode::Unavailable { reason } = &self.pod_mode {
             self.information.push(Note {
                 name: "pod mode (its targets are not judged)".to_owned(),
@@ -229,8 +230,13 @@ pub fn load_average() -> String {
 
 /// The c=16 run without `Direktiv-TempDir` against the protocol floor and against the
 /// runner's own run with the fixed one (what a temp dir per request costs), and what `limits`
-/// cost.
-fn information(r: &ServerReport, p: &ServerReport, limits: &LimitsReport) -> Vec<Note> {
+/// and isolating requests cost.
+fn information(
+    r: &ServerReport,
+    p: &ServerReport,
+    limits: &LimitsReport,
+    isolation: &IsolationReport,
+) -> Vec<Note> {
     let (rp, pp) = (&r.c16_private_temp_dir, &p.c16_private_temp_dir);
     let note = |name: &str, value: String| Note {
         name: name.to_owned(),
@@ -261,6 +267,20 @@ fn information(r: &ServerReport, p: &ServerReport, limits: &LimitsReport) -> Vec
         note(
             "`limits` vs none: server CPU per request c=1",
             format!("{:+.0} µs", with.cpu_per_req_us - without.cpu_per_req_us),
+        ),
+        note(
+            "isolated vs CMD_ISOLATION=off: c=1 p50 (runner / runner)",
+            format!(
+                "{:.2}×",
+                isolation.with.stats.p50_us / isolation.without.stats.p50_us
+            ),
+        ),
+        note(
+            "isolated vs CMD_ISOLATION=off: server CPU per request c=1",
+            format!(
+                "{:+.0} µs",
+                isolation.with.cpu_per_req_us - isolation.without.cpu_per_req_us
+            ),
         ),
     ]
 }

@@ -139,6 +139,16 @@ impl Report {
                 us(limits.with.stats.p50_us),
             ),
             Row::runner_only(
+                "c=1 `true` p50, CMD_ISOLATION=off",
+                "fixed",
+                us(self.isolation.without.stats.p50_us),
+            ),
+            Row::runner_only(
+                "c=1 `true` p50, isolated (Landlock)",
+                "fixed",
+                us(self.isolation.with.stats.p50_us),
+            ),
+            Row::runner_only(
                 "stripped static binary",
                 "",
                 format!("{:.2} MiB", self.binary_stripped_bytes as f64 / MIB),

@@ -19,8 +19,13 @@ pub enum Target {
     /// This harness binary re-executed as the protocol floor (spawn, one awaited log POST to
     /// `sidecar`, answer with stdout).
     ProtocolFloor { harness: PathBuf, sidecar: String },
-    /// The runner binary, logging to the fake sidecar at `sidecar`.
-    Runner { binary: PathBuf, sidecar: String },
+    /// The runner binary, logging to the fake sidecar at `sidecar`, with `env` set besides
+    /// the run's own settings.
+    Runner {
+        binary: PathBuf,
+        sidecar: String,
+        env: Vec<(String, String)>,
+    },
 }
 
 /// Where a server puts a command's output lines, for the delivery checks.
@@ -47,6 +52,15 @@ pub enum Mode {
 }
 
 impl Target {
+    /// The same runner with `name=value` in its environment too; other servers as they are.
+    pub fn with_env(&self, name: &str, value: &str) -> Target {
+        let mut target = self.clone();
+        if let Target::Runner { env, .. } = &mut target {
+            env.push((name.to_owned(), value.to_owned()));
+        }
+        target
+    }
+
     /// The command that starts the server in `mode`.
     fn command(&self, mode: &Mode) -> Command {
         let server = self.server_command();
@@ -76,7 +90,11 @@ impl Target {
     /// The command that starts the server itself.
     fn server_command(&self) -> Command {
         match self {
-            Target::Runner { binary, sidecar } => {
+            Target::Runner {
+                binary,
+                sidecar,
+                env,
+            } => {
                 let mut command = Command::new(binary);
                 command
                     .env("PORT", "0")
@@ -84,7 +102,8 @@ impl Target {
                     .env("CMD_MAX_INFLIGHT", MAX_INFLIGHT)
                     .env_remove("DIREKTIV_DEV_MODE")
                     .env_remove("RUST_LOG")
-                    .env_remove("CMD_LOG_FORMAT");
+                    .env_remove("CMD_LOG_FORMAT")
+                    .envs(env.iter().map(|(name, value)| (name, value)));
                 command
             }
             Target::SpawnFloor { harness } => {
@@ -173,7 +192,9 @@ mod tests {
         let runner = Target::Runner {
             binary: PathBuf::from("/r/direktiv-cmd"),
             sidecar: "http://127.0.0.1:1".to_owned(),
-        };
+            env: Vec::new(),
+        }
+        .with_env("CMD_ISOLATION", "off");
         let host = runner.command(&Mode::Host);
         let pod = runner.command(&Mode::Pod {
             harness: PathBuf::from("/h/bench"),
@@ -191,5 +212,8 @@ mod tests {
         assert_eq!(envs(pod), envs(host));
         let inflight = (OsStr::new("CMD_MAX_INFLIGHT"), Some(OsStr::new("64")));
         assert!(envs(pod).contains(&inflight));
+        // What `with_env` adds reaches the runner, in either mode.
+        let isolation = (OsStr::new("CMD_ISOLATION"), Some(OsStr::new("off")));
+        assert!(envs(host).contains(&isolation));
     }
 }
