@@ -14,6 +14,7 @@ use crate::error::{CancelReason, Failure};
 use crate::exec::{masked_tail, CommandRun};
 use crate::mask::{Masker, Snapshot};
 use crate::plan::Dialect;
+use crate::text::{cut_end, escape_controls};
 
 /// Longest `Direktiv-ErrorMessage`.
 pub(crate) const MAX_MESSAGE: usize = 4096;
@@ -291,23 +292,6 @@ fn mask_escaped(text: &str, secrets: &Snapshot) -> String {
     secrets.mask(&escaped).into_owned()
 }
 
-/// Escapes control characters and cuts the text to `max` bytes (on a char boundary).
-pub(crate) fn one_line(text: &str, max: usize) -> String {
-    cut_end(&escape_controls(text), max)
-}
-
-/// Cuts `text` to `max` bytes (on a char boundary), marking the cut.
-fn cut_end(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max.saturating_sub(3);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &text[..end])
-}
-
 /// Keeps the last `max` bytes of `text`.
 fn keep_end(text: &str, max: usize) -> &str {
     if text.len() <= max {
@@ -318,22 +302,6 @@ fn keep_end(text: &str, max: usize) -> &str {
         start += 1;
     }
     &text[start..]
-}
-
-/// `\n` → `\\n` and so on: header values cannot carry control characters, and Direktiv shows
-/// the message on one line.
-fn escape_controls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

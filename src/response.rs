@@ -17,9 +17,10 @@ use crate::error::Failure;
 use crate::exec::Capture;
 use crate::mask::{Masker, Registry, Snapshot};
 use crate::outcome::{
-    embeddable_json, one_line, result_value, CommandReport, JobOutcome, OutputFile, MAX_MESSAGE,
+    embeddable_json, result_value, CommandReport, JobOutcome, OutputFile, MAX_MESSAGE,
 };
 use crate::plan::Dialect;
+use crate::text::one_line;
 
 /// A rendered response, independent of the HTTP stack (also printed by `direktiv-cmd run`).
 #[derive(Debug, Clone)]

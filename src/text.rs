@@ -46,6 +46,39 @@ fn displayed_range(line: &[u8]) -> Range<usize> {
     start..end
 }
 
+/// Escapes control characters and cuts the text to `max` bytes (on a char boundary).
+pub(crate) fn one_line(text: &str, max: usize) -> String {
+    cut_end(&escape_controls(text), max)
+}
+
+/// Cuts `text` to `max` bytes (on a char boundary), marking the cut.
+pub(crate) fn cut_end(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// `\n` → `\\n` and so on: header values cannot carry control characters, and Direktiv shows
+/// the message on one line.
+pub(crate) fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

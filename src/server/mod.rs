@@ -211,7 +211,7 @@ impl IntoResponse for Reply {
             HeaderValue::from_static(self.content_type),
         );
         if let Some((code, message)) = self.error {
-            // Both values are single-line printable text (see `outcome::one_line`); from_str
+            // Both values are single-line printable text (see `text::one_line`); from_str
             // cannot fail on them, but a header is never worth a panic.
             if let (Ok(code), Ok(message)) = (
                 HeaderValue::from_str(&code),

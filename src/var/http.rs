@@ -323,7 +323,7 @@ impl Response {
         let mut bytes = Vec::new();
         let _ = (&mut self.body).take(1024).read_to_end(&mut bytes);
         let text = String::from_utf8_lossy(&bytes);
-        crate::outcome::one_line(text.trim(), 1024)
+        crate::text::one_line(text.trim(), 1024)
     }
 }
 
