@@ -83,6 +83,34 @@ async fn later_requests(
     wrong
 }
 
+/// Runs `hostile`, a command that never ends by itself, with a timeout of `seconds`: it must end
+/// in cmd.timeout with the runner alive, and `later` requests after it must each succeed.
+async fn times_out_then_later_requests_succeed(
+    sandbox: &CgroupSandbox,
+    sidecar: &FakeSidecar,
+    runner: &Runner,
+    label: &str,
+    mut hostile: Value,
+    seconds: u64,
+    later: usize,
+) {
+    hostile["timeout"] = json!(seconds);
+    let reply = within(PATIENCE, "the hostile request", async {
+        sidecar
+            .call(runner, label, body(sandbox, json!([hostile])))
+            .await
+    })
+    .await;
+    assert_eq!(
+        reply.error_code().as_deref(),
+        Some("cmd.timeout"),
+        "{reply:?}"
+    );
+    assert_eq!(runner.get("/healthz").await.status, 200, "the runner lives");
+    let wrong = later_requests(sidecar, runner, label, later).await;
+    assert!(wrong.is_empty(), "later requests failed: {wrong:#?}");
+}
+
 /// Kills what a test left carrying `marker` (in argv or environment), whatever happens.
 struct KillLeftovers(String);
 
@@ -206,21 +234,9 @@ async fn a_cgroup_a_command_froze_is_never_given_to_a_later_request() {
     let sandbox = sandbox();
     let sidecar = FakeSidecar::start();
     let runner = start_in(&sandbox, &sidecar);
-    let mut freeze = in_cgroup("echo 1 > \"$CG/cgroup.freeze\"; echo never");
-    freeze["timeout"] = json!(2);
-    let reply = within(PATIENCE, "the freezing request", async {
-        sidecar
-            .call(&runner, "freeze-own", body(&sandbox, json!([freeze])))
-            .await
-    })
-    .await;
-    assert_eq!(
-        reply.error_code().as_deref(),
-        Some("cmd.timeout"),
-        "{reply:?}"
-    );
-    let wrong = later_requests(&sidecar, &runner, "freeze-own", 3).await;
-    assert!(wrong.is_empty(), "later requests failed: {wrong:#?}");
+    let freeze = in_cgroup("echo 1 > \"$CG/cgroup.freeze\"; echo never");
+    times_out_then_later_requests_succeed(&sandbox, &sidecar, &runner, "freeze-own", freeze, 2, 3)
+        .await;
     let frozen: Vec<PathBuf> = sandbox
         .request_cgroups()
         .into_iter()
@@ -479,22 +495,17 @@ async fn moving_the_runner_into_a_request_cgroup_does_not_get_it_killed() {
     let sandbox = sandbox();
     let sidecar = FakeSidecar::start();
     let runner = start_in(&sandbox, &sidecar);
-    let mut hostile = in_cgroup(&format!("echo $PPID > \"$CG/cgroup.procs\"\n{STUBBORN}"));
-    hostile["timeout"] = json!(1);
-    let reply = within(PATIENCE, "the request", async {
-        sidecar
-            .call(&runner, "move-runner", body(&sandbox, json!([hostile])))
-            .await
-    })
+    let hostile = in_cgroup(&format!("echo $PPID > \"$CG/cgroup.procs\"\n{STUBBORN}"));
+    times_out_then_later_requests_succeed(
+        &sandbox,
+        &sidecar,
+        &runner,
+        "move-runner",
+        hostile,
+        1,
+        2,
+    )
     .await;
-    assert_eq!(
-        reply.error_code().as_deref(),
-        Some("cmd.timeout"),
-        "{reply:?}"
-    );
-    assert_eq!(runner.get("/healthz").await.status, 200, "the runner lives");
-    let wrong = later_requests(&sidecar, &runner, "move-runner", 2).await;
-    assert!(wrong.is_empty(), "later requests failed: {wrong:#?}");
     assert_eq!(
         own_cgroup_of(runner.pid(), &sandbox),
         sandbox.dir(),
@@ -522,24 +533,11 @@ async fn moving_the_init_and_server_into_a_request_cgroup_does_not_get_them_kill
         .sidecar(&sidecar)
         .env("CMD_KILL_GRACE", "1s")
         .start();
-    let mut hostile = in_cgroup(&format!(
+    let hostile = in_cgroup(&format!(
         "echo 1 > \"$CG/cgroup.procs\"; echo 2 > \"$CG/cgroup.procs\"\n{STUBBORN}"
     ));
-    hostile["timeout"] = json!(1);
-    let reply = within(PATIENCE, "the request", async {
-        sidecar
-            .call(&runner, "move-init", body(&sandbox, json!([hostile])))
-            .await
-    })
-    .await;
-    assert_eq!(
-        reply.error_code().as_deref(),
-        Some("cmd.timeout"),
-        "{reply:?}"
-    );
-    assert_eq!(runner.get("/healthz").await.status, 200, "the runner lives");
-    let wrong = later_requests(&sidecar, &runner, "move-init", 2).await;
-    assert!(wrong.is_empty(), "later requests failed: {wrong:#?}");
+    times_out_then_later_requests_succeed(&sandbox, &sidecar, &runner, "move-init", hostile, 1, 2)
+        .await;
 }
 
 /// The cgroup directory process `pid` is in, under the sandbox's mount.
