@@ -599,6 +599,7 @@ mod tests {
             memory: None,
             domain: None,
             user: None,
+            starting: None,
         })
         .unwrap();
         let mut text = String::new();

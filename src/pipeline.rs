@@ -365,9 +365,10 @@ impl Job<'_> {
                 break;
             }
         }
-        // Each command stopped what it left behind; this catches anything started in between.
+        // Each command stopped what it left behind; this catches anything started in between
+        // (nothing to look for when the last command's whole look found none left).
         let policy = StopPolicy::with_grace(self.ctx.settings.kill_grace);
-        tracker.stop(None, policy).await;
+        tracker.stop_rest(policy).await;
         tracker.close();
         outcome
     }

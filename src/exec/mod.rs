@@ -48,7 +48,7 @@ use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
 use crate::process::{
     self, ChildEnv, Image, MemoryCgroup, ProcessGroup, RequestTracker, Ruleset, SpawnRequest,
-    Spawned, StopPolicy, MARK_VARIABLE,
+    Spawned, StopPolicy, Stopped, MARK_VARIABLE,
 };
 use crate::workspace::{Left, ResultFile, ResultsDir};
 use deadline::Deadline;
@@ -56,6 +56,7 @@ use memory::{memory_cgroup, memory_limit_passed, OwnMemoryCgroup};
 use output::{Captures, CommandOutput, Reported};
 use path_search::SearchPlace;
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
+use rustix::process::Pid;
 
 /// How a request's processes are tracked, for the start-up line (`crate::startup`).
 pub(crate) fn tracking() -> String {
@@ -314,8 +315,8 @@ async fn execute(
             // returns before its child has moved) is either stopped with the group or found
             // outside it afterwards.
             let stop = async {
-                group.stop(policy).await;
-                x.tracker.stop(Some(spawned.pid), policy).await
+                let left_out = outside_a_stopped_group(group.stop(policy).await, spawned.pid);
+                x.tracker.stop(left_out, policy).await
             };
             with_pumps(stop, &mut pumps, &mut drained).await;
         }
@@ -325,11 +326,12 @@ async fn execute(
             // while both looked.
             x.tracker.thaw();
             let stop = async {
-                tokio::join!(
+                let (group_stopped, _) = tokio::join!(
                     group.stop(policy),
                     x.tracker.stop(Some(spawned.pid), policy)
                 );
-                x.tracker.stop(Some(spawned.pid), policy).await
+                let left_out = outside_a_stopped_group(group_stopped, spawned.pid);
+                x.tracker.stop(left_out, policy).await
             };
             with_pumps(stop, &mut pumps, &mut drained).await;
         }
@@ -368,6 +370,17 @@ async fn execute(
     // A failed command's result is still shown; its own failure comes before the file's.
     let result = result.map(|left| run.result_file = left);
     verdict.and(result)
+}
+
+/// Which process group a look for the request's processes leaves out once the command's group
+/// was stopped (`leader`'s): none when the group is gone, so that the look is whole — a process
+/// of the request that joined the group late, or made a new group with the leader's number once
+/// it was reaped, is found too — else the group, whose members are stopped with it.
+fn outside_a_stopped_group(stopped: Stopped, leader: Pid) -> Option<Pid> {
+    match stopped {
+        Stopped::Gone | Stopped::Killed => None,
+        Stopped::Stuck | Stopped::Unknown => Some(leader),
+    }
 }
 
 /// A failure by exit status as the command chose it: the code of its last `::error` line,
@@ -533,6 +546,7 @@ fn spawn_with(
     let image =
         Image::new(OsStr::new(&path), &launch.name, &launch.args, env, cwd).map_err(failed)?;
     let cgroup = tracker.cgroup();
+    let starting = tracker.starting();
     let memory = OwnMemoryCgroup(memory_cgroup(memory_by, limits, cgroup));
     let memory_by = match memory.0 {
         Some(_) => MemoryBy::Cgroup,
@@ -546,9 +560,12 @@ fn spawn_with(
         memory: memory.0.as_ref(),
         domain,
         user,
+        starting: starting.as_ref(),
     })
     .map_err(failed)?;
     tracker.started(spawned.pid, spawned.in_cgroup, started_after);
+    // Noted as a leader now: its number is passed over that way from here on.
+    drop(starting);
     let mut memory = memory;
     Ok((spawned, memory.0.take()))
 }

@@ -55,8 +55,14 @@ pub(crate) fn executable_here(entry: &str) -> io::Result<PathBuf> {
 pub(crate) fn search_path(name: &OsStr, place: SearchPlace<'_>) -> io::Result<PathBuf> {
     let path_var = place.path.unwrap_or(OsStr::new(DEFAULT_PATH));
     let mut denied = false;
+    // A folder named twice (PATHs built by profile scripts often are) is looked in once.
+    let mut seen: Vec<PathBuf> = Vec::new();
     for dir in std::env::split_paths(path_var) {
+        if seen.contains(&dir) {
+            continue;
+        }
         let candidate = dir.join(name);
+        seen.push(dir);
         let base = match (candidate.is_absolute(), place.cwd) {
             (true, _) => rustix::fs::CWD,
             (false, Some(cwd)) => cwd,

@@ -58,6 +58,14 @@ pub(super) async fn feed_stdin(mut sender: pipe::Sender, data: Vec<u8>) {
     let _ = sender.write_all(&data).await;
 }
 
+/// The runner's end of a command's output pipe, made non-blocking and registered with the
+/// runtime: one `fcntl`, where `Receiver::from_owned_fd` would first ask the kernel what the
+/// descriptor is and how it is open (`spawn` made it: the read end of a pipe, nothing else set).
+fn receiver(read_end: OwnedFd) -> Option<pipe::Receiver> {
+    rustix::fs::fcntl_setfl(&read_end, rustix::fs::OFlags::NONBLOCK).ok()?;
+    pipe::Receiver::from_owned_fd_unchecked(read_end).ok()
+}
+
 /// Reads stdout and stderr until both end (or until told to stop), handing each read to
 /// `output` with how much was waiting in the other pipe right after it (`order`).
 pub(super) async fn pump(
@@ -66,10 +74,7 @@ pub(super) async fn pump(
     mut output: CommandOutput<'_>,
     stop: &CancellationToken,
 ) -> Captures {
-    let pipes = [
-        pipe::Receiver::from_owned_fd(stdout).ok(),
-        pipe::Receiver::from_owned_fd(stderr).ok(),
-    ];
+    let pipes = [receiver(stdout), receiver(stderr)];
     let mut open = [pipes[0].is_some(), pipes[1].is_some()];
     for stream in [Stream::Stdout, Stream::Stderr] {
         if !open[stream.index()] {

@@ -17,6 +17,7 @@ use rustix::process::{Pid, WaitOptions};
 
 use super::child::{child_main, ChildPlan};
 use super::clone3;
+use super::leaders::Starting;
 use super::signals::AllSignalsBlocked;
 use super::stack::PooledStack;
 
@@ -49,14 +50,23 @@ impl Failed {
 }
 
 /// Clones a child that carries out `plan`, created in the cgroup `into` (a cgroup directory)
-/// when given; returns once it has exec'd or exited.
+/// when given; returns once it has exec'd or exited. The kernel writes the child's number into
+/// `starting` as it creates it; a child that did not start is forgotten there before it is
+/// reaped.
 pub(super) fn clone_child(
     plan: &ChildPlan<'_>,
     into: Option<BorrowedFd<'_>>,
+    starting: Option<&Starting>,
 ) -> Result<Born, Failed> {
     let stack = PooledStack::take().map_err(Failed::Refused)?;
     let blocked = AllSignalsBlocked::new();
     let plan_ptr = std::ptr::from_ref(plan).cast_mut().cast();
+    let pid_slot = starting.map_or(std::ptr::null_mut(), Starting::pid_location);
+    let settid = if pid_slot.is_null() {
+        0
+    } else {
+        libc::CLONE_PARENT_SETTID
+    };
     // SAFETY: the child shares this process's memory, so everything it touches must stay
     // valid and unchanged while it runs, and it must not disturb anything the runner uses:
     // - CLONE_VFORK suspends this thread until the child has exec'd or exited, so `plan`, the
@@ -75,15 +85,18 @@ pub(super) fn clone_child(
     //   but `plan`'s report (atomics, read here only after it resumed) and the suspended
     //   thread's errno, allocates nothing and takes no lock; so no lock or allocator state
     //   another thread of the runner holds is touched.
+    // - `pid_slot`, when not null, is a static `pid_t` (`Starting`) the kernel writes the
+    //   child's number to (`CLONE_PARENT_SETTID`) before either process runs on.
     // `clone3::clone_into` makes the same clone with the same flags, plus the cgroup.
     let raw = unsafe {
         match into {
-            Some(dir) => clone3::clone_into(&stack, dir, plan_ptr),
+            Some(dir) => clone3::clone_into(&stack, dir, plan_ptr, pid_slot),
             None => libc::clone(
                 child_main,
                 stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                libc::CLONE_VM | libc::CLONE_VFORK | settid | libc::SIGCHLD,
                 plan_ptr,
+                pid_slot,
             ),
         }
     };
@@ -95,6 +108,13 @@ pub(super) fn clone_child(
     drop(blocked);
     // The child has exec'd or exited: whatever it wrote is visible (the kernel's wake-up of
     // this thread orders it).
+    let reap = |pid| {
+        // Before its number is free again (`leaders`).
+        if let Some(starting) = starting {
+            starting.forget();
+        }
+        reap(pid);
+    };
     if !plan.child_ran() {
         reap(pid);
         return Err(Failed::KilledAtBirth);

@@ -58,29 +58,37 @@ const _: () = assert!(std::mem::size_of::<CloneArgs>() == 88);
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// `libc::clone(child_main, stack top, CLONE_VM | CLONE_VFORK | SIGCHLD, plan)` with the child
-/// created in the cgroup `dir`: the process id, or -1 with errno set.
+/// created in the cgroup `dir`: the process id, or -1 with errno set. Unless `pid_slot` is null,
+/// the kernel writes the child's id there as it creates it (`CLONE_PARENT_SETTID`).
 ///
 /// # Safety
 /// As for that `libc::clone` call (see `clone_child`): `plan` must stay valid and unchanged
-/// until the child has exec'd or exited, and `stack` must be used by nothing else.
+/// until the child has exec'd or exited, `stack` must be used by nothing else, and `pid_slot`
+/// must be null or a valid, aligned `pid_t` for the kernel to write.
 #[cfg(target_arch = "x86_64")]
 pub(super) unsafe fn clone_into(
     stack: &PooledStack,
     dir: BorrowedFd<'_>,
     plan: *mut c_void,
+    pid_slot: *mut libc::pid_t,
 ) -> libc::c_int {
     use std::os::fd::AsRawFd;
 
     let (stack_base, stack_size) = stack.bounds();
+    let settid = if pid_slot.is_null() {
+        0
+    } else {
+        libc::CLONE_PARENT_SETTID as u64
+    };
     let args = CloneArgs {
-        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP,
+        flags: (libc::CLONE_VM | libc::CLONE_VFORK) as u64 | CLONE_INTO_CGROUP | settid,
         exit_signal: libc::SIGCHLD as u64,
         stack: stack_base,
         stack_size,
         cgroup: dir.as_raw_fd() as u64,
         pidfd: 0,
         child_tid: 0,
-        parent_tid: 0,
+        parent_tid: pid_slot as u64,
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
@@ -140,6 +148,7 @@ pub(super) unsafe fn clone_into(
     _stack: &PooledStack,
     _dir: BorrowedFd<'_>,
     _plan: *mut c_void,
+    _pid_slot: *mut libc::pid_t,
 ) -> libc::c_int {
     // SAFETY: errno is this thread's.
     unsafe { *libc::__errno_location() = libc::ENOSYS };

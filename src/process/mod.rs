@@ -52,5 +52,5 @@ pub(crate) use own::{fork_single_threaded, Forked};
 pub(crate) use reap::{signal_name, ExitKind, Usage};
 pub(crate) use signals::SignalSet;
 pub(crate) use spawn::{spawn, SpawnRequest, Spawned};
-pub(crate) use stop::StopPolicy;
+pub(crate) use stop::{StopPolicy, Stopped};
 pub(crate) use tracker::{RequestTracker, MARK_VARIABLE};

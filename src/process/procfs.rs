@@ -3,8 +3,6 @@
 //! environment read waits for the target's memory map lock): callers that may meet a stuck
 //! process read it off the async worker threads.
 
-use std::path::Path;
-
 /// The fields of `/proc/<pid>/stat` the runner uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Stat {
@@ -95,18 +93,104 @@ pub(super) fn start_time_now() -> u64 {
 
 /// Whether the environment of `pid` holds the entry `entry` (`NAME=value`) exactly.
 /// False when it cannot be read (gone, a zombie, another user's process).
+/// Read in pieces into a buffer on the stack (no allocation, no size asked first), compared as
+/// it comes.
 pub(super) fn environ_has(pid: i32, entry: &[u8]) -> bool {
+    use rustix::fs::{Mode, OFlags};
     let path = format!("/proc/{pid}/environ");
-    std::fs::read(Path::new(&path)).is_ok_and(|environ| {
-        environ
-            .split(|byte| *byte == 0)
-            .any(|variable| variable == entry)
-    })
+    let Ok(fd) = rustix::fs::open(
+        path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return false;
+    };
+    let mut buf = [0u8; ENVIRON_PIECE];
+    let mut variable = EntryMatch::new(entry);
+    loop {
+        let read = match rustix::io::read(&fd, &mut buf) {
+            Ok(0) => return variable.is_whole(),
+            Ok(read) => read,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        };
+        for piece in buf[..read].split_inclusive(|byte| *byte == 0) {
+            if variable.take(piece) {
+                return true;
+            }
+        }
+    }
+}
+
+/// How much of an environment is read at once.
+const ENVIRON_PIECE: usize = 4096;
+
+/// The variable being read from an environment, against the entry looked for.
+struct EntryMatch<'a> {
+    entry: &'a [u8],
+    /// How many bytes of `entry` the variable matched so far; `None` once it differs.
+    matched: Option<usize>,
+}
+
+impl<'a> EntryMatch<'a> {
+    fn new(entry: &'a [u8]) -> Self {
+        EntryMatch {
+            entry,
+            matched: Some(0),
+        }
+    }
+
+    /// Takes the next piece of the variable (ending with its NUL when the variable ends
+    /// there); true when a variable just ended that is the entry exactly.
+    fn take(&mut self, piece: &[u8]) -> bool {
+        let (bytes, ends) = match piece.split_last() {
+            Some((0, bytes)) => (bytes, true),
+            _ => (piece, false),
+        };
+        self.matched = self.matched.and_then(|done| {
+            let end = done + bytes.len();
+            (self.entry.get(done..end) == Some(bytes)).then_some(end)
+        });
+        if !ends {
+            return false;
+        }
+        let whole = self.is_whole();
+        self.matched = Some(0);
+        whole
+    }
+
+    /// Whether the variable read so far is the entry exactly.
+    fn is_whole(&self) -> bool {
+        self.matched == Some(self.entry.len())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_is_found_whole_across_pieces_and_nothing_else_is() {
+        let entry = b"MARK=1-2";
+        let matches = |environ: &[u8], piece: usize| {
+            let mut variable = EntryMatch::new(entry);
+            let found = environ.chunks(piece).any(|chunk| {
+                chunk
+                    .split_inclusive(|byte| *byte == 0)
+                    .any(|part| variable.take(part))
+            });
+            found || variable.is_whole()
+        };
+        for piece in [1, 2, 3, 5, 64] {
+            assert!(matches(b"A=1\0MARK=1-2\0B=2\0", piece), "{piece}");
+            assert!(matches(b"MARK=1-2", piece), "last, without a NUL: {piece}");
+            assert!(!matches(b"MARK=1-23\0", piece), "longer: {piece}");
+            assert!(!matches(b"MARK=1-\0", piece), "shorter: {piece}");
+            assert!(!matches(b"XMARK=1-2\0", piece), "inside another: {piece}");
+            assert!(!matches(b"A=MARK=1-2\0", piece), "in a value: {piece}");
+            assert!(!matches(b"", piece));
+        }
+    }
 
     #[test]
     fn parses_stat_lines_with_odd_names() {

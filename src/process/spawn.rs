@@ -22,6 +22,7 @@ use super::child::{ChildPlan, Isolation};
 use super::clone::{clone_child, Born, Failed};
 use super::image::Image;
 use super::landlock::Ruleset;
+use super::leaders::Starting;
 use super::{clone3, reap};
 use crate::limits::RlimitPlan;
 
@@ -42,6 +43,9 @@ pub(crate) struct SpawnRequest<'a> {
     pub(crate) domain: Option<&'a Ruleset>,
     /// The uid and gid the command runs as (`CMD_ISOLATION=uid`), else the runner's.
     pub(crate) user: Option<u32>,
+    /// Where the child's number is kept from its creation (`RequestTracker::starting`), so
+    /// that other requests' looks through /proc pass it over.
+    pub(crate) starting: Option<&'a Starting>,
 }
 
 /// A started process: the leader of its own new process group.
@@ -124,7 +128,7 @@ fn start_once(request: &SpawnRequest<'_>, stdio: [&OwnedFd; 3]) -> io::Result<Bo
         .map(MemoryCgroup::procs_to_join);
     if let (Some(cgroup), Some(dir)) = (cgroup, create_in.filter(|_| clone3::usable())) {
         let plan = ChildPlan::new(image, stdio, limits, None, v1_memory, isolation);
-        match clone_child(&plan, Some(dir)) {
+        match clone_child(&plan, Some(dir), request.starting) {
             Ok(born) => return Ok(born),
             Err(Failed::Setup(error)) => return Err(error),
             Err(Failed::KilledAtBirth) => cgroup.killed_by_someone(),
@@ -141,7 +145,7 @@ fn start_once(request: &SpawnRequest<'_>, stdio: [&OwnedFd; 3]) -> io::Result<Bo
         request.memory.map(MemoryCgroup::procs_to_join),
         isolation,
     );
-    clone_child(&plan, None).map_err(Failed::into_error)
+    clone_child(&plan, None, request.starting).map_err(Failed::into_error)
 }
 
 /// `/dev/null` for reading, opened once, for the stdin of every command given no stdin text:
@@ -241,6 +245,7 @@ mod tests {
             memory: None,
             domain: None,
             user: None,
+            starting: None,
         })
     }
 
@@ -322,6 +327,7 @@ mod tests {
                 memory: None,
                 domain: None,
                 user: None,
+                starting: None,
             })
             .unwrap();
             let mut writer = std::fs::File::from(spawned.stdin.unwrap());
@@ -428,6 +434,7 @@ mod tests {
             memory: None,
             domain: None,
             user: None,
+            starting: None,
         })
         .unwrap();
         let mut out = String::new();
@@ -475,6 +482,50 @@ mod tests {
         let error = start("./no-such-program", &[], dir.path(), vec![], limited).err();
         assert_eq!(error.map(|e| e.kind()), Some(io::ErrorKind::NotFound));
         assert_eq!(crate::process::signals::own_blocked(), mask);
+    }
+
+    #[test]
+    fn the_kernel_keeps_the_childs_number_for_other_requests_from_its_creation() {
+        use crate::process::leaders::{held_by_other, Starting};
+        let (mine, another) = (u64::MAX - 20, u64::MAX - 21);
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = open_dir(dir.path()).unwrap();
+        let start_with = |program: &str, starting: &Starting| {
+            let env = ChildEnv::new(&[]).unwrap();
+            spawn(SpawnRequest {
+                image: Image::new(OsStr::new(program), "x", &[], env, cwd.as_fd()).unwrap(),
+                stdin: false,
+                limits: RlimitPlan::default(),
+                cgroup: None,
+                memory: None,
+                domain: None,
+                user: None,
+                starting: Some(starting),
+            })
+        };
+        for program in ["/bin/true", "/bin/sh"] {
+            let starting = Starting::claim(mine).unwrap();
+            let spawned = start_with(program, &starting).unwrap();
+            let pid = spawned.pid.as_raw_nonzero().get();
+            assert!(
+                held_by_other(pid, another),
+                "{program}: {pid} not in the slot"
+            );
+            assert!(
+                !held_by_other(pid, mine),
+                "{program}: its own request looks at it"
+            );
+            drop(starting);
+            assert!(!held_by_other(pid, another));
+            rustix::process::waitpid(Some(spawned.pid), rustix::process::WaitOptions::empty())
+                .unwrap();
+        }
+        // A child that did not start is forgotten before it is reaped.
+        let starting = Starting::claim(mine).unwrap();
+        assert!(start_with("./no-such-program", &starting).is_err());
+        // SAFETY: the slot is a valid, aligned pid_t of a static.
+        let kept = unsafe { starting.pid_location().read() };
+        assert_eq!(kept, 0, "a reaped child's number is still kept");
     }
 
     #[test]

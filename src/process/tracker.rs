@@ -32,6 +32,7 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 use tokio::time::sleep;
 
 use super::cgroup::RequestCgroup;
+use super::leaders::Starting;
 use super::stop::{Members, StopPolicy, Stopped};
 use super::{leaders, procfs};
 use crate::metrics::METRICS;
@@ -73,6 +74,11 @@ struct Tracking {
     /// /proc is looked through for the mark as well. While every command joined the cgroup,
     /// its member list is the whole answer, and nothing else on the machine is read.
     outside_cgroup: AtomicBool,
+    /// How many commands the request started.
+    starts: AtomicU64,
+    /// `starts` as it was when a whole stop (no process group left out) last ended with a look
+    /// that found none of the request's processes; `u64::MAX` before any did.
+    found_none_after: AtomicU64,
 }
 
 impl RequestTracker {
@@ -91,6 +97,8 @@ impl RequestTracker {
             first_start: AtomicU64::new(u64::MAX),
             cgroup: OnceLock::new(),
             outside_cgroup: AtomicBool::new(false),
+            starts: AtomicU64::new(0),
+            found_none_after: AtomicU64::new(u64::MAX),
         }))
     }
 
@@ -109,6 +117,7 @@ impl RequestTracker {
     /// narrow later searches. `started_after` is `start_time_now()` from before the start: the
     /// process's start time is no earlier, and no file need be read to learn it.
     pub(crate) fn started(&self, pid: Pid, in_cgroup: bool, started_after: u64) {
+        self.0.starts.fetch_add(1, Ordering::SeqCst);
         super::leaders::started(pid.as_raw_nonzero().get(), self.0.serial);
         if in_cgroup {
             // Found through the cgroup, with everything it starts: the start time only
@@ -119,6 +128,13 @@ impl RequestTracker {
         self.0
             .first_start
             .fetch_min(started_after, Ordering::Relaxed);
+    }
+
+    /// A slot for the number of the command about to start, kept from the child's creation
+    /// until `started` has noted it (drop it after that call): other requests' looks pass the
+    /// child over meanwhile. `None` when every slot is taken.
+    pub(crate) fn starting(&self) -> Option<Starting> {
+        Starting::claim(self.0.serial)
     }
 
     /// What `started` is to be told a process started after, read before it is started.
@@ -140,13 +156,20 @@ impl RequestTracker {
     /// command's own process group, stopped with the group). Returns how many it signalled,
     /// also counted in `direktiv_cmd_escaped_processes_killed`.
     pub(crate) async fn stop(&self, group: Option<Pid>, policy: StopPolicy) -> usize {
+        let starts = self.0.starts.load(Ordering::SeqCst);
         let mut sweep = Sweep {
             tracker: self,
             group: group.map(|pid| pid.as_raw_nonzero().get()),
             signalled: HashSet::new(),
         };
-        if policy.stop(&mut sweep).await == Stopped::Stuck {
+        let stopped = policy.stop(&mut sweep).await;
+        if stopped == Stopped::Stuck {
             tracing::warn!("processes that left their command's group did not die after SIGKILL");
+        }
+        // Its last look found no process of the request, none left out: nothing of the
+        // request was alive to start anything since, until the runner starts a command again.
+        if group.is_none() && matches!(stopped, Stopped::Gone | Stopped::Killed) {
+            self.0.found_none_after.store(starts, Ordering::SeqCst);
         }
         let signalled = sweep.signalled.len();
         if signalled > 0 {
@@ -157,6 +180,17 @@ impl RequestTracker {
             METRICS.escaped_processes_killed.inc_by(signalled as u64);
         }
         signalled
+    }
+
+    /// Stops whatever of the request is left at its end, once its commands are done: nothing,
+    /// without a look, when the last command's whole stop found none of its processes left
+    /// and no command started since (its last look saw nothing alive that could start one).
+    pub(crate) async fn stop_rest(&self, policy: StopPolicy) -> usize {
+        let starts = self.0.starts.load(Ordering::SeqCst);
+        if self.0.found_none_after.load(Ordering::SeqCst) == starts {
+            return 0;
+        }
+        self.stop(None, policy).await
     }
 
     /// Gives the request's cgroup back (its processes are stopped by now), on the blocking
