@@ -81,6 +81,18 @@ impl Cover {
                 .all(|(folder, stamp)| Stamp::of(folder).is_ok_and(|now| now == *stamp))
     }
 
+    /// Whether everything beneath `folder` (canonical: no symbolic link on its way) is granted
+    /// by this cover: it is neither beneath a hidden root nor on the way to one, so a folder
+    /// beside the way, granted whole, holds it (the folders on the way are as they were when
+    /// walked: `holds_for`).
+    pub(super) fn covers(&self, folder: &Path) -> bool {
+        folder.is_absolute()
+            && self
+                .hidden
+                .iter()
+                .all(|root| !folder.starts_with(root) && !root.starts_with(folder))
+    }
+
     /// Adds to `paths` what covers `dir` except the hidden roots.
     fn step(&mut self, dir: &Path, paths: &mut Vec<PathBuf>) -> io::Result<()> {
         if self.hidden.iter().any(|root| root == dir) {
@@ -150,6 +162,40 @@ mod tests {
             );
         }
         assert!(!grants.iter().any(|g| g.starts_with(&shared)), "{grants:?}");
+    }
+
+    #[test]
+    fn a_folder_is_covered_only_beside_the_way_to_the_hidden_roots() {
+        let cover = Cover {
+            hidden: vec![
+                PathBuf::from("/mnt/shared"),
+                PathBuf::from("/var/tmp/runner"),
+            ],
+            walked: Vec::new(),
+            targets: Vec::new(),
+        };
+        for covered in [
+            "/tmp",
+            "/tmp/a/b",
+            "/mnt/other",
+            "/var/lib",
+            "/var/tmp/runner2",
+        ] {
+            assert!(cover.covers(Path::new(covered)), "{covered}");
+        }
+        let hidden_or_on_the_way = [
+            "/",
+            "/mnt",
+            "/mnt/shared",
+            "/mnt/shared/request",
+            "/var",
+            "/var/tmp",
+            "/var/tmp/runner/request",
+            "tmp",
+        ];
+        for refused in hidden_or_on_the_way {
+            assert!(!cover.covers(Path::new(refused)), "{refused}");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod users;
 use std::io;
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use clap::ValueEnum;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -138,7 +138,24 @@ pub(crate) struct Isolation {
     /// One request at a time (`Active::Serial`).
     turn: Arc<Semaphore>,
     /// What the last ruleset granted besides its request's folder, for the next.
-    cover: Arc<Mutex<Option<Arc<Cover>>>>,
+    cover: Arc<Mutex<Option<Arc<Kept>>>>,
+}
+
+/// A cover, and the ruleset granting it alone, made once the first request whose folder it
+/// already covers asks for it.
+struct Kept {
+    cover: Cover,
+    whole: OnceLock<Arc<Ruleset>>,
+}
+
+/// A request's ruleset as built before its folder is known to be made.
+pub(crate) enum Domain {
+    /// Its temp dir lies beside the hidden roots, where the cover grants it already: the
+    /// cover's own ruleset, shared by every such request while the cover holds. Never granted
+    /// anything more (each command's entry still makes a domain of its own).
+    Whole(Arc<Ruleset>),
+    /// Built for this request alone: its folder is still to be granted (`with_own_folder`).
+    Own(Ruleset),
 }
 
 impl Isolation {
@@ -199,7 +216,7 @@ impl Isolation {
     pub(crate) fn domain_work(
         &self,
         given: Option<&Path>,
-    ) -> impl FnOnce() -> Result<Option<Ruleset>, Failure> + Send + 'static {
+    ) -> impl FnOnce() -> Result<Option<Domain>, Failure> + Send + 'static {
         let landlock = matches!(self.active, Active::Landlock(_));
         let given = given.map(Path::to_path_buf);
         let cover = Arc::clone(&self.cover);
@@ -210,8 +227,8 @@ impl Isolation {
                 return Ok(None);
             }
             span.in_scope(|| {
-                let hidden = hidden_roots(&shared_roots, given.as_deref());
-                build(&cover, &hidden)
+                let (hidden, given) = hidden_roots(&shared_roots, given.as_deref());
+                build(&cover, &hidden, given.as_deref())
             })
             .map(Some)
             .map_err(|e| Failure::io("cannot build the request's Landlock ruleset", e))
@@ -221,43 +238,54 @@ impl Isolation {
     /// `ruleset` with the request's own folder (its temp dir, open) granted: the ruleset each
     /// of its commands enters.
     pub(crate) fn with_own_folder(
-        ruleset: Option<Ruleset>,
+        domain: Option<Domain>,
         folder: BorrowedFd<'_>,
     ) -> Result<Option<Arc<Ruleset>>, Failure> {
-        let Some(ruleset) = ruleset else {
-            return Ok(None);
-        };
-        ruleset
-            .grant_folder(folder)
-            .map_err(|e| Failure::io("cannot grant the request its temp dir", e))?;
-        Ok(Some(Arc::new(ruleset)))
+        match domain {
+            None => Ok(None),
+            Some(Domain::Whole(ruleset)) => Ok(Some(ruleset)),
+            Some(Domain::Own(ruleset)) => {
+                ruleset
+                    .grant_folder(folder)
+                    .map_err(|e| Failure::io("cannot grant the request its temp dir", e))?;
+                Ok(Some(Arc::new(ruleset)))
+            }
+        }
     }
 }
 
 /// The roots to hide from a request: every shared root seen so far (that of the request's
-/// `given` temp dir registered first) and the private root.
-fn hidden_roots(shared_roots: &Mutex<Vec<PathBuf>>, given: Option<&Path>) -> Vec<PathBuf> {
+/// `given` temp dir registered first) and the private root; with the given temp dir itself,
+/// canonical, when it exists.
+fn hidden_roots(
+    shared_roots: &Mutex<Vec<PathBuf>>,
+    given: Option<&Path>,
+) -> (Vec<PathBuf>, Option<PathBuf>) {
+    let (root, given) = match given {
+        Some(given) => shared_root(given),
+        None => (None, None),
+    };
     let mut roots = shared_roots
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(root) = given.and_then(shared_root) {
+    if let Some(root) = root {
         if !roots.contains(&root) {
             roots.push(root);
         }
     }
-    roots.iter().cloned().chain(private_root()).collect()
+    (roots.iter().cloned().chain(private_root()).collect(), given)
 }
 
 /// The shared root of a given temp dir: the folder holding it (canonical), when it can be
 /// hidden (`hideable`). A TempDir of `/tmp`, as Direktiv sends for external services, is shared
-/// by every request anyway.
-fn shared_root(given: &Path) -> Option<PathBuf> {
+/// by every request anyway. With the temp dir itself, canonical, when it exists.
+fn shared_root(given: &Path) -> (Option<PathBuf>, Option<PathBuf>) {
     // The temp dir itself may not exist yet (the runner makes a missing one).
-    let parent = match given.canonicalize() {
-        Ok(given) => given.parent()?.to_path_buf(),
-        Err(_) => given.parent()?.canonicalize().ok()?,
+    let (parent, given) = match given.canonicalize() {
+        Ok(given) => (given.parent().map(Path::to_path_buf), Some(given)),
+        Err(_) => (given.parent().and_then(|p| p.canonicalize().ok()), None),
     };
-    hideable(&parent).then_some(parent)
+    (parent.filter(|parent| hideable(parent)), given)
 }
 
 /// Whether the file rules may leave out what is beneath `root`: not when it is `/`, the system
@@ -270,23 +298,44 @@ fn hideable(root: &Path) -> bool {
     root != Path::new("/") && !temp.starts_with(root) && !root.starts_with(&temp)
 }
 
-/// The ruleset granting the cover of `hidden` (the last one when it still holds).
-fn build(last: &Mutex<Option<Arc<Cover>>>, hidden: &[PathBuf]) -> io::Result<Ruleset> {
+/// The ruleset of a request whose temp dir is `given` (canonical; `None`: private, or not made
+/// yet), granting the cover of `hidden` (the last one when it still holds). Where the cover
+/// already grants the temp dir, the cover's own ruleset, made once and shared.
+fn build(
+    last: &Mutex<Option<Arc<Kept>>>,
+    hidden: &[PathBuf],
+    given: Option<&Path>,
+) -> io::Result<Domain> {
     let held = last
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()
-        .filter(|cover| cover.holds_for(hidden));
-    let cover = match held {
-        Some(cover) => cover,
+        .filter(|kept| kept.cover.holds_for(hidden));
+    let kept = match held {
+        Some(kept) => kept,
         None => {
-            let cover = Arc::new(Cover::walk(hidden)?);
+            let kept = Arc::new(Kept {
+                cover: Cover::walk(hidden)?,
+                whole: OnceLock::new(),
+            });
             *last
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&cover));
-            cover
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&kept));
+            kept
         }
     };
+    if given.is_some_and(|given| kept.cover.covers(given)) {
+        if let Some(whole) = kept.whole.get() {
+            return Ok(Domain::Whole(Arc::clone(whole)));
+        }
+        let whole = Arc::new(granting(&kept.cover)?);
+        return Ok(Domain::Whole(Arc::clone(kept.whole.get_or_init(|| whole))));
+    }
+    granting(&kept.cover).map(Domain::Own)
+}
+
+/// A new ruleset granting `cover`.
+fn granting(cover: &Cover) -> io::Result<Ruleset> {
     let ruleset = Ruleset::new()?;
     for target in &cover.targets {
         ruleset.grant(target)?;
@@ -333,12 +382,14 @@ mod tests {
         let shared = pod.path().canonicalize().unwrap();
         // Made or not yet: the folder holding it is the shared root.
         std::fs::create_dir(shared.join("made")).unwrap();
-        assert_eq!(shared_root(&shared.join("made")), Some(shared.clone()));
-        assert_eq!(shared_root(&shared.join("not-yet")), Some(shared.clone()));
+        let made = shared.join("made");
+        assert_eq!(shared_root(&made), (Some(shared.clone()), Some(made)));
+        let not_yet = shared.join("not-yet");
+        assert_eq!(shared_root(&not_yet), (Some(shared.clone()), None));
         // `/`, the temp dir, a folder in it, and what holds the temp dir stay granted.
         let temp = std::env::temp_dir().canonicalize().unwrap();
-        assert_eq!(shared_root(Path::new("/tmp")), None);
-        assert_eq!(shared_root(&temp.join("a")), None);
+        assert_eq!(shared_root(Path::new("/tmp")).0, None);
+        assert_eq!(shared_root(&temp.join("a")).0, None);
         assert!(!hideable(&temp.join("a")));
         assert!(!hideable(Path::new("/")));
     }
