@@ -22,12 +22,47 @@ impl Stat {
 }
 
 /// Every process id in /proc (thread group leaders only); empty without /proc.
+///
+/// The listing starts where procfs puts its processes (`FIRST_PROCESS_ENTRY`): the fifty-odd
+/// fixed entries before them (`cpuinfo`, `sys`, ...) cost the kernel more to list than a pod's
+/// processes. Should a kernel place processes elsewhere, the runner would not find itself in
+/// that part of the listing, and the whole of /proc is listed instead.
 pub(super) fn pids() -> impl Iterator<Item = i32> + Send + 'static {
-    std::fs::read_dir("/proc")
+    let own = i32::try_from(std::process::id()).unwrap_or(0);
+    let listed = list_pids(Some(FIRST_PROCESS_ENTRY)).filter(|pids| pids.contains(&own));
+    listed
+        .or_else(|| list_pids(None))
+        .unwrap_or_default()
         .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
 }
+
+/// Where procfs's listing of /proc turns to processes (`self`, `thread-self`, then one entry
+/// per process): fixed since Linux 2.6.
+const FIRST_PROCESS_ENTRY: i64 = 256;
+
+/// The numeric entries of /proc, from the listing position `from` (else the start), read with
+/// one `getdents` per `LISTING_BUFFER` bytes of entries (a pod's whole /proc at once).
+fn list_pids(from: Option<i64>) -> Option<Vec<i32>> {
+    use rustix::fs::{Mode, OFlags, SeekFrom};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let dir = rustix::fs::open("/proc", flags, Mode::empty()).ok()?;
+    if let Some(position) = from {
+        rustix::fs::seek(&dir, SeekFrom::Start(position.unsigned_abs())).ok()?;
+    }
+    let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); LISTING_BUFFER];
+    let mut entries = rustix::fs::RawDir::new(&dir, &mut buf);
+    let mut pids = Vec::new();
+    while let Some(entry) = entries.next() {
+        let entry = entry.ok()?;
+        if let Some(pid) = entry.file_name().to_str().ok().and_then(|n| n.parse().ok()) {
+            pids.push(pid);
+        }
+    }
+    Some(pids)
+}
+
+/// Bytes of /proc entries read at once: about 700 processes.
+const LISTING_BUFFER: usize = 16 * 1024;
 
 /// Room for a `/proc/<pid>/stat` line: 52 numbers and a name of at most 64 bytes.
 const STAT_MAX: usize = 2048;
@@ -190,6 +225,31 @@ mod tests {
             assert!(!matches(b"A=MARK=1-2\0", piece), "in a value: {piece}");
             assert!(!matches(b"", piece));
         }
+    }
+
+    #[test]
+    fn the_listing_from_the_first_process_entry_holds_the_processes_and_nothing_else() {
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let child_pid = i32::try_from(child.id()).unwrap();
+        let from_processes = list_pids(Some(FIRST_PROCESS_ENTRY)).unwrap();
+        let whole = list_pids(None).unwrap();
+        let mut child = child;
+        let _ = child.kill();
+        let _ = child.wait();
+        let own = i32::try_from(std::process::id()).unwrap();
+        for pid in [own, child_pid] {
+            assert!(
+                from_processes.contains(&pid),
+                "{pid} not in {from_processes:?}"
+            );
+        }
+        assert!(pids().any(|pid| pid == own));
+        // Processes come and go between the two listings: the tail lists the same kind.
+        assert!(whole.contains(&own));
+        assert!(from_processes.len() <= whole.len() + 4);
     }
 
     #[test]
