@@ -10,7 +10,9 @@
 //!
 //! At the end of every command and of the request the runner stops the live processes found
 //! either way like a group (`StopPolicy`): SIGTERM, then SIGKILL (and `cgroup.kill`) for
-//! whatever is left after the grace period.
+//! whatever is left after the grace period. The request's own look is skipped when the last
+//! command's look left no process group out and found nothing, and no command started since:
+//! nothing of the request was alive then to start anything (`stop_rest`).
 //!
 //! What the mark alone cannot catch (README), where there is no cgroup: a process that starts
 //! a program with a cleared or rewritten environment (`env -i`, a daemon that overwrites its
