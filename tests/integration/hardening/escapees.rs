@@ -12,8 +12,8 @@ use super::{KillLeftovers, PROMPT};
 use crate::support::procs::{self, Signal};
 use crate::support::request::MARK_VAR;
 use crate::support::{
-    call_in_background, cgroups, marked, reply_within, sh, skip_without, start_pair, start_shared,
-    within, Capability, FakeSidecar, Metrics, Runner, PATIENCE,
+    binary, call_in_background, cgroups, marked, reply_within, sh, skip_without, start_pair,
+    start_shared, within, Capability, FakeSidecar, Metrics, Runner, PATIENCE,
 };
 
 /// The metric counting escapees the runner stopped.
@@ -21,6 +21,61 @@ const ESCAPEES_KILLED: &str = "direktiv_cmd_escaped_processes_killed_total";
 
 fn start() -> (Arc<FakeSidecar>, Arc<Runner>) {
     start_shared(&[("CMD_KILL_GRACE", "1s")])
+}
+
+/// Where a test's runner runs.
+#[derive(Clone, Copy)]
+enum Place {
+    /// As this test runs it (as root in CI: a cgroup per request).
+    Here,
+    /// As Direktiv runs it in an unprivileged pod (`start_in_a_pod`).
+    Pod,
+}
+
+fn start_in(place: Place) -> (Arc<FakeSidecar>, Arc<Runner>) {
+    match place {
+        Place::Here => start(),
+        Place::Pod => start_in_a_pod(),
+    }
+}
+
+/// Makes every cgroup mount of the new mount namespace read-only, then runs the runner.
+const READ_ONLY_CGROUPS: &str = "for d in $(findmnt -rn -t cgroup,cgroup2 -o TARGET); do \
+    mount --bind \"$d\" \"$d\" && mount -o remount,bind,ro \"$d\" || exit 1; done; exec \"$@\"";
+
+/// The runner as Direktiv runs it in an unprivileged pod: in mount and pid namespaces of its own
+/// (/proc shows only the pod's processes, and the runner is PID 1, as a container's entrypoint)
+/// with every cgroup mount read-only, so that it can make no cgroup and finds a request's
+/// processes by their mark alone. Its start-up line is checked to say so.
+fn start_in_a_pod() -> (Arc<FakeSidecar>, Arc<Runner>) {
+    let sidecar = FakeSidecar::start();
+    let namespaces = [
+        "--mount",
+        "--pid",
+        "--fork",
+        "--mount-proc",
+        "--propagation",
+        "private",
+        "--kill-child",
+    ];
+    let runner = namespaces
+        .into_iter()
+        .chain(["sh", "-c", READ_ONLY_CGROUPS, "pod"])
+        .fold(Runner::builder().program("unshare"), |b, a| b.arg(a))
+        .arg(binary())
+        .sidecar(&sidecar)
+        .env("CMD_KILL_GRACE", "1s")
+        .start();
+    let line = runner
+        .stderr_lines()
+        .into_iter()
+        .find(|line| line.contains("listening on"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("no writable cgroup for requests"),
+        "the runner in a pod should find no cgroup to make: {line}"
+    );
+    (Arc::new(sidecar), Arc::new(runner))
 }
 
 /// Asserts that no live process carries `marker` right now (the response has been sent).
@@ -82,7 +137,18 @@ fn escaping_commands() -> Vec<(&'static str, Value, bool)> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn escapees_are_gone_when_the_response_is_sent() {
-    let (sidecar, runner) = start();
+    escapees_are_gone_when_the_response_is_sent_in(Place::Here).await;
+}
+
+/// The same where only the mark finds them (no cgroup, a pod's own /proc).
+#[tokio::test(flavor = "multi_thread")]
+async fn escapees_are_gone_when_the_response_is_sent_in_a_pod() {
+    skip_without!(Capability::PidNamespaces);
+    escapees_are_gone_when_the_response_is_sent_in(Place::Pod).await;
+}
+
+async fn escapees_are_gone_when_the_response_is_sent_in(place: Place) {
+    let (sidecar, runner) = start_in(place);
     for (i, (case, command, counted)) in escaping_commands().into_iter().enumerate() {
         let marker = procs::marker("escapee");
         let _cleanup = KillLeftovers(marker.clone());
@@ -126,7 +192,18 @@ async fn the_request_env_cannot_untrack_an_escapee() {
 /// An escapee of one command is gone before the next command starts.
 #[tokio::test(flavor = "multi_thread")]
 async fn escapees_are_stopped_at_the_end_of_each_command() {
-    let (sidecar, runner) = start();
+    escapees_are_stopped_at_the_end_of_each_command_in(Place::Here).await;
+}
+
+/// The same where only the mark finds them.
+#[tokio::test(flavor = "multi_thread")]
+async fn escapees_are_stopped_at_the_end_of_each_command_in_a_pod() {
+    skip_without!(Capability::PidNamespaces);
+    escapees_are_stopped_at_the_end_of_each_command_in(Place::Pod).await;
+}
+
+async fn escapees_are_stopped_at_the_end_of_each_command_in(place: Place) {
+    let (sidecar, runner) = start_in(place);
     let marker = procs::marker("per-command");
     let _cleanup = KillLeftovers(marker.clone());
     let leave = sh(
@@ -155,7 +232,18 @@ fn await_sleepers(marker: &str, count: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn escapees_are_gone_after_cancel_and_after_timeout() {
-    let (sidecar, runner) = start();
+    escapees_are_gone_after_cancel_and_after_timeout_in(Place::Here).await;
+}
+
+/// The same where only the mark finds them.
+#[tokio::test(flavor = "multi_thread")]
+async fn escapees_are_gone_after_cancel_and_after_timeout_in_a_pod() {
+    skip_without!(Capability::PidNamespaces);
+    escapees_are_gone_after_cancel_and_after_timeout_in(Place::Pod).await;
+}
+
+async fn escapees_are_gone_after_cancel_and_after_timeout_in(place: Place) {
+    let (sidecar, runner) = start_in(place);
     let leave = "setsid -f sleep 300 >/dev/null 2>&1; sleep 300";
 
     let marker = procs::marker("cancelled");
@@ -192,7 +280,18 @@ async fn escapees_are_gone_after_cancel_and_after_timeout() {
 /// the sweeping request runs, so nothing but the mark tells its processes apart.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sweep_spares_other_requests_and_outsiders() {
-    let (sidecar, runner) = start();
+    the_sweep_spares_other_requests_and_outsiders_in(Place::Here).await;
+}
+
+/// The same in a pod, where the looks through /proc pass over the other requests' commands.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweep_spares_other_requests_and_outsiders_in_a_pod() {
+    skip_without!(Capability::PidNamespaces);
+    the_sweep_spares_other_requests_and_outsiders_in(Place::Pod).await;
+}
+
+async fn the_sweep_spares_other_requests_and_outsiders_in(place: Place) {
+    let (sidecar, runner) = start_in(place);
     let outsider_mark = procs::marker("outsider");
     let _outsider_cleanup = KillLeftovers(outsider_mark.clone());
     let mut outsider = std::process::Command::new("sleep")
