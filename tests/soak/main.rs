@@ -399,6 +399,9 @@ enum Setup {
     Plain,
     /// As PID 1 of its own pid namespace, the way a container runs it.
     Pid1,
+    /// As an unprivileged pod runs it (`RunnerBuilder::in_a_pod`): no cgroup per request, its
+    /// own /proc; strays are found by their mark alone.
+    Pod,
 }
 
 /// The two soaks share the machine's two cores; one at a time keeps their figures honest.
@@ -417,6 +420,14 @@ async fn soak_as_pid1_reaps_every_orphan() {
     let _serial = ONE_AT_A_TIME.lock().await;
     skip_without!(Capability::PidNamespaces);
     soak(Setup::Pid1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long-running; run with `make soak`"]
+async fn soak_in_a_pod_leaves_nothing_behind() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    skip_without!(Capability::PidNamespaces);
+    soak(Setup::Pod).await;
 }
 
 /// Starts the runner for `setup` (in `sandbox` when given); returns it with the pid that serves
@@ -465,6 +476,25 @@ fn start(
             let root = runner.pid();
             (runner, server, root)
         }
+        Setup::Pod => {
+            let runner = Runner::builder()
+                .in_a_pod()
+                .sidecar(sidecar)
+                .envs(&env)
+                .start();
+            let child_of = |parent: u32| {
+                procs::wait_for(PATIENCE, || {
+                    procs::all()
+                        .into_iter()
+                        .find(|p| p.ppid == parent)
+                        .map(|p| p.pid)
+                })
+            };
+            let init = child_of(runner.pid()).expect("unshare runs the init");
+            let server = child_of(init).expect("the init runs the server");
+            let root = runner.pid();
+            (runner, server, root)
+        }
     }
 }
 
@@ -475,13 +505,17 @@ async fn soak(setup: Setup) {
         .unwrap_or(2000);
     let warm_up = 100.min(requests);
     let sidecar = FakeSidecar::start();
-    let sandbox = CgroupSandbox::new();
+    // Commands that turn on their own cgroup need one the runner made: not in a pod.
+    let sandbox = match setup {
+        Setup::Pod => None,
+        Setup::Plain | Setup::Pid1 => CgroupSandbox::new(),
+    };
     let (runner, server, root) = start(setup, &sidecar, sandbox.as_ref());
     let soak = Arc::new(Soak {
         sidecar,
         runner,
         marker: procs::marker("soak"),
-        orphans: setup == Setup::Pid1,
+        orphans: setup != Setup::Plain,
         failures: Mutex::new(Vec::new()),
         sandbox,
     });
@@ -502,6 +536,7 @@ async fn soak(setup: Setup) {
     let name = match setup {
         Setup::Plain => "soak",
         Setup::Pid1 => "soak (PID 1, with orphans)",
+        Setup::Pod => "soak (in a pod: no cgroup, its own /proc)",
     };
     println!(
         "{name}: {requests} requests (+{warm_up} warm-up) in {:.1}s ({:.0} req/s), \
@@ -549,7 +584,7 @@ async fn soak(setup: Setup) {
     // of it may be left, the ones it kept for reuse included.
     let stopped = match setup {
         Setup::Plain => Some(server),
-        Setup::Pid1 => procs::stat(server).map(|p| p.ppid),
+        Setup::Pid1 | Setup::Pod => procs::stat(server).map(|p| p.ppid),
     };
     if let Some(pid) = stopped {
         let _ = procs::send_signal(pid, procs::Signal::TERM);

@@ -134,6 +134,31 @@ impl RunnerBuilder {
         self
     }
 
+    /// Runs the runner as Direktiv runs it in an unprivileged pod: in mount and pid namespaces
+    /// of its own (/proc shows only the pod's processes, and the runner is PID 1, as a
+    /// container's entrypoint) with every cgroup mount read-only, so that it can make no cgroup
+    /// and finds a request's processes by their mark alone. Needs
+    /// [`Capability::PidNamespaces`](crate::support::Capability) (root).
+    pub fn in_a_pod(self) -> Self {
+        const READ_ONLY_CGROUPS: &str = "for d in $(findmnt -rn -t cgroup,cgroup2 -o TARGET); \
+            do mount --bind \"$d\" \"$d\" && mount -o remount,bind,ro \"$d\" || exit 1; done; \
+            exec \"$@\"";
+        let namespaces = [
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--propagation",
+            "private",
+            "--kill-child",
+        ];
+        namespaces
+            .into_iter()
+            .chain(["sh", "-c", READ_ONLY_CGROUPS, "pod"])
+            .fold(self.program("unshare"), |builder, arg| builder.arg(arg))
+            .arg(binary())
+    }
+
     /// Starts the runner in `dir` instead of the test's working directory (images set no
     /// WORKDIR, so a container's runner usually starts in `/`).
     pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {

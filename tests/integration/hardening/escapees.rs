@@ -12,8 +12,8 @@ use super::{KillLeftovers, PROMPT};
 use crate::support::procs::{self, Signal};
 use crate::support::request::MARK_VAR;
 use crate::support::{
-    binary, call_in_background, cgroups, marked, reply_within, sh, skip_without, start_pair,
-    start_shared, within, Capability, FakeSidecar, Metrics, Runner, PATIENCE,
+    call_in_background, cgroups, marked, reply_within, sh, skip_without, start_pair, start_shared,
+    within, Capability, FakeSidecar, Metrics, Runner, PATIENCE,
 };
 
 /// The metric counting escapees the runner stopped.
@@ -39,30 +39,12 @@ fn start_in(place: Place) -> (Arc<FakeSidecar>, Arc<Runner>) {
     }
 }
 
-/// Makes every cgroup mount of the new mount namespace read-only, then runs the runner.
-const READ_ONLY_CGROUPS: &str = "for d in $(findmnt -rn -t cgroup,cgroup2 -o TARGET); do \
-    mount --bind \"$d\" \"$d\" && mount -o remount,bind,ro \"$d\" || exit 1; done; exec \"$@\"";
-
-/// The runner as Direktiv runs it in an unprivileged pod: in mount and pid namespaces of its own
-/// (/proc shows only the pod's processes, and the runner is PID 1, as a container's entrypoint)
-/// with every cgroup mount read-only, so that it can make no cgroup and finds a request's
-/// processes by their mark alone. Its start-up line is checked to say so.
+/// The runner as Direktiv runs it in an unprivileged pod (`RunnerBuilder::in_a_pod`), where
+/// a request's processes are found by their mark alone. Its start-up line is checked to say so.
 fn start_in_a_pod() -> (Arc<FakeSidecar>, Arc<Runner>) {
     let sidecar = FakeSidecar::start();
-    let namespaces = [
-        "--mount",
-        "--pid",
-        "--fork",
-        "--mount-proc",
-        "--propagation",
-        "private",
-        "--kill-child",
-    ];
-    let runner = namespaces
-        .into_iter()
-        .chain(["sh", "-c", READ_ONLY_CGROUPS, "pod"])
-        .fold(Runner::builder().program("unshare"), |b, a| b.arg(a))
-        .arg(binary())
+    let runner = Runner::builder()
+        .in_a_pod()
         .sidecar(&sidecar)
         .env("CMD_KILL_GRACE", "1s")
         .start();
