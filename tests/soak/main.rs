@@ -430,6 +430,23 @@ async fn soak_in_a_pod_leaves_nothing_behind() {
     soak(Setup::Pod).await;
 }
 
+/// A runner started under `unshare` as PID 1 of its namespace, with the pid of the server its
+/// init forked and the pid below which no zombie may be left (`unshare`).
+fn as_pid1(runner: Runner) -> (Runner, u32, u32) {
+    let child_of = |parent: u32| {
+        procs::wait_for(PATIENCE, || {
+            procs::all()
+                .into_iter()
+                .find(|p| p.ppid == parent)
+                .map(|p| p.pid)
+        })
+    };
+    let init = child_of(runner.pid()).expect("unshare runs the init");
+    let server = child_of(init).expect("the init runs the server");
+    let root = runner.pid();
+    (runner, server, root)
+}
+
 /// Starts the runner for `setup` (in `sandbox` when given); returns it with the pid that serves
 /// (whose fds and RSS are measured) and the pid below which no zombie may be left.
 fn start(
@@ -463,18 +480,7 @@ fn start(
                     .fold(Runner::builder().program("unshare"), |b, a| b.arg(a)),
             };
             let runner = builder.sidecar(sidecar).envs(&env).start();
-            let child_of = |parent: u32| {
-                procs::wait_for(PATIENCE, || {
-                    procs::all()
-                        .into_iter()
-                        .find(|p| p.ppid == parent)
-                        .map(|p| p.pid)
-                })
-            };
-            let init = child_of(runner.pid()).expect("unshare runs the init");
-            let server = child_of(init).expect("the init runs the server");
-            let root = runner.pid();
-            (runner, server, root)
+            as_pid1(runner)
         }
         Setup::Pod => {
             let runner = Runner::builder()
@@ -482,18 +488,7 @@ fn start(
                 .sidecar(sidecar)
                 .envs(&env)
                 .start();
-            let child_of = |parent: u32| {
-                procs::wait_for(PATIENCE, || {
-                    procs::all()
-                        .into_iter()
-                        .find(|p| p.ppid == parent)
-                        .map(|p| p.pid)
-                })
-            };
-            let init = child_of(runner.pid()).expect("unshare runs the init");
-            let server = child_of(init).expect("the init runs the server");
-            let root = runner.pid();
-            (runner, server, root)
+            as_pid1(runner)
         }
     }
 }
