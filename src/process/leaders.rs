@@ -120,7 +120,8 @@ impl Starting {
 
 impl Drop for Starting {
     fn drop(&mut self) {
-        self.0.pid.store(0, Ordering::SeqCst);
+        // Forgotten before the slot is free, so a new claim never shows the old number.
+        self.forget();
         self.0.taken.store(false, Ordering::SeqCst);
     }
 }
