@@ -4,6 +4,12 @@
 //! has exec'd or exited. What the child does meanwhile is `child`'s; it is created in the
 //! request's cgroup where clone3 allows it (`clone3`).
 //!
+//! `CLONE_VFORK` is needed for more than the stack and the plan: Linux treats a process that
+//! shares another's memory without it as one with that process for `oom_score_adj`. Its first
+//! such clone marks the runner's memory (`MMF_MULTIPROCESS`, for good), and from then on the
+//! child's own raise of its score (`child`, before exec) raises the runner's as well, making
+//! the runner the OOM killer's first choice. A vfork child's score is its own.
+//!
 //! A child that never ran a single instruction was killed before it could: Linux kills what
 //! `clone3(CLONE_INTO_CGROUP)` creates in a cgroup that took a `cgroup.kill` — which no read of
 //! the cgroup's files shows — so such a child is the proof that the cgroup must not be used

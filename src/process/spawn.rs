@@ -407,6 +407,12 @@ mod tests {
                 limits,
             );
             assert_eq!(out.trim(), "1000", "{limits:?}");
+            let own = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
+            assert_ne!(
+                own.trim(),
+                "1000",
+                "the starter's own score was raised with it"
+            );
         }
     }
 
