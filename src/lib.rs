@@ -19,7 +19,8 @@
 //!                 response  Reply { status, error headers, body } in the request's dialect
 //! ```
 //!
-//! Beside the path: `direktiv` (Direktiv's wire constants), `error` (the `cmd.*` taxonomy),
+//! Beside the path: `blocking` (where a request's short file-system work runs, off the async
+//! workers), `direktiv` (Direktiv's wire constants), `error` (the `cmd.*` taxonomy),
 //! `cancel` (a request's cancellation, passed down as a value), `mask` (secret redaction),
 //! `config`, `init` (PID 1, forked through `process`), `isolation` (how concurrent requests are
 //! kept apart: a Landlock ruleset per request, entered by each command in `process`), `limits`
@@ -34,6 +35,7 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub(crate) mod blocking;
 pub(crate) mod cancel;
 pub mod config;
 pub(crate) mod direktiv;

@@ -243,7 +243,7 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
         TempDirChoice::Given(path) => Some(path.clone()),
         TempDirChoice::Private => None,
     };
-    // Both blocking work, in one trip to the blocking pool: the request's ruleset, then its
+    // Both blocking work, in one trip off the async workers: the request's ruleset, then its
     // temp dir and files.
     let domain_work = ctx.isolation.domain_work(given.as_deref());
     let prepared = Workspace::prepare_beside(request.tempdir, files, private_in, domain_work).await;

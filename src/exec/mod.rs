@@ -120,7 +120,7 @@ impl ExecSettings {
         let (settings, commands) = (self.clone(), commands.to_vec());
         let request_env = request_env.to_vec();
         // Looking files up can block (a hung mount in PATH): off the async worker threads.
-        let resolved = tokio::task::spawn_blocking(move || {
+        let resolved = crate::blocking::run(move || {
             commands
                 .iter()
                 .enumerate()
@@ -407,8 +407,8 @@ fn chosen(failure: Failure, reported: Option<Reported>, errors: &[(i32, String)]
     }
 }
 
-/// What the command left in its `DIREKTIV_RESULT` file, read (and the file removed) on the
-/// blocking pool: the command chose what is there. Something that is not a regular file is
+/// What the command left in its `DIREKTIV_RESULT` file, read (and the file removed) off the
+/// async workers (`blocking::run`): the command chose what is there. Something that is not a regular file is
 /// not read, and the request's log says so.
 async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u8>>, Failure> {
     // Most commands leave it empty: then a look and a removal, with no trip to the pool.
@@ -416,7 +416,7 @@ async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u
         return Ok(None);
     }
     let max = x.settings.max_result;
-    let left = tokio::task::spawn_blocking(move || file.take(max))
+    let left = crate::blocking::run(move || file.take(max))
         .await
         .unwrap_or_else(|error| {
             Err(Failure::internal(format!(
@@ -436,8 +436,8 @@ async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u
     }
 }
 
-/// Locates the executable and starts it, on the blocking pool: looking up files can block (a
-/// hung mount in PATH), and so can the exec itself, which the start waits for. `shown_deadline`
+/// Locates the executable and starts it, off the async workers (`blocking::run`): looking up
+/// files can block (a hung mount in PATH), and so can the exec itself, which the start waits for. `shown_deadline`
 /// (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`. A command with a `memory` limit
 /// gets its memory cgroup here, where the runner makes them (returned with it); where making
 /// one fails, the limit is `RLIMIT_DATA` instead, with a warning.
@@ -473,7 +473,7 @@ async fn start(
     );
     let (domain, user) = (x.domain.cloned(), x.user);
     let fallback = x.results.clone();
-    let started = tokio::task::spawn_blocking(move || {
+    let started = crate::blocking::run(move || {
         // Made here, beside the start, so it costs no trip of its own to the blocking pool.
         let result_file = ResultFile::create_for(&fallback, user, domain.is_some())?;
         let result_path = result_file.path().to_string_lossy().into_owned();

@@ -48,7 +48,7 @@ impl<'a> SlotUser<'a> {
     pub(crate) async fn take(&self, folder: &Path) -> Result<(), Failure> {
         let (folder, id) = (folder.to_path_buf(), self.uid);
         let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || span.in_scope(|| give(&folder, id)))
+        crate::blocking::run(move || span.in_scope(|| give(&folder, id)))
             .await
             .map_err(|e| Failure::internal(format!("the temp dir was not handed over: {e}")))?
             .map_err(|e| Failure::io("cannot hand the temp dir to the request's user", e))

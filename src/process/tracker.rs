@@ -340,7 +340,7 @@ impl RequestTracker {
 }
 
 impl Sweep<'_> {
-    /// A look through many processes, on the blocking pool: reading another process's
+    /// A look through many processes, off the async workers (`blocking::run`): reading another process's
     /// environment waits for its memory map lock, so a process stuck with it held (and there
     /// are many to meet) would stall an async worker. Given up after `PROC_WAIT`.
     async fn signal_round_blocking(
@@ -350,9 +350,8 @@ impl Sweep<'_> {
     ) -> Option<Round> {
         let (tracker, group) = (self.tracker.clone(), self.group);
         let signalled = self.signalled.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            tracker.signal_round(group, signal, &signalled, pids)
-        });
+        let work =
+            crate::blocking::run(move || tracker.signal_round(group, signal, &signalled, pids));
         match tokio::time::timeout(PROC_WAIT, work).await {
             Ok(Ok(round)) => Some(round),
             Ok(Err(_)) | Err(_) => {

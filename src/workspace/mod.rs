@@ -2,8 +2,8 @@
 //! `Direktiv-TempDir`), filled with the input files and the `out/` folders, asked for each
 //! command's working directory and `output` file, and removed when private.
 //!
-//! Every piece of file-system work here runs on tokio's blocking pool, never on an async
-//! worker thread: a slow disk, a FIFO or a huge tree must not stall the server. The temp dir is
+//! Every piece of file-system work here runs off the async worker threads (`blocking::run`;
+//! removals on tokio's blocking pool): a slow disk, a FIFO or a huge tree must not stall the server. The temp dir is
 //! held open as a descriptor and every path inside it is looked up relative to that
 //! descriptor (`beneath`), so nothing is created, opened or entered outside it, whatever
 //! symlinks commands leave. Names the file system refuses are `cmd.input` naming the field;
@@ -331,7 +331,7 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(path, flags, Mode::empty())?)
 }
 
-/// Runs file-system work on the blocking pool.
+/// Runs file-system work off the async workers (`blocking::run`).
 async fn blocking<T, F>(work: F) -> Result<T, Failure>
 where
     T: Send + 'static,
@@ -340,11 +340,9 @@ where
     // The blocking pool does not carry the request's span; its warnings should.
     let span = tracing::Span::current();
     let work = move || span.in_scope(work);
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|error| {
-            Err(Failure::internal(format!(
-                "the temp dir could not be prepared: {error}"
-            )))
-        })
+    crate::blocking::run(work).await.unwrap_or_else(|error| {
+        Err(Failure::internal(format!(
+            "the temp dir could not be prepared: {error}"
+        )))
+    })
 }
