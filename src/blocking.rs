@@ -6,9 +6,9 @@
 //! thread whenever none is idle, so at 16 concurrent requests it grew to some thirty threads,
 //! each with its own stack and glibc cache of freed memory, and every hand-over woke a
 //! different one. Four threads keep up with two cores' worth of starts; measured on this
-//! project's 2-core machine at 16 concurrent `true` requests in an unprivileged pod (1,000 each,
-//! four rounds): about 12 % less of the runner's CPU per request, 5 % more requests per second
-//! and 0.9 MiB less peak RSS.
+//! project's 2-core machine at 16 concurrent `true` requests in an unprivileged pod (4,000
+//! requests a round, four rounds): about 12 % less of the runner's CPU per request, 5 % more
+//! requests per second and 0.9 MiB less peak RSS.
 //!
 //! A fixed number of threads must not let a few stuck calls (a hung mount in `PATH`, a process
 //! holding its memory map lock) stop every start: work those threads have not taken up within
@@ -27,7 +27,7 @@ const THREADS_PER_CORE: usize = 2;
 /// How long work may wait for the pool's threads before the runtime's blocking pool runs it:
 /// far beyond any normal wait (a few hundred microseconds at 16 concurrent requests on two
 /// cores), short against a request's own duration.
-pub(crate) const OVERFLOW_AFTER: Duration = Duration::from_millis(20);
+const OVERFLOW_AFTER: Duration = Duration::from_millis(20);
 
 /// The work could not run to its end: it panicked (the message says where), or the runtime
 /// shut down first.
@@ -66,13 +66,12 @@ where
 {
     // Only this boxing is made per call site; the hand-over below exists once in the binary
     // (one copy per site made the binary 280 KB larger, and its idle RSS with it).
-    let (answer, answered) = tokio::sync::oneshot::channel();
+    let (answer, mut answered) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         // Nobody waits any more when the request was given up meanwhile.
         let _ = answer.send(work());
     });
     run_on(pool, job).await?;
-    let mut answered = answered;
     answered
         .try_recv()
         .map_err(|_| Lost("the work ended without an answer".to_owned()))
@@ -109,9 +108,8 @@ async fn run_on(pool: Option<&Handle>, job: Job) -> Result<(), Lost> {
     }
 }
 
-/// The end of the job on the thread that took it. The first thread only finds the slot empty
-/// once the second has taken it, and this is only asked of the first before the second exists
-/// or after the second found it empty.
+/// What the pool thread's end says: it ran the job (`true`), or found it taken (`false`), which
+/// cannot be when the overflow thread was not asked or found the slot empty itself.
 fn taken(done: Result<bool, tokio::task::JoinError>) -> Result<(), Lost> {
     if done? {
         Ok(())
