@@ -408,8 +408,8 @@ fn chosen(failure: Failure, reported: Option<Reported>, errors: &[(i32, String)]
 }
 
 /// What the command left in its `DIREKTIV_RESULT` file, read (and the file removed) off the
-/// async workers (`blocking::run`): the command chose what is there. Something that is not a regular file is
-/// not read, and the request's log says so.
+/// async workers (`blocking::run`): the command chose what is there. Something that is not a
+/// regular file is not read, and the request's log says so.
 async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u8>>, Failure> {
     // Most commands leave it empty: then a look and a removal, with no trip to the pool.
     if file.may_look_inline() && file.remove_if_empty() {
@@ -437,8 +437,8 @@ async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u
 }
 
 /// Locates the executable and starts it, off the async workers (`blocking::run`): looking up
-/// files can block (a hung mount in PATH), and so can the exec itself, which the start waits for. `shown_deadline`
-/// (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`. A command with a `memory` limit
+/// files can block (a hung mount in PATH), and so can the exec itself, which the start waits
+/// for. `shown_deadline` (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`. A command with a `memory` limit
 /// gets its memory cgroup here, where the runner makes them (returned with it); where making
 /// one fails, the limit is `RLIMIT_DATA` instead, with a warning.
 ///

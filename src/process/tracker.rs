@@ -340,9 +340,9 @@ impl RequestTracker {
 }
 
 impl Sweep<'_> {
-    /// A look through many processes, off the async workers (`blocking::run`): reading another process's
-    /// environment waits for its memory map lock, so a process stuck with it held (and there
-    /// are many to meet) would stall an async worker. Given up after `PROC_WAIT`.
+    /// A look through many processes, off the async workers (`blocking::run`): reading another
+    /// process's environment waits for its memory map lock, so a process stuck with it held
+    /// (and there are many to meet) would stall an async worker. Given up after `PROC_WAIT`.
     async fn signal_round_blocking(
         &self,
         signal: Signal,

@@ -6,8 +6,8 @@
 //! removals on tokio's blocking pool): a slow disk, a FIFO or a huge tree must not stall the
 //! server. The temp dir is held open as a descriptor and every path inside it is looked up
 //! relative to that descriptor (`beneath`), so nothing is created, opened or entered outside
-//! it, whatever symlinks commands leave. Names the file system refuses are `cmd.input` naming the field;
-//! the runner's own I/O trouble is `cmd.internal`.
+//! it, whatever symlinks commands leave. Names the file system refuses are `cmd.input` naming
+//! the field; the runner's own I/O trouble is `cmd.internal`.
 
 mod beneath;
 mod files;
