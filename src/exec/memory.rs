@@ -51,27 +51,14 @@ pub(super) async fn memory_limit_passed(memory: Option<&MemoryCgroup>) {
     }
 }
 
-/// A command's memory cgroup, removed when dropped (its processes are stopped by then). On v2
-/// at once (one `rmdir`), so the request's next command finds it gone; on v1 on the blocking
-/// pool, so the response does not wait for the kernel to take some 30 cgroup files down. Either
-/// way tried until it is gone.
+/// A command's memory cgroup, disposed of when dropped (its processes are stopped by then):
+/// kept for a later command or removed (`MemoryCgroup::dispose`).
 pub(super) struct OwnMemoryCgroup(pub(super) Option<MemoryCgroup>);
 
 impl Drop for OwnMemoryCgroup {
     fn drop(&mut self) {
-        let Some(memory) = self.0.take() else {
-            return;
-        };
-        let runtime = tokio::runtime::Handle::try_current();
-        match runtime {
-            Ok(runtime) if !memory.kills_group_itself() => {
-                drop(runtime.spawn_blocking(move || memory.remove_patiently()));
-            }
-            Ok(runtime) if !memory.remove() => {
-                drop(runtime.spawn_blocking(move || memory.remove_patiently()));
-            }
-            Ok(_) => {}
-            Err(_) => memory.remove_patiently(),
+        if let Some(memory) = self.0.take() {
+            memory.dispose();
         }
     }
 }

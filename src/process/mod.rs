@@ -11,7 +11,7 @@
 //! leaders    the live command leaders and their requests, which a look for a mark passes over
 //! stop       the one stop policy: SIGTERM, grace, SIGKILL, bounded wait
 //! cgroup     request cgroups: locate, make, verify, keep, sweep, kill, remove; a memory
-//!            cgroup per command with a `memory` limit (v2 nested, or v1)
+//!            cgroup per command with a `memory` limit (v2 nested, or v1, kept and verified)
 //! oom        the memory cgroup's OOM-kill count, the children's raised OOM score
 //! landlock   a request's ruleset, built once; entered by each of its children before exec
 //! procfs     what /proc says about a process

@@ -31,6 +31,7 @@ mod lifecycle;
 mod limits;
 mod log_streaming;
 mod masking;
+mod memory_cgroups;
 mod pid1;
 mod process_layer;
 mod readme;

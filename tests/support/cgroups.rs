@@ -256,3 +256,22 @@ impl Drop for CgroupSandbox {
         }
     }
 }
+
+/// The memory cgroups of the runner with `pid` below `dir`, two levels deep (v2 nests them in
+/// request cgroups).
+pub fn memory_cgroups_of(pid: u32, dir: &Path) -> Vec<PathBuf> {
+    let prefix = format!("direktiv-cmd-{pid}-mem-");
+    let folders = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    folders(dir)
+        .into_iter()
+        .flat_map(|child| folders(&child).into_iter().chain([child]))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(&prefix))
+        })
+        .collect()
+}

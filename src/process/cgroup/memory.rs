@@ -23,10 +23,12 @@
 //!   `oom.group`: the runner watches the count and kills the rest of the command itself
 //!   (`kills_group_itself`).
 //!
-//! A command's memory cgroup lives as long as the command: made before its start, entered
-//! before its exec (created in it by clone3 on v2, moving itself in on v1), and removed once its
-//! processes are stopped. It is never kept for another command: whatever a command did to it
-//! (a raised limit, cgroups nested in it) goes with it.
+//! A command's memory cgroup is made before its start and entered before its exec (created in it
+//! by clone3 on v2, moving itself in on v1). Once its processes are stopped it is removed, on v2
+//! with whatever a command did to it (a raised limit, cgroups nested in it); on v1, where making
+//! and removing one is most of a limited command's cost, it is kept for a later command when it
+//! is empty and never saw an OOM kill, and given out again only as it was made
+//! (`memory_pool`).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -39,6 +41,7 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::files::{pids_in, read_text, write};
 use super::locate::{Hierarchy, OwnCgroups};
+use super::memory_pool::{self, AsMade};
 use super::{tree, RequestCgroup, NAME_TRIES};
 
 /// Where commands' memory cgroups are made.
@@ -144,10 +147,10 @@ fn open_in(dir: &Path, name: &str, flags: OFlags) -> io::Result<OwnedFd> {
 #[derive(Debug)]
 pub(crate) struct MemoryCgroup {
     dir: PathBuf,
-    /// The cgroup's directory, on v2, to create the command in. (Files a command seldom
+    /// The cgroup's directory: on v2 the command is created in it. (Files a command seldom
     /// needs — its `cgroup.procs` for reading, the folder to walk for nested cgroups — are
     /// opened when it does: every open is paid by every limited command.)
-    dir_fd: Option<OwnedFd>,
+    dir_fd: OwnedFd,
     /// `cgroup.procs` for writing: the command moves itself in before exec.
     join: OwnedFd,
     /// `memory.events` (v2) or `memory.oom_control` (v1): the `oom_kill` count.
@@ -156,6 +159,9 @@ pub(crate) struct MemoryCgroup {
     nested: bool,
     /// The limit, in bytes.
     bytes: u64,
+    /// On v1: what it was like when made, to give it to a later command only while it still
+    /// is, and the files its limit is written to.
+    as_made: Option<AsMade>,
 }
 
 impl MemoryCgroup {
@@ -172,18 +178,16 @@ impl MemoryCgroup {
     }
 
     fn create_v1(parent: &Path, memsw: bool, bytes: u64) -> io::Result<Self> {
+        if let Some(kept) = memory_pool::take(bytes) {
+            return Ok(kept);
+        }
         let dir = make_dir(parent)?;
         let made = (|| {
-            let limit = bytes.to_string();
-            write(
-                open_in(&dir, "memory.limit_in_bytes", OFlags::WRONLY)?.as_fd(),
-                limit.as_bytes(),
-            )?;
-            if memsw {
-                let file = open_in(&dir, "memory.memsw.limit_in_bytes", OFlags::WRONLY)?;
-                write(file.as_fd(), limit.as_bytes())?;
-            }
-            Self::open(&dir, "memory.oom_control", bytes)
+            let mut cgroup = Self::open(&dir, "memory.oom_control", bytes)?;
+            let as_made = AsMade::note(&dir, cgroup.dir_fd.as_fd(), memsw)?;
+            as_made.set_limit(u64::MAX, bytes)?;
+            cgroup.as_made = Some(as_made);
+            Ok(cgroup)
         })();
         if made.is_err() {
             let _ = std::fs::remove_dir(&dir);
@@ -212,14 +216,7 @@ impl MemoryCgroup {
                 set("memory.swap.max", b"0")?;
                 set("memory.oom.group", b"1")
             })();
-            let opened = settings.and_then(|()| {
-                let dir_fd = open_in(&dir, ".", OFlags::RDONLY | OFlags::DIRECTORY)?;
-                let cgroup = Self::open(&dir, "memory.events", bytes)?;
-                Ok(MemoryCgroup {
-                    dir_fd: Some(dir_fd),
-                    ..cgroup
-                })
-            });
+            let opened = settings.and_then(|()| Self::open(&dir, "memory.events", bytes));
             if opened.is_err() {
                 let _ = std::fs::remove_dir(&dir);
             }
@@ -234,13 +231,26 @@ impl MemoryCgroup {
 
     fn open(dir: &Path, counter: &str, bytes: u64) -> io::Result<Self> {
         Ok(MemoryCgroup {
-            dir_fd: None,
+            dir_fd: open_in(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY)?,
             join: open_in(dir, "cgroup.procs", OFlags::WRONLY)?,
             counter: open_in(dir, counter, OFlags::RDONLY)?,
             dir: dir.to_owned(),
             nested: false,
             bytes,
+            as_made: None,
         })
+    }
+
+    /// Makes a kept cgroup (v1) the memory cgroup of a command limited to `bytes`, if it is
+    /// still as it was made; why not otherwise.
+    pub(super) fn reuse(&mut self, bytes: u64) -> Result<(), String> {
+        let as_made = self.as_made.as_ref().ok_or("not a kept cgroup")?;
+        as_made.changed(self.dir_fd.as_fd(), self.counter.as_fd(), self.bytes, bytes)?;
+        as_made
+            .set_limit(self.bytes, bytes)
+            .map_err(|error| format!("its limit cannot be set: {error}"))?;
+        self.bytes = bytes;
+        Ok(())
     }
 
     /// The limit, in bytes.
@@ -251,7 +261,7 @@ impl MemoryCgroup {
     /// The cgroup v2 directory to create the command in (nested in the request's cgroup);
     /// `None` on v1, where the command moves itself in.
     pub(in crate::process) fn dir_to_create_in(&self) -> Option<BorrowedFd<'_>> {
-        self.dir_fd.as_ref().map(AsFd::as_fd)
+        self.nested.then(|| self.dir_fd.as_fd())
     }
 
     /// `cgroup.procs` open for writing, for a command that moves itself in.
@@ -379,6 +389,36 @@ const REMOVE_TRIES: u32 = 50;
 const REMOVE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl MemoryCgroup {
+    /// Done with, its command's processes stopped: kept for a later command where that may be
+    /// (v1, emptied, never OOM-killed: what else a command may have changed is checked when it
+    /// is taken again), else removed (`remove_soon`).
+    pub(crate) fn dispose(self) {
+        let emptied = self.as_made.is_some() && AsMade::is_empty(self.dir_fd.as_fd());
+        if emptied && !self.oom_killed() {
+            if let Err(memory) = memory_pool::give_back(self) {
+                memory.remove_soon();
+            }
+            return;
+        }
+        self.remove_soon();
+    }
+
+    /// Removes it at once where that is one `rmdir` (v2: the request's next command finds it
+    /// gone), else on the blocking pool, so that neither a response nor a command's start
+    /// waits for the kernel to take some 30 cgroup files down or for a process to leave.
+    pub(super) fn remove_soon(self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if !self.kills_group_itself() => {
+                drop(runtime.spawn_blocking(move || self.remove_patiently()));
+            }
+            Ok(runtime) if !self.remove() => {
+                drop(runtime.spawn_blocking(move || self.remove_patiently()));
+            }
+            Ok(_) => {}
+            Err(_) => self.remove_patiently(),
+        }
+    }
+
     /// `remove`, tried until it works (blocking: for the blocking pool); a warning when the
     /// cgroup stays.
     pub(crate) fn remove_patiently(&self) {

@@ -24,6 +24,7 @@
 mod files;
 mod locate;
 mod memory;
+mod memory_pool;
 mod pool;
 mod tree;
 
@@ -38,7 +39,13 @@ use rustix::fs::{Mode, OFlags};
 
 pub(crate) use locate::{Hierarchy, OwnCgroups};
 pub(crate) use memory::{leave_request_cgroup_open, mechanism as memory_mechanism, MemoryCgroup};
-pub(crate) use pool::remove_spares;
+
+/// Removes the kept cgroups, request and memory ones; later emptied ones are removed, not
+/// kept. Called at exit, once no request runs.
+pub(crate) fn remove_spares() {
+    pool::remove_spares();
+    memory_pool::remove_spares();
+}
 
 use crate::sync::lock;
 use files::{pids_in, write, Files};
