@@ -16,8 +16,10 @@ use crate::target::{Arm, LinesAt};
 const SECRETS: usize = 20;
 const SECRET_MIN: usize = 20;
 const SECRET_MAX: usize = 60;
-/// Runs of each masking request; the median is reported.
-const MASK_RUNS: usize = 5;
+/// Runs of each masking request, taking turns; the median is reported. A run takes about 20 ms,
+/// so one scheduling hiccup on a small machine is a tenth of it: fifteen runs keep one or two
+/// such from deciding the median, for about half a second more.
+const MASK_RUNS: usize = 15;
 /// Requests of each `limits` arm at c=1.
 const LIMITS_REQUESTS: usize = 1_200;
 /// `mask` entries of the near-match run, and how often their near-matches are printed:
