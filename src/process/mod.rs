@@ -40,9 +40,16 @@ mod stop;
 mod tracker;
 
 pub(crate) use cgroup::{
-    home_dir as cgroup_home, leave_request_cgroup_open, memory_mechanism,
-    remove_spares as remove_spare_cgroups, MemoryCgroup, RequestCgroup,
+    home_dir as cgroup_home, leave_request_cgroup_open, memory_mechanism, MemoryCgroup,
+    RequestCgroup,
 };
+
+/// Removes the kept cgroups, request and memory ones; later emptied ones are removed, not
+/// kept. Called at exit, once no request runs.
+pub(crate) fn remove_spare_cgroups() {
+    cgroup::remove_request_spares();
+    cgroup::remove_memory_spares();
+}
 pub(crate) use group::ProcessGroup;
 pub(crate) use image::{ChildEnv, Image};
 pub(crate) use landlock::{abi as landlock_abi, GrantTarget, Ruleset};

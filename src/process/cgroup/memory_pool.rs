@@ -36,7 +36,6 @@ use std::sync::Mutex;
 use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 
 use super::files::{line_value, read_text, write};
-use super::memory::MemoryCgroup;
 use crate::sync::lock;
 
 /// How many emptied memory cgroups are kept for reuse; more are removed.
@@ -57,12 +56,17 @@ const CHARGED_PART: u64 = 8;
 const UNRECLAIMABLE: [&str; 4] = ["rss", "shmem", "unevictable", "swap"];
 
 /// The files the runner and its commands write in each use, left out of the change times:
-/// the limits (written anew for each command) and the process list (a command moves itself in).
-const WRITTEN_IN_USE: [&str; 3] = [
+/// the limits (written anew for each command) and the process and thread lists (a command
+/// moves itself in through `tasks`).
+const WRITTEN_IN_USE: [&str; 4] = [
     "cgroup.procs",
+    "tasks",
     "memory.limit_in_bytes",
     "memory.memsw.limit_in_bytes",
 ];
+
+/// The lists of the cgroup's processes and threads: who may write them may move processes in.
+const LISTS: [&str; 2] = ["cgroup.procs", "tasks"];
 
 /// Whether a write to the cgroup file `name` leaves nothing a later command would meet: a
 /// counter reset (`*failcnt`, `*max_usage_in_bytes`), or a reclaim (`memory.force_empty`).
@@ -72,42 +76,47 @@ fn leaves_nothing(name: &str) -> bool {
         || name == "memory.force_empty"
 }
 
-/// The kept memory cgroups. `None` once the runner is exiting: from then on they are removed.
-static SPARE: Mutex<Option<Vec<MemoryCgroup>>> = Mutex::new(Some(Vec::new()));
+/// Kept cgroups of one kind. `None` once the runner is exiting: from then on an emptied one is
+/// removed, not kept.
+pub(super) struct Spares<T>(Mutex<Option<Vec<T>>>);
 
-/// A kept memory cgroup still as it was made, limited to `bytes`; those found changed are
-/// removed. Blocking (cgroupfs): for the short-work threads.
-pub(super) fn take(bytes: u64) -> Option<MemoryCgroup> {
-    loop {
-        let mut kept = lock(&SPARE).as_mut()?.pop()?;
-        match kept.reuse(bytes) {
-            Ok(()) => return Some(kept),
-            Err(why) => {
-                tracing::info!(why, "a kept memory cgroup was changed; it is removed");
-                kept.remove_soon();
+impl<T> Spares<T> {
+    pub(super) const fn new() -> Self {
+        Spares(Mutex::new(Some(Vec::new())))
+    }
+
+    /// The last kept one that `fit` makes ready (limited for its next command); those it
+    /// refuses, with why, go to `discard`.
+    pub(super) fn take(
+        &self,
+        mut fit: impl FnMut(&mut T) -> Result<(), String>,
+        discard: impl Fn(T, String),
+    ) -> Option<T> {
+        loop {
+            let mut kept = lock(&self.0).as_mut()?.pop()?;
+            match fit(&mut kept) {
+                Ok(()) => return Some(kept),
+                Err(why) => discard(kept, why),
             }
         }
     }
-}
 
-/// Keeps an emptied memory cgroup for a later command; hands it back when it cannot be kept
-/// (enough are, or the runner is exiting).
-pub(super) fn give_back(memory: MemoryCgroup) -> Result<(), MemoryCgroup> {
-    let mut spare = lock(&SPARE);
-    match spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
-        Some(spare) => {
-            spare.push(memory);
-            Ok(())
+    /// Keeps an emptied one for later; hands it back when it cannot be kept (enough are, or the
+    /// runner is exiting).
+    pub(super) fn give_back(&self, item: T) -> Result<(), T> {
+        let mut spare = lock(&self.0);
+        match spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
+            Some(spare) => {
+                spare.push(item);
+                Ok(())
+            }
+            None => Err(item),
         }
-        None => Err(memory),
     }
-}
 
-/// Removes the kept memory cgroups; later emptied ones are removed, not kept. Called at exit,
-/// once no request runs.
-pub(super) fn remove_spares() {
-    for memory in lock(&SPARE).take().unwrap_or_default() {
-        memory.remove_patiently();
+    /// The kept ones, for removal at exit; none is kept from then on.
+    pub(super) fn drain(&self) -> Vec<T> {
+        lock(&self.0).take().unwrap_or_default()
     }
 }
 
@@ -122,7 +131,7 @@ pub(super) struct AsMade {
     /// for reading and writing.
     limit: OwnedFd,
     memsw: Option<OwnedFd>,
-    /// Mode and owner of the folder, `cgroup.procs` and the limit files.
+    /// Mode and owner of the folder, `cgroup.procs`, `tasks` and the limit files.
     owners: Vec<Owner>,
     /// Every other file that can be written (a file without write permission cannot, whatever
     /// its mode is changed to), with its change time; but those whose writes leave nothing.
@@ -168,12 +177,15 @@ impl AsMade {
     /// The owners of the folder (`dir`, `folder` its `fstat`) and of the files written in use.
     fn owners(&self, dir: BorrowedFd<'_>, folder: &Stat) -> io::Result<Vec<Owner>> {
         let owner = |stat: &Stat| (stat.st_mode, stat.st_uid, stat.st_gid);
-        let procs = rustix::fs::statat(dir, "cgroup.procs", AtFlags::SYMLINK_NOFOLLOW)?;
+        let lists = LISTS.map(|name| {
+            let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok(owner(&stat))
+        });
         let memsw = self.memsw.as_ref().map(AsFd::as_fd);
         let limits = [Some(self.limit.as_fd()), memsw].into_iter().flatten();
         let limits = limits.map(|fd| Ok(owner(&rustix::fs::fstat(fd)?)));
-        [Ok(owner(folder)), Ok(owner(&procs))]
-            .into_iter()
+        std::iter::once(Ok(owner(folder)))
+            .chain(lists)
             .chain(limits)
             .collect()
     }
@@ -309,6 +321,7 @@ mod tests {
             let path = dir.path().to_owned();
             for (name, text) in [
                 ("cgroup.procs", ""),
+                ("tasks", ""),
                 ("memory.usage_in_bytes", usage),
                 ("memory.stat", stat),
                 ("memory.limit_in_bytes", "9223372036854771712\n"),
@@ -361,7 +374,7 @@ mod tests {
         let made = cgroup.note();
         assert_eq!(cgroup.check(&made, LIMIT), Ok(()));
         // What every use writes does not count as a change.
-        cgroup.write("cgroup.procs", "");
+        cgroup.write("tasks", "");
         // Nor does a counter reset, which leaves the next command nothing.
         cgroup.write("memory.failcnt", "0\n");
         assert_eq!(cgroup.check(&made, LIMIT), Ok(()));
@@ -393,12 +406,14 @@ mod tests {
     #[test]
     fn a_chmod_of_a_file_written_in_use_is_a_change() {
         use std::os::unix::fs::PermissionsExt;
-        let cgroup = StandIn::clean();
-        let made = cgroup.note();
-        let limit = cgroup.path.join("memory.limit_in_bytes");
-        std::fs::set_permissions(&limit, std::fs::Permissions::from_mode(0o666)).unwrap();
-        let why = cgroup.check(&made, LIMIT).unwrap_err();
-        assert!(why.contains("mode or owner"), "{why}");
+        for file in WRITTEN_IN_USE {
+            let cgroup = StandIn::clean();
+            let made = cgroup.note();
+            let path = cgroup.path.join(file);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+            let why = cgroup.check(&made, LIMIT).unwrap_err();
+            assert!(why.contains("mode or owner"), "{file}: {why}");
+        }
     }
 
     #[test]

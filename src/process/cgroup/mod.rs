@@ -24,6 +24,7 @@
 mod files;
 mod locate;
 mod memory;
+mod memory_place;
 mod memory_pool;
 mod pool;
 mod tree;
@@ -38,14 +39,11 @@ use std::time::Duration;
 use rustix::fs::{Mode, OFlags};
 
 pub(crate) use locate::{Hierarchy, OwnCgroups};
-pub(crate) use memory::{leave_request_cgroup_open, mechanism as memory_mechanism, MemoryCgroup};
-
-/// Removes the kept cgroups, request and memory ones; later emptied ones are removed, not
-/// kept. Called at exit, once no request runs.
-pub(crate) fn remove_spares() {
-    pool::remove_spares();
-    memory_pool::remove_spares();
-}
+pub(crate) use memory::{
+    leave_request_cgroup_open, remove_spares as remove_memory_spares, MemoryCgroup,
+};
+pub(crate) use memory_place::mechanism as memory_mechanism;
+pub(crate) use pool::remove_spares as remove_request_spares;
 
 use crate::sync::lock;
 use files::{pids_in, write, Files};
