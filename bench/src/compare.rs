@@ -45,12 +45,16 @@ pub struct NearMatchReport {
     pub peak_rss_kib: u64,
 }
 
-/// `true` at c=1 with and without `limits` on the command.
+/// `true` at c=1 with and without `limits` on the command: back to back, and once after a quiet
+/// moment (where a memory cgroup is the limit, a command moving into it may wait for the kernel
+/// after one).
 #[derive(Debug, Serialize)]
 pub struct LimitsReport {
     pub limits: serde_json::Value,
     pub without: LoadRun,
     pub with: LoadRun,
+    pub idle_without: Delivery,
+    pub idle_with: Delivery,
 }
 
 /// The runner prints `key=<secret>` for each secret, then 2 MB of output, and logs all of it;
@@ -113,10 +117,15 @@ pub async fn limits(
     let mut runs = measure::rounds(&arms, sidecar, 1, LIMITS_REQUESTS, Some(temp_dir)).await?;
     let with = runs.pop().ok_or("no run with limits")?;
     let without = runs.pop().ok_or("no run without limits")?;
+    let mut idle = measure::after_idle(&arms, sidecar, temp_dir).await?;
+    let idle_with = idle.pop().ok_or("no quiet run with limits")?;
+    let idle_without = idle.pop().ok_or("no quiet run without limits")?;
     Ok(LimitsReport {
         limits,
         without,
         with,
+        idle_without,
+        idle_with,
     })
 }
 

@@ -277,7 +277,7 @@ async fn seq(arms: &[Arm<'_>], sidecar: &Sidecar, temp_dir: &str) -> Result<Vec<
 }
 
 /// `true` once after `IDLE_GAP` without a request, `IDLE_RUNS` times per server taking turns.
-async fn after_idle(
+pub async fn after_idle(
     arms: &[Arm<'_>],
     sidecar: &Sidecar,
     temp_dir: &str,

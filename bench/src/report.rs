@@ -269,6 +269,10 @@ fn information(
             format!("{:+.0} µs", with.cpu_per_req_us - without.cpu_per_req_us),
         ),
         note(
+            "`limits` vs none: after 250 ms idle, p50 (runner / runner)",
+            format!("{:.2}×", limits.idle_with.ms / limits.idle_without.ms),
+        ),
+        note(
             "isolated vs CMD_ISOLATION=off: c=1 p50 (runner / runner)",
             format!(
                 "{:.2}×",

@@ -139,6 +139,16 @@ impl Report {
                 us(limits.with.stats.p50_us),
             ),
             Row::runner_only(
+                "  the same after 250 ms idle, no limits",
+                "fixed",
+                us(limits.idle_without.ms * 1e3),
+            ),
+            Row::runner_only(
+                "  the same after 250 ms idle, with `limits`",
+                "fixed",
+                us(limits.idle_with.ms * 1e3),
+            ),
+            Row::runner_only(
                 "c=1 `true` p50, CMD_ISOLATION=off",
                 "fixed",
                 us(self.isolation.without.stats.p50_us),
