@@ -2,11 +2,13 @@
 //! background-leaving requests, requests whose processes leave their group (`setsid`) and
 //! requests naming a FIFO as `output`, with bounded concurrency. Mixed in, commands that do as
 //! root what they can to their own cgroup: kill it, freeze it, nest a cgroup with a process in
-//! it, change its settings, move the runner into it. At the end no process of any request
-//! and no zombie may be left, the runner's open file descriptors must be back where they
-//! were after a warm-up (no leaked pipes, sockets or temp dirs; its kept cgroups' files
-//! apart), and once it exits, no cgroup of it is left. Where request cgroups can be made, the
-//! runner runs in a cgroup of the test's own (`support::cgroups`).
+//! it, change its settings, move the runner into it; and commands with a `memory` limit that
+//! check their memory cgroup was handed out clean, then turn its OOM killer off and change a
+//! setting of it. At the end no process of any request and no zombie may be left, the runner's
+//! open file descriptors must be back where they were after a warm-up (no leaked pipes,
+//! sockets or temp dirs; its kept cgroups' files apart), and once it exits, no cgroup of it is
+//! left, memory cgroups included. Where request cgroups can be made, the runner runs in a
+//! cgroup of the test's own (`support::cgroups`).
 //!
 //! A second soak runs the runner as PID 1 of its own pid namespace, where background requests
 //! also leave orphans in sessions of their own that only the init can reap.
@@ -29,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::cgroups::CgroupSandbox;
+use support::cgroups::{self, CgroupSandbox};
 use support::procs;
 use support::{skip_without, Capability};
 use support::{FakeSidecar, Reply, Runner, PATIENCE};
@@ -57,9 +59,10 @@ enum Kind {
     NestedCgroup,
     CgroupSettings,
     RunnerMovedIn,
+    MemoryCgroup,
 }
 
-const MIX: [Kind; 17] = [
+const MIX: [Kind; 18] = [
     Kind::Echo,
     Kind::Lines,
     Kind::Echo,
@@ -77,7 +80,20 @@ const MIX: [Kind; 17] = [
     Kind::NestedCgroup,
     Kind::CgroupSettings,
     Kind::RunnerMovedIn,
+    Kind::MemoryCgroup,
 ];
+
+/// A command with a `memory` limit that says what its memory cgroup (v1) was handed out with —
+/// its limit and whether its OOM killer is on — then turns the OOM killer off and changes a
+/// setting, which must never reach a later command. Where its limit is no v1 memory cgroup (a
+/// pod: `RLIMIT_DATA`; cgroup v2) it says what a clean one would.
+const MEMORY_CGROUP: &str = "d=$(sed -n 's/^[0-9]*:memory:\\(.*direktiv-cmd-.*-mem-.*\\)$/\\1/p' /proc/self/cgroup)\n\
+     [ -n \"$d\" ] || { echo '268435456 0'; exit 0; }\n\
+     m=$(grep ' - cgroup ' /proc/self/mountinfo | grep -E '[ ,]memory( |,|$)' | awk '{print $4, $5; exit}')\n\
+     root=${m%% *}; [ \"$root\" = / ] && root=\n\
+     f=\"${m#* }${d#$root}\"\n\
+     echo \"$(cat \"$f/memory.limit_in_bytes\") $(sed -n 's/^oom_kill_disable //p' \"$f/memory.oom_control\")\"\n\
+     echo 1 > \"$f/memory.oom_control\"; echo 10 > \"$f/memory.swappiness\"; true\n";
 
 /// A command's own cgroup directory, `$CG` (beneath `$CG_MOUNT`, the cgroup2 mount); the
 /// hostile commands do nothing to a cgroup where there is none they may write.
@@ -188,6 +204,13 @@ impl Soak {
                 let reply = self.call(&aid, json!([hostile(script)])).await;
                 expect(&reply, 200, None)?;
                 expect_result(&reply, json!("max"))
+            }
+            Kind::MemoryCgroup => {
+                let command = json!({"command": MEMORY_CGROUP, "shell": true,
+                                     "limits": {"memory": "256Mi"}});
+                let reply = self.call(&aid, json!([command])).await;
+                expect(&reply, 200, None)?;
+                expect_result(&reply, json!("268435456 0"))
             }
             Kind::RunnerMovedIn => {
                 let script = "echo $PPID > \"$CG/cgroup.procs\" 2>/dev/null; echo moved";
@@ -593,6 +616,21 @@ async fn soak(setup: Setup) {
             left.len()
         );
         assert!(left.is_empty(), "cgroups left behind: {left:?}");
+    }
+    // The memory cgroups it kept for later limited commands go with it too. (As PID 1 its
+    // cgroups are named after its pid in its own namespace: any runner's are looked for.)
+    if let Some(dir) = cgroups::memory_dir() {
+        let left = procs::wait_for(PATIENCE, || {
+            cgroups::memory_cgroups_of(None, &dir)
+                .is_empty()
+                .then_some(())
+        });
+        let now = cgroups::memory_cgroups_of(None, &dir);
+        println!(
+            "{name}: {} memory cgroups left after the runner exited",
+            now.len()
+        );
+        assert!(left.is_some(), "memory cgroups left behind: {now:?}");
     }
 }
 

@@ -258,9 +258,12 @@ impl Drop for CgroupSandbox {
 }
 
 /// The memory cgroups of the runner with `pid` below `dir`, two levels deep (v2 nests them in
-/// request cgroups).
-pub fn memory_cgroups_of(pid: u32, dir: &Path) -> Vec<PathBuf> {
-    let prefix = format!("direktiv-cmd-{pid}-mem-");
+/// request cgroups); with `pid` `None`, those of any runner (`direktiv-cmd-*-mem-*`).
+pub fn memory_cgroups_of(pid: impl Into<Option<u32>>, dir: &Path) -> Vec<PathBuf> {
+    let prefix = match pid.into() {
+        Some(pid) => format!("direktiv-cmd-{pid}-mem-"),
+        None => "direktiv-cmd-".to_owned(),
+    };
     let folders = |dir: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(dir)
             .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -270,8 +273,10 @@ pub fn memory_cgroups_of(pid: u32, dir: &Path) -> Vec<PathBuf> {
         .into_iter()
         .flat_map(|child| folders(&child).into_iter().chain([child]))
         .filter(|path| {
-            path.file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with(&prefix))
+            path.file_name().is_some_and(|name| {
+                let name = name.to_string_lossy();
+                name.starts_with(&prefix) && name.contains("-mem-")
+            })
         })
         .collect()
 }
