@@ -40,7 +40,8 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::files::{pids_in, read_text, write};
 use super::memory_place::{make_dir, open_in, Place, PLACE};
-use super::memory_pool::{AsMade, Spares};
+use super::memory_pool::AsMade;
+use super::spares::Spares;
 use super::{tree, RequestCgroup};
 
 /// What a command writes `0` to to move itself into its v1 memory cgroup: `tasks`, which moves

@@ -31,15 +31,10 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::Mutex;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 
 use super::files::{line_value, read_text, write};
-use crate::sync::lock;
-
-/// How many emptied memory cgroups are kept for reuse; more are removed.
-const SPARE_MAX: usize = 16;
 
 /// The most memory a kept cgroup may hold that the kernel cannot reclaim (anonymous, tmpfs,
 /// locked or swapped pages: none once its processes are gone, unless a command left a tmpfs
@@ -74,50 +69,6 @@ fn leaves_nothing(name: &str) -> bool {
     name.ends_with("failcnt")
         || name.ends_with("max_usage_in_bytes")
         || name == "memory.force_empty"
-}
-
-/// Kept cgroups of one kind. `None` once the runner is exiting: from then on an emptied one is
-/// removed, not kept.
-pub(super) struct Spares<T>(Mutex<Option<Vec<T>>>);
-
-impl<T> Spares<T> {
-    pub(super) const fn new() -> Self {
-        Spares(Mutex::new(Some(Vec::new())))
-    }
-
-    /// The last kept one that `fit` makes ready (limited for its next command); those it
-    /// refuses, with why, go to `discard`.
-    pub(super) fn take(
-        &self,
-        mut fit: impl FnMut(&mut T) -> Result<(), String>,
-        discard: impl Fn(T, String),
-    ) -> Option<T> {
-        loop {
-            let mut kept = lock(&self.0).as_mut()?.pop()?;
-            match fit(&mut kept) {
-                Ok(()) => return Some(kept),
-                Err(why) => discard(kept, why),
-            }
-        }
-    }
-
-    /// Keeps an emptied one for later; hands it back when it cannot be kept (enough are, or the
-    /// runner is exiting).
-    pub(super) fn give_back(&self, item: T) -> Result<(), T> {
-        let mut spare = lock(&self.0);
-        match spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
-            Some(spare) => {
-                spare.push(item);
-                Ok(())
-            }
-            None => Err(item),
-        }
-    }
-
-    /// The kept ones, for removal at exit; none is kept from then on.
-    pub(super) fn drain(&self) -> Vec<T> {
-        lock(&self.0).take().unwrap_or_default()
-    }
 }
 
 /// What a cgroup v1 memory cgroup was like when the runner made it, with the files that tell
@@ -167,8 +118,7 @@ impl AsMade {
             }
             let stat = rustix::fs::statat(dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)?;
             if stat.st_mode & 0o222 != 0 {
-                made.stamps
-                    .push((name, (stat.st_ctime as i64, stat.st_ctime_nsec as i64)));
+                made.stamps.push((name, change_time(&stat)));
             }
         }
         Ok(made)
@@ -293,10 +243,15 @@ impl AsMade {
     }
 }
 
-/// The change time of `name` in `dir` (seconds, nanoseconds).
+/// The change time of `name` in `dir`.
 fn changed_at(dir: BorrowedFd<'_>, name: &str) -> io::Result<(i64, i64)> {
     let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok((stat.st_ctime as i64, stat.st_ctime_nsec as i64))
+    Ok(change_time(&stat))
+}
+
+/// A file's change time (seconds, nanoseconds).
+fn change_time(stat: &Stat) -> (i64, i64) {
+    (stat.st_ctime, stat.st_ctime_nsec as i64)
 }
 
 #[cfg(test)]

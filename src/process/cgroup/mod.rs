@@ -27,6 +27,7 @@ mod memory;
 mod memory_place;
 mod memory_pool;
 mod pool;
+mod spares;
 mod tree;
 
 use std::io;

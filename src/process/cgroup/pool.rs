@@ -9,46 +9,33 @@
 //! killed before its first instruction (`spawn`): such a cgroup is never kept again.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::files::Files;
+use super::spares::Spares;
 use super::tree;
-use crate::sync::lock;
-
-/// How many emptied cgroups are kept for reuse; more are removed.
-const SPARE_MAX: usize = 16;
 
 /// A kept cgroup: its directory and its open files.
 pub(super) type Spare = (PathBuf, Arc<Files>);
 
-/// The kept cgroups. `None` once the runner is exiting: from then on an emptied cgroup is
-/// removed.
-static SPARE: Mutex<Option<Vec<Spare>>> = Mutex::new(Some(Vec::new()));
+/// The kept cgroups.
+static SPARE: Spares<Spare> = Spares::new();
 
 /// A kept cgroup that is still as it was made; those found changed are removed.
 pub(super) fn take() -> Option<Spare> {
-    loop {
-        let (dir, files) = lock(&SPARE).as_mut()?.pop()?;
-        match files.unchanged() {
-            Ok(()) => return Some((dir, files)),
-            Err(why) => {
-                tracing::info!(dir = %dir.display(), why, "a kept cgroup was changed; it is removed");
-                remove(&dir, &files);
-            }
-        }
-    }
+    let discard = |(dir, files): Spare, why: String| {
+        tracing::info!(dir = %dir.display(), why, "a kept cgroup was changed; it is removed");
+        remove(&dir, &files);
+    };
+    SPARE.take(|(_, files)| files.unchanged(), discard)
 }
 
 /// Keeps an emptied cgroup for a later request, or removes it when enough are kept or the
 /// runner is exiting.
 pub(super) fn give_back(dir: PathBuf, files: Arc<Files>) {
-    let mut spare = lock(&SPARE);
-    if let Some(spare) = spare.as_mut().filter(|spare| spare.len() < SPARE_MAX) {
-        spare.push((dir, files));
-        return;
+    if let Err((dir, files)) = SPARE.give_back((dir, files)) {
+        remove(&dir, &files);
     }
-    drop(spare);
-    remove(&dir, &files);
 }
 
 /// Removes an emptied cgroup and whatever is nested in it; false when something is left (a
@@ -68,8 +55,7 @@ pub(super) fn remove(dir: &std::path::Path, files: &Files) -> bool {
 /// Removes the kept cgroups; later emptied ones are removed, not kept. Called at exit, once no
 /// request runs.
 pub(crate) fn remove_spares() {
-    let spares = lock(&SPARE).take().unwrap_or_default();
-    for (dir, files) in spares {
+    for (dir, files) in SPARE.drain() {
         remove(&dir, &files);
     }
 }
