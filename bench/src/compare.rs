@@ -114,7 +114,7 @@ pub async fn limits(
         runner_arm("runner-no-limits", runner, &without),
         runner_arm("runner-limits", runner, &with),
     ];
-    let mut runs = measure::rounds(&arms, sidecar, 1, LIMITS_REQUESTS, Some(temp_dir)).await?;
+    let mut runs = measure::paired(&arms, sidecar, LIMITS_REQUESTS, temp_dir).await?;
     let with = runs.pop().ok_or("no run with limits")?;
     let without = runs.pop().ok_or("no run without limits")?;
     let mut idle = measure::after_idle(&arms, sidecar, temp_dir).await?;
@@ -129,8 +129,9 @@ pub async fn limits(
     })
 }
 
-/// `true` at c=1 on the runner as configured (requests isolated by a Landlock domain each,
-/// where the kernel has Landlock) and on a second runner with `CMD_ISOLATION=off`.
+/// `true` at c=1 on two runners started for it and alike but for one setting: one as
+/// configured (requests isolated by a Landlock domain each, where the kernel has Landlock),
+/// one with `CMD_ISOLATION=off`.
 #[derive(Debug, Serialize)]
 pub struct IsolationReport {
     pub without: LoadRun,
@@ -149,7 +150,7 @@ pub async fn isolation(
         runner_arm("runner-isolation-off", unisolated, &request),
         runner_arm("runner-isolated", runner, &request),
     ];
-    let mut runs = measure::rounds(&arms, sidecar, 1, LIMITS_REQUESTS, Some(temp_dir)).await?;
+    let mut runs = measure::paired(&arms, sidecar, LIMITS_REQUESTS, temp_dir).await?;
     let with = runs.pop().ok_or("no isolated run")?;
     let without = runs.pop().ok_or("no unisolated run")?;
     Ok(IsolationReport { without, with })

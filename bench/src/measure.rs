@@ -23,6 +23,8 @@ const C16_PRIVATE_REQUESTS: usize = 3_000;
 /// Turns each server gets in a load measurement (a multiple of 2 and 3, so that with two or
 /// three servers each goes first, middle and last equally often).
 const ROUNDS: usize = 6;
+/// Turns each of two arms gets when they are compared with each other (`paired`).
+const PAIRED_ROUNDS: usize = 24;
 /// Cold starts timed per server; the median is reported.
 const STARTS: usize = 11;
 /// Runs of `seq 1 100000` per server; the median is reported. Single requests on a shared
@@ -233,14 +235,38 @@ pub async fn rounds(
     requests: usize,
     temp_dir: Option<&str>,
 ) -> Result<Vec<LoadRun>, Error> {
+    rounds_of(arms, sidecar, concurrency, requests, ROUNDS, temp_dir).await
+}
+
+/// `true` at c=1 on two runners (or one runner with two bodies), after a warm-up, in
+/// `PAIRED_ROUNDS` short turns: a ratio of a few percent between them must not be decided by
+/// which of them a slow moment of a shared machine fell on.
+pub async fn paired(
+    arms: &[Arm<'_>],
+    sidecar: &Sidecar,
+    requests: usize,
+    temp_dir: &str,
+) -> Result<Vec<LoadRun>, Error> {
+    rounds_of(arms, sidecar, 1, WARMUP, ROUNDS, Some(temp_dir)).await?;
+    rounds_of(arms, sidecar, 1, requests, PAIRED_ROUNDS, Some(temp_dir)).await
+}
+
+async fn rounds_of(
+    arms: &[Arm<'_>],
+    sidecar: &Sidecar,
+    concurrency: usize,
+    requests: usize,
+    rounds: usize,
+    temp_dir: Option<&str>,
+) -> Result<Vec<LoadRun>, Error> {
     let header = if temp_dir.is_some() { "fixed" } else { "none" };
     let mut totals: Vec<(Sample, Duration)> = arms.iter().map(|_| Default::default()).collect();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         for i in turns(round, arms.len()) {
             let arm = &arms[i];
             let load = Load {
                 concurrency,
-                requests: requests / ROUNDS,
+                requests: requests / rounds,
                 body: arm.body.clone(),
                 id_prefix: format!("bench-{}-c{concurrency}-{header}", arm.name),
                 temp_dir: temp_dir.map(str::to_owned),
