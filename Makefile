@@ -11,12 +11,14 @@
 #   make bench    benchmark table (also written as JSON to bench-results/); STRICT=1 fails on a
 #                 missed target
 #   make soak     long mixed-load test: cancels, timeouts, disconnects, leak checks
+#   make layout   remakes layout/functions.txt, the functions that run, which the linker places
+#                 together (needs root; docs/performance.md, "Code layout")
 
 CARGO ?= cargo
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := target/static/direktiv-cmd
 
-.PHONY: run test test-prerequisites lint unit static images image container-test dev-pod bench soak clean
+.PHONY: run test test-prerequisites lint unit static images image container-test dev-pod bench soak layout clean
 
 # The quick profile (Cargo.toml): optimised, but without the release build's fat LTO.
 run:
@@ -101,6 +103,18 @@ bench: static
 
 soak:
 	$(CARGO) test --release --test soak -- --ignored --nocapture
+
+# A probe build with every function on a page of its own (and no layout), started by the
+# harness so that the pages it maps are the functions that ran; then the static binary again,
+# laid out by the new list (bench/src/layout.rs).
+LAYOUT_PROBE := target/layout-probe-build
+layout:
+	RUSTFLAGS="-C target-feature=+crt-static" DIREKTIV_CMD_LAYOUT=off $(CARGO) rustc --release --target $(HOST_TARGET) --bin direktiv-cmd -- -C llvm-args=-align-all-functions=12 -C strip=none
+	cp target/$(HOST_TARGET)/release/direktiv-cmd $(LAYOUT_PROBE)
+	RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" $(CARGO) build --release --manifest-path bench/Cargo.toml --target $(HOST_TARGET) --target-dir target/bench
+	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench layout $(LAYOUT_PROBE) layout/functions.txt
+	rm -f $(LAYOUT_PROBE)
+	$(MAKE) --no-print-directory static
 
 # Request parsing and input files under libFuzzer, FUZZ_TIME seconds each (fuzz/README.md).
 # Needs a nightly toolchain and cargo-fuzz; not part of test or lint.

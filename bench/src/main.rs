@@ -53,6 +53,9 @@
 //!                                    N posts of BODY at concurrency C to a loopback ADDR, with
 //!                                    TEMPDIR as Direktiv-TempDir if given; stats as JSON (for
 //!                                    profiling)
+//! direktiv-cmd-bench layout PROBE OUT
+//!                                    the functions of the runner that run, for the linker to
+//!                                    place together (`make layout`; layout.rs)
 //! ```
 //! Only loopback addresses are used; every loop is bounded in count and time.
 
@@ -60,6 +63,7 @@ mod client;
 mod compare;
 mod delivery;
 mod floor;
+mod layout;
 mod load;
 mod measure;
 mod pod;
@@ -111,6 +115,7 @@ fn main() -> ExitCode {
         }
         Some("sidecar") => sidecar::serve().map(|()| Verdict::Done),
         Some("load") => load_only(&args[1..]).map(|()| Verdict::Done),
+        Some("layout") => layout::run(&args[1..]).map(|()| Verdict::Done),
         _ => options(&args).and_then(run),
     };
     match outcome {

@@ -90,6 +90,11 @@ impl Server {
         Ok(server)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> i32 {
+        self.pid.as_raw_nonzero().get()
+    }
+
     /// User plus system CPU time of the server process itself (not its children):
     /// fields 14 and 15 of /proc/<pid>/stat.
     pub fn cpu_time(&self) -> Result<Duration, Error> {
