@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::support::cgroups::CgroupSandbox;
 use crate::support::procs::{self, send_signal, Signal};
 use crate::support::{binary, skip_without, Capability, FakeSidecar, Runner, PATIENCE};
 use serde_json::json;
@@ -237,7 +238,24 @@ async fn sigint_is_forwarded_to_the_server() {
 async fn the_init_exits_with_the_servers_status() {
     skip_without!(Capability::PidNamespaces);
     let sidecar = FakeSidecar::start();
-    let mut runner = start_as_pid1(&sidecar, &[]);
+    // A server killed outright removes nothing it made: where it makes request cgroups, it
+    // makes them in a sandbox of the test's, which goes with the test.
+    let sandbox = CgroupSandbox::new();
+    let mut runner = match &sandbox {
+        Some(sandbox) => {
+            let binary = binary();
+            let unshare = ["--pid", "--mount-proc", "--kill-child"];
+            let args: Vec<&str> = unshare
+                .into_iter()
+                .chain([binary.to_str().expect("a UTF-8 binary path")])
+                .collect();
+            sandbox
+                .runner(Some(("unshare", &args)))
+                .sidecar(&sidecar)
+                .start()
+        }
+        None => start_as_pid1(&sidecar, &[]),
+    };
     let Tree { server, .. } = tree(&runner);
     signal(server, Signal::KILL);
     let status = runner
@@ -300,4 +318,23 @@ fn run_mode_exit_status_passes_through_the_init() {
     assert_eq!(failed.status.and_then(|s| s.code()), Some(3), "{failed:?}");
     let body: serde_json::Value = serde_json::from_str(&failed.stdout).expect("JSON on stdout");
     assert_eq!(body["errorCode"], "cmd.exit.3", "{failed:?}");
+}
+
+/// The tests' handle stops a runner behind `unshare --fork`, which blocks SIGTERM while it
+/// waits, through the runner's init: the server shuts down as in a container, and removes
+/// what it made, instead of being killed with the namespace three seconds later.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_handle_stops_the_server_behind_unshare_with_a_shutdown() {
+    skip_without!(Capability::PidNamespaces);
+    let sidecar = FakeSidecar::start();
+    let runner = start_as_pid1(&sidecar, &[]);
+    let stopped = runner.stop();
+    assert!(
+        stopped
+            .stderr
+            .iter()
+            .any(|line| line.contains("drained; exiting")),
+        "the server never shut down: {:?}",
+        stopped.stderr
+    );
 }

@@ -489,13 +489,35 @@ impl Runner {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Some(status);
         }
-        let _ = send_signal(self.child.id(), Signal::TERM);
+        let _ = send_signal(self.runner_pid(), Signal::TERM);
         let status = self.wait_exit(Duration::from_secs(3));
         if status.is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
         status
+    }
+}
+
+impl Runner {
+    /// The process a SIGTERM is for: the child, unless it is a wrapper that keeps signals from
+    /// the runner (`unshare --fork` blocks SIGTERM while it waits; a SIGKILL after it would
+    /// kill the runner with no shutdown at all, leaving its cgroups behind). Then the topmost
+    /// process below it running the runner's binary: as PID 1 of a namespace, the init, which
+    /// hands the signal to the server.
+    fn runner_pid(&self) -> u32 {
+        let child = self.child.id();
+        let binary = binary();
+        let runs_binary = |pid: u32| {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == binary)
+        };
+        if runs_binary(child) {
+            return child;
+        }
+        super::procs::descendants(child)
+            .into_iter()
+            .find(|proc| runs_binary(proc.pid) && !runs_binary(proc.ppid))
+            .map_or(child, |proc| proc.pid)
     }
 }
 
