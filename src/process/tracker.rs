@@ -451,6 +451,14 @@ mod tests {
 
     use super::*;
 
+    /// A tracker for a test. A test process never ends the way the runner does, removing the
+    /// request cgroups it kept at exit, so none is kept here: with the kept ones removed (and
+    /// keeping closed for the process), each is removed as its tracker ends.
+    fn tracker() -> RequestTracker {
+        crate::process::remove_spare_cgroups();
+        RequestTracker::new()
+    }
+
     /// `sleep 30`, with the request's mark or without it, in its own process group or not.
     fn sleeper(mark: Option<&RequestTracker>, own_group: bool) -> std::process::Child {
         let mut command = std::process::Command::new("sleep");
@@ -478,7 +486,7 @@ mod tests {
     /// marked one in the command's group, and one without the mark. What went wrong, if
     /// anything, with everything seen.
     async fn sweep_once() -> Result<(), String> {
-        let mark = RequestTracker::new();
+        let mark = tracker();
         let mut unmarked = sleeper(None, false);
         let mut escapee = sleeper(Some(&mark), true);
         let mut member = sleeper(Some(&mark), true);
@@ -546,8 +554,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread")]
     async fn another_requests_leader_is_passed_over_until_it_is_reaped() {
-        let mark = RequestTracker::new();
-        let other = RequestTracker::new();
+        let mark = tracker();
+        let other = tracker();
         // Marked for this request, noted as the other request's leader: the other request's.
         let mut process = sleeper(Some(&mark), true);
         let pid = Pid::from_child(&process);
@@ -567,7 +575,7 @@ mod tests {
 
     #[test]
     fn marks_differ() {
-        assert_ne!(RequestTracker::new().mark(), RequestTracker::new().mark());
+        assert_ne!(tracker().mark(), tracker().mark());
     }
 
     #[test]
