@@ -16,7 +16,7 @@
 //! Needs root (the readahead setting, the page map of a process that is not dumpable) and a
 //! file system on a block device for the copy (`target/`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -122,31 +122,24 @@ pub fn run(args: &[String]) -> Result<(), Error> {
     let (idle, busy) = runtime.block_on(trace(&copy))?;
     let symbols = functions(&copy)?;
     let ran_idle = on_pages(&symbols, &idle);
-    let ran_busy = on_pages(&symbols, &busy);
-    let later: Vec<&str> = ran_busy
-        .iter()
-        .copied()
-        .filter(|name| !ran_idle.contains(name))
+    let at_start: HashSet<u64> = ran_idle.iter().map(|s| s.address).collect();
+    let later: Vec<&Symbol> = on_pages(&symbols, &busy)
+        .into_iter()
+        .filter(|s| !at_start.contains(&s.address))
         .collect();
-    let size = |names: &[&str]| -> u64 {
-        names
-            .iter()
-            .filter_map(|name| symbols.iter().find(|s| s.name == *name))
-            .map(|s| s.size)
-            .sum()
-    };
+    let kib = |found: &[&Symbol]| found.iter().map(|s| s.size).sum::<u64>() / 1024;
     eprintln!(
         "{} functions ran at start-up ({} KiB), {} more under requests ({} KiB), of {}",
         ran_idle.len(),
-        size(&ran_idle) / 1024,
+        kib(&ran_idle),
         later.len(),
-        size(&later) / 1024,
+        kib(&later),
         symbols.len()
     );
     let mut text = String::from(HEADER);
     text.push_str(&format!("# rustc: {}\n", rustc_version()));
-    for name in ran_idle.iter().chain(&later) {
-        text.push_str(name);
+    for symbol in ran_idle.iter().chain(&later) {
+        text.push_str(&symbol.name);
         text.push('\n');
     }
     std::fs::write(out, text).map_err(|e| format!("cannot write {out}: {e}"))?;
@@ -327,15 +320,14 @@ fn parse_nm(text: &str) -> Vec<Symbol> {
     symbols
 }
 
-/// The names of the functions any of whose bytes lie on one of `pages`, in address order.
-fn on_pages<'a>(symbols: &'a [Symbol], pages: &BTreeSet<u64>) -> Vec<&'a str> {
+/// The functions any of whose bytes lie on one of `pages`, in address order.
+fn on_pages<'a>(symbols: &'a [Symbol], pages: &BTreeSet<u64>) -> Vec<&'a Symbol> {
     symbols
         .iter()
         .filter(|s| {
             let (first, last) = (s.address / PAGE, (s.address + s.size - 1) / PAGE);
             pages.range(first..=last).next().is_some()
         })
-        .map(|s| s.name.as_str())
         .collect()
 }
 
@@ -469,9 +461,10 @@ mod tests {
             ]
         );
         let pages = BTreeSet::from([2, 5, 8]);
-        assert_eq!(
-            on_pages(&symbols, &pages),
-            ["spans_pages_one_and_two", "ends_on_page_five"]
-        );
+        let found: Vec<&str> = on_pages(&symbols, &pages)
+            .into_iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        assert_eq!(found, ["spans_pages_one_and_two", "ends_on_page_five"]);
     }
 }

@@ -15,16 +15,19 @@ use serde_json::json;
 /// The runner as PID 1 of a new pid namespace, pointed at `sidecar`. `--kill-child` ends the
 /// namespace if the test's handle (unshare) goes away first.
 fn start_as_pid1(sidecar: &FakeSidecar, env: &[(&str, &str)]) -> Runner {
-    Runner::builder()
-        .program("unshare")
-        .arg("--pid")
-        .arg("--mount-proc")
-        .arg("--kill-child")
+    AS_PID1
+        .into_iter()
+        .fold(Runner::builder().program("unshare"), |builder, arg| {
+            builder.arg(arg)
+        })
         .arg(binary())
         .sidecar(sidecar)
         .envs(env)
         .start()
 }
+
+/// `unshare`'s arguments before the binary, for `start_as_pid1`.
+const AS_PID1: [&str; 3] = ["--pid", "--mount-proc", "--kill-child"];
 
 /// Host pids of the init (the runner as PID 1) and of the server it forked.
 struct Tree {
@@ -244,8 +247,7 @@ async fn the_init_exits_with_the_servers_status() {
     let mut runner = match &sandbox {
         Some(sandbox) => {
             let binary = binary();
-            let unshare = ["--pid", "--mount-proc", "--kill-child"];
-            let args: Vec<&str> = unshare
+            let args: Vec<&str> = AS_PID1
                 .into_iter()
                 .chain([binary.to_str().expect("a UTF-8 binary path")])
                 .collect();
