@@ -38,6 +38,19 @@ fn main() {
         );
         // Names the binary does not have (another toolchain, changed code) are passed over.
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
+        let made_with = std::fs::read_to_string(&layout).ok().and_then(|list| {
+            let line = list.lines().find_map(|l| l.strip_prefix("# rustc: "))?;
+            Some(line.trim().to_owned())
+        });
+        let building_with = rustc_version();
+        if made_with.is_some() && made_with != building_with {
+            println!(
+                "cargo:warning={LAYOUT} was made with {}, this is {}: its names will not match, \
+                 so the code is laid out as the linker chooses (`make layout` remakes it)",
+                made_with.unwrap_or_default(),
+                building_with.unwrap_or_default()
+            );
+        }
     }
 }
 
@@ -53,12 +66,16 @@ fn links_with_lld(env: &impl Fn(&str) -> String) -> bool {
     env("TARGET") == "x86_64-unknown-linux-gnu" && !chosen && rustc_minor() >= Some(90)
 }
 
-/// The minor version of the rustc building this (`rustc 1.95.0 (...)`).
-fn rustc_minor() -> Option<u32> {
+/// The rustc building this, as it names itself (`rustc 1.95.0 (59807616e 2026-04-14)`).
+fn rustc_version() -> Option<String> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let output = std::process::Command::new(rustc).arg("-V").output().ok()?;
-    let version = String::from_utf8(output.stdout).ok()?;
-    version
+    Some(String::from_utf8(output.stdout).ok()?.trim().to_owned())
+}
+
+/// Its minor version.
+fn rustc_minor() -> Option<u32> {
+    rustc_version()?
         .split_whitespace()
         .nth(1)?
         .split('.')
