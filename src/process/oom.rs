@@ -27,7 +27,7 @@ const COUNTER_TEXT_MAX: usize = 1024;
 /// serves, and a read of the open file is one system call where open, stat, read and close of
 /// the path (a long one inside a pod) were five.
 static COUNTER: LazyLock<Option<OomCounter>> =
-    LazyLock::new(|| OomCounter::locate(&OwnCgroups::read()));
+    LazyLock::new(|| OomCounter::locate(OwnCgroups::at_start()));
 
 /// OOM kills in the runner's memory cgroup so far; `None` when the count cannot be read.
 /// A read of a small in-memory cgroup file: it never blocks.

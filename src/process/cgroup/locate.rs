@@ -9,6 +9,7 @@
 //! cgroup, with `/docker/<id>` as its root.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::LazyLock;
 
 /// One cgroup hierarchy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +40,16 @@ struct CgroupMount {
 }
 
 impl OwnCgroups {
+    /// This process's cgroups as /proc showed them when first asked, at start-up: the request
+    /// cgroups' home, the memory cgroups' place and the OOM counter are each found once, at
+    /// start, from this one read.
+    pub(crate) fn at_start() -> &'static OwnCgroups {
+        static AT_START: LazyLock<OwnCgroups> = LazyLock::new(OwnCgroups::read);
+        &AT_START
+    }
+
     /// This process's cgroups, as /proc shows them now (empty without /proc).
-    pub(crate) fn read() -> Self {
+    fn read() -> Self {
         let read = |path| std::fs::read_to_string(path).unwrap_or_default();
         OwnCgroups::parse(&read("/proc/self/cgroup"), &read("/proc/self/mountinfo"))
     }

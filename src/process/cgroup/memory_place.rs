@@ -49,7 +49,7 @@ fn locate() -> Option<Place> {
             return Some(Place::V2);
         }
     }
-    let own = OwnCgroups::read();
+    let own = OwnCgroups::at_start();
     own.candidates(Hierarchy::Controller("memory"))
         .into_iter()
         .find_map(|dir| try_v1(&dir))

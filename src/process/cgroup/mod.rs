@@ -69,7 +69,7 @@ struct Home {
 /// The runner's own cgroup, when request cgroups can be made in it: found once, and tried with
 /// a first cgroup, which is kept for the first request.
 static HOME: LazyLock<Option<Home>> = LazyLock::new(|| {
-    let own = OwnCgroups::read();
+    let own = OwnCgroups::at_start();
     let dir = own.unified()?;
     let path = own.path_in(Hierarchy::Unified)?.to_owned();
     let procs = rustix::fs::open(

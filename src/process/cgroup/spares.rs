@@ -1,6 +1,6 @@
 //! Emptied cgroups kept for reuse, of one kind each (request cgroups, `pool`; commands' v1
-//! memory cgroups, `memory_pool`): a bounded list, a taker that checks each one it pops before
-//! giving it out, and none kept once the runner is exiting.
+//! memory cgroups, `memory`, checked by `memory_pool`): a bounded list, a taker that checks
+//! each one it pops before giving it out, and none kept once the runner is exiting.
 
 use std::sync::Mutex;
 
