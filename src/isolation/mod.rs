@@ -6,7 +6,7 @@
 //! run (`Isolation::domain`), which each of its commands enters before exec (`process`): ptrace
 //! access and (from ABI 6) signals and abstract unix sockets stay within the domain, and the
 //! file rules (`grants`) leave the request only its own folder of the shared TempDir root and
-//! of the runner's root of private temp dirs. The runner itself is non-dumpable from its
+//! of the runner's root of private temp dirs, and the writable cgroup mounts for reading only. The runner itself is non-dumpable from its
 //! start (`main`), so no command can read its memory or environment either.
 
 mod grants;
@@ -24,7 +24,7 @@ use crate::cancel::Cancel;
 use crate::error::Failure;
 use crate::metrics::{IsolationLabels, METRICS};
 use crate::process::{landlock_abi, Ruleset};
-use grants::Cover;
+use grants::{Cover, Roots};
 pub(crate) use users::SlotUser;
 pub use users::FIRST_SLOT_UID;
 
@@ -228,7 +228,11 @@ impl Isolation {
             }
             span.in_scope(|| {
                 let (hidden, given) = hidden_roots(&shared_roots, given.as_deref());
-                build(&cover, &hidden, given.as_deref())
+                let roots = Roots {
+                    hidden,
+                    read_only: read_only_roots(),
+                };
+                build(&cover, &roots, given.as_deref())
             })
             .map(Some)
             .map_err(|e| Failure::io("cannot build the request's Landlock ruleset", e))
@@ -276,6 +280,20 @@ fn hidden_roots(
     (roots.iter().cloned().chain(private_root()).collect(), given)
 }
 
+/// What a request may read but not change: the cgroup mounts a command could write through
+/// (canonical), found once. Through them a command running as root could kill, freeze, limit or
+/// move any process of the container, another request's or the runner's; an unprivileged pod
+/// mounts them read-only anyway.
+fn read_only_roots() -> Vec<PathBuf> {
+    static ROOTS: std::sync::LazyLock<Vec<PathBuf>> = std::sync::LazyLock::new(|| {
+        crate::process::writable_cgroup_mounts()
+            .into_iter()
+            .filter_map(|mount| mount.canonicalize().ok())
+            .collect()
+    });
+    ROOTS.clone()
+}
+
 /// The shared root of a given temp dir: the folder holding it (canonical), when it can be
 /// hidden (`hideable`). A TempDir of `/tmp`, as Direktiv sends for external services, is shared
 /// by every request anyway. With the temp dir itself, canonical, when it exists.
@@ -299,23 +317,23 @@ fn hideable(root: &Path) -> bool {
 }
 
 /// The ruleset of a request whose temp dir is `given` (canonical; `None`: private, or not made
-/// yet), granting the cover of `hidden` (the last one when it still holds). Where the cover
+/// yet), granting the cover of `roots` (the last one when it still holds). Where the cover
 /// already grants the temp dir, the cover's own ruleset, made once and shared.
 fn build(
     last: &Mutex<Option<Arc<Kept>>>,
-    hidden: &[PathBuf],
+    roots: &Roots,
     given: Option<&Path>,
 ) -> io::Result<Domain> {
     let held = last
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()
-        .filter(|kept| kept.cover.holds_for(hidden));
+        .filter(|kept| kept.cover.holds_for(roots));
     let kept = match held {
         Some(kept) => kept,
         None => {
             let kept = Arc::new(Kept {
-                cover: Cover::walk(hidden)?,
+                cover: Cover::walk(roots)?,
                 whole: OnceLock::new(),
             });
             *last

@@ -29,6 +29,8 @@ const FS_WRITE_FILE: u64 = 1 << 1;
 const FS_READ_FILE: u64 = 1 << 2;
 /// Rights 3 to 12 of ABI 1 (read a folder, remove and make entries) concern folders only.
 const FS_ABI1: u64 = (1 << 13) - 1;
+/// ABI 1: list a folder.
+const FS_READ_DIR: u64 = 1 << 3;
 /// ABI 2: `REFER`, moving and linking across folders. Handled (and granted) so that such
 /// moves work: where it is not handled, the kernel refuses every one of them.
 const FS_REFER: u64 = 1 << 13;
@@ -142,11 +144,13 @@ impl Ruleset {
         })
     }
 
-    /// Allows everything beneath `target` (a folder), or on it (any other file).
+    /// Allows what `target` was opened for beneath it (a folder), or on it (any other file).
     pub(crate) fn grant(&self, target: &GrantTarget) -> io::Result<()> {
-        let rights = match target.folder {
-            true => self.handled,
-            false => self.handled & FS_FILE_RIGHTS,
+        let rights = match (target.access, target.folder) {
+            (Access::Full, true) => self.handled,
+            (Access::Full, false) => self.handled & FS_FILE_RIGHTS,
+            (Access::Read, true) => FS_READ_FILE | FS_READ_DIR,
+            (Access::Read, false) => FS_READ_FILE,
         };
         self.add_rule(target.fd.as_fd(), rights)
     }
@@ -190,12 +194,22 @@ impl Ruleset {
 pub(crate) struct GrantTarget {
     fd: OwnedFd,
     folder: bool,
+    access: Access,
+}
+
+/// What a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Everything: read, write, execute, make and remove entries.
+    Full,
+    /// Reading files and listing folders, nothing else.
+    Read,
 }
 
 impl GrantTarget {
     /// `path`, unless it is a symbolic link (`None`): a link is not followed, as its target is
     /// reached by its own path, and following one could grant what must stay hidden.
-    pub(crate) fn open(path: &Path) -> io::Result<Option<GrantTarget>> {
+    pub(crate) fn open(path: &Path, access: Access) -> io::Result<Option<GrantTarget>> {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::open(path, flags, Mode::empty())?;
         let kind = FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
@@ -204,6 +218,7 @@ impl GrantTarget {
             kind => Some(GrantTarget {
                 fd,
                 folder: kind == FileType::Directory,
+                access,
             }),
         })
     }

@@ -40,8 +40,8 @@ mod stop;
 mod tracker;
 
 pub(crate) use cgroup::{
-    home_dir as cgroup_home, leave_request_cgroup_open, memory_mechanism, MemoryCgroup,
-    RequestCgroup,
+    home_dir as cgroup_home, leave_request_cgroup_open, memory_mechanism,
+    writable_mounts as writable_cgroup_mounts, MemoryCgroup, RequestCgroup,
 };
 
 /// Removes the kept cgroups, request and memory ones; later emptied ones are removed, not
@@ -52,7 +52,7 @@ pub(crate) fn remove_spare_cgroups() {
 }
 pub(crate) use group::ProcessGroup;
 pub(crate) use image::{ChildEnv, Image};
-pub(crate) use landlock::{abi as landlock_abi, GrantTarget, Ruleset};
+pub(crate) use landlock::{abi as landlock_abi, Access, GrantTarget, Ruleset};
 pub(crate) use oom::{count as oom_kills, rose as oom_kills_rose};
 pub use own::{become_undumpable, block_sigchld, limit_malloc_arenas};
 pub(crate) use own::{fork_single_threaded, Forked};

@@ -11,7 +11,8 @@
 //! - processes in nested cgroups are stopped with the request, and the nested cgroups removed;
 //! - a stale cgroup with the name the runner wants never turns tracking off;
 //! - moving the runner (or its init) into a request cgroup does not get it killed with it;
-//! - a mount left in a private temp dir is detached, never emptied.
+//! - a mount left in a private temp dir is detached, never emptied;
+//! - in a request's Landlock domain no command can write a cgroup file at all.
 
 use std::path::{Path, PathBuf};
 
@@ -50,12 +51,19 @@ fn sandbox() -> CgroupSandbox {
     CgroupSandbox::new().expect("a cgroup below the test's own, where cgroups can be made")
 }
 
-/// A runner started in `sandbox` with a short kill grace.
+/// The isolation of the runners here: none. A request's Landlock domain (the default) lets its
+/// commands read cgroup files but not write them (`isolated_commands_cannot_change_any_cgroup`
+/// below), so only without it, or on a kernel without Landlock, can a command do to cgroups
+/// what these tests do; what the runner then guarantees is what they check.
+const WRITABLE_CGROUPS: (&str, &str) = ("CMD_ISOLATION", "off");
+
+/// A runner started in `sandbox` with a short kill grace, its commands able to write cgroups.
 fn start_in(sandbox: &CgroupSandbox, sidecar: &FakeSidecar) -> Runner {
     sandbox
         .runner(None)
         .sidecar(sidecar)
         .env("CMD_KILL_GRACE", "1s")
+        .env(WRITABLE_CGROUPS.0, WRITABLE_CGROUPS.1)
         .start()
 }
 
@@ -120,6 +128,99 @@ impl Drop for KillLeftovers {
             let _ = procs::send_signal(proc.pid, procs::Signal::KILL);
         }
     }
+}
+
+// --- isolation ---------------------------------------------------------------------------
+
+/// A command of another request attacks a running one through cgroup files: `cgroup.kill` and
+/// `cgroup.freeze` of every request cgroup but its own, a cgroup nested in its own, the runner
+/// moved into its own. Prints `CHANGED <what>` for each write that went through, and `READ`
+/// when it could read its own cgroup's process list.
+const CGROUP_ATTACK: &str = "for d in \"$CG_PARENT\"/direktiv-cmd-*; do [ \"$d\" = \"$CG\" ] && continue\n\
+     for f in cgroup.kill cgroup.freeze; do echo 1 2>/dev/null > \"$d/$f\" && echo \"CHANGED $f\"; done\n\
+     done\n\
+     mkdir \"$CG/nested\" 2>/dev/null && echo CHANGED nested\n\
+     echo \"$RUNNER_PID\" 2>/dev/null > \"$CG/cgroup.procs\" && echo CHANGED runner-moved\n\
+     [ -n \"$(cat \"$CG/cgroup.procs\")\" ] && echo READ\n\
+     true";
+
+/// What `CGROUP_ATTACK` printed while a victim request slept on a runner started in `sandbox`
+/// with `isolation`, and whether the victim's command ran to its end.
+async fn attack_through_cgroups(isolation: &str, pause: &str) -> (Vec<String>, bool) {
+    let sandbox = sandbox();
+    let sidecar = std::sync::Arc::new(FakeSidecar::start());
+    let runner = sandbox
+        .runner(None)
+        .sidecar(&sidecar)
+        .env("CMD_KILL_GRACE", "1s")
+        .env("CMD_ISOLATION", isolation)
+        .start();
+    let runner = std::sync::Arc::new(runner);
+    let marker = procs::marker("cgroup-victim");
+    let _cleanup = KillLeftovers(marker.clone());
+    let victim = call_in_background(
+        &sidecar,
+        &runner,
+        "cgroup-victim",
+        marked_body(
+            &sandbox,
+            &marker,
+            json!([{"command": format!("sleep {pause}")}]),
+        ),
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while procs::with_marker(&marker).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the victim never ran");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut attack = body(&sandbox, json!([in_cgroup(CGROUP_ATTACK)]));
+    attack["env"]["RUNNER_PID"] = json!(runner.pid().to_string());
+    let reply = sidecar.call(&runner, "cgroup-attacker", attack).await;
+    reply.assert_success();
+    let printed = reply.command(0)["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let victim = within(PATIENCE, "the victim", victim).await.unwrap();
+    // Whatever happened, the runner goes on serving.
+    let wrong = later_requests(&sidecar, &runner, "after-attack", 2).await;
+    assert!(wrong.is_empty(), "later requests failed: {wrong:#?}");
+    (
+        printed,
+        victim.status == 200 && victim.command(0)["success"] == true,
+    )
+}
+
+/// In a request's Landlock domain (the default) cgroup files can be read, not written: a
+/// command running as root can neither kill nor freeze another request's processes through
+/// their cgroup, nor nest cgroups, nor move the runner, as in an unprivileged pod, where the
+/// cgroup mounts are read-only.
+#[tokio::test(flavor = "multi_thread")]
+async fn isolated_commands_cannot_change_any_cgroup() {
+    skip_without!(Capability::Cgroups);
+    skip_without!(Capability::Landlock);
+    let (printed, victim_ran) = attack_through_cgroups("landlock", "2.11").await;
+    assert_eq!(printed, ["READ"]);
+    assert!(victim_ran, "the attacker stopped the victim");
+}
+
+/// The control case: without isolation the same command kills the other request's command.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_isolation_a_command_kills_another_request_through_its_cgroup() {
+    skip_without!(Capability::Cgroups);
+    let (printed, victim_ran) = attack_through_cgroups("off", "2.12").await;
+    assert!(
+        printed.iter().any(|line| line == "CHANGED cgroup.kill"),
+        "{printed:?}"
+    );
+    assert!(
+        printed.iter().any(|line| line == "CHANGED nested"),
+        "{printed:?}"
+    );
+    assert!(printed.iter().any(|line| line == "READ"), "{printed:?}");
+    assert!(!victim_ran, "the victim survived a cgroup.kill");
 }
 
 // --- cgroup.kill -------------------------------------------------------------------------
@@ -424,6 +525,7 @@ async fn stale_cgroup_names_never_turn_tracking_off() {
         .runner(Some(("unshare", &args)))
         .sidecar(&sidecar)
         .env("CMD_KILL_GRACE", "1s")
+        .env(WRITABLE_CGROUPS.0, WRITABLE_CGROUPS.1)
         .start();
     unmarked_escapee_is_stopped(&sidecar, &runner, "stale").await;
     for dir in &stale {
@@ -532,6 +634,7 @@ async fn moving_the_init_and_server_into_a_request_cgroup_does_not_get_them_kill
         .runner(Some(("unshare", &args)))
         .sidecar(&sidecar)
         .env("CMD_KILL_GRACE", "1s")
+        .env(WRITABLE_CGROUPS.0, WRITABLE_CGROUPS.1)
         .start();
     let hostile = in_cgroup(&format!(
         "echo 1 > \"$CG/cgroup.procs\"; echo 2 > \"$CG/cgroup.procs\"\n{STUBBORN}"

@@ -470,6 +470,11 @@ fn as_pid1(runner: Runner) -> (Runner, u32, u32) {
     (runner, server, root)
 }
 
+/// With a sandbox, the hostile kinds write cgroup files, which a request's Landlock domain (the
+/// default isolation) refuses: without isolation they reach the cgroups, and the runner must
+/// still end every request clean.
+const WRITABLE_CGROUPS: (&str, &str) = ("CMD_ISOLATION", "off");
+
 /// Starts the runner for `setup` (in `sandbox` when given); returns it with the pid that serves
 /// (whose fds and RSS are measured) and the pid below which no zombie may be left.
 fn start(
@@ -481,7 +486,7 @@ fn start(
     match setup {
         Setup::Plain => {
             let builder = match sandbox {
-                Some(sandbox) => sandbox.runner(None),
+                Some(sandbox) => sandbox.runner(None).envs(&[WRITABLE_CGROUPS]),
                 None => Runner::builder(),
             };
             let runner = builder.sidecar(sidecar).envs(&env).start();
@@ -497,7 +502,9 @@ fn start(
                 binary.to_str().expect("a UTF-8 binary path"),
             ];
             let builder = match sandbox {
-                Some(sandbox) => sandbox.runner(Some(("unshare", &unshare))),
+                Some(sandbox) => sandbox
+                    .runner(Some(("unshare", &unshare)))
+                    .envs(&[WRITABLE_CGROUPS]),
                 None => unshare
                     .iter()
                     .fold(Runner::builder().program("unshare"), |b, a| b.arg(a)),

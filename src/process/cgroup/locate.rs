@@ -37,6 +37,8 @@ struct CgroupMount {
     mount_point: PathBuf,
     /// `None` for cgroup2; the controllers of a cgroup v1 mount (its super options).
     controllers: Option<Vec<String>>,
+    /// Mounted read-only (`ro` in its mount or super options): nobody can write through it.
+    read_only: bool,
 }
 
 impl OwnCgroups {
@@ -104,6 +106,16 @@ impl OwnCgroups {
         found
     }
 
+    /// The cgroup mounts that can be written through (not mounted read-only): where a command
+    /// running as root could change a cgroup, its own or any other.
+    pub(crate) fn writable_mounts(&self) -> Vec<PathBuf> {
+        self.mounts
+            .iter()
+            .filter(|mount| !mount.read_only)
+            .map(|mount| mount.mount_point.clone())
+            .collect()
+    }
+
     fn mounts_of<'a>(
         &'a self,
         hierarchy: Hierarchy<'a>,
@@ -136,10 +148,14 @@ impl CgroupMount {
         let mut fields = fields.split_whitespace();
         let root = unescape(fields.nth(3)?);
         let mount_point = PathBuf::from(unescape(fields.next()?));
+        let read_only = [fields.next().unwrap_or_default(), super_options]
+            .iter()
+            .any(|options| options.split(',').any(|option| option == "ro"));
         Some(CgroupMount {
             root,
             mount_point,
             controllers,
+            read_only,
         })
     }
 
@@ -223,6 +239,24 @@ mod tests {
         assert_eq!(
             own.candidates(Hierarchy::Controller("memory")),
             [PathBuf::from("/sys/fs/cgroup/memory")]
+        );
+    }
+
+    #[test]
+    fn only_mounts_that_can_be_written_through_are_writable() {
+        let mounts = "\
+30 24 0:26 /docker/abc /sys/fs/cgroup/memory ro,nosuid - cgroup cgroup rw,memory
+31 24 0:27 /docker/abc /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw
+32 24 0:28 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup ro,pids
+";
+        let own = OwnCgroups::parse("0::/docker/abc\n", mounts);
+        assert_eq!(
+            own.writable_mounts(),
+            [PathBuf::from("/sys/fs/cgroup/unified")]
+        );
+        assert_eq!(
+            OwnCgroups::parse("", HYBRID_MOUNTS).writable_mounts().len(),
+            4
         );
     }
 

@@ -84,6 +84,13 @@ static HOME: LazyLock<Option<Home>> = LazyLock::new(|| {
     Some(home)
 });
 
+/// The cgroup mounts a command could write through (as root), as they were at start: what a
+/// request's Landlock domain grants only for reading, so that no command can kill, freeze,
+/// limit or move another request's processes (or the runner's) through cgroup files.
+pub(crate) fn writable_mounts() -> Vec<PathBuf> {
+    OwnCgroups::at_start().writable_mounts()
+}
+
 /// Where request cgroups are made, when they can be (found, and tried, at the first call).
 pub(crate) fn home_dir() -> Option<&'static Path> {
     HOME.as_ref().map(|home| home.dir.as_path())
