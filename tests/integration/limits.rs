@@ -115,7 +115,9 @@ async fn a_raised_limit_and_a_nested_cgroup_do_not_reach_the_next_limited_comman
     let Some(memory_dir) = cgroups::memory_dir() else {
         panic!("Capability::MemoryCgroups without a memory cgroup directory");
     };
-    let (sidecar, runner) = start_pair(&[]);
+    // Without isolation: in a request's Landlock domain cgroup files are read-only
+    // (`an_isolated_command_cannot_raise_its_own_memory_limit`).
+    let (sidecar, runner) = start_pair(&[("CMD_ISOLATION", "off")]);
     // Finds its own memory cgroup, then (as root) raises the limit — memsw first on v1, which
     // must stay above it — and nests a cgroup in it; says its name and limit before and after.
     let look = "name=$(grep -o 'direktiv-cmd-[0-9]*-mem-[0-9]*' /proc/self/cgroup | head -n1); \
@@ -172,6 +174,35 @@ async fn a_raised_limit_and_a_nested_cgroup_do_not_reach_the_next_limited_comman
     runner.stop();
     let left = cgroups::memory_cgroups_of(pid, &memory_dir);
     assert!(left.is_empty(), "memory cgroups left at exit: {left:?}");
+}
+
+/// In a request's Landlock domain (the default) a command, root or not, can read its memory
+/// cgroup but not raise the limit set on it, nor nest a cgroup in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_command_cannot_raise_its_own_memory_limit() {
+    skip_without!(Capability::MemoryCgroups);
+    skip_without!(Capability::Landlock);
+    let Some(memory_dir) = cgroups::memory_dir() else {
+        panic!("Capability::MemoryCgroups without a memory cgroup directory");
+    };
+    let (sidecar, runner) = start_pair(&[("CMD_ISOLATION", "landlock")]);
+    let raise = "name=$(grep -o 'direktiv-cmd-[0-9]*-mem-[0-9]*' /proc/self/cgroup | head -n1); \
+                 d=$(find \"$MEMDIR\" -maxdepth 2 -type d -name \"$name\" | head -n1); \
+                 limit() { cat \"$d/memory.limit_in_bytes\" 2>/dev/null || cat \"$d/memory.max\"; }; \
+                 echo 1073741824 2>/dev/null > \"$d/memory.limit_in_bytes\" && echo RAISED; \
+                 echo max 2>/dev/null > \"$d/memory.max\" && echo RAISED; \
+                 mkdir \"$d/nested\" 2>/dev/null && echo NESTED; limit";
+    let body = json!({
+        "env": {"MEMDIR": memory_dir.display().to_string()},
+        "commands": [{"command": raise, "shell": true, "limits": {"memory": "256Mi"}}]
+    });
+    let reply = sidecar.call(&runner, "m-isolated", body).await;
+    reply.assert_success();
+    assert_eq!(
+        reply.command(0)["stdout"],
+        format!("{}\n", 256u64 << 20),
+        "{reply:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
