@@ -168,11 +168,10 @@ async fn attack_through_cgroups(isolation: &str, pause: &str) -> (Vec<String>, b
             json!([{"command": format!("sleep {pause}")}]),
         ),
     );
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while procs::with_marker(&marker).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the victim never ran");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let running = procs::wait_for(PATIENCE, || {
+        (!procs::with_marker(&marker).is_empty()).then_some(())
+    });
+    assert!(running.is_some(), "the victim never ran");
     let mut attack = body(&sandbox, json!([in_cgroup(CGROUP_ATTACK)]));
     attack["env"]["RUNNER_PID"] = json!(runner.pid().to_string());
     let reply = sidecar.call(&runner, "cgroup-attacker", attack).await;
