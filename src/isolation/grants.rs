@@ -9,10 +9,10 @@
 //! towards each hidden root, granting every entry beside the way (each top-level entry but the
 //! one holding a hidden root, then each entry of that one but the next step, ...) and nothing
 //! at or beneath a hidden root. A read-only root is walked to the same way and granted for
-//! reading (with everything beneath it but a hidden root). The folders on the way themselves get no grant: a command can
-//! still reach everything through them, but not list them or make new entries in them, which
-//! is why a hidden root is never `/` or the runner's temp dir (`/tmp`), where commands expect to
-//! make files.
+//! reading (with everything beneath it but a hidden root). The folders on the way themselves
+//! get no grant: a command can still reach everything through them, but not list them or make
+//! new entries in them, which is why a hidden root is never `/` or the runner's temp dir
+//! (`/tmp`), where commands expect to make files.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -239,8 +239,7 @@ mod tests {
             read_only: vec![unified.clone(), cgroups.join("memory")],
         };
         let grants = Cover::paths(&roots);
-        let read = with(&grants, Access::Read);
-        let mut read = read;
+        let mut read = with(&grants, Access::Read);
         read.sort();
         assert_eq!(
             read,
