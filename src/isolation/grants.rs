@@ -17,6 +17,7 @@
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::process::{Access, GrantTarget};
 
@@ -35,13 +36,14 @@ pub(super) struct Cover {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Roots {
     pub(super) hidden: Vec<PathBuf>,
-    pub(super) read_only: Vec<PathBuf>,
+    /// The same for every request (found at start): shared, not copied per request.
+    pub(super) read_only: Arc<[PathBuf]>,
 }
 
 impl Roots {
     /// Every root, hidden or read-only.
     fn all(&self) -> impl Iterator<Item = &PathBuf> {
-        self.hidden.iter().chain(&self.read_only)
+        self.hidden.iter().chain(self.read_only.iter())
     }
 }
 
@@ -175,7 +177,7 @@ mod tests {
     fn hiding(hidden: &[PathBuf]) -> Roots {
         Roots {
             hidden: hidden.to_vec(),
-            read_only: Vec::new(),
+            read_only: Arc::default(),
         }
     }
 
@@ -236,7 +238,7 @@ mod tests {
 
         let roots = Roots {
             hidden: Vec::new(),
-            read_only: vec![unified.clone(), cgroups.join("memory")],
+            read_only: vec![unified.clone(), cgroups.join("memory")].into(),
         };
         let grants = Cover::paths(&roots);
         let mut read = with(&grants, Access::Read);
@@ -260,7 +262,7 @@ mod tests {
         // A hidden root beneath a read-only root stays hidden; what is beside it is read-only.
         let roots = Roots {
             hidden: vec![hidden.clone()],
-            read_only: vec![unified.clone()],
+            read_only: vec![unified.clone()].into(),
         };
         let grants = Cover::paths(&roots);
         assert!(
@@ -282,7 +284,7 @@ mod tests {
         let cover = Cover {
             roots: Roots {
                 hidden: vec![PathBuf::from("/mnt/shared")],
-                read_only: vec![PathBuf::from("/var/tmp/runner")],
+                read_only: vec![PathBuf::from("/var/tmp/runner")].into(),
             },
             walked: Vec::new(),
             targets: Vec::new(),
@@ -327,7 +329,7 @@ mod tests {
         assert!(!cover.holds_for(&Roots::default()));
         let read_only = Roots {
             hidden: Vec::new(),
-            read_only: vec![shared.clone()],
+            read_only: vec![shared.clone()].into(),
         };
         assert!(!cover.holds_for(&read_only));
         // Another entry beside the way: the next request must walk again to grant it.

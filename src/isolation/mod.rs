@@ -284,14 +284,14 @@ fn hidden_roots(
 /// (canonical), found once. Through them a command running as root could kill, freeze, limit or
 /// move any process of the container, another request's or the runner's; an unprivileged pod
 /// mounts them read-only anyway.
-fn read_only_roots() -> Vec<PathBuf> {
-    static ROOTS: std::sync::LazyLock<Vec<PathBuf>> = std::sync::LazyLock::new(|| {
+fn read_only_roots() -> Arc<[PathBuf]> {
+    static ROOTS: std::sync::LazyLock<Arc<[PathBuf]>> = std::sync::LazyLock::new(|| {
         crate::process::writable_cgroup_mounts()
             .into_iter()
             .filter_map(|mount| mount.canonicalize().ok())
             .collect()
     });
-    ROOTS.clone()
+    Arc::clone(&ROOTS)
 }
 
 /// The shared root of a given temp dir: the folder holding it (canonical), when it can be
