@@ -10,10 +10,15 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::support::capability::skip_without;
-use crate::support::{cgroups, sh, start_pair, within, Capability, Runner, PATIENCE};
+use crate::support::cgroups::{self, FIND_OWN_MEMORY_CGROUP};
+use crate::support::{sh, start_pair, within, Capability, Runner, PATIENCE};
 
 /// Reserves 4 GiB of address space it never touches, as the JVM, V8 and Go do.
 const RESERVE_4G: &str = "import mmap; m = mmap.mmap(-1, 4 << 30, prot=0); print('reserved')";
+
+/// A shell function `limit` printing the memory limit of the cgroup in `$d` (v1 or v2).
+const READ_LIMIT: &str =
+    "limit() { cat \"$d/memory.limit_in_bytes\" 2>/dev/null || cat \"$d/memory.max\"; }; ";
 
 /// Touches 1 GiB.
 const TOUCH_1G: &str = "b = bytearray(1 << 30); print(len(b))";
@@ -77,9 +82,7 @@ async fn runtimes_that_reserve_address_space_start_under_a_memory_cgroup() {
 #[tokio::test(flavor = "multi_thread")]
 async fn passing_a_memory_cgroup_limit_is_cmd_limit_memory_and_ends_the_whole_command() {
     skip_without!(Capability::MemoryCgroups);
-    let Some(memory_dir) = cgroups::memory_dir() else {
-        panic!("Capability::MemoryCgroups without a memory cgroup directory");
-    };
+    let memory_dir = cgroups::expect_memory_dir();
     let (sidecar, runner) = start_pair(&[]);
     let script = format!("python3 -c '{TOUCH_1G}'; sleep 60");
     let body = json!({"commands": [
@@ -112,23 +115,21 @@ async fn passing_a_memory_cgroup_limit_is_cmd_limit_memory_and_ends_the_whole_co
 #[tokio::test(flavor = "multi_thread")]
 async fn a_raised_limit_and_a_nested_cgroup_do_not_reach_the_next_limited_command() {
     skip_without!(Capability::MemoryCgroups);
-    let Some(memory_dir) = cgroups::memory_dir() else {
-        panic!("Capability::MemoryCgroups without a memory cgroup directory");
-    };
+    let memory_dir = cgroups::expect_memory_dir();
     // Without isolation: in a request's Landlock domain cgroup files are read-only
     // (`an_isolated_command_cannot_raise_its_own_memory_limit`).
     let (sidecar, runner) = start_pair(&[("CMD_ISOLATION", "off")]);
     // Finds its own memory cgroup, then (as root) raises the limit — memsw first on v1, which
     // must stay above it — and nests a cgroup in it; says its name and limit before and after.
-    let look = "name=$(grep -o 'direktiv-cmd-[0-9]*-mem-[0-9]*' /proc/self/cgroup | head -n1); \
-                d=$(find \"$MEMDIR\" -maxdepth 2 -type d -name \"$name\" | head -n1); \
-                limit() { cat \"$d/memory.limit_in_bytes\" 2>/dev/null || cat \"$d/memory.max\"; }; \
+    let look = format!(
+        "{FIND_OWN_MEMORY_CGROUP}{READ_LIMIT}\
                 before=$(limit); \
                 if [ -e \"$d/memory.limit_in_bytes\" ]; then \
                   echo 2147483648 > \"$d/memory.memsw.limit_in_bytes\" 2>/dev/null; \
                   echo 1073741824 > \"$d/memory.limit_in_bytes\"; \
                 else echo max > \"$d/memory.max\"; fi && \
-                mkdir \"$d/nested\" && echo \"$name $before $(limit)\"";
+                mkdir \"$d/nested\" && echo \"$name $before $(limit)\""
+    );
     let limited = json!({"command": look, "shell": true, "limits": {"memory": "256Mi"}});
     let unlimited = sh("grep -c 'direktiv-cmd-[0-9]*-mem-' /proc/self/cgroup || true");
     let body = json!({
@@ -182,16 +183,14 @@ async fn a_raised_limit_and_a_nested_cgroup_do_not_reach_the_next_limited_comman
 async fn an_isolated_command_cannot_raise_its_own_memory_limit() {
     skip_without!(Capability::MemoryCgroups);
     skip_without!(Capability::Landlock);
-    let Some(memory_dir) = cgroups::memory_dir() else {
-        panic!("Capability::MemoryCgroups without a memory cgroup directory");
-    };
+    let memory_dir = cgroups::expect_memory_dir();
     let (sidecar, runner) = start_pair(&[("CMD_ISOLATION", "landlock")]);
-    let raise = "name=$(grep -o 'direktiv-cmd-[0-9]*-mem-[0-9]*' /proc/self/cgroup | head -n1); \
-                 d=$(find \"$MEMDIR\" -maxdepth 2 -type d -name \"$name\" | head -n1); \
-                 limit() { cat \"$d/memory.limit_in_bytes\" 2>/dev/null || cat \"$d/memory.max\"; }; \
+    let raise = format!(
+        "{FIND_OWN_MEMORY_CGROUP}{READ_LIMIT}\
                  echo 1073741824 2>/dev/null > \"$d/memory.limit_in_bytes\" && echo RAISED; \
                  echo max 2>/dev/null > \"$d/memory.max\" && echo RAISED; \
-                 mkdir \"$d/nested\" 2>/dev/null && echo NESTED; limit";
+                 mkdir \"$d/nested\" 2>/dev/null && echo NESTED; limit"
+    );
     let body = json!({
         "env": {"MEMDIR": memory_dir.display().to_string()},
         "commands": [{"command": raise, "shell": true, "limits": {"memory": "256Mi"}}]

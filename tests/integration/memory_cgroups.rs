@@ -5,22 +5,21 @@
 //! when the runner exits. On cgroup v2 every command gets a new one. Against the real binary and
 //! real memory cgroups; skipped through `skip_without!` where the machine has none.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::support::capability::skip_without;
-use crate::support::{cgroups, start_pair, Capability, FakeSidecar, Runner};
+use crate::support::cgroups::{self, expect_memory_dir as memory_dir};
+use crate::support::{start_pair, Capability, FakeSidecar, Runner};
 
 /// Prints the command's memory cgroup name, then runs `$THEN` there (`$d`: its folder).
-const IN_OWN: &str =
-    "name=$(grep -o 'direktiv-cmd-[0-9]*-mem-[0-9]*' /proc/self/cgroup | head -n1); \
-     d=$(find \"$MEMDIR\" -maxdepth 2 -type d -name \"$name\" | head -n1); \
-     echo \"$name\"; eval \"$THEN\"";
-
-fn memory_dir() -> PathBuf {
-    cgroups::memory_dir().expect("Capability::MemoryCgroups without a memory cgroup directory")
+fn in_own() -> String {
+    format!(
+        "{}echo \"$name\"; eval \"$THEN\"",
+        cgroups::FIND_OWN_MEMORY_CGROUP
+    )
 }
 
 /// Whether the machine's memory cgroups are v1 (where they are kept for reuse).
@@ -39,7 +38,7 @@ async fn in_own_cgroup(
 ) -> Vec<String> {
     let body = json!({
         "env": {"MEMDIR": memory_dir().display().to_string(), "THEN": then},
-        "commands": [{"command": IN_OWN, "shell": true, "limits": {"memory": limit}}]
+        "commands": [{"command": in_own(), "shell": true, "limits": {"memory": limit}}]
     });
     let reply = sidecar.call(runner, aid, body).await;
     reply.assert_success();

@@ -41,6 +41,17 @@ fn find_own_dir() -> Option<PathBuf> {
     usable.then_some(dir)
 }
 
+/// Shell lines that set `$name` and `$d` to the command's own memory cgroup: its name and its
+/// folder below `$MEMDIR` (`memory_dir`, passed in the request's env). Followed by more lines.
+pub const FIND_OWN_MEMORY_CGROUP: &str =
+    "name=$(grep -o 'direktiv-cmd-[0-9]*-mem-[0-9]*' /proc/self/cgroup | head -n1); \
+     d=$(find \"$MEMDIR\" -maxdepth 2 -type d -name \"$name\" | head -n1); ";
+
+/// `memory_dir`, in a test that checked `Capability::MemoryCgroups` first.
+pub fn expect_memory_dir() -> PathBuf {
+    memory_dir().expect("Capability::MemoryCgroups without a memory cgroup directory")
+}
+
 /// Where a runner started by this test process makes its commands' memory cgroups: its own
 /// cgroup v1 memory cgroup, when a limited cgroup can be made in it, or its cgroup v2 when that
 /// delegates the memory controller (found once per test process).
