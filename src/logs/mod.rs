@@ -8,7 +8,8 @@
 //! - `LogStream::framer()` -> `LineFramer`: one per pipe (stdout, stderr); `write(bytes).await`
 //!   takes raw pipe reads, `close().await` flushes a last line without newline.
 //! - `Delivery::start()` -> `Delivered`: the delivery runs on the log delivery thread
-//!   (`thread`), away from the request's work; `Delivered::finished().await` returns once every
+//!   (`thread`), away from the request's work, from the first message queued on (so that one
+//!   wake-up of that thread brings both); `Delivered::finished().await` returns once every
 //!   clone of the stream is dropped and every queued line is delivered (or given up).
 //!
 //! Inside: `framer` cuts pipe bytes into masked lines, `queue` holds them (bounded, joined into
@@ -139,9 +140,19 @@ impl Delivery {
         self.0.run().await;
     }
 
-    /// Runs the delivery on the log delivery thread.
+    /// Runs the delivery on the log delivery thread, from the first message queued on: one
+    /// wake-up of that thread brings the delivery and its first message.
     pub fn start(self) -> Delivered {
-        thread::spawn(self.run())
+        let queue = Arc::clone(&self.0.queue);
+        let started = Arc::new(std::sync::Mutex::new(None));
+        let slot = Arc::clone(&started);
+        // The request's span, not that of whatever queues the first message.
+        let span = tracing::Span::current();
+        queue.start_with(Box::new(move || {
+            let _request = span.enter();
+            *crate::sync::lock(&slot) = Some(thread::spawn(self.run()));
+        }));
+        Delivered::deferred(queue, started)
     }
 }
 

@@ -146,9 +146,14 @@ impl State {
 }
 
 /// The queue of one request, shared by its `LogStream` handles, its framers and its sender.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Queue {
     state: Mutex<State>,
+    /// What starts the sender, until the first message is queued (or `start_now`): one
+    /// wake-up of the delivery thread then brings the sender with its first message, where
+    /// starting it at once took two (its start, then the message). Held while it runs, so
+    /// that `start_now` returns only once a start another thread began is done.
+    starter: Mutex<Option<Starter>>,
     /// Wakes the sender: lines arrived or the queue closed. Single consumer, so `notify_one`'s
     /// stored permit makes a wake-up between the check and the wait impossible to lose.
     work: Notify,
@@ -156,10 +161,37 @@ pub(crate) struct Queue {
     space: Notify,
 }
 
+/// Starts a request's sender (`Queue::start_with`).
+pub(crate) type Starter = Box<dyn FnOnce() + Send>;
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Queue {
     /// Locks the state (a poisoned lock is recovered: `crate::sync`).
     fn lock(&self) -> MutexGuard<'_, State> {
         crate::sync::lock(&self.state)
+    }
+
+    /// `starter` starts the sender once the first message is queued, or at `start_now`. The
+    /// starter holds the sender, which holds this queue: taking it (or `close` dropping it)
+    /// ends that cycle.
+    pub(crate) fn start_with(&self, starter: Starter) {
+        *crate::sync::lock(&self.starter) = Some(starter);
+    }
+
+    /// Starts the sender unless it was started (or was not needed: the queue closed empty);
+    /// once this returns, every start is complete.
+    pub(crate) fn start_now(&self) {
+        let mut starter = crate::sync::lock(&self.starter);
+        if let Some(start) = starter.take() {
+            start();
+        }
     }
 
     /// Queues a batch at once, ignoring the bound: for the runner's own short messages, which
@@ -175,6 +207,7 @@ impl Queue {
             }
         }
         self.work.notify_one();
+        self.start_now();
     }
 
     /// Queues a batch, waiting for the sender whenever the next message would take the queue
@@ -197,6 +230,7 @@ impl Queue {
             };
             if queued_any {
                 self.work.notify_one();
+                self.start_now();
             }
             if pending.peek().is_some() {
                 space.await;
@@ -225,8 +259,16 @@ impl Queue {
 
     /// No more lines will come: the sender stops once the queue is empty.
     pub(crate) fn close(&self) {
-        self.lock().closed = true;
+        let empty = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.messages.is_empty()
+        };
         self.work.notify_one();
+        if empty {
+            // Nothing was ever queued (a message starts the sender): none is needed.
+            drop(crate::sync::lock(&self.starter).take());
+        }
     }
 
     /// The most bytes ever queued at once.

@@ -444,3 +444,71 @@ async fn streams_and_their_futures_can_move_between_threads() {
     assert_send(&framer.close());
     assert_send(&delivery.run());
 }
+
+/// `Delivery::start` starts the sender with the first message: a request that logs nothing
+/// starts none, and what it held (the sender holds the queue) is freed with the stream.
+#[tokio::test]
+async fn a_stream_that_queues_nothing_starts_no_delivery_and_frees_its_queue() {
+    let (shipper, captured) = shipper("http://localhost:1", false);
+    let (stream, delivery) = shipper.open_with_delivery("aid", Arc::new(Masker::default()));
+    let delivered = delivery.start();
+    let Delivered::Deferred { queue, started } = &delivered else {
+        panic!("the delivery started before any message");
+    };
+    drop(stream);
+    assert!(
+        started.lock().unwrap().is_none(),
+        "a sender started for no message"
+    );
+    // Closed empty, the queue let go of the sender it was to start (which holds the queue).
+    assert_eq!(
+        Arc::strong_count(queue),
+        1,
+        "the queue still holds its unneeded sender"
+    );
+    let queue = Arc::downgrade(queue);
+    tokio::time::timeout(PATIENCE, delivered.finished())
+        .await
+        .expect("finished waited for a delivery that has nothing to send");
+    assert!(
+        queue.upgrade().is_none(),
+        "the queue outlived its stream and its delivery"
+    );
+    assert_eq!(captured.text(), "");
+}
+
+/// The first message starts the sender, and `finished` waits for every line, also for those a
+/// clone of the stream queues after `finished` was called.
+#[tokio::test]
+async fn lines_queued_before_and_after_finished_is_called_all_arrive() {
+    let (sidecar, url) = start_sidecar(Sidecar::default()).await;
+    let (shipper, _) = shipper(&url, false);
+    let (stream, delivery) = shipper.open_with_delivery("aid-late", Arc::new(Masker::default()));
+    let delivered = delivery.start();
+    let late = stream.clone();
+    drop(stream);
+    let finished = tokio::spawn(delivered.finished());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        !finished.is_finished(),
+        "finished did not wait for an open stream"
+    );
+    late.line("queued after finished");
+    let mut framer = late.framer();
+    framer.write(b"and its output\n").await;
+    framer.close().await;
+    drop(late);
+    tokio::time::timeout(PATIENCE, finished)
+        .await
+        .expect("finished did not end")
+        .expect("finished panicked");
+    let expected: Vec<Vec<u8>> = ["queued after finished", "and its output"]
+        .iter()
+        .map(|l| l.as_bytes().to_vec())
+        .collect();
+    assert_eq!(
+        sidecar.lines(),
+        expected,
+        "finished returned before every line arrived"
+    );
+}

@@ -8,10 +8,12 @@
 //! own command, through the bounded queue (backpressure), and never loses a line.
 
 use std::future::Future;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::runtime::{Builder, Handle};
 use tracing::Instrument;
+
+use super::queue::Queue;
 
 /// The delivery thread's runtime, started with the first request.
 fn runtime() -> Option<&'static Handle> {
@@ -53,12 +55,29 @@ pub(super) fn spawn(delivery: impl Future<Output = ()> + Send + 'static) -> Deli
 pub enum Delivered {
     Spawned(tokio::task::JoinHandle<()>),
     Inline(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Started by its queue's first message (`Queue::start_with`), into the slot.
+    Deferred {
+        queue: Arc<Queue>,
+        started: Arc<Mutex<Option<Delivered>>>,
+    },
 }
 
 impl Delivered {
+    pub(super) fn deferred(queue: Arc<Queue>, started: Arc<Mutex<Option<Delivered>>>) -> Self {
+        Delivered::Deferred { queue, started }
+    }
+
     /// Waits for the delivery to end.
     pub async fn finished(self) {
         match self {
+            Delivered::Deferred { queue, started } => {
+                // A stream still open may queue more: its sender must run, and be waited for.
+                queue.start_now();
+                let delivery = crate::sync::lock(&started).take();
+                if let Some(delivery) = delivery {
+                    Box::pin(delivery.finished()).await;
+                }
+            }
             Delivered::Spawned(task) => {
                 if let Err(error) = task.await {
                     tracing::error!(%error, "the log delivery of a request failed");
