@@ -110,6 +110,8 @@ struct State {
     bytes: usize,
     /// Set when the last handle of the request is gone: the sender drains and stops.
     closed: bool,
+    /// The sender took a message and has not asked for the next one: it is being delivered.
+    in_flight: bool,
     /// The most bytes ever queued at once (lets tests check the bound).
     peak: usize,
 }
@@ -239,12 +241,15 @@ impl Queue {
     }
 
     /// Takes the oldest message, waiting for one; `None` once the queue is closed and empty.
+    /// Asking for the next message says the one taken before has been dealt with.
     pub(crate) async fn next(&self) -> Option<Message> {
         loop {
             {
                 let mut state = self.lock();
+                state.in_flight = false;
                 if let Some(message) = state.messages.pop_front() {
                     state.bytes -= message.body.len();
+                    state.in_flight = true;
                     drop(state);
                     self.space.notify_waiters();
                     return Some(message);
@@ -269,6 +274,26 @@ impl Queue {
             // Nothing was ever queued (a message starts the sender): none is needed.
             drop(crate::sync::lock(&self.starter).take());
         }
+    }
+
+    /// Whether every line is out: the queue is closed, empty, and no message is being
+    /// delivered. Nothing is left for the sender to do then but notice the close.
+    pub(crate) fn is_drained(&self) -> bool {
+        let state = self.lock();
+        state.closed && state.messages.is_empty() && !state.in_flight
+    }
+
+    /// Nothing queued and nothing being delivered.
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
+        let state = self.lock();
+        state.messages.is_empty() && !state.in_flight
+    }
+
+    /// How many messages wait for the sender.
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().messages.len()
     }
 
     /// The most bytes ever queued at once.

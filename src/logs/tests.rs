@@ -512,3 +512,102 @@ async fn lines_queued_before_and_after_finished_is_called_all_arrive() {
         "finished returned before every line arrived"
     );
 }
+
+/// Holds the log delivery thread until the returned sender is dropped (or sent to).
+fn hold_the_delivery_thread() -> std::sync::mpsc::Sender<()> {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (running, is_running) = std::sync::mpsc::channel::<()>();
+    drop(thread::spawn(async move {
+        let _ = running.send(());
+        let _ = held.recv();
+    }));
+    is_running
+        .recv_timeout(PATIENCE)
+        .expect("the delivery thread did not take the holding task");
+    release
+}
+
+/// Once every line is out, the response need not wait for the delivery thread to notice the
+/// close; while a line is still queued, it must.
+#[tokio::test]
+async fn finished_waits_for_the_delivery_thread_only_while_lines_are_left() {
+    let (sidecar, url) = start_sidecar(Sidecar::default()).await;
+    let (shipper, _) = shipper(&url, false);
+
+    // Every line delivered before the end: finished returns with the delivery thread held.
+    let (stream, delivery) = shipper.open_with_delivery("aid-out", Arc::new(Masker::default()));
+    let delivered = delivery.start();
+    stream.line("delivered while the command ran");
+    posts_arrive(&sidecar, 1).await;
+    let Delivered::Deferred { queue, .. } = &delivered else {
+        panic!("not a deferred delivery");
+    };
+    let queue = Arc::clone(queue);
+    let deadline = Instant::now() + PATIENCE;
+    // The sender asks for its next message once the POST is done.
+    while !queue.is_idle() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let release = hold_the_delivery_thread();
+    drop(stream);
+    tokio::time::timeout(PATIENCE, delivered.finished())
+        .await
+        .expect("finished waited for the delivery thread with every line out");
+    drop(release);
+
+    // A line still queued: finished waits until it is out.
+    let (stream, delivery) = shipper.open_with_delivery("aid-left", Arc::new(Masker::default()));
+    let delivered = delivery.start();
+    let release = hold_the_delivery_thread();
+    stream.line("queued while the delivery thread was held");
+    drop(stream);
+    let finished = tokio::spawn(delivered.finished());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !finished.is_finished(),
+        "finished returned with a line left"
+    );
+    drop(release);
+    tokio::time::timeout(PATIENCE, finished)
+        .await
+        .expect("finished did not end")
+        .expect("finished panicked");
+    let left: Vec<_> = sidecar
+        .posts()
+        .into_iter()
+        .filter(|p| p.aid == "aid-left")
+        .collect();
+    assert_eq!(
+        left.len(),
+        1,
+        "finished returned before the queued line was delivered"
+    );
+
+    // A line taken by the sender, its POST not answered yet: finished waits for the answer.
+    let slow = Sidecar {
+        delay: Duration::from_millis(300),
+        ..Sidecar::default()
+    };
+    let (slow, url) = start_sidecar(slow).await;
+    let (slow_shipper, _) = self::shipper(&url, false);
+    let (stream, delivery) =
+        slow_shipper.open_with_delivery("aid-posting", Arc::new(Masker::default()));
+    let delivered = delivery.start();
+    stream.line("being posted");
+    let Delivered::Deferred { queue, .. } = &delivered else {
+        panic!("not a deferred delivery");
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while queue.queued() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(stream);
+    tokio::time::timeout(PATIENCE, delivered.finished())
+        .await
+        .expect("finished did not end");
+    assert_eq!(
+        slow.posts().len(),
+        1,
+        "finished returned while a POST was unanswered"
+    );
+}

@@ -74,6 +74,12 @@ impl Delivered {
                 // A stream still open may queue more: its sender must run, and be waited for.
                 queue.start_now();
                 let delivery = crate::sync::lock(&started).take();
+                // Every line out already (the usual end of a short command, whose lines left
+                // while it ran): waiting for the sender to notice the close would only add
+                // two hand-overs between threads to the response. It ends on its own.
+                if queue.is_drained() {
+                    return;
+                }
                 if let Some(delivery) = delivery {
                     Box::pin(delivery.finished()).await;
                 }
