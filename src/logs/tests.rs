@@ -139,12 +139,24 @@ async fn finish_in_time(stream: LogStream, delivery: tokio::task::JoinHandle<()>
         .expect("the delivery panicked");
 }
 
-/// Waits until the sidecar has received `count` posts.
-async fn posts_arrive(sidecar: &Sidecar, count: usize) {
+/// Waits until `done` holds, or [`PATIENCE`] has passed (the caller's assertion then fails).
+async fn eventually(done: impl Fn() -> bool) {
     let deadline = Instant::now() + PATIENCE;
-    while sidecar.posts().len() < count && Instant::now() < deadline {
+    while !done() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Waits until the sidecar has received `count` posts.
+async fn posts_arrive(sidecar: &Sidecar, count: usize) {
+    eventually(|| sidecar.posts().len() >= count).await;
+}
+
+/// Waits for a started delivery to end; `stuck` says what it means when it does not.
+async fn finished_in_time(delivered: Delivered, stuck: &str) {
+    tokio::time::timeout(PATIENCE, delivered.finished())
+        .await
+        .expect(stuck);
 }
 
 fn numbered(count: usize) -> Vec<u8> {
@@ -396,10 +408,7 @@ async fn a_dropped_stream_still_drains() {
     framer.write(&numbered(300)).await;
     drop(framer);
     drop(stream);
-    let deadline = Instant::now() + PATIENCE;
-    while sidecar.lines().len() < 300 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(|| sidecar.lines().len() >= 300).await;
     assert_eq!(sidecar.lines(), expected_numbered(300));
 }
 
@@ -467,9 +476,11 @@ async fn a_stream_that_queues_nothing_starts_no_delivery_and_frees_its_queue() {
         "the queue still holds its unneeded sender"
     );
     let queue = Arc::downgrade(queue);
-    tokio::time::timeout(PATIENCE, delivered.finished())
-        .await
-        .expect("finished waited for a delivery that has nothing to send");
+    finished_in_time(
+        delivered,
+        "finished waited for a delivery that has nothing to send",
+    )
+    .await;
     assert!(
         queue.upgrade().is_none(),
         "the queue outlived its stream and its delivery"
@@ -543,16 +554,15 @@ async fn finished_waits_for_the_delivery_thread_only_while_lines_are_left() {
         panic!("not a deferred delivery");
     };
     let queue = Arc::clone(queue);
-    let deadline = Instant::now() + PATIENCE;
     // The sender asks for its next message once the POST is done.
-    while !queue.is_idle() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually(|| queue.is_idle()).await;
     let release = hold_the_delivery_thread();
     drop(stream);
-    tokio::time::timeout(PATIENCE, delivered.finished())
-        .await
-        .expect("finished waited for the delivery thread with every line out");
+    finished_in_time(
+        delivered,
+        "finished waited for the delivery thread with every line out",
+    )
+    .await;
     drop(release);
 
     // A line still queued: finished waits until it is out.
@@ -597,14 +607,9 @@ async fn finished_waits_for_the_delivery_thread_only_while_lines_are_left() {
     let Delivered::Deferred { queue, .. } = &delivered else {
         panic!("not a deferred delivery");
     };
-    let deadline = Instant::now() + PATIENCE;
-    while queue.queued() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    eventually(|| queue.queued() == 0).await;
     drop(stream);
-    tokio::time::timeout(PATIENCE, delivered.finished())
-        .await
-        .expect("finished did not end");
+    finished_in_time(delivered, "finished did not end").await;
     assert_eq!(
         slow.posts().len(),
         1,
