@@ -152,7 +152,7 @@ impl Delivery {
             let _request = span.enter();
             *crate::sync::lock(&slot) = Some(thread::spawn(self.run()));
         }));
-        Delivered::deferred(queue, started)
+        Delivered::Deferred { queue, started }
     }
 }
 

@@ -131,6 +131,11 @@ impl State {
         self.peak = self.peak.max(self.bytes);
     }
 
+    /// Nothing queued and nothing being delivered.
+    fn is_idle(&self) -> bool {
+        self.messages.is_empty() && !self.in_flight
+    }
+
     /// How much a body of `len` bytes adds to the queue: one more for the `\n` when it joins the
     /// last queued message.
     fn added_size(&self, len: usize) -> usize {
@@ -280,14 +285,13 @@ impl Queue {
     /// delivered. Nothing is left for the sender to do then but notice the close.
     pub(crate) fn is_drained(&self) -> bool {
         let state = self.lock();
-        state.closed && state.messages.is_empty() && !state.in_flight
+        state.closed && state.is_idle()
     }
 
     /// Nothing queued and nothing being delivered.
     #[cfg(test)]
     pub(crate) fn is_idle(&self) -> bool {
-        let state = self.lock();
-        state.messages.is_empty() && !state.in_flight
+        self.lock().is_idle()
     }
 
     /// How many messages wait for the sender.

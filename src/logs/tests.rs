@@ -152,6 +152,20 @@ async fn posts_arrive(sidecar: &Sidecar, count: usize) {
     eventually(|| sidecar.posts().len() >= count).await;
 }
 
+/// Opens a stream whose delivery runs on the log delivery thread (`Delivery::start`).
+fn open_started(shipper: &LogShipper, action_id: &str) -> (LogStream, Delivered) {
+    let (stream, delivery) = shipper.open_with_delivery(action_id, Arc::new(Masker::default()));
+    (stream, delivery.start())
+}
+
+/// The queue and start slot of a delivery `Delivery::start` returned.
+fn deferred(delivered: &Delivered) -> (&Arc<queue::Queue>, &Arc<Mutex<Option<Delivered>>>) {
+    let Delivered::Deferred { queue, started } = delivered else {
+        panic!("the delivery started before any message");
+    };
+    (queue, started)
+}
+
 /// Waits for a started delivery to end; `stuck` says what it means when it does not.
 async fn finished_in_time(delivered: Delivered, stuck: &str) {
     tokio::time::timeout(PATIENCE, delivered.finished())
@@ -459,11 +473,8 @@ async fn streams_and_their_futures_can_move_between_threads() {
 #[tokio::test]
 async fn a_stream_that_queues_nothing_starts_no_delivery_and_frees_its_queue() {
     let (shipper, captured) = shipper("http://localhost:1", false);
-    let (stream, delivery) = shipper.open_with_delivery("aid", Arc::new(Masker::default()));
-    let delivered = delivery.start();
-    let Delivered::Deferred { queue, started } = &delivered else {
-        panic!("the delivery started before any message");
-    };
+    let (stream, delivered) = open_started(&shipper, "aid");
+    let (queue, started) = deferred(&delivered);
     drop(stream);
     assert!(
         started.lock().unwrap().is_none(),
@@ -494,8 +505,7 @@ async fn a_stream_that_queues_nothing_starts_no_delivery_and_frees_its_queue() {
 async fn lines_queued_before_and_after_finished_is_called_all_arrive() {
     let (sidecar, url) = start_sidecar(Sidecar::default()).await;
     let (shipper, _) = shipper(&url, false);
-    let (stream, delivery) = shipper.open_with_delivery("aid-late", Arc::new(Masker::default()));
-    let delivered = delivery.start();
+    let (stream, delivered) = open_started(&shipper, "aid-late");
     let late = stream.clone();
     drop(stream);
     let finished = tokio::spawn(delivered.finished());
@@ -546,13 +556,10 @@ async fn finished_waits_for_the_delivery_thread_only_while_lines_are_left() {
     let (shipper, _) = shipper(&url, false);
 
     // Every line delivered before the end: finished returns with the delivery thread held.
-    let (stream, delivery) = shipper.open_with_delivery("aid-out", Arc::new(Masker::default()));
-    let delivered = delivery.start();
+    let (stream, delivered) = open_started(&shipper, "aid-out");
     stream.line("delivered while the command ran");
     posts_arrive(&sidecar, 1).await;
-    let Delivered::Deferred { queue, .. } = &delivered else {
-        panic!("not a deferred delivery");
-    };
+    let (queue, _) = deferred(&delivered);
     let queue = Arc::clone(queue);
     // The sender asks for its next message once the POST is done.
     eventually(|| queue.is_idle()).await;
@@ -566,8 +573,7 @@ async fn finished_waits_for_the_delivery_thread_only_while_lines_are_left() {
     drop(release);
 
     // A line still queued: finished waits until it is out.
-    let (stream, delivery) = shipper.open_with_delivery("aid-left", Arc::new(Masker::default()));
-    let delivered = delivery.start();
+    let (stream, delivered) = open_started(&shipper, "aid-left");
     let release = hold_the_delivery_thread();
     stream.line("queued while the delivery thread was held");
     drop(stream);
@@ -600,13 +606,9 @@ async fn finished_waits_for_the_delivery_thread_only_while_lines_are_left() {
     };
     let (slow, url) = start_sidecar(slow).await;
     let (slow_shipper, _) = self::shipper(&url, false);
-    let (stream, delivery) =
-        slow_shipper.open_with_delivery("aid-posting", Arc::new(Masker::default()));
-    let delivered = delivery.start();
+    let (stream, delivered) = open_started(&slow_shipper, "aid-posting");
     stream.line("being posted");
-    let Delivered::Deferred { queue, .. } = &delivered else {
-        panic!("not a deferred delivery");
-    };
+    let (queue, _) = deferred(&delivered);
     eventually(|| queue.queued() == 0).await;
     drop(stream);
     finished_in_time(delivered, "finished did not end").await;

@@ -63,10 +63,6 @@ pub enum Delivered {
 }
 
 impl Delivered {
-    pub(super) fn deferred(queue: Arc<Queue>, started: Arc<Mutex<Option<Delivered>>>) -> Self {
-        Delivered::Deferred { queue, started }
-    }
-
     /// Waits for the delivery to end.
     pub async fn finished(self) {
         match self {
