@@ -44,8 +44,10 @@ pub(super) struct Files {
     pub(super) freeze: OwnedFd,
     /// `cgroup.kill`, to kill everything in it and below at once.
     pub(super) kill: OwnedFd,
-    /// Each of `SETTINGS` the kernel has, with its content when the cgroup was made.
-    settings: Vec<(&'static str, OwnedFd, Vec<u8>)>,
+    /// Each of `SETTINGS` the kernel has, with its content when the cgroup was made: exactly
+    /// that many bytes, since every pooled cgroup keeps them (a read's 4 KiB buffer for each
+    /// would be a quarter MiB of the runner's heap at 16 pooled cgroups).
+    settings: Vec<(&'static str, OwnedFd, Box<[u8]>)>,
     /// Who may change the cgroup (create cgroups in it, move processes in), when it was made.
     owners: Owners,
     /// When `cgroup.kill` was last written, as it was when the cgroup was made: a write
@@ -71,7 +73,7 @@ impl Files {
         for name in SETTINGS {
             match open(name, OFlags::RDONLY) {
                 Ok(file) => {
-                    let made = read_from_start(file.as_fd())?;
+                    let made = read_from_start(file.as_fd())?.into_boxed_slice();
                     settings.push((name, file, made));
                 }
                 // Not every kernel has every setting (cgroup.pressure: Linux 6.1).
@@ -130,7 +132,7 @@ impl Files {
         }
         for (name, file, made) in &self.settings {
             let now = read_from_start(file.as_fd()).map_err(unreadable)?;
-            if now != *made {
+            if now[..] != made[..] {
                 return Err(format!("{name} changed"));
             }
             if *name == "cgroup.controllers" && !now.iter().all(u8::is_ascii_whitespace) {
@@ -182,25 +184,33 @@ pub(super) fn pids_in(procs: BorrowedFd<'_>) -> Vec<i32> {
 }
 
 pub(super) fn read_text(file: BorrowedFd<'_>) -> io::Result<String> {
-    Ok(String::from_utf8_lossy(&read_from_start(file)?).into_owned())
+    let bytes = read_from_start(file)?;
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|not_utf8| String::from_utf8_lossy(not_utf8.as_bytes()).into_owned()))
 }
+
+/// How much more room each read of a cgroupfs file gets: all but `cgroup.procs` of a busy
+/// cgroup fit at once.
+const READ_CHUNK: usize = 4096;
 
 /// The whole content of an open cgroupfs file, read from its start whatever was read before.
 /// cgroupfs hands over all it has for a read that leaves room: a read that does not fill the
-/// buffer is the last, so a small file takes one `pread`.
+/// buffer is the last, so a small file takes one `pread`. The kernel writes into the vector's
+/// spare room directly (nothing is zeroed first).
 fn read_from_start(file: BorrowedFd<'_>) -> io::Result<Vec<u8>> {
-    let mut text = Vec::with_capacity(128);
+    let mut text = Vec::new();
     loop {
         let filled = text.len();
-        text.resize(filled + 4096, 0);
-        let read = rustix::io::pread(file, &mut text[filled..], filled as u64);
+        text.reserve(READ_CHUNK);
+        let room = text.capacity() - filled;
+        let read = rustix::io::pread(
+            file,
+            rustix::buffer::spare_capacity(&mut text),
+            filled as u64,
+        );
         match read {
-            Ok(n) if n < text.len() - filled => {
-                text.truncate(filled + n);
-                return Ok(text);
-            }
-            Ok(_) => {}
-            Err(Errno::INTR) => text.truncate(filled),
+            Ok(n) if n < room => return Ok(text),
+            Ok(_) | Err(Errno::INTR) => {}
             Err(error) => return Err(error.into()),
         }
     }
@@ -308,5 +318,27 @@ mod tests {
             files.unchanged(),
             Err("controllers, whose limits are not checked".to_owned())
         );
+    }
+
+    /// A `cgroup.procs` of many processes is longer than one read's room; an empty file is
+    /// read as empty; both come back whole, read from the start again on every call.
+    #[test]
+    fn files_of_any_length_are_read_whole_from_their_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids: String = (1..=3000).map(|pid| format!("{pid}\n")).collect();
+        assert!(
+            pids.len() > 3 * READ_CHUNK,
+            "the file must take several reads"
+        );
+        for text in ["", "populated 0\n", pids.as_str()] {
+            let path = dir.path().join("file");
+            std::fs::write(&path, text).unwrap();
+            let file = std::fs::File::open(&path).unwrap();
+            for _ in 0..2 {
+                assert_eq!(read_from_start(file.as_fd()).unwrap(), text.as_bytes());
+            }
+        }
+        let file = std::fs::File::open(dir.path().join("file")).unwrap();
+        assert_eq!(pids_in(file.as_fd()).len(), 3000);
     }
 }
