@@ -23,6 +23,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for one POST, answer included (a 4 MiB message relayed by the sidecar too).
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The read buffer of each pooled connection. The sidecar answers a POST with a head of a few
+/// hundred bytes at most and a short body, if any; hyper's adaptive default starts at 8 KiB and
+/// grows, about 15 KiB per connection, and at 16 concurrent requests there are 16 of them.
+/// A head longer than this is refused as too large, far beyond what a sidecar sends.
+const READ_BUFFER: usize = 4096;
+
 /// The body's type, sent with every POST.
 const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
@@ -167,6 +173,7 @@ fn build_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new())
         // Idle connections are dropped after the pool's idle timeout, which needs a timer.
         .pool_timer(TokioTimer::new())
+        .http1_read_buf_exact_size(READ_BUFFER)
         .build(connector)
 }
 
@@ -228,5 +235,45 @@ mod tests {
         assert!(Endpoint::new("not a url").is_err());
         assert!(Endpoint::new("127.0.0.1:8889").is_err());
         assert!(Endpoint::new("/log").is_err());
+    }
+
+    /// A sidecar whose answers carry a long head (2.5 KiB of headers, as a proxy or a chatty
+    /// server may add) and a body longer than the read buffer: each POST is read whole, and
+    /// the kept connection serves the next one.
+    #[tokio::test]
+    async fn long_answers_from_the_sidecar_are_read_whole() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let padding: String = (0..50)
+            .map(|n| format!("x-pad-{n:02}: {:040}\r\n", n))
+            .collect();
+        assert!(padding.len() > 2500, "the head must be long");
+        let body = "b".repeat(3 * READ_BUFFER);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\n{padding}content-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            for _ in 0..2 {
+                // Each POST's head and its 5-byte body, then the answer.
+                let mut seen = Vec::new();
+                while !seen.ends_with(b"\r\n\r\nlines") {
+                    let mut chunk = [0u8; 1024];
+                    let n = tcp.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the client closed the connection");
+                    seen.extend_from_slice(&chunk[..n]);
+                }
+                tcp.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let endpoint = endpoint_at(&format!("http://{address}"));
+        let uri = endpoint.uri_for("a1").unwrap();
+        for _ in 0..2 {
+            let posted = endpoint.post(&uri, Bytes::from_static(b"lines")).await;
+            assert!(posted.is_ok(), "{posted:?}");
+        }
+        server.await.unwrap();
     }
 }
