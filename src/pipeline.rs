@@ -18,18 +18,18 @@ use crate::cancel::Cancel;
 use crate::config::{Config, RunOptions};
 use crate::direktiv::{ENV_ACTION_ID, ENV_HTTP_BACKEND, ENV_TEMP_DIR};
 use crate::error::{CancelReason, Failure};
-use crate::exec::{self, ExecSettings, Execution, Launch};
-use crate::isolation::{Isolation, SlotUser};
+use crate::exec::{self, ExecSettings, Execution, Ground, Launch, Preparation, Setup};
+use crate::isolation::{hand_over, Isolation, SlotUser};
 use crate::logs::{LogShipper, LogStream};
 use crate::mask::{Masker, Registry, SecretPolicy};
 use crate::outcome::{quoted_command, CommandReport, JobOutcome, OutputFile, MAX_MESSAGE};
-use crate::plan::{CommandSpec, Dialect, Plan};
-use crate::process::{RequestTracker, Ruleset, StopPolicy};
+use crate::plan::{CommandSpec, Dialect, InputFile, Plan};
+use crate::process::{RequestTracker, StopPolicy};
 use crate::request;
 use crate::response::{self, Reply};
 use crate::trace::TraceContext;
 use crate::var::ENV_DEV_VARS;
-use crate::workspace::{TempDirChoice, Workspace};
+use crate::workspace::{TempDir, TempDirChoice, Workspace};
 
 /// What every request shares: built once from the configuration.
 pub(crate) struct Context {
@@ -237,35 +237,20 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
     // Where requests may not run side by side unisolated, each waits for its turn here and
     // holds it until its files are removed.
     let _turn = ctx.isolation.turn(&request.cancel).await;
-    let files = std::mem::take(&mut plan.files);
-    let private_in = ctx.isolation.private_root();
-    let given = match &request.tempdir {
-        TempDirChoice::Given(path) => Some(path.clone()),
-        TempDirChoice::Private => None,
-    };
-    // Both blocking work, in one trip off the async workers: the request's ruleset, then its
-    // temp dir and files.
-    let domain_work = ctx.isolation.domain_work(given.as_deref());
-    let prepared = Workspace::prepare_beside(request.tempdir, files, private_in, domain_work).await;
-    let (workspace, domain) = match prepared {
-        Ok(prepared) => prepared,
-        Err(failure) => return JobOutcome::rejected(dialect, failure, None, secrets),
-    };
+    if let Err(failure) = Workspace::check(&request.tempdir) {
+        return JobOutcome::rejected(dialect, failure, None, secrets);
+    }
     let user = ctx.isolation.user();
-    let handed = match &user {
-        Some(user) => user.take(workspace.path()).await,
-        None => Ok(()),
-    };
-    let domain = handed
-        .and(domain)
-        .and_then(|domain| Isolation::with_own_folder(domain, workspace.dir()));
-    let domain = match domain {
-        Ok(domain) => domain,
-        Err(failure) => {
-            workspace.close().await;
+    let env = CommandEnv::new(ctx, request.action_id, &request.trace, &plan.env);
+    let files = std::mem::take(&mut plan.files);
+    let uid = user.as_ref().map(SlotUser::uid);
+    let setup = Setup::new(preparation(ctx, request.tempdir, files, env, uid));
+    // The first command's start makes the request's ground; without commands, this does.
+    if plan.commands.is_empty() {
+        if let Err(failure) = setup.make().await {
             return JobOutcome::rejected(dialect, failure, None, secrets);
         }
-    };
+    }
     let (logs, delivery) = ctx
         .shipper
         .open_with_delivery(request.action_id, Arc::clone(&secrets));
@@ -274,27 +259,69 @@ async fn run(ctx: &Context, request: Request<'_>, mut plan: Plan) -> JobOutcome 
         ctx,
         plan: &plan,
         launches: &launches,
-        workspace: &workspace,
+        setup: &setup,
         logs,
         secrets,
         cancel: &request.cancel,
-        env: base_env(
-            ctx,
-            request.action_id,
-            workspace.path(),
-            &request.trace,
-            &plan.env,
-            domain.is_some(),
-        ),
-        domain: domain.as_ref(),
-        user: user.as_ref().map(SlotUser::uid),
+        user: uid,
         warning,
     };
     let outcome = job.run_commands().await;
     // The log stream is closed (dropped with the job): the delivery ends once all is out.
     delivered.finished().await;
-    workspace.close().await;
+    if let Some(workspace) = setup.into_workspace() {
+        workspace.close().await;
+    }
     outcome
+}
+
+/// How the request's ground is made, in its first command's start trip: its Landlock ruleset
+/// (built from what exists before the temp dir is made), its temp dir and files, the temp dir
+/// handed to the slot's user (`CMD_ISOLATION=uid`) and granted in the ruleset, then the
+/// environment, which names the temp dir. A failure after the temp dir was made removes it.
+fn preparation(
+    ctx: &Context,
+    tempdir: TempDirChoice,
+    files: Vec<InputFile>,
+    env: CommandEnv,
+    uid: Option<u32>,
+) -> Preparation {
+    let private_in = ctx.isolation.private_root();
+    let given = match &tempdir {
+        TempDirChoice::Given(path) => Some(path.clone()),
+        TempDirChoice::Private => None,
+    };
+    let domain_work = ctx.isolation.domain_work(given.as_deref());
+    // The pool's threads do not carry the request's span; what is said here should.
+    let span = tracing::Span::current();
+    Box::new(move || {
+        span.in_scope(|| {
+            let domain = domain_work();
+            let workspace = Workspace::prepare(tempdir, &files, private_in.as_deref())?;
+            let temp_dir = workspace.temp_dir().clone();
+            let handed = match uid {
+                Some(uid) => hand_over(temp_dir.path(), uid),
+                None => Ok(()),
+            };
+            let domain = handed
+                .and(domain)
+                .and_then(|domain| Isolation::with_own_folder(domain, temp_dir.dir()));
+            let domain = match domain {
+                Ok(domain) => domain,
+                Err(failure) => {
+                    workspace.close_now();
+                    return Err(failure);
+                }
+            };
+            let env = env.for_temp_dir(temp_dir.path(), domain.is_some()).into();
+            let ground = Ground {
+                temp_dir,
+                env,
+                domain,
+            };
+            Ok((workspace, ground))
+        })
+    })
 }
 
 /// A request whose commands are about to run, and all they run with.
@@ -302,55 +329,63 @@ struct Job<'a> {
     ctx: &'a Context,
     plan: &'a Plan,
     launches: &'a [Launch],
-    workspace: &'a Workspace,
+    /// Its ground (temp dir, environment, Landlock ruleset), made by the first start.
+    setup: &'a Setup,
     logs: LogStream,
     secrets: Arc<Masker>,
     cancel: &'a Cancel,
-    /// HOME, DIREKTIV_*, the trace context and the request's env.
-    env: Vec<(String, String)>,
     /// What the request is warned of (unknown top-level fields), as shown.
     warning: Option<String>,
-    /// The request's Landlock ruleset, which each of its commands enters.
-    domain: Option<&'a Arc<Ruleset>>,
     /// The uid its commands run as (`CMD_ISOLATION=uid`).
     user: Option<u32>,
 }
 
 impl Job<'_> {
-    /// Runs the commands one after another until one ends the request.
+    /// Runs the commands one after another until one ends the request. A request whose ground
+    /// could not be made (its first start says why) is refused as a whole.
     async fn run_commands(self) -> JobOutcome {
         let dialect = self.plan.dialect;
         let tracker = RequestTracker::new();
         let execution = Execution {
-            env: &self.env,
-            results: self.workspace.results_fallback(),
+            setup: self.setup,
             tracker: &tracker,
             logs: &self.logs,
             secrets: &self.secrets,
             cancel: self.cancel,
             settings: &self.ctx.settings,
             combine: dialect == Dialect::DirektivCmd,
-            domain: self.domain,
             user: self.user,
         };
         let mut outcome = JobOutcome::running(dialect, Arc::clone(&self.secrets));
-        match (dialect, &self.warning) {
+        // Logged with the first command's own line, once the request's ground is made.
+        let mut preamble = match (dialect, &self.warning) {
             (Dialect::DirektivCmd, _) => {
                 let count = self.plan.commands.len();
-                self.logs.line(&format!("running {count} commands"));
+                Some(format!("running {count} commands"))
             }
             // Where the workflow's author looks: the instance log. The direktiv-cmd shape's
             // log stays the one Direktiv's runner writes.
-            (Dialect::Native, Some(warning)) => self.logs.line(&format!("warning: {warning}")),
-            (Dialect::Native, None) => {}
-        }
+            (Dialect::Native, Some(warning)) => Some(format!("warning: {warning}")),
+            (Dialect::Native, None) => None,
+        };
+        let mut refused = None;
         for (index, (spec, launch)) in self.plan.commands.iter().zip(self.launches).enumerate() {
             if let Some(reason) = self.cancel.reason() {
                 outcome.cancel(reason);
                 break;
             }
-            self.announce(spec, index);
-            let (report, cancelled) = self.run_command(spec, launch, &execution).await;
+            let at_start = preamble
+                .take()
+                .into_iter()
+                .chain(self.announce(spec, index));
+            let ran = self.run_command(spec, launch, &execution, at_start.collect());
+            let (report, cancelled) = match ran.await {
+                Ok(ran) => ran,
+                Err(failure) => {
+                    refused = Some(failure);
+                    break;
+                }
+            };
             let ended = outcome.record(index, spec.continue_on_error, report);
             // Cancelled while it waited to try again: the request ends as cancelled.
             if let Some(reason) = cancelled {
@@ -370,36 +405,46 @@ impl Job<'_> {
         let policy = StopPolicy::with_grace(self.ctx.settings.kill_grace);
         tracker.stop_rest(policy).await;
         tracker.close();
-        outcome
+        match refused {
+            Some(failure) => JobOutcome::rejected(dialect, failure, None, self.secrets),
+            None => outcome,
+        }
     }
 
     /// Runs a command, again while its `retry` wants another attempt; the report is the last
     /// attempt's. A cancellation during a wait ends the wait at once, and is returned.
+    /// `at_start` goes to the log once the first attempt is started. Fails, with nothing
+    /// logged, when the request's ground could not be made.
     async fn run_command(
         &self,
         spec: &CommandSpec,
         launch: &Launch,
         execution: &Execution<'_>,
-    ) -> (CommandReport, Option<CancelReason>) {
+        mut at_start: Vec<String>,
+    ) -> Result<(CommandReport, Option<CancelReason>), Failure> {
         let mut attempt = 1;
         loop {
             let command = exec::Command {
                 spec,
                 launch,
-                cwd: self.workspace.workdir(spec.workdir.as_ref()).await,
+                at_start: std::mem::take(&mut at_start),
             };
             let run = exec::run(command, execution).await;
-            let output_file = self.read_output(spec).await;
+            let Some(temp_dir) = self.setup.temp_dir() else {
+                let unprepared = || Failure::internal(exec::GROUND_LOST);
+                return Err(run.failure.unwrap_or_else(unprepared));
+            };
+            let output_file = self.read_output(spec, &temp_dir).await;
             let mut report = CommandReport::new(&spec.display, run, output_file);
             self.log_failure(&report);
             let Some(retry) = &spec.retry else {
-                return (report, None);
+                return Ok((report, None));
             };
             report.attempts = Some(attempt);
             let failure = report.run.failure.as_ref();
             let Some(wait) = failure.and_then(|failure| retry.wait_before(attempt + 1, failure))
             else {
-                return (report, None);
+                return Ok((report, None));
             };
             let code = failure.map(Failure::code).unwrap_or_default();
             self.logs.line(&format!(
@@ -410,7 +455,7 @@ impl Job<'_> {
             ));
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                reason = self.cancel.cancelled() => return (report, Some(reason)),
+                reason = self.cancel.cancelled() => return Ok((report, Some(reason))),
             }
             attempt += 1;
         }
@@ -418,23 +463,26 @@ impl Job<'_> {
 
     /// `running command '…'` (the log stream masks it), or its index in the direktiv-cmd
     /// shape when the command line is not to be shown.
-    fn announce(&self, spec: &CommandSpec, index: usize) {
-        if spec.print {
-            self.logs.line(&format!(
-                "running command {}",
-                quoted_command(&spec.display)
-            ));
-        } else if self.plan.dialect == Dialect::DirektivCmd {
-            self.logs.line(&format!("running command {index}"));
-        }
+    fn announce(&self, spec: &CommandSpec, index: usize) -> Option<String> {
         tracing::debug!(command = %self.secrets.mask(&spec.display), "running command");
+        if spec.print {
+            Some(format!("running command {}", quoted_command(&spec.display)))
+        } else if self.plan.dialect == Dialect::DirektivCmd {
+            Some(format!("running command {index}"))
+        } else {
+            None
+        }
     }
 
     /// The first bytes of the command's `output` file, when it names one.
-    async fn read_output(&self, spec: &CommandSpec) -> Option<Result<OutputFile, Failure>> {
+    async fn read_output(
+        &self,
+        spec: &CommandSpec,
+        temp_dir: &TempDir,
+    ) -> Option<Result<OutputFile, Failure>> {
         let output = spec.output.as_ref()?;
         let max = self.ctx.settings.max_output;
-        let read = self.workspace.read_output(output, max).await;
+        let read = temp_dir.read_output(output, max).await;
         Some(read.map(|bytes| OutputFile {
             // A file of `max` bytes may go on after them.
             cut: bytes.len() >= max,
@@ -453,36 +501,57 @@ impl Job<'_> {
     }
 }
 
-/// HOME, DIREKTIV_HTTP_BACKEND, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, CMD_DEV_VARS, the trace context
-/// (TRACEPARENT, TRACESTATE, BAGGAGE), then the request's env (later wins).
-fn base_env(
-    ctx: &Context,
-    action_id: &str,
-    dir: &Path,
-    trace: &TraceContext,
-    request_env: &[(String, String)],
-    isolated: bool,
-) -> Vec<(String, String)> {
-    let dir = dir.display().to_string();
-    let mut env = vec![
-        ("HOME".to_owned(), dir.clone()),
-        (ENV_HTTP_BACKEND.to_owned(), ctx.backend.clone()),
-        (ENV_ACTION_ID.to_owned(), action_id.to_owned()),
-        (ENV_TEMP_DIR.to_owned(), dir.clone()),
-    ];
-    if let Some(dir) = &ctx.dev_vars {
-        env.push((ENV_DEV_VARS.to_owned(), dir.clone()));
+/// The environment every command of a request gets over the runner's own, but for what names
+/// its temp dir, which is made with the request's ground.
+struct CommandEnv {
+    backend: String,
+    action_id: String,
+    dev_vars: Option<String>,
+    /// TRACEPARENT, TRACESTATE, BAGGAGE.
+    trace: Vec<(String, String)>,
+    /// The request's `env`.
+    request: Vec<(String, String)>,
+}
+
+impl CommandEnv {
+    fn new(
+        ctx: &Context,
+        action_id: &str,
+        trace: &TraceContext,
+        request_env: &[(String, String)],
+    ) -> CommandEnv {
+        CommandEnv {
+            backend: ctx.backend.clone(),
+            action_id: action_id.to_owned(),
+            dev_vars: ctx.dev_vars.clone(),
+            trace: trace
+                .env()
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .collect(),
+            request: request_env.to_vec(),
+        }
     }
-    // An isolated request's temp files go to its own folder, which it alone can read; the
-    // request's env may still say otherwise.
-    if isolated {
-        env.push(("TMPDIR".to_owned(), dir));
+
+    /// HOME, DIREKTIV_HTTP_BACKEND, DIREKTIV_ACTION_ID, DIREKTIV_TEMPDIR, CMD_DEV_VARS, TMPDIR
+    /// when isolated, the trace context, then the request's env (later wins).
+    fn for_temp_dir(self, dir: &Path, isolated: bool) -> Vec<(String, String)> {
+        let dir = dir.display().to_string();
+        let mut env = vec![
+            ("HOME".to_owned(), dir.clone()),
+            (ENV_HTTP_BACKEND.to_owned(), self.backend),
+            (ENV_ACTION_ID.to_owned(), self.action_id),
+            (ENV_TEMP_DIR.to_owned(), dir.clone()),
+        ];
+        if let Some(dir) = self.dev_vars {
+            env.push((ENV_DEV_VARS.to_owned(), dir));
+        }
+        // An isolated request's temp files go to its own folder, which it alone can read; the
+        // request's env may still say otherwise.
+        if isolated {
+            env.push(("TMPDIR".to_owned(), dir));
+        }
+        env.extend(self.trace);
+        env.extend(self.request);
+        env
     }
-    env.extend(
-        trace
-            .env()
-            .map(|(name, value)| (name.to_owned(), value.to_owned())),
-    );
-    env.extend(request_env.iter().cloned());
-    env
 }

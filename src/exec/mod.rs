@@ -15,18 +15,18 @@
 
 mod capture;
 mod deadline;
+mod ground;
 mod launch;
 mod memory;
 mod order;
 mod output;
 pub(crate) mod path_search;
 mod pumps;
+mod start;
 mod verdict;
 
-use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::unix::pipe;
@@ -34,27 +34,23 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) use crate::process::{ExitKind, Usage};
 pub(crate) use capture::{masked_tail, Capture};
+pub(crate) use ground::{Ground, Preparation, Setup, LOST as GROUND_LOST};
 pub(crate) use launch::{unresolved_allow_entries, Launch};
 pub(crate) use memory::{memory_by, memory_enforcement};
 
 use crate::cancel::Cancel;
 use crate::config::{AllowList, Config};
-use crate::direktiv::{ENV_DEADLINE, ENV_RESULT};
 use crate::error::{CancelReason, Failure};
 use crate::limits::{Limits, MemoryBy};
 use crate::logs::LogStream;
 use crate::mask::Masker;
 use crate::metrics::METRICS;
 use crate::plan::CommandSpec;
-use crate::process::{
-    self, ChildEnv, Image, MemoryCgroup, ProcessGroup, RequestTracker, Ruleset, SpawnRequest,
-    Spawned, StopPolicy, Stopped, MARK_VARIABLE,
-};
-use crate::workspace::{Left, ResultFile, ResultsDir};
+use crate::process::{self, MemoryCgroup, ProcessGroup, RequestTracker, StopPolicy, Stopped};
+use crate::workspace::{Left, ResultFile};
 use deadline::Deadline;
-use memory::{memory_cgroup, memory_limit_passed, OwnMemoryCgroup};
+use memory::{memory_limit_passed, OwnMemoryCgroup};
 use output::{Captures, CommandOutput, Reported};
-use path_search::SearchPlace;
 use pumps::{feed_stdin, finish_pumps, pump, with_pumps, LINGER};
 use rustix::process::Pid;
 
@@ -157,11 +153,9 @@ fn path_variable<'a>(layers: impl Iterator<Item = &'a (String, String)>) -> Opti
 
 /// What a command runs with, shared by all commands of a request.
 pub(crate) struct Execution<'a> {
-    /// HOME, DIREKTIV_* and the request-level env, applied over the runner's own environment.
-    pub(crate) env: &'a [(String, String)],
-    /// Where a command's `DIREKTIV_RESULT` file is made when the runner's folder for them
-    /// cannot take it (the temp dir).
-    pub(crate) results: ResultsDir,
+    /// What the commands start on (temp dir, environment, Landlock ruleset): made by the
+    /// first start.
+    pub(crate) setup: &'a Setup,
     /// Every process of the request, also those that leave their process group.
     pub(crate) tracker: &'a RequestTracker,
     pub(crate) logs: &'a LogStream,
@@ -171,8 +165,6 @@ pub(crate) struct Execution<'a> {
     pub(crate) settings: &'a ExecSettings,
     /// Keep stdout and stderr interleaved as well (the direktiv-cmd `Output`).
     pub(crate) combine: bool,
-    /// The request's Landlock ruleset, entered by each command before exec.
-    pub(crate) domain: Option<&'a Arc<Ruleset>>,
     /// The uid (and gid) each command runs as (`CMD_ISOLATION=uid`).
     pub(crate) user: Option<u32>,
 }
@@ -182,8 +174,9 @@ pub(crate) struct Command<'a> {
     pub(crate) spec: &'a CommandSpec,
     /// Its executable, resolved once before the request ran anything.
     pub(crate) launch: &'a Launch,
-    /// Its working directory (inside the temp dir), open, or why it could not be had.
-    pub(crate) cwd: Result<OwnedFd, Failure>,
+    /// Lines for the request's log once it is started (or could not be), before any of its
+    /// output: `running command '…'`. None when the request's ground could not be made.
+    pub(crate) at_start: Vec<String>,
 }
 
 /// What happened to one command.
@@ -222,15 +215,16 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
         duration: Duration::ZERO,
         result_file: None,
     };
-    let result = match command.cwd {
-        Ok(cwd) => execute(command.spec, command.launch, cwd, x, &mut run).await,
-        Err(failure) => Err(failure),
-    };
-    if let Err(failure) = result {
+    if let Err(failure) = execute(&command, x, &mut run).await {
         run.failure = Some(failure);
     }
-    run.duration = started.elapsed();
-    METRICS.command_duration.observe(run.duration.as_secs_f64());
+    // The request's first command does not count the making of its ground.
+    let began = x.setup.made_at().map_or(started, |made| made.max(started));
+    run.duration = began.elapsed();
+    // A request refused as a whole (its ground could not be made) ran no command.
+    if x.setup.is_made() {
+        METRICS.command_duration.observe(run.duration.as_secs_f64());
+    }
     if let Some(usage) = &run.usage {
         METRICS.observe_usage(usage.max_rss_kib, usage.user_ms, usage.sys_ms);
     }
@@ -238,21 +232,27 @@ pub(crate) async fn run(command: Command<'_>, x: &Execution<'_>) -> CommandRun {
 }
 
 async fn execute(
-    spec: &CommandSpec,
-    launch: &Launch,
-    cwd: OwnedFd,
+    command: &Command<'_>,
     x: &Execution<'_>,
     run: &mut CommandRun,
 ) -> Result<(), Failure> {
-    // The deadline is fixed before the spawn, so the instant the command is told is the one
-    // it is stopped at.
+    let spec = command.spec;
     let timeout = spec.timeout.or(x.settings.default_timeout);
-    let deadline = timeout.and_then(Deadline::after);
-    let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
     let limits = spec.limits.over(x.settings.limits);
     let oom_before = process::oom_kills();
-    let (spawned, memory, result_file) =
-        start(spec, launch, cwd, shown_deadline, limits, x, deadline).await?;
+    let started = start::start(spec, command.launch, timeout, limits, x).await;
+    // Before any output of the command; not for a request refused as a whole.
+    if x.setup.is_made() {
+        for line in &command.at_start {
+            x.logs.line(line);
+        }
+    }
+    let start::Started {
+        spawned,
+        memory,
+        result_file,
+        deadline,
+    } = started?;
     let memory = OwnMemoryCgroup(memory);
     let mut group = ProcessGroup::new(spawned.pid);
     METRICS.running_processes.inc();
@@ -435,144 +435,6 @@ async fn read_result(file: ResultFile, x: &Execution<'_>) -> Result<Option<Vec<u
         }
     }
 }
-
-/// Locates the executable and starts it, off the async workers (`blocking::run`): looking up
-/// files can block (a hung mount in PATH), and so can the exec itself, which the start waits
-/// for. `shown_deadline` (RFC 3339) is told to the command in `DIREKTIV_DEADLINE`. A command with a `memory` limit
-/// gets its memory cgroup here, where the runner makes them (returned with it); where making
-/// one fails, the limit is `RLIMIT_DATA` instead, with a warning.
-///
-/// A start waits for the child's exec, which a child created in a frozen cgroup never reaches
-/// (something froze the request's cgroup): once the deadline passes or the request is
-/// cancelled, the cgroup is thawed, so the child gets to its exec and is stopped like any.
-async fn start(
-    spec: &CommandSpec,
-    launch: &Launch,
-    cwd: OwnedFd,
-    shown_deadline: Option<String>,
-    limits: Limits,
-    x: &Execution<'_>,
-    deadline: Option<Deadline>,
-) -> Result<(Spawned, Option<MemoryCgroup>, ResultFile), Failure> {
-    // The runner's facts come last: a request's own env cannot replace the deadline or the
-    // mark of its processes.
-    let vars: Vec<(String, String)> = x
-        .env
-        .iter()
-        .chain(spec.env.iter())
-        .cloned()
-        .chain(shown_deadline.map(|at| (ENV_DEADLINE.to_owned(), at)))
-        .chain([(MARK_VARIABLE.to_owned(), x.tracker.mark().to_owned())])
-        .collect();
-    let (launch, allow, stdin, tracker, memory_by) = (
-        launch.clone(),
-        x.settings.allow.clone(),
-        spec.stdin.is_some(),
-        x.tracker.clone(),
-        x.settings.memory_by,
-    );
-    let (domain, user) = (x.domain.cloned(), x.user);
-    let fallback = x.results.clone();
-    let started = crate::blocking::run(move || {
-        // Made here, beside the start, so it costs no trip of its own to the blocking pool.
-        let result_file = ResultFile::create_for(&fallback, user, domain.is_some())?;
-        let result_path = result_file.path().to_string_lossy().into_owned();
-        let vars: Vec<(&str, &str)> = vars
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain([(ENV_RESULT, result_path.as_str())])
-            .collect();
-        let how = (stdin, limits, memory_by);
-        let isolation = (domain.as_deref(), user);
-        match spawn_with(
-            &vars,
-            &launch,
-            cwd.as_fd(),
-            &allow,
-            how,
-            isolation,
-            &tracker,
-        ) {
-            Ok((spawned, memory)) => Ok((spawned, memory, result_file)),
-            Err(failure) => {
-                result_file.remove();
-                Err(failure)
-            }
-        }
-    });
-    tokio::pin!(started);
-    let due = async {
-        tokio::select! {
-            () = sleep_until(deadline) => {}
-            _ = x.cancel.cancelled() => {}
-        }
-    };
-    let started = tokio::select! {
-        started = &mut started => started,
-        () = due => loop {
-            x.tracker.thaw();
-            if let Ok(started) = tokio::time::timeout(THAW_INTERVAL, &mut started).await {
-                break started;
-            }
-        },
-    };
-    started.unwrap_or_else(|error| {
-        Err(Failure::internal(format!(
-            "the command could not be started: {error}"
-        )))
-    })
-}
-
-/// Locates the executable and starts it with `vars` over the runner's environment (on the
-/// blocking pool), in a memory cgroup of its own when it has a `memory` limit and the runner
-/// makes them.
-fn spawn_with(
-    vars: &[(&str, &str)],
-    launch: &Launch,
-    cwd: BorrowedFd<'_>,
-    allow: &AllowList,
-    (stdin, limits, memory_by): (bool, Limits, MemoryBy),
-    (domain, user): (Option<&Ruleset>, Option<u32>),
-    tracker: &RequestTracker,
-) -> Result<(Spawned, Option<MemoryCgroup>), Failure> {
-    let failed = |error: std::io::Error| launch::spawn_failure(&error, launch, Some(cwd));
-    let env = ChildEnv::new(vars).map_err(failed)?;
-    let place = SearchPlace {
-        cwd: Some(cwd),
-        path: env.path(),
-    };
-    let path = launch::locate(launch, place, allow)?;
-    let started_after = RequestTracker::start_time_now();
-    let image =
-        Image::new(OsStr::new(&path), &launch.name, &launch.args, env, cwd).map_err(failed)?;
-    let cgroup = tracker.cgroup();
-    let starting = tracker.starting();
-    let memory = OwnMemoryCgroup(memory_cgroup(memory_by, limits, cgroup));
-    let memory_by = match memory.0 {
-        Some(_) => MemoryBy::Cgroup,
-        None => MemoryBy::Rlimit,
-    };
-    let spawned = process::spawn(SpawnRequest {
-        image,
-        stdin,
-        limits: limits.rlimits(memory_by),
-        cgroup,
-        memory: memory.0.as_ref(),
-        domain,
-        user,
-        starting: starting.as_ref(),
-    })
-    .map_err(failed)?;
-    tracker.started(spawned.pid, spawned.in_cgroup, started_after);
-    // Noted as a leader now: its number is passed over that way from here on.
-    drop(starting);
-    let mut memory = memory;
-    Ok((spawned, memory.0.take()))
-}
-
-/// How often a start still waiting after its deadline (or cancellation) thaws the request's
-/// cgroup again, should something freeze it again.
-const THAW_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Sleeps until the deadline; forever without one (no timeout, or one too far away to
 /// represent).

@@ -25,8 +25,8 @@ use crate::error::Failure;
 use crate::metrics::{IsolationLabels, METRICS};
 use crate::process::{landlock_abi, Ruleset};
 use grants::{Cover, Roots};
-pub(crate) use users::SlotUser;
 pub use users::FIRST_SLOT_UID;
+pub(crate) use users::{hand_over, SlotUser};
 
 /// `CMD_ISOLATION`: how concurrent requests are kept apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

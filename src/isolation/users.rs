@@ -42,17 +42,13 @@ impl<'a> SlotUser<'a> {
     pub(crate) fn uid(&self) -> u32 {
         self.uid
     }
+}
 
-    /// Gives the request's folder to the user: every file in it (the input files, the `out/`
-    /// folders, what the sidecar placed) and the folder itself, closed to other users.
-    pub(crate) async fn take(&self, folder: &Path) -> Result<(), Failure> {
-        let (folder, id) = (folder.to_path_buf(), self.uid);
-        let span = tracing::Span::current();
-        crate::blocking::run(move || span.in_scope(|| give(&folder, id)))
-            .await
-            .map_err(|e| Failure::internal(format!("the temp dir was not handed over: {e}")))?
-            .map_err(|e| Failure::io("cannot hand the temp dir to the request's user", e))
-    }
+/// Gives a request's folder to the user `uid`: every file in it (the input files, the `out/`
+/// folders, what the sidecar placed) and the folder itself, closed to other users. Blocking:
+/// called in the trip that prepares the request's temp dir.
+pub(crate) fn hand_over(folder: &Path, uid: u32) -> Result<(), Failure> {
+    give(folder, uid).map_err(|e| Failure::io("cannot hand the temp dir to the request's user", e))
 }
 
 impl Drop for SlotUser<'_> {

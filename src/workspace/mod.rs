@@ -2,12 +2,14 @@
 //! `Direktiv-TempDir`), filled with the input files and the `out/` folders, asked for each
 //! command's working directory and `output` file, and removed when private.
 //!
-//! Every piece of file-system work here runs off the async worker threads (`blocking::run`;
-//! removals on tokio's blocking pool): a slow disk, a FIFO or a huge tree must not stall the
-//! server. The temp dir is held open as a descriptor and every path inside it is looked up
-//! relative to that descriptor (`beneath`), so nothing is created, opened or entered outside
-//! it, whatever symlinks commands leave. Names the file system refuses are `cmd.input` naming
-//! the field; the runner's own I/O trouble is `cmd.internal`.
+//! Every piece of file-system work here runs off the async worker threads: preparing the temp
+//! dir and opening a working directory in the trip that starts a command (`exec`), reading an
+//! `output` file through `blocking::run`, removals on tokio's blocking pool. A slow disk, a
+//! FIFO or a huge tree must not stall the server. The temp dir is held open as a descriptor
+//! and every path inside it is looked up relative to that descriptor (`beneath`), so nothing is
+//! created, opened or entered outside it, whatever symlinks commands leave. Names the file
+//! system refuses are `cmd.input` naming the field; the runner's own I/O trouble is
+//! `cmd.internal`.
 
 mod beneath;
 mod files;
@@ -41,160 +43,98 @@ pub(crate) enum TempDirChoice {
     Private,
 }
 
+/// A request's temp dir, open: every lookup starts here. Cheap to clone (the descriptor is
+/// shared), so each command's start takes it along off the async workers.
+#[derive(Clone)]
+pub(crate) struct TempDir {
+    root: PathBuf,
+    dir: Arc<OwnedFd>,
+}
+
 /// A request's prepared temp dir: input files written, `out/` folders in place.
 pub(crate) struct Workspace {
-    root: PathBuf,
-    /// The temp dir itself, opened once: every later lookup starts here.
-    dir: Arc<OwnedFd>,
+    temp_dir: TempDir,
     /// A temp dir the runner made, until it is removed (`close`, or dropping the workspace).
     private: Option<PathBuf>,
 }
 
 impl Workspace {
-    /// Makes (or checks) the temp dir, writes the input files (all or none) and the `out/`
-    /// folders. A private temp dir is made in `private_in`, else in the system temp dir.
-    /// Other blocking work of the request's (`beside`: its isolation domain) is done in the
-    /// same trip to the blocking pool, first: one hand-over per request instead of two.
-    /// `beside` does not run when the temp dir is refused before that trip.
-    pub(crate) async fn prepare_beside<T: Send + 'static>(
-        choice: TempDirChoice,
-        files: Vec<InputFile>,
-        private_in: Option<PathBuf>,
-        beside: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<(Workspace, T), Failure> {
-        if let TempDirChoice::Given(path) = &choice {
-            if !path.is_absolute() {
-                return Err(Failure::input(format!(
-                    "{TEMP_DIR_HEADER} must be an absolute path, got '{}'",
-                    path.display()
-                )));
-            }
+    /// Refuses, before anything is made, a given temp dir that is not an absolute path.
+    pub(crate) fn check(choice: &TempDirChoice) -> Result<(), Failure> {
+        match choice {
+            TempDirChoice::Given(path) if !path.is_absolute() => Err(Failure::input(format!(
+                "{TEMP_DIR_HEADER} must be an absolute path, got '{}'",
+                path.display()
+            ))),
+            _ => Ok(()),
         }
-        blocking(move || {
-            let besides = beside();
-            Workspace::prepare_now(choice, &files, private_in).map(|made| (made, besides))
-        })
-        .await
     }
 
-    /// `prepare_beside`'s blocking part.
-    fn prepare_now(
+    /// Makes (or opens) the temp dir, writes the input files (all or none) and the `out/`
+    /// folders. A private temp dir is made in `private_in`, else in the system temp dir.
+    /// Blocking file-system work: called off the async workers, in the trip that also starts
+    /// the request's first command.
+    pub(crate) fn prepare(
         choice: TempDirChoice,
         files: &[InputFile],
-        private_in: Option<PathBuf>,
+        private_in: Option<&Path>,
     ) -> Result<Workspace, Failure> {
-        {
-            let workspace = match choice {
-                TempDirChoice::Given(path) => Workspace {
+        Workspace::check(&choice)?;
+        let workspace = match choice {
+            TempDirChoice::Given(path) => Workspace {
+                temp_dir: TempDir {
                     dir: Arc::new(open_given(&path)?),
                     root: path,
-                    private: None,
                 },
-                TempDirChoice::Private => {
-                    let mut builder = tempfile::Builder::new();
-                    builder.prefix("direktiv-cmd-");
-                    let made = match &private_in {
-                        Some(root) => builder.tempdir_in(root),
-                        None => builder.tempdir(),
-                    };
-                    let made = made.map_err(|e| Failure::io("cannot create a temp dir", e))?;
-                    let root = made.keep();
-                    match open_dir(&root) {
-                        Ok(dir) => Workspace {
-                            private: Some(root.clone()),
+                private: None,
+            },
+            TempDirChoice::Private => {
+                let mut builder = tempfile::Builder::new();
+                builder.prefix("direktiv-cmd-");
+                let made = match private_in {
+                    Some(root) => builder.tempdir_in(root),
+                    None => builder.tempdir(),
+                };
+                let made = made.map_err(|e| Failure::io("cannot create a temp dir", e))?;
+                let root = made.keep();
+                match open_dir(&root) {
+                    Ok(dir) => Workspace {
+                        private: Some(root.clone()),
+                        temp_dir: TempDir {
                             root,
                             dir: Arc::new(dir),
                         },
-                        Err(e) => {
-                            let _ = std::fs::remove_dir(&root);
-                            return Err(Failure::io("cannot open the new temp dir", e));
-                        }
+                    },
+                    Err(e) => {
+                        let _ = std::fs::remove_dir(&root);
+                        return Err(Failure::io("cannot open the new temp dir", e));
                     }
                 }
-            };
-            // From here on a failure must not leave a private dir behind.
-            let filled = files::write_files_at(workspace.dir.as_fd(), files)
-                .and_then(|()| workspace.make_out_dirs());
-            match filled {
-                Ok(()) => Ok(workspace),
-                Err(failure) => {
-                    if let Some(root) = workspace.into_private() {
-                        removal::remove_private(&root);
-                    }
-                    Err(failure)
-                }
+            }
+        };
+        // From here on a failure must not leave a private dir behind.
+        let filled = files::write_files_at(workspace.temp_dir.dir(), files)
+            .and_then(|()| workspace.make_out_dirs());
+        match filled {
+            Ok(()) => Ok(workspace),
+            Err(failure) => {
+                workspace.close_now();
+                Err(failure)
             }
         }
     }
 
     /// The temp dir.
-    pub(crate) fn path(&self) -> &Path {
-        &self.root
+    pub(crate) fn temp_dir(&self) -> &TempDir {
+        &self.temp_dir
     }
 
-    /// Where its commands' `DIREKTIV_RESULT` files are made when the runner's folder for them
-    /// cannot take them: the temp dir itself.
-    pub(crate) fn results_fallback(&self) -> ResultsDir {
-        ResultsDir {
-            dir: Arc::clone(&self.dir),
-            path: self.root.clone(),
-            runner_own: false,
+    /// Removes a private temp dir on the calling thread, which must be off the async workers
+    /// (a command may have left a huge tree).
+    pub(crate) fn close_now(self) {
+        if let Some(root) = self.into_private() {
+            removal::remove_private(&root);
         }
-    }
-
-    /// The temp dir, open.
-    pub(crate) fn dir(&self) -> BorrowedFd<'_> {
-        self.dir.as_fd()
-    }
-
-    /// A command's working directory, opened: the temp dir, or `workdir` inside it (made when
-    /// missing).
-    pub(crate) async fn workdir(&self, workdir: Option<&FieldPath>) -> Result<OwnedFd, Failure> {
-        let Some(workdir) = workdir.cloned() else {
-            // The temp dir itself: another descriptor of the one held open (a dup), which
-            // touches no file system and so needs no trip to the blocking pool.
-            return self
-                .dir
-                .try_clone()
-                .map_err(|e| Failure::io("cannot open the temp dir", e));
-        };
-        let dir = Arc::clone(&self.dir);
-        blocking(move || {
-            beneath::make_dirs(dir.as_fd(), &workdir.path)
-                .map_err(|e| refused_path(&workdir, "cannot be used as the working directory", e))
-        })
-        .await
-    }
-
-    /// Reads at most `max` bytes of a command's `output` file, which must be a regular file
-    /// inside the temp dir. It is opened without blocking (`O_NONBLOCK`: a FIFO would wait for
-    /// a writer) and checked with `fstat` before anything is read.
-    pub(crate) async fn read_output(
-        &self,
-        output: &FieldPath,
-        max: usize,
-    ) -> Result<Vec<u8>, Failure> {
-        let (dir, output) = (Arc::clone(&self.dir), output.clone());
-        blocking(move || {
-            // What it is, before it is opened for reading: opening a device can act on it (a
-            // tape rewinds, a watchdog starts) or be refused by the container's device rules,
-            // and either way the answer is that `output` names no regular file.
-            let path_only = beneath::open(dir.as_fd(), &output.path, OFlags::PATH)
-                .map_err(|e| refused_path(&output, "cannot be read", e))?;
-            regular_output(&output, &path_only)?;
-            let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
-            let fd = beneath::open(dir.as_fd(), &output.path, flags)
-                .map_err(|e| refused_path(&output, "cannot be read", e))?;
-            // Again on what was opened: the name may have been replaced in between.
-            regular_output(&output, &fd)?;
-            let mut bytes = Vec::new();
-            std::fs::File::from(fd)
-                .take(max as u64)
-                .read_to_end(&mut bytes)
-                .map_err(|e| Failure::io(format!("{}: cannot be read", output.field), e))?;
-            Ok(bytes)
-        })
-        .await
     }
 
     /// Removes a private temp dir (a given one belongs to the sidecar), off the async worker
@@ -227,10 +167,10 @@ impl Workspace {
             // beneath the temp dir finds a folder there, and only what is missing is made (a
             // make and an open per component, most of them failing with EEXIST).
             let folder = OFlags::PATH | OFlags::DIRECTORY;
-            if beneath::open(self.dir.as_fd(), path, folder).is_ok() {
+            if beneath::open(self.temp_dir.dir(), path, folder).is_ok() {
                 continue;
             }
-            beneath::make_dirs(self.dir.as_fd(), path).map_err(|e| match e.refusal() {
+            beneath::make_dirs(self.temp_dir.dir(), path).map_err(|e| match e.refusal() {
                 Some(why) => Failure::input(format!(
                     "{TEMP_DIR_HEADER}: {} {why}; the out/ folders are made only inside the \
                      temp dir",
@@ -243,6 +183,73 @@ impl Workspace {
             })?;
         }
         Ok(())
+    }
+}
+
+impl TempDir {
+    /// The temp dir.
+    pub(crate) fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The temp dir, open.
+    pub(crate) fn dir(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
+    }
+
+    /// Where its commands' `DIREKTIV_RESULT` files are made when the runner's folder for them
+    /// cannot take them: the temp dir itself.
+    pub(crate) fn results_fallback(&self) -> ResultsDir {
+        ResultsDir {
+            dir: Arc::clone(&self.dir),
+            path: self.root.clone(),
+            runner_own: false,
+        }
+    }
+
+    /// A command's working directory, opened: the temp dir, or `workdir` inside it (made when
+    /// missing). Blocking: called in the trip that starts the command.
+    pub(crate) fn workdir(&self, workdir: Option<&FieldPath>) -> Result<OwnedFd, Failure> {
+        let Some(workdir) = workdir else {
+            // The temp dir itself: another descriptor of the one held open (a dup).
+            return self
+                .dir
+                .try_clone()
+                .map_err(|e| Failure::io("cannot open the temp dir", e));
+        };
+        beneath::make_dirs(self.dir(), &workdir.path)
+            .map_err(|e| refused_path(workdir, "cannot be used as the working directory", e))
+    }
+
+    /// Reads at most `max` bytes of a command's `output` file, which must be a regular file
+    /// inside the temp dir. It is opened without blocking (`O_NONBLOCK`: a FIFO would wait for
+    /// a writer) and checked with `fstat` before anything is read.
+    pub(crate) async fn read_output(
+        &self,
+        output: &FieldPath,
+        max: usize,
+    ) -> Result<Vec<u8>, Failure> {
+        let (dir, output) = (Arc::clone(&self.dir), output.clone());
+        blocking(move || {
+            // What it is, before it is opened for reading: opening a device can act on it (a
+            // tape rewinds, a watchdog starts) or be refused by the container's device rules,
+            // and either way the answer is that `output` names no regular file.
+            let path_only = beneath::open(dir.as_fd(), &output.path, OFlags::PATH)
+                .map_err(|e| refused_path(&output, "cannot be read", e))?;
+            regular_output(&output, &path_only)?;
+            let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+            let fd = beneath::open(dir.as_fd(), &output.path, flags)
+                .map_err(|e| refused_path(&output, "cannot be read", e))?;
+            // Again on what was opened: the name may have been replaced in between.
+            regular_output(&output, &fd)?;
+            let mut bytes = Vec::new();
+            std::fs::File::from(fd)
+                .take(max as u64)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Failure::io(format!("{}: cannot be read", output.field), e))?;
+            Ok(bytes)
+        })
+        .await
     }
 }
 
@@ -342,7 +349,7 @@ where
     let work = move || span.in_scope(work);
     crate::blocking::run(work).await.unwrap_or_else(|error| {
         Err(Failure::internal(format!(
-            "the temp dir could not be prepared: {error}"
+            "the temp dir could not be read: {error}"
         )))
     })
 }

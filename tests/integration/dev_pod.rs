@@ -182,9 +182,25 @@ async fn a_call_through_the_pod_shows_what_direktiv_would_see() {
         .find_map(|l| l.strip_prefix("=== call "))
         .and_then(|rest| rest.split(':').next())
         .expect("the call is printed");
+    // A post's lines after its first are indented; how lines are batched into posts is the
+    // delivery's choice, their order is not.
+    let prefix = format!("[{aid}] ");
+    let logged: Vec<&str> = printed
+        .lines()
+        .map(|line| line.strip_prefix(&prefix).unwrap_or(line.trim_start()))
+        .collect();
+    for (running, output) in [
+        ("running command 'echo hello'", "hello"),
+        ("running command \"sh -c 'echo oops >&2; exit 3'\"", "oops"),
+    ] {
+        let at = logged.iter().position(|line| *line == running);
+        assert_eq!(
+            at.and_then(|at| logged.get(at + 1)).copied(),
+            Some(output),
+            "{running}, then its output, in:\n{printed}"
+        );
+    }
     for expected in [
-        format!("[{aid}] running command 'echo hello'\n[{aid}] hello\n"),
-        format!("[{aid}] oops\n"),
         "=== var set namespace/greeting: 8 bytes".to_owned(),
         format!("=== answer {aid}: 500 Internal Server Error; a catchable error cmd.exit.3: "),
         "=== out/workflow/answer set, 2 bytes".to_owned(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{assert_input_error, post_in, PROMPT};
+use crate::support::metrics::Metrics;
 use crate::support::procs::{self, Signal};
 use crate::support::{
     sh, skip_without, start_pair, within, Capability, FakeSidecar, Runner, PATIENCE,
@@ -251,4 +252,84 @@ async fn a_temp_dir_header_naming_a_file_or_fifo_is_refused() {
         assert_input_error(&reply, &["Direktiv-TempDir"], &case);
     }
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "x");
+}
+
+/// A request whose temp dir is refused runs nothing and logs nothing, in either request shape
+/// (the direktiv-cmd shape's log begins with `running N commands` once anything runs); the
+/// same request with a usable temp dir runs, logs and is counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_whose_temp_dir_is_refused_runs_and_logs_nothing() {
+    const RUNS: &str = "direktiv_cmd_command_duration_seconds_count";
+    let (sidecar, runner) = start_pair(&[]);
+    let base = tempfile::tempdir().unwrap();
+    let file = base.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let good = base.path().join("good");
+    let commands = json!([{"command": "echo ran-here"}]);
+    let shapes = [
+        ("native", json!({ "commands": commands })),
+        ("direktiv-cmd", json!({ "data": { "commands": commands } })),
+    ];
+    for (shape, body) in shapes {
+        let runs = Metrics::scrape(&runner).await.sum(RUNS);
+        let aid = format!("refused-{shape}");
+        let reply = within(
+            PROMPT,
+            shape,
+            post_in(&sidecar, &runner, &aid, &file, &body),
+        )
+        .await;
+        assert_eq!(reply.error_code().as_deref(), Some("cmd.input"), "{shape}");
+        assert_eq!(sidecar.lines(&aid), Vec::<String>::new(), "{shape}");
+        assert_eq!(Metrics::scrape(&runner).await.sum(RUNS), runs, "{shape}");
+
+        let aid = format!("usable-{shape}");
+        let reply = within(
+            PROMPT,
+            shape,
+            post_in(&sidecar, &runner, &aid, &good, &body),
+        )
+        .await;
+        assert_eq!(reply.error_code(), None, "{shape}: {:?}", reply.body());
+        let lines = sidecar.lines(&aid);
+        assert!(
+            lines.iter().any(|l| l.contains("ran-here")),
+            "{shape}: {lines:?}"
+        );
+        assert_eq!(
+            Metrics::scrape(&runner).await.sum(RUNS),
+            runs + 1.0,
+            "{shape}"
+        );
+    }
+}
+
+/// A request without commands still writes its files — a file in `out/` is a result of its own
+/// — and a temp dir that cannot be used is refused as for any request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_without_commands_writes_its_files_or_is_refused() {
+    let (sidecar, runner) = start_pair(&[]);
+    let base = tempfile::tempdir().unwrap();
+    let file = base.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let good = base.path().join("good");
+    let body = json!({"commands": [], "files": [{"name": "out/workflow/v", "data": "value"}]});
+
+    let reply = within(
+        PROMPT,
+        "usable",
+        post_in(&sidecar, &runner, "files-only", &good, &body),
+    )
+    .await;
+    assert_eq!(reply.error_code(), None, "{:?}", reply.body());
+    let written = std::fs::read_to_string(good.join("out/workflow/v"));
+    assert_eq!(written.ok().as_deref(), Some("value"));
+
+    let reply = within(
+        PROMPT,
+        "refused",
+        post_in(&sidecar, &runner, "files-bad", &file, &body),
+    )
+    .await;
+    assert_input_error(&reply, &["Direktiv-TempDir"], "a file as the temp dir");
 }
