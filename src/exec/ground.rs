@@ -108,7 +108,7 @@ impl Setup {
 
     /// Whether the ground is made: after the first start, false when its preparation failed.
     pub(crate) fn is_made(&self) -> bool {
-        matches!(*crate::sync::lock(&self.0), State::Made(..))
+        self.made_at().is_some()
     }
 
     /// The request's temp dir, once made.

@@ -51,22 +51,23 @@ pub(super) async fn start(
     limits: Limits,
     x: &Execution<'_>,
 ) -> Result<Started, Failure> {
+    let begin = x.setup.start();
     let work = StartWork {
-        ground: x.setup.start(),
-        launch: launch.clone(),
-        allow: x.settings.allow.clone(),
         workdir: spec.workdir.clone(),
         env: spec.env.clone(),
-        mark: x.tracker.mark().to_owned(),
         timeout,
-        how: (spec.stdin.is_some(), limits, x.settings.memory_by),
-        user: x.user,
-        tracker: x.tracker.clone(),
+        spawn: Spawn {
+            launch: launch.clone(),
+            allow: x.settings.allow.clone(),
+            how: (spec.stdin.is_some(), limits, x.settings.memory_by),
+            user: x.user,
+            tracker: x.tracker.clone(),
+        },
     };
     // When to thaw a start that does not come back: no later than the deadline the trip fixes.
     let due_at = timeout.and_then(Deadline::after);
     let started = async {
-        let (made, started) = crate::blocking::run(move || work.run())
+        let (made, started) = crate::blocking::run(move || work.run(begin))
             .await
             .unwrap_or_else(|error| {
                 let lost = format!("the command could not be started: {error}");
@@ -101,19 +102,11 @@ const THAW_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What one start takes off the async workers.
 struct StartWork {
-    ground: ground::Start,
-    launch: Launch,
-    allow: AllowList,
     workdir: Option<FieldPath>,
     /// The command's own `env`.
     env: Vec<(String, String)>,
-    /// The mark of the request's processes.
-    mark: String,
     timeout: Option<Duration>,
-    /// Stdin piped, the limits and how `memory` is enforced.
-    how: (bool, Limits, MemoryBy),
-    user: Option<u32>,
-    tracker: RequestTracker,
+    spawn: Spawn,
 }
 
 /// The ground made by this start (the request's first) and when, and the start.
@@ -123,9 +116,9 @@ type Outcome = (
 );
 
 impl StartWork {
-    /// The start, in its trip.
-    fn run(self) -> Outcome {
-        let (made, ground) = match self.ground {
+    /// The start, in its trip, beginning as `begin` says.
+    fn run(self, begin: ground::Start) -> Outcome {
+        let (made, ground) = match begin {
             ground::Start::On(ground) => (None, ground),
             ground::Start::Preparing(prepare) => match prepare() {
                 Ok((workspace, ground)) => (Some((workspace, Instant::now())), ground),
@@ -133,56 +126,33 @@ impl StartWork {
             },
             ground::Start::Lost => return (None, Err(Failure::internal(ground::LOST))),
         };
-        let started = Self::start_on(
-            &ground,
-            self.workdir.as_ref(),
-            self.env,
-            self.mark,
-            self.timeout,
-            Spawn {
-                launch: &self.launch,
-                allow: &self.allow,
-                how: self.how,
-                user: self.user,
-                tracker: &self.tracker,
-            },
-        );
+        let started = self.start_on(&ground);
         (made.map(|(workspace, at)| (workspace, ground, at)), started)
     }
 
     /// The start on a made ground: the working directory, the deadline, the `DIREKTIV_RESULT`
     /// file (made here, beside the start, so it costs no trip of its own), then the command.
-    fn start_on(
-        ground: &Ground,
-        workdir: Option<&FieldPath>,
-        env: Vec<(String, String)>,
-        mark: String,
-        timeout: Option<Duration>,
-        spawn: Spawn<'_>,
-    ) -> Result<Started, Failure> {
-        let cwd = ground.temp_dir.workdir(workdir)?;
-        let deadline = timeout.and_then(Deadline::after);
+    fn start_on(&self, ground: &Ground) -> Result<Started, Failure> {
+        let spawn = &self.spawn;
+        let cwd = ground.temp_dir.workdir(self.workdir.as_ref())?;
+        let deadline = self.timeout.and_then(Deadline::after);
+        let shown_deadline = deadline.and_then(|deadline| deadline.rfc3339());
         let domain = ground.domain.as_deref();
         let fallback = ground.temp_dir.results_fallback();
         let result_file = ResultFile::create_for(&fallback, spawn.user, domain.is_some())?;
         let result_path = result_file.path().to_string_lossy().into_owned();
         // The runner's facts come last: a request's own env cannot replace the deadline, the
         // mark of its processes or the result file.
-        let own = env
-            .into_iter()
-            .chain(
-                deadline
-                    .and_then(|deadline| deadline.rfc3339())
-                    .map(|at| (ENV_DEADLINE.to_owned(), at)),
-            )
-            .chain([(MARK_VARIABLE.to_owned(), mark)]);
-        let own: Vec<(String, String)> = own.collect();
         let vars: Vec<(&str, &str)> = ground
             .env
             .iter()
-            .chain(&own)
+            .chain(&self.env)
             .map(|(k, v)| (k.as_str(), v.as_str()))
-            .chain([(ENV_RESULT, result_path.as_str())])
+            .chain(shown_deadline.as_deref().map(|at| (ENV_DEADLINE, at)))
+            .chain([
+                (MARK_VARIABLE, spawn.tracker.mark()),
+                (ENV_RESULT, result_path.as_str()),
+            ])
             .collect();
         match spawn.run(&vars, cwd.as_fd(), domain) {
             Ok((spawned, memory)) => Ok(Started {
@@ -200,15 +170,16 @@ impl StartWork {
 }
 
 /// How the command is spawned.
-struct Spawn<'a> {
-    launch: &'a Launch,
-    allow: &'a AllowList,
+struct Spawn {
+    launch: Launch,
+    allow: AllowList,
+    /// Stdin piped, the limits and how `memory` is enforced.
     how: (bool, Limits, MemoryBy),
     user: Option<u32>,
-    tracker: &'a RequestTracker,
+    tracker: RequestTracker,
 }
 
-impl Spawn<'_> {
+impl Spawn {
     /// Locates the executable and starts it with `vars` over the runner's environment, in a
     /// memory cgroup of its own when it has a `memory` limit and the runner makes them.
     fn run(
@@ -217,7 +188,7 @@ impl Spawn<'_> {
         cwd: BorrowedFd<'_>,
         domain: Option<&Ruleset>,
     ) -> Result<(Spawned, Option<MemoryCgroup>), Failure> {
-        let (launch, tracker, user) = (self.launch, self.tracker, self.user);
+        let (launch, tracker, user) = (&self.launch, &self.tracker, self.user);
         let (stdin, limits, memory_by) = self.how;
         let failed = |error: std::io::Error| launch::spawn_failure(&error, launch, Some(cwd));
         let env = ChildEnv::new(vars).map_err(failed)?;
@@ -225,7 +196,7 @@ impl Spawn<'_> {
             cwd: Some(cwd),
             path: env.path(),
         };
-        let path = launch::locate(launch, place, self.allow)?;
+        let path = launch::locate(launch, place, &self.allow)?;
         let started_after = RequestTracker::start_time_now();
         let image =
             Image::new(OsStr::new(&path), &launch.name, &launch.args, env, cwd).map_err(failed)?;
