@@ -158,7 +158,19 @@ async fn escapees_are_gone_when_the_response_is_sent_in(place: Place) {
 /// A request's `env` cannot switch the runner's tracking off by setting its variable.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_request_env_cannot_untrack_an_escapee() {
-    let (sidecar, runner) = start();
+    the_request_env_cannot_untrack_an_escapee_in(Place::Here).await;
+}
+
+/// The same where only the mark finds them: with a cgroup per request, the cgroup would find
+/// the escapee whatever its environment says.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_env_cannot_untrack_an_escapee_in_a_pod() {
+    skip_without!(Capability::PidNamespaces);
+    the_request_env_cannot_untrack_an_escapee_in(Place::Pod).await;
+}
+
+async fn the_request_env_cannot_untrack_an_escapee_in(place: Place) {
+    let (sidecar, runner) = start_in(place);
     let marker = procs::marker("override");
     let _cleanup = KillLeftovers(marker.clone());
     let body = json!({
