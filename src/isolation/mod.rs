@@ -280,18 +280,39 @@ fn hidden_roots(
     (roots.iter().cloned().chain(private_root()).collect(), given)
 }
 
-/// What a request may read but not change: the cgroup mounts a command could write through
-/// (canonical), found once. Through them a command running as root could kill, freeze, limit or
-/// move any process of the container, another request's or the runner's; an unprivileged pod
-/// mounts them read-only anyway.
+/// What a request may read but not change: the cgroup mounts a command could write through,
+/// found once. Through them a command running as root could kill, freeze, limit or move any
+/// process of the container, another request's or the runner's; an unprivileged pod mounts them
+/// read-only anyway.
 fn read_only_roots() -> Arc<[PathBuf]> {
     static ROOTS: std::sync::LazyLock<Arc<[PathBuf]>> = std::sync::LazyLock::new(|| {
-        crate::process::writable_cgroup_mounts()
+        let mounts = crate::process::writable_cgroup_mounts()
             .into_iter()
-            .filter_map(|mount| mount.canonicalize().ok())
-            .collect()
+            .filter_map(|mount| mount.canonicalize().ok());
+        read_only_roots_of(mounts).into()
     });
     Arc::clone(&ROOTS)
+}
+
+/// The read-only roots that hold the writable cgroup `mounts` (canonical): all of `/sys` for
+/// those beneath it, as an unprivileged pod mounts it, and a mount elsewhere itself. Every rule
+/// of a ruleset is copied into each command's domain as it enters it, which is most of what the
+/// entry costs: `/sys` whole is one rule where its entries and those of `/sys/fs` beside the way
+/// to the mounts were some twenty.
+fn read_only_roots_of(mounts: impl IntoIterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let sys = Path::new("/sys");
+    let mut roots: Vec<PathBuf> = Vec::new();
+    for mount in mounts {
+        let root = if mount.starts_with(sys) {
+            sys.to_path_buf()
+        } else {
+            mount
+        };
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    roots
 }
 
 /// The shared root of a given temp dir: the folder holding it (canonical), when it can be
@@ -410,5 +431,28 @@ mod tests {
         assert_eq!(shared_root(&temp.join("a")).0, None);
         assert!(!hideable(&temp.join("a")));
         assert!(!hideable(Path::new("/")));
+    }
+
+    #[test]
+    fn writable_cgroup_mounts_under_sys_make_all_of_sys_read_only_once() {
+        let v1 = [
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+        ];
+        let roots = read_only_roots_of(v1.into_iter().map(PathBuf::from));
+        assert_eq!(roots, [PathBuf::from("/sys")]);
+        // A cgroup mount elsewhere is its own root; none, no root.
+        let elsewhere = ["/sys/fs/cgroup", "/cgroup/memory"].map(PathBuf::from);
+        assert_eq!(
+            read_only_roots_of(elsewhere),
+            [PathBuf::from("/sys"), PathBuf::from("/cgroup/memory")]
+        );
+        assert!(read_only_roots_of([]).is_empty());
+        // A folder whose name only begins like `/sys` is not beneath it.
+        assert_eq!(
+            read_only_roots_of([PathBuf::from("/system/cgroup")]),
+            [PathBuf::from("/system/cgroup")]
+        );
     }
 }

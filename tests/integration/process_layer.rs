@@ -135,13 +135,17 @@ impl Drop for KillLeftovers {
 /// A command of another request attacks a running one through cgroup files: `cgroup.kill` and
 /// `cgroup.freeze` of every request cgroup but its own, a cgroup nested in its own, the runner
 /// moved into its own. Prints `CHANGED <what>` for each write that went through, and `READ`
-/// when it could read its own cgroup's process list.
+/// when it could read its own cgroup's process list. It also opens a writable file of `/sys`
+/// outside the cgroup mounts for writing, and writes nothing (`true >>`): `CHANGED sys` when that
+/// was allowed.
 const CGROUP_ATTACK: &str = "for d in \"$CG_PARENT\"/direktiv-cmd-*; do [ \"$d\" = \"$CG\" ] && continue\n\
      for f in cgroup.kill cgroup.freeze; do echo 1 2>/dev/null > \"$d/$f\" && echo \"CHANGED $f\"; done\n\
      done\n\
      mkdir \"$CG/nested\" 2>/dev/null && echo CHANGED nested\n\
      echo \"$RUNNER_PID\" 2>/dev/null > \"$CG/cgroup.procs\" && echo CHANGED runner-moved\n\
      [ -n \"$(cat \"$CG/cgroup.procs\")\" ] && echo READ\n\
+     f=$(find /sys/kernel -maxdepth 1 -type f -perm -200 2>/dev/null | head -n 1)\n\
+     [ -n \"$f\" ] && true 2>/dev/null >> \"$f\" && echo CHANGED sys\n\
      true";
 
 /// What `CGROUP_ATTACK` printed while a victim request slept on a runner started in `sandbox`
@@ -195,7 +199,7 @@ async fn attack_through_cgroups(isolation: &str, pause: &str) -> (Vec<String>, b
 /// In a request's Landlock domain (the default) cgroup files can be read, not written: a
 /// command running as root can neither kill nor freeze another request's processes through
 /// their cgroup, nor nest cgroups, nor move the runner, as in an unprivileged pod, where the
-/// cgroup mounts are read-only.
+/// cgroup mounts are read-only. All of `/sys` is read-only to it, as in such a pod.
 #[tokio::test(flavor = "multi_thread")]
 async fn isolated_commands_cannot_change_any_cgroup() {
     skip_without!(Capability::Cgroups);
@@ -219,6 +223,11 @@ async fn without_isolation_a_command_kills_another_request_through_its_cgroup() 
         "{printed:?}"
     );
     assert!(printed.iter().any(|line| line == "READ"), "{printed:?}");
+    // The probe of `/sys` can succeed: its refusal under isolation is the domain's.
+    assert!(
+        printed.iter().any(|line| line == "CHANGED sys"),
+        "{printed:?}"
+    );
     assert!(!victim_ran, "the victim survived a cgroup.kill");
 }
 
