@@ -15,12 +15,13 @@
 use std::ffi::c_void;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use rustix::io::Errno;
 
 use super::image::{ExecArgs, Image};
-use super::{landlock, oom, signals};
+use super::signals::{self, ToDefault};
+use super::{landlock, oom};
 use crate::limits::RlimitPlan;
 
 /// The exit status of a child whose preparation or exec failed, as posix_spawn's: the parent
@@ -30,7 +31,8 @@ const SETUP_FAILED: libc::c_int = 127;
 /// One thing the child does before it execs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Duty {
-    /// Every signal back to its default disposition, while all are still blocked.
+    /// Every signal back to its default disposition, while all are still blocked (those the
+    /// clone has not set back already: `ToDefault`).
     DefaultSignals,
     /// Lead a new process group: the unit the runner signals and stops.
     OwnProcessGroup,
@@ -101,6 +103,9 @@ pub(super) struct ChildPlan<'a> {
     domain: Option<BorrowedFd<'a>>,
     /// The uid (and gid) the command runs as, when requests have users of their own.
     user: Option<u32>,
+    /// The signals the child sets back to their default itself (a `ToDefault`'s bits): which
+    /// depends on the clone that makes it (`set_signals_to_default`, before each).
+    signals_to_default: AtomicU64,
     report: Report,
 }
 
@@ -116,6 +121,9 @@ struct Report {
     error: AtomicI32,
     /// Set when the duty that failed was `JoinMemoryCgroup`.
     memory_join_failed: AtomicBool,
+    /// The signals that still had a handler of the runner's once `DefaultSignals` was done.
+    #[cfg(test)]
+    handled_after_reset: AtomicU64,
 }
 
 impl<'a> ChildPlan<'a> {
@@ -140,8 +148,16 @@ impl<'a> ChildPlan<'a> {
             limits,
             domain: isolation.domain,
             user: isolation.user,
+            signals_to_default: AtomicU64::new(ToDefault::ALL.bits()),
             report: Report::default(),
         }
+    }
+
+    /// The signals the child is to set back to their default itself, for the clone about to
+    /// make it (`ToDefault`).
+    pub(super) fn set_signals_to_default(&self, signals: ToDefault) {
+        self.signals_to_default
+            .store(signals.bits(), Ordering::SeqCst);
     }
 
     /// Whether the child ran at all (read once it has exec'd or exited).
@@ -168,6 +184,13 @@ impl<'a> ChildPlan<'a> {
         }
     }
 
+    /// The signals that still had a handler of the runner's in the child once it had reset
+    /// them (read once it has exec'd or exited).
+    #[cfg(test)]
+    pub(super) fn handled_after_reset(&self) -> u64 {
+        self.report.handled_after_reset.load(Ordering::SeqCst)
+    }
+
     /// Runs in the child: every duty, then the exec. Returns only when one of them failed,
     /// with its errno (positive).
     fn run(&self) -> i32 {
@@ -175,6 +198,13 @@ impl<'a> ChildPlan<'a> {
         for duty in DUTIES {
             if let Err(errno) = self.perform(duty) {
                 return errno.raw_os_error();
+            }
+            #[cfg(test)]
+            if duty == Duty::DefaultSignals {
+                let handled = signals::handled();
+                self.report
+                    .handled_after_reset
+                    .store(handled, Ordering::SeqCst);
             }
         }
         // SAFETY: `path` is a NUL-terminated string, `argv` and `envp` NUL-terminated arrays
@@ -191,7 +221,9 @@ impl<'a> ChildPlan<'a> {
 
     fn perform(&self, duty: Duty) -> Result<(), Errno> {
         match duty {
-            Duty::DefaultSignals => signals::default_dispositions(),
+            Duty::DefaultSignals => {
+                signals::default_dispositions(self.signals_to_default.load(Ordering::SeqCst));
+            }
             Duty::OwnProcessGroup => rustix::process::setpgid(None, None)?,
             Duty::WorkingDirectory => rustix::process::fchdir(self.cwd)?,
             Duty::JoinCgroup => {

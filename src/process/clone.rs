@@ -24,7 +24,7 @@ use rustix::process::{Pid, WaitOptions};
 use super::child::{child_main, ChildPlan};
 use super::clone3;
 use super::leaders::Starting;
-use super::signals::AllSignalsBlocked;
+use super::signals::{AllSignalsBlocked, ToDefault};
 use super::stack::PooledStack;
 
 /// A child that has exec'd: the command runs.
@@ -58,7 +58,9 @@ impl Failed {
 /// Clones a child that carries out `plan`, created in the cgroup `into` (a cgroup directory)
 /// when given; returns once it has exec'd or exited. The kernel writes the child's number into
 /// `starting` as it creates it; a child that did not start is forgotten there before it is
-/// reaped.
+/// reaped. With clone3 (where the kernel offers it) the runner's signal handlers are cleared in
+/// the child by the kernel; a cgroup to be created in needs clone3, so without it that start is
+/// `Refused` and the caller has the child move in instead.
 pub(super) fn clone_child(
     plan: &ChildPlan<'_>,
     into: Option<BorrowedFd<'_>>,
@@ -73,8 +75,9 @@ pub(super) fn clone_child(
     } else {
         libc::CLONE_PARENT_SETTID
     };
-    // SAFETY: the child shares this process's memory, so everything it touches must stay
-    // valid and unchanged while it runs, and it must not disturb anything the runner uses:
+    // Both clones below are sound because the child shares this process's memory, so everything it
+    // touches must stay valid and unchanged while it runs, and it must not disturb anything the
+    // runner uses:
     // - CLONE_VFORK suspends this thread until the child has exec'd or exited, so `plan`, the
     //   strings and pointer arrays it points to (the caller's image, and BASE_ENV, which is
     //   never changed) and `stack` are alive and unmoved for the child's whole use of them;
@@ -82,9 +85,11 @@ pub(super) fn clone_child(
     // - `child_main` runs on `stack` (64 KiB, a guard page below), not on this thread's
     //   stack, and never returns into this frame: it execs or `_exit`s.
     // - Every signal is blocked (`blocked`) and the child inherits that mask, so no handler
-    //   of the runner's (tokio's, std's) can run in it before it has reset them all; without
-    //   CLONE_SIGHAND its dispositions are its own copy, so resetting them leaves the
-    //   runner's alone.
+    //   of the runner's (tokio's, std's) can run in it before they are all reset: by the
+    //   kernel at the clone (clone3, `CLONE_CLEAR_SIGHAND`) or by the child itself (every
+    //   signal, `ToDefault::ALL`, after `libc::clone`), each told to it in `plan` before its
+    //   clone. Without CLONE_SIGHAND its dispositions are its own copy, so resetting them
+    //   leaves the runner's alone.
     // - Without CLONE_FILES its descriptor table is its own copy: its dup2 and close calls
     //   leave the runner's descriptors alone.
     // - The child only makes system calls on values read from `plan`, writes nothing shared
@@ -93,21 +98,40 @@ pub(super) fn clone_child(
     //   another thread of the runner holds is touched.
     // - `pid_slot`, when not null, is a static `pid_t` (`Starting`) the kernel writes the
     //   child's number to (`CLONE_PARENT_SETTID`) before either process runs on.
-    // `clone3::clone_into` makes the same clone with the same flags, plus the cgroup.
-    let raw = unsafe {
-        match into {
-            Some(dir) => clone3::clone_into(&stack, dir, plan_ptr, pid_slot),
-            None => libc::clone(
+    // `clone3::clone_into` makes the same clone with the same flags, plus the two of its own.
+    let mut raw = -1;
+    let mut cloned = false;
+    if clone3::usable() {
+        plan.set_signals_to_default(ToDefault::ignored_by_runner());
+        // SAFETY: see above.
+        raw = unsafe { clone3::clone_into(&stack, into, plan_ptr, pid_slot) };
+        cloned = raw >= 0;
+        if !cloned {
+            let error = io::Error::last_os_error();
+            // Into a cgroup, the caller decides; otherwise `clone` makes it where clone3 is
+            // not offered at all.
+            if into.is_some() || !clone3::refused(&error) {
+                return Err(Failed::Refused(error));
+            }
+        }
+    } else if into.is_some() {
+        return Err(Failed::Refused(io::Error::from_raw_os_error(libc::ENOSYS)));
+    }
+    if !cloned {
+        plan.set_signals_to_default(ToDefault::ALL);
+        // SAFETY: see above.
+        raw = unsafe {
+            libc::clone(
                 child_main,
                 stack.top(),
                 libc::CLONE_VM | libc::CLONE_VFORK | settid | libc::SIGCHLD,
                 plan_ptr,
                 pid_slot,
-            ),
+            )
+        };
+        if raw < 0 {
+            return Err(Failed::Refused(io::Error::last_os_error()));
         }
-    };
-    if raw < 0 {
-        return Err(Failed::Refused(io::Error::last_os_error()));
     }
     let pid = Pid::from_raw(raw)
         .ok_or_else(|| Failed::Refused(io::Error::other("clone gave no process id")))?;
@@ -145,5 +169,62 @@ fn reap(pid: Pid) {
             Err(Errno::INTR) => continue,
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::RlimitPlan;
+    use crate::process::child::Isolation;
+    use crate::process::image::{ChildEnv, Image};
+    use std::ffi::OsStr;
+    use std::os::fd::{AsFd, OwnedFd};
+
+    extern "C" fn runner_handler(_: libc::c_int) {}
+
+    /// A handler of the runner's (as tokio installs them) is gone in the child before it
+    /// unblocks signals, whichever clone made it: cleared by the kernel (clone3), or reset by
+    /// the child itself (`clone`, where clone3 is not offered).
+    #[test]
+    fn no_handler_of_the_runner_is_left_in_a_child_before_it_unblocks_signals() {
+        let signal = libc::SIGRTMIN() + 7;
+        // SAFETY: installs a handler that does nothing for a real-time signal nothing else in
+        // the tests uses; the zeroed action is valid, its handler set to a function.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = runner_handler as *const () as libc::sighandler_t;
+            assert_eq!(libc::sigaction(signal, &action, std::ptr::null_mut()), 0);
+        }
+        let bit = 1u64 << (signal - 1);
+        assert_ne!(
+            super::super::signals::handled() & bit,
+            0,
+            "the probe sees no handler"
+        );
+        let root = std::fs::File::open("/").unwrap();
+        let null: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let env = ChildEnv::new(&[]).unwrap();
+        let image = Image::new(OsStr::new("/bin/true"), "true", &[], env, root.as_fd()).unwrap();
+        let isolation = Isolation {
+            domain: None,
+            user: None,
+        };
+        let plan = ChildPlan::new(
+            &image,
+            [&null, &null, &null],
+            RlimitPlan::default(),
+            None,
+            None,
+            isolation,
+        );
+        let born = clone_child(&plan, None, None).unwrap();
+        reap(born.pid);
+        assert_eq!(
+            plan.handled_after_reset() & bit,
+            0,
+            "the runner's handler was left in the child"
+        );
+        assert_eq!(plan.handled_after_reset(), 0);
     }
 }

@@ -63,17 +63,83 @@ pub(super) fn unblock_all() {
     set_thread_mask(libc::SIG_SETMASK, 0);
 }
 
-/// In a child, while every signal is still blocked: every signal back to its default
-/// disposition, as posix_spawn's `POSIX_SPAWN_SETSIGDEF` with every signal. The runner ignores
-/// SIGPIPE and handles SIGTERM, SIGINT and SIGCHLD; a command inherits none of that. glibc's
-/// own two signals are refused by its `sigaction` and keep their disposition until the exec
-/// resets handlers; their handlers act only on signals the process sent itself (they check the
-/// sender), so one arriving in between does nothing. Async-signal-safe: `sigaction` is a
-/// system call wrapper that allocates nothing and takes no lock.
-pub(super) fn default_dispositions() {
+/// The signals a child sets back to their default disposition itself, before it unblocks any
+/// (`default_dispositions`), as a kernel signal set.
+///
+/// A clone with `CLONE_CLEAR_SIGHAND` (clone3, Linux ≥ 5.5) gives the child every signal the
+/// runner handles at its default already, in the kernel, and keeps only what the runner ignores
+/// (SIG_IGN survives the clear, and an exec too): then only those are left to the child, one
+/// `sigaction` each (SIGPIPE, which std ignores, and whatever the runner was started with
+/// ignored) instead of one per signal. Without the flag (`libc::clone`) the child resets every
+/// signal, as posix_spawn does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ToDefault(KernelSigset);
+
+impl ToDefault {
+    /// Every signal: after a clone that kept the runner's handlers.
+    pub(super) const ALL: ToDefault = ToDefault(KernelSigset::MAX);
+
+    /// After a clone that cleared the runner's handlers: the signals the runner ignores, read
+    /// once, at the first start. Nothing in the runner ignores a signal after it has started
+    /// (std ignores SIGPIPE before `main`; tokio only installs handlers, which the clear
+    /// covers whenever they were installed), so the first reading holds; were a signal ignored
+    /// later, its commands would start with it ignored, never with a handler of the runner's.
+    pub(super) fn ignored_by_runner() -> ToDefault {
+        static IGNORED: std::sync::OnceLock<ToDefault> = std::sync::OnceLock::new();
+        *IGNORED.get_or_init(|| {
+            let ignored = (1..=LAST_SIGNAL)
+                .filter(|&signal| disposition(signal) == Some(libc::SIG_IGN))
+                .fold(0, |set, signal| set | bit(signal));
+            ToDefault(ignored)
+        })
+    }
+
+    /// As stored in the child's plan.
+    pub(super) fn bits(self) -> KernelSigset {
+        self.0
+    }
+}
+
+/// The signals with a handler (neither `SIG_DFL` nor `SIG_IGN`) in this process, as a kernel
+/// signal set; glibc's own two, which its `sigaction` does not show, left out.
+/// Async-signal-safe: a `sigaction` query per signal.
+#[cfg(test)]
+pub(super) fn handled() -> KernelSigset {
+    (1..=LAST_SIGNAL)
+        .filter(|&signal| {
+            disposition(signal).is_some_and(|h| h != libc::SIG_DFL && h != libc::SIG_IGN)
+        })
+        .fold(0, |set, signal| set | bit(signal))
+}
+
+/// The bit of `signal` in a kernel signal set.
+fn bit(signal: libc::c_int) -> KernelSigset {
+    1 << (signal - 1)
+}
+
+/// The handler of `signal` in this process (`SIG_DFL`, `SIG_IGN` or a function), or `None`
+/// where glibc does not say (its own two signals).
+fn disposition(signal: libc::c_int) -> Option<libc::sighandler_t> {
+    let mut action = MaybeUninit::<libc::sigaction>::zeroed();
+    // SAFETY: with a null new action sigaction only writes the current one into `action`,
+    // a valid, writable `sigaction`.
+    let status = unsafe { libc::sigaction(signal, std::ptr::null(), action.as_mut_ptr()) };
+    // SAFETY: zeroed is a valid `sigaction`, and sigaction filled it in where it succeeded.
+    (status == 0).then(|| unsafe { action.assume_init() }.sa_sigaction)
+}
+
+/// In a child, while every signal is still blocked: the signals of `to_default` (a
+/// `ToDefault`'s bits) back to their default disposition, as posix_spawn's
+/// `POSIX_SPAWN_SETSIGDEF`. The runner ignores SIGPIPE and handles SIGTERM, SIGINT and
+/// SIGCHLD; a command inherits none of that. glibc's own two signals are refused by its
+/// `sigaction` and keep their disposition until the exec resets handlers (or the clone cleared
+/// them); their handlers act only on signals the process sent itself (they check the sender),
+/// so one arriving in between does nothing. Async-signal-safe: `sigaction` is a system call
+/// wrapper that allocates nothing and takes no lock.
+pub(super) fn default_dispositions(to_default: KernelSigset) {
     for signal in 1..=LAST_SIGNAL {
-        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
-            continue; // Cannot be changed.
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP || to_default & bit(signal) == 0 {
+            continue; // Cannot be changed, or nothing to change.
         }
         // SAFETY: an all-zero `sigaction` is SIG_DFL with no flags and an empty mask: valid,
         // and it installs no handler. sigaction reads it from the stack and writes nothing back

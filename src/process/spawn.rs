@@ -134,7 +134,9 @@ fn start_once(request: &SpawnRequest<'_>, stdio: [&OwnedFd; 3]) -> io::Result<Bo
             Err(Failed::KilledAtBirth) => cgroup.killed_by_someone(),
             // No child was made: the cgroup (or clone3 itself) refused. As when moving in
             // fails, the command runs all the same, moving itself in if it can.
-            Err(Failed::Refused(error)) => clone3::refused(&error),
+            Err(Failed::Refused(error)) => {
+                clone3::refused(&error);
+            }
         }
     }
     let plan = ChildPlan::new(
