@@ -75,9 +75,9 @@ pub(super) fn clone_child(
     } else {
         libc::CLONE_PARENT_SETTID
     };
-    // Both clones below are sound because the child shares this process's memory, so everything it
-    // touches must stay valid and unchanged while it runs, and it must not disturb anything the
-    // runner uses:
+    // Both clones below are sound because of the following. The child shares this process's
+    // memory, so everything it touches must stay valid and unchanged while it runs, and it must
+    // not disturb anything the runner uses:
     // - CLONE_VFORK suspends this thread until the child has exec'd or exited, so `plan`, the
     //   strings and pointer arrays it points to (the caller's image, and BASE_ENV, which is
     //   never changed) and `stack` are alive and unmoved for the child's whole use of them;
@@ -184,8 +184,8 @@ mod tests {
     extern "C" fn runner_handler(_: libc::c_int) {}
 
     /// A handler of the runner's (as tokio installs them) is gone in the child before it
-    /// unblocks signals, whichever clone made it: cleared by the kernel (clone3), or reset by
-    /// the child itself (`clone`, where clone3 is not offered).
+    /// unblocks signals: cleared by the kernel where clone3 makes the child (as on the test
+    /// machines), reset by the child itself where `clone` does.
     #[test]
     fn no_handler_of_the_runner_is_left_in_a_child_before_it_unblocks_signals() {
         let signal = libc::SIGRTMIN() + 7;
