@@ -10,6 +10,7 @@
 #                 IMAGE=<your image> runs that image beside it (docker/README.md)
 #   make bench    benchmark table (also written as JSON to bench-results/); STRICT=1 fails on a
 #                 missed target
+#   make pair     two runner builds side by side (A=<build> [B=<build>]): which is faster
 #   make soak     long mixed-load test: cancels, timeouts, disconnects, leak checks
 #   make layout   remakes layout/functions.txt, the functions that run, which the linker places
 #                 together (needs root; docs/performance.md, "Code layout")
@@ -18,7 +19,7 @@ CARGO ?= cargo
 HOST_TARGET := x86_64-unknown-linux-gnu
 STATIC_BIN := target/static/direktiv-cmd
 
-.PHONY: run test test-prerequisites lint unit static images image container-test dev-pod bench soak layout clean
+.PHONY: run test test-prerequisites lint unit static images image container-test dev-pod bench bench-harness pair soak layout clean
 
 # The quick profile (Cargo.toml): optimised, but without the release build's fat LTO.
 run:
@@ -97,9 +98,20 @@ container-test:
 # relocations) so its floor servers compare fairly. It prints PASS/FAIL per target and exits 0; with STRICT=1 it exits 1 when a target is
 # missed (the table and bench-results/latest.json are written either way).
 STRICT ?=
-bench: static
+BENCH_BIN := target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench
+
+bench: static bench-harness
+	$(BENCH_BIN) --runner $(STATIC_BIN) --out bench-results/latest.json $(if $(filter 1 yes true,$(STRICT)),--strict)
+
+bench-harness:
 	RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs" $(CARGO) build --release --manifest-path bench/Cargo.toml --target $(HOST_TARGET) --target-dir target/bench
-	target/bench/$(HOST_TARGET)/release/direktiv-cmd-bench --runner $(STATIC_BIN) --out bench-results/latest.json $(if $(filter 1 yes true,$(STRICT)),--strict)
+
+# Two runner builds side by side, taking turns (bench/src/pair.rs): did a change make it faster?
+#   make pair A=/tmp/direktiv-cmd.before [B=target/static/direktiv-cmd] [ARGS="--concurrency 16"]
+B ?= $(STATIC_BIN)
+pair: bench-harness
+	@test -n "$(A)" || { echo "make pair A=<the other build> [B=...] [ARGS=...]"; exit 2; }
+	$(BENCH_BIN) pair $(A) $(B) $(ARGS)
 
 soak:
 	$(CARGO) test --release --test soak -- --ignored --nocapture

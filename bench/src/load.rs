@@ -79,6 +79,18 @@ impl Sample {
         self.latencies.len() + self.errors
     }
 
+    /// Requests that failed to complete or got a status other than 200.
+    pub fn errors(&self) -> usize {
+        self.errors
+    }
+
+    /// The median latency so far, in microseconds.
+    pub fn p50_us(&self) -> f64 {
+        let mut sorted = self.latencies.clone();
+        sorted.sort_unstable();
+        micros(percentile(&sorted, 50.0))
+    }
+
     pub fn stats(mut self, concurrency: usize) -> LoadStats {
         self.latencies.sort_unstable();
         let ok = self.latencies.len();

@@ -53,6 +53,10 @@
 //!                                    N posts of BODY at concurrency C to a loopback ADDR, with
 //!                                    TEMPDIR as Direktiv-TempDir if given; stats as JSON (for
 //!                                    profiling)
+//! direktiv-cmd-bench pair A B [--concurrency C] [--requests N] [--turns T] [--body JSON]
+//!                                    two runner builds side by side, taking turns against one
+//!                                    sidecar: p50, requests/s and CPU per request of each, and
+//!                                    B / A (`make pair`; pair.rs)
 //! direktiv-cmd-bench layout PROBE OUT
 //!                                    the functions of the runner that run, for the linker to
 //!                                    place together (`make layout`; layout.rs)
@@ -66,6 +70,7 @@ mod floor;
 mod layout;
 mod load;
 mod measure;
+mod pair;
 mod pod;
 mod process;
 mod report;
@@ -116,6 +121,9 @@ fn main() -> ExitCode {
         Some("sidecar") => sidecar::serve().map(|()| Verdict::Done),
         Some("load") => load_only(&args[1..]).map(|()| Verdict::Done),
         Some("layout") => layout::run(&args[1..]).map(|()| Verdict::Done),
+        Some("pair") => pair::PairOptions::from_args(&args[1..])
+            .and_then(|options| pair::run(&options))
+            .map(|()| Verdict::Done),
         _ => options(&args).and_then(run),
     };
     match outcome {

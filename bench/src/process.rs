@@ -98,12 +98,24 @@ impl Server {
     /// User plus system CPU time of the server process itself (not its children):
     /// fields 14 and 15 of /proc/<pid>/stat.
     pub fn cpu_time(&self) -> Result<Duration, Error> {
+        self.stat_time(11)
+    }
+
+    /// User plus system CPU time of the server's children it has waited for (its commands,
+    /// from their clone on): fields 16 and 17 of /proc/<pid>/stat.
+    pub fn children_cpu_time(&self) -> Result<Duration, Error> {
+        self.stat_time(13)
+    }
+
+    /// The sum of the two tick counts of /proc/<pid>/stat at `index` and the one after it,
+    /// counting the fields after the command name from 0.
+    fn stat_time(&self, index: usize) -> Result<Duration, Error> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid.as_raw_nonzero()))?;
         // The command name (field 2) may hold spaces; the fields after it are plain numbers.
         let after_name = stat.rsplit_once(')').ok_or("malformed stat")?.1;
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).ok_or("short stat")?.parse::<u64>()?
-            + fields.get(12).ok_or("short stat")?.parse::<u64>()?;
+        let ticks: u64 = fields.get(index).ok_or("short stat")?.parse::<u64>()?
+            + fields.get(index + 1).ok_or("short stat")?.parse::<u64>()?;
         let per_second = rustix::param::clock_ticks_per_second();
         Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
     }
