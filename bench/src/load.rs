@@ -84,11 +84,11 @@ impl Sample {
         self.errors
     }
 
-    /// The median latency so far, in microseconds.
-    pub fn p50_us(&self) -> f64 {
+    /// The median latency so far.
+    pub fn p50(&self) -> Duration {
         let mut sorted = self.latencies.clone();
         sorted.sort_unstable();
-        micros(percentile(&sorted, 50.0))
+        percentile(&sorted, 50.0)
     }
 
     pub fn stats(mut self, concurrency: usize) -> LoadStats {

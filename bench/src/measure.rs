@@ -105,7 +105,7 @@ pub fn spawn_floor(runs: usize) -> Result<Duration, Error> {
 
 /// The servers take turns in every measurement, in short rounds, each round starting with the
 /// next server, so that load from elsewhere on the (shared, 2-core) machine falls on all alike.
-fn turns(round: usize, servers: usize) -> Vec<usize> {
+pub fn turns(round: usize, servers: usize) -> Vec<usize> {
     (0..servers).map(|i| (round + i) % servers).collect()
 }
 
@@ -288,7 +288,8 @@ async fn rounds_of(
         .collect())
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+/// The middle sample (nearest rank; zero when there are none).
+pub fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort_unstable();
     percentile(&samples, 50.0)
 }
@@ -416,5 +417,13 @@ mod tests {
         assert_eq!(turns(2, 3), vec![2, 0, 1]);
         assert_eq!(turns(3, 3), vec![0, 1, 2]);
         assert_eq!(turns(1, 2), vec![1, 0]);
+    }
+
+    #[test]
+    fn the_median_is_the_middle_sample() {
+        let ms = |list: &[u64]| list.iter().map(|&n| Duration::from_millis(n)).collect();
+        assert_eq!(median(ms(&[3, 1, 2])), Duration::from_millis(2));
+        assert_eq!(median(ms(&[4, 1, 3, 2])), Duration::from_millis(2));
+        assert_eq!(median(Vec::new()), Duration::ZERO);
     }
 }

@@ -15,6 +15,7 @@ use axum::body::Bytes;
 
 use crate::client::Error;
 use crate::load::{self, Load, Sample};
+use crate::measure::{median, turns};
 use crate::sidecar::Sidecar;
 use crate::target::{Mode, Target};
 
@@ -94,7 +95,7 @@ impl PairOptions {
 /// What one build did over all its turns.
 struct Totals {
     sample: Sample,
-    turn_p50s_us: Vec<f64>,
+    turn_p50s: Vec<Duration>,
     own: Duration,
     children: Duration,
 }
@@ -112,13 +113,14 @@ pub fn run(options: &PairOptions) -> Result<(), Error> {
         let requests = totals.sample.requests().max(1) as f64;
         let per_request = |cpu: Duration| cpu.as_secs_f64() * 1e6 / requests;
         let (own, children) = (per_request(totals.own), per_request(totals.children));
-        let p50 = median(&totals.turn_p50s_us);
+        let turns = totals.turn_p50s.len();
+        let p50 = load::micros(median(totals.turn_p50s));
         let stats = totals.sample.stats(options.concurrency);
         println!(
             "{name} {}: p50 {p50:.0} µs (median of {} turns), {:.0} requests/s, CPU per request \
              {own:.0} µs own + {children:.0} µs children",
             build.display(),
-            totals.turn_p50s_us.len(),
+            turns,
             stats.req_per_s,
         );
         summaries.push((p50, own + children));
@@ -158,19 +160,18 @@ async fn compare(options: &PairOptions, temp_dir: &str) -> Result<[Totals; 2], E
     }
     let mut totals = [(); 2].map(|()| Totals {
         sample: Sample::default(),
-        turn_p50s_us: Vec::with_capacity(options.turns),
+        turn_p50s: Vec::with_capacity(options.turns),
         own: Duration::ZERO,
         children: Duration::ZERO,
     });
     for turn in 0..options.turns {
-        let order = if turn % 2 == 0 { [0, 1] } else { [1, 0] };
-        for i in order {
+        for i in turns(turn, servers.len()) {
             let server = &servers[i];
             let (own, children) = (server.cpu_time()?, server.children_cpu_time()?);
             let sample = load::run(server.addr, &load(options.requests / options.turns)).await?;
             totals[i].own += server.cpu_time()?.saturating_sub(own);
             totals[i].children += server.children_cpu_time()?.saturating_sub(children);
-            totals[i].turn_p50s_us.push(sample.p50_us());
+            totals[i].turn_p50s.push(sample.p50());
             totals[i].sample.absorb(sample);
             sidecar.clear();
         }
@@ -185,12 +186,6 @@ async fn compare(options: &PairOptions, temp_dir: &str) -> Result<[Totals; 2], E
     a.stop().await?;
     b.stop().await?;
     Ok(totals)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 #[cfg(test)]
@@ -236,12 +231,5 @@ mod tests {
                 "{wrong:?} was taken"
             );
         }
-    }
-
-    #[test]
-    fn the_median_is_the_middle_value() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 3.0);
-        assert!(median(&[]).is_nan());
     }
 }
