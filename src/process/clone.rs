@@ -99,40 +99,46 @@ pub(super) fn clone_child(
     // - `pid_slot`, when not null, is a static `pid_t` (`Starting`) the kernel writes the
     //   child's number to (`CLONE_PARENT_SETTID`) before either process runs on.
     // `clone3::clone_into` makes the same clone with the same flags, plus the two of its own.
-    let mut raw = -1;
-    let mut cloned = false;
-    if clone3::usable() {
+    let by_clone3 = if clone3::usable() {
         plan.set_signals_to_default(ToDefault::ignored_by_runner());
         // SAFETY: see above.
-        raw = unsafe { clone3::clone_into(&stack, into, plan_ptr, pid_slot) };
-        cloned = raw >= 0;
-        if !cloned {
-            let error = io::Error::last_os_error();
-            // Into a cgroup, the caller decides; otherwise `clone` makes it where clone3 is
-            // not offered at all.
-            if into.is_some() || !clone3::refused(&error) {
-                return Err(Failed::Refused(error));
+        match unsafe { clone3::clone_into(&stack, into, plan_ptr, pid_slot) } {
+            raw if raw >= 0 => Some(raw),
+            _ => {
+                let error = io::Error::last_os_error();
+                // Into a cgroup, the caller decides; otherwise `clone` makes it where clone3
+                // is not offered at all.
+                if into.is_some() || !clone3::refused(&error) {
+                    return Err(Failed::Refused(error));
+                }
+                None
             }
         }
     } else if into.is_some() {
         return Err(Failed::Refused(io::Error::from_raw_os_error(libc::ENOSYS)));
-    }
-    if !cloned {
-        plan.set_signals_to_default(ToDefault::ALL);
-        // SAFETY: see above.
-        raw = unsafe {
-            libc::clone(
-                child_main,
-                stack.top(),
-                libc::CLONE_VM | libc::CLONE_VFORK | settid | libc::SIGCHLD,
-                plan_ptr,
-                pid_slot,
-            )
-        };
-        if raw < 0 {
-            return Err(Failed::Refused(io::Error::last_os_error()));
+    } else {
+        None
+    };
+    let raw = match by_clone3 {
+        Some(raw) => raw,
+        None => {
+            plan.set_signals_to_default(ToDefault::ALL);
+            // SAFETY: see above.
+            let raw = unsafe {
+                libc::clone(
+                    child_main,
+                    stack.top(),
+                    libc::CLONE_VM | libc::CLONE_VFORK | settid | libc::SIGCHLD,
+                    plan_ptr,
+                    pid_slot,
+                )
+            };
+            if raw < 0 {
+                return Err(Failed::Refused(io::Error::last_os_error()));
+            }
+            raw
         }
-    }
+    };
     let pid = Pid::from_raw(raw)
         .ok_or_else(|| Failed::Refused(io::Error::other("clone gave no process id")))?;
     drop(blocked);
